@@ -1,0 +1,47 @@
+// Microbenchmarks of the CPU kernels at the shapes of a SmolLM2-135M layer.
+#include <slm/tensor.h>
+
+#include "kernels/cpu/kernels.h"
+
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+namespace {
+
+slm::Tensor weight(slm::DType dtype, int64_t rows, int64_t cols) {
+  slm::Tensor f = slm::Tensor::zeros(slm::DType::F32, {rows, cols});
+  for (int64_t i = 0; i < f.numel(); ++i) f.data_as<float>()[i] = static_cast<float>((i * 7919) % 1000) * 1e-3f - 0.5f;
+  return f.to(dtype);
+}
+
+// Arguments: rows of activations (1 = decode), dtype.
+void BM_Matmul(benchmark::State& state) {
+  const int64_t M = state.range(0), K = 576, N = 1536;
+  const auto dtype = static_cast<slm::DType>(state.range(1));
+  const slm::Tensor W = weight(dtype, N, K);
+  std::vector<float> x(static_cast<size_t>(M * K), 0.25f), y(static_cast<size_t>(M * N));
+  for (auto _ : state) {
+    slm::cpu::matmul(x.data(), M, K, W, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(M * N * K), benchmark::Counter::kIsIterationInvariantRate,
+                                                  benchmark::Counter::kIs1000);
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(W.nbytes()), benchmark::Counter::kIsIterationInvariantRate,
+                                                      benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Matmul)->ArgsProduct({{1, 128}, {0, 1, 2}})->ArgNames({"rows", "dtype"})->UseRealTime();
+
+void BM_FlashAttentionDecode(benchmark::State& state) {
+  const int64_t context = state.range(0), heads = 9, kv_heads = 3, head_dim = 64;
+  std::vector<float> q(static_cast<size_t>(heads * head_dim), 0.1f), out(q.size());
+  std::vector<float> keys(static_cast<size_t>(kv_heads * context * head_dim), 0.01f), values(keys.size(), 0.02f);
+  const slm::cpu::AttentionShape shape{1, context - 1, heads, kv_heads, head_dim, context, 0};
+  for (auto _ : state) {
+    slm::cpu::attention_flash(q.data(), keys.data(), values.data(), shape, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_FlashAttentionDecode)->Arg(512)->Arg(2048)->UseRealTime();
+
+}  // namespace

@@ -1,0 +1,56 @@
+// Tensor: a typed view of memory with a shape. A tensor never owns its bytes
+// directly; it holds a shared handle to whatever does (a memory-mapped file, a
+// heap buffer), so weights can point straight into a mapped safetensors file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace slm {
+
+enum class DType : uint8_t { F32, F16, BF16 };
+
+size_t dtype_size(DType dtype);
+std::string_view dtype_name(DType dtype);  // "f32", "f16", "bf16"
+// Accepts slm's names (f32, f16, bf16) and safetensors' (F32, F16, BF16).
+std::optional<DType> parse_dtype(std::string_view name);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // A view of `data`, kept alive by `owner`.
+  Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner);
+  // A fresh, zero-filled heap tensor.
+  static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+
+  bool empty() const { return data_ == nullptr; }
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim(size_t i) const { return shape_.at(i); }
+  size_t rank() const { return shape_.size(); }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+
+  void* data() const { return data_; }
+  template <class T>
+  T* data_as() const { return static_cast<T*>(data_); }
+
+  // Converts to `dtype` (a no-op view when it already is that dtype).
+  Tensor to(DType dtype) const;
+  // Element i (in row-major order) as float, for tests and small reads.
+  float at(int64_t i) const;
+  std::string shape_string() const;  // "[576, 49152]"
+
+ private:
+  DType dtype_ = DType::F32;
+  std::vector<int64_t> shape_;
+  void* data_ = nullptr;
+  std::shared_ptr<void> owner_;
+};
+
+}  // namespace slm

@@ -1,0 +1,72 @@
+// Tokenizer: reads a Hugging Face tokenizer.json (and tokenizer_config.json)
+// as written, and encodes and decodes exactly as the `tokenizers` library does.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace slm {
+
+class Tokenizer {
+ public:
+  // Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json.
+  static Tokenizer from_dir(const std::filesystem::path& dir);
+  // Loads a tokenizer.json; `config` is an optional tokenizer_config.json.
+  static Tokenizer from_file(const std::filesystem::path& tokenizer_json,
+                             const std::optional<std::filesystem::path>& config = std::nullopt);
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  // add_special_tokens: apply the post-processor (BOS/EOS templates) as
+  // `tokenizers`' encode(text, add_special_tokens=True) does.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+
+  // Token strings as the vocabulary spells them (e.g. "Ġthe", "▁the").
+  std::optional<std::string> id_to_token(int32_t id) const;
+  std::optional<int32_t> token_to_id(std::string_view token) const;
+
+  int32_t vocab_size() const;  // one past the largest id, added tokens included
+  bool is_special(int32_t id) const;
+  std::optional<int32_t> bos_id() const;  // from tokenizer_config.json's bos_token when given
+  std::optional<int32_t> eos_id() const;
+  std::optional<int32_t> pad_id() const;
+  std::vector<int32_t> special_ids() const;
+  std::string kind() const;  // e.g. "BPE (byte-level)", "BPE (SentencePiece-style, byte fallback)"
+  // The raw chat_template string from tokenizer_config.json, empty when absent.
+  const std::string& chat_template() const;
+
+ private:
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Turns a stream of generated ids into printable text without ever emitting
+// half a UTF-8 character, and with the same spacing decode() gives for the
+// whole sequence.
+class StreamDecoder {
+ public:
+  StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens);
+  // Returns the text that became final with this id (often empty).
+  std::string push(int32_t id);
+  // Whatever is still held back at the end of the stream.
+  std::string finish();
+
+ private:
+  const Tokenizer* tokenizer_;
+  bool skip_special_;
+  std::vector<int32_t> ids_;
+  size_t prefix_offset_ = 0;
+  size_t read_offset_ = 0;
+};
+
+}  // namespace slm

@@ -1,0 +1,285 @@
+// config.json and generation_config.json, read with every field a decoder
+// needs checked against what the Llama family allows.
+#include <slm/error.h>
+#include <slm/model.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <iterator>
+
+namespace slm {
+
+namespace {
+
+using json = nlohmann::json;
+
+json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) fail(path.string(), ": cannot open (expected a Hugging Face ", path.filename().string(), ")");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail(path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+class Fields {
+ public:
+  Fields(const json& object, std::string file) : object_(object), file_(std::move(file)) {
+    if (!object_.is_object()) fail(file_, ": expected a JSON object");
+  }
+
+  bool has(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
+
+  int64_t integer(const char* key, int64_t low, int64_t high, std::optional<int64_t> fallback = std::nullopt) const {
+    if (!has(key)) {
+      if (fallback) return *fallback;
+      fail(file_, ": missing field \"", key, "\" (expected an integer)");
+    }
+    const json& v = object_[key];
+    if (!v.is_number_integer()) fail(file_, ": field \"", key, "\" must be an integer, got ", v.dump());
+    const int64_t value = v.get<int64_t>();
+    if (value < low || value > high) {
+      fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
+    }
+    return value;
+  }
+
+  double number(const char* key, double low, double high, double fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = object_[key];
+    if (!v.is_number()) fail(file_, ": field \"", key, "\" must be a number, got ", v.dump());
+    const double value = v.get<double>();
+    if (!(value >= low && value <= high)) {
+      fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
+    }
+    return value;
+  }
+
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!object_[key].is_boolean()) fail(file_, ": field \"", key, "\" must be true or false");
+    return object_[key].get<bool>();
+  }
+
+  std::string string(const char* key, std::optional<std::string> fallback = std::nullopt) const {
+    if (!has(key)) {
+      if (fallback) return *fallback;
+      fail(file_, ": missing field \"", key, "\" (expected a string)");
+    }
+    if (!object_[key].is_string()) fail(file_, ": field \"", key, "\" must be a string");
+    return object_[key].get<std::string>();
+  }
+
+  // A token id or a list of them.
+  std::vector<int32_t> ids(const char* key) const {
+    std::vector<int32_t> out;
+    if (!has(key)) return out;
+    const json& v = object_[key];
+    auto one = [&](const json& x) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX) {
+        fail(file_, ": field \"", key, "\" must be a token id or a list of token ids, got ", v.dump());
+      }
+      out.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    };
+    if (v.is_array()) {
+      for (const json& x : v) one(x);
+    } else {
+      one(v);
+    }
+    return out;
+  }
+
+  const json& raw(const char* key) const { return object_[key]; }
+  const std::string& file() const { return file_; }
+
+ private:
+  const json& object_;
+  std::string file_;
+};
+
+constexpr int64_t kMaxDim = 1 << 17;
+constexpr int64_t kMaxVocab = 1 << 22;
+
+}  // namespace
+
+ModelConfig ModelConfig::from_file(const std::filesystem::path& config_json) {
+  std::ifstream in(config_json);
+  if (!in) fail(config_json.string(), ": cannot open (expected a Hugging Face config.json)");
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  return from_json(text, config_json.string());
+}
+
+ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(source, ": not valid JSON: ", e.what());
+  }
+  const Fields f(root, source);
+  ModelConfig c;
+  c.model_type = f.string("model_type");
+  const bool is_qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  if (c.model_type != "llama" && c.model_type != "mistral" && !is_qwen) {
+    fail(f.file(), ": unknown model_type \"", c.model_type, "\" (supported: llama, mistral, qwen2, qwen3)");
+  }
+  const std::string act = f.string("hidden_act", "silu");
+  if (act != "silu") fail(f.file(), ": hidden_act \"", act, "\" is not supported (expected silu)");
+
+  c.hidden_size = f.integer("hidden_size", 1, kMaxDim);
+  c.intermediate_size = f.integer("intermediate_size", 1, 4 * kMaxDim);
+  c.num_hidden_layers = f.integer("num_hidden_layers", 1, 1024);
+  c.num_attention_heads = f.integer("num_attention_heads", 1, 1024);
+  c.num_key_value_heads = f.integer("num_key_value_heads", 1, 1024, c.num_attention_heads);
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    fail(f.file(), ": num_attention_heads (", c.num_attention_heads, ") must be a multiple of num_key_value_heads (",
+         c.num_key_value_heads, ")");
+  }
+  if (f.has("head_dim")) {
+    c.head_dim = f.integer("head_dim", 2, 1024);
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      fail(f.file(), ": hidden_size (", c.hidden_size, ") must be a multiple of num_attention_heads (",
+           c.num_attention_heads, ") when head_dim is not given");
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  if (c.head_dim % 2 != 0) fail(f.file(), ": head_dim (", c.head_dim, ") must be even for rotary embeddings");
+  c.vocab_size = f.integer("vocab_size", 1, kMaxVocab);
+  c.max_position_embeddings = f.integer("max_position_embeddings", 1, 1 << 24, 2048);
+  c.rms_norm_eps = f.number("rms_norm_eps", 0.0, 1.0, 1e-6);
+  c.rope_theta = f.number("rope_theta", 1.0, 1e12, 10000.0);
+  c.initializer_range = f.number("initializer_range", 0.0, 10.0, 0.02);
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
+  c.attention_bias = c.model_type == "qwen2" ? true : f.boolean("attention_bias", false);
+  c.qk_norm = c.model_type == "qwen3";
+
+  if (f.has("rope_scaling")) {
+    const Fields rs(f.raw("rope_scaling"), f.file() + ": rope_scaling");
+    const std::string type = rs.has("rope_type") ? rs.string("rope_type") : rs.string("type", "default");
+    if (type == "linear") {
+      c.rope_scaling = RopeScaling::Linear;
+      c.rope_factor = rs.number("factor", 1e-3, 1e6, 1.0);
+    } else if (type == "llama3") {
+      c.rope_scaling = RopeScaling::Llama3;
+      c.rope_factor = rs.number("factor", 1e-3, 1e6, 8.0);
+      c.rope_low_freq_factor = rs.number("low_freq_factor", 1e-6, 1e6, 1.0);
+      c.rope_high_freq_factor = rs.number("high_freq_factor", 1e-6, 1e6, 4.0);
+      if (c.rope_high_freq_factor <= c.rope_low_freq_factor) {
+        fail(rs.file(), ": high_freq_factor must be greater than low_freq_factor");
+      }
+      c.rope_original_max_position_embeddings =
+          rs.integer("original_max_position_embeddings", 1, 1 << 24, int64_t{8192});
+    } else if (type != "default") {
+      fail(f.file(), ": unsupported rope_scaling type \"", type, "\" (supported: linear, llama3)");
+    }
+  }
+
+  if (c.model_type == "mistral") {
+    c.sliding_window = f.integer("sliding_window", 1, 1 << 24, int64_t{0});
+  } else if (is_qwen && f.boolean("use_sliding_window", false)) {
+    c.sliding_window = f.integer("sliding_window", 1, 1 << 24, int64_t{0});
+    c.max_window_layers = f.integer("max_window_layers", 0, 1024, c.num_hidden_layers);
+  }
+
+  c.bos_token_ids = f.ids("bos_token_id");
+  c.eos_token_ids = f.ids("eos_token_id");
+  const std::string dtype_key = f.has("torch_dtype") ? "torch_dtype" : "dtype";
+  if (f.has(dtype_key.c_str())) {
+    const auto dtype = parse_dtype(f.string(dtype_key.c_str()));
+    if (dtype) c.torch_dtype = *dtype;
+  }
+  return c;
+}
+
+int64_t ModelConfig::layer_window(int64_t layer) const {
+  if (sliding_window == 0) return 0;
+  if ((model_type == "qwen2" || model_type == "qwen3") && layer < max_window_layers) return 0;
+  return sliding_window;
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t q = num_attention_heads * head_dim;
+  const int64_t kv = num_key_value_heads * head_dim;
+  int64_t per_layer = hidden_size * (q + 2 * kv) + q * hidden_size + 3 * hidden_size * intermediate_size +
+                      2 * hidden_size;
+  if (attention_bias) per_layer += q + 2 * kv;
+  if (qk_norm) per_layer += 2 * head_dim;
+  int64_t total = vocab_size * hidden_size + num_hidden_layers * per_layer + hidden_size;
+  if (!tie_word_embeddings) total += vocab_size * hidden_size;
+  return total;
+}
+
+std::string ModelConfig::to_json() const {
+  static const char* kArchitectures[][2] = {{"llama", "LlamaForCausalLM"},
+                                            {"mistral", "MistralForCausalLM"},
+                                            {"qwen2", "Qwen2ForCausalLM"},
+                                            {"qwen3", "Qwen3ForCausalLM"}};
+  json j;
+  for (const auto& [type, arch] : kArchitectures) {
+    if (model_type == type) j["architectures"] = {arch};
+  }
+  j["model_type"] = model_type;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["vocab_size"] = vocab_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  j["hidden_act"] = "silu";
+  j["initializer_range"] = initializer_range;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (model_type == "llama" || model_type == "qwen3") j["attention_bias"] = attention_bias;
+  j["attention_dropout"] = 0.0;
+  if (rope_scaling == RopeScaling::Linear) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_factor}};
+  } else if (rope_scaling == RopeScaling::Llama3) {
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", rope_factor},
+                         {"low_freq_factor", rope_low_freq_factor},
+                         {"high_freq_factor", rope_high_freq_factor},
+                         {"original_max_position_embeddings", rope_original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  if (model_type == "mistral") {
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+  } else if (model_type == "qwen2" || model_type == "qwen3") {
+    j["use_sliding_window"] = sliding_window > 0;
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+    j["max_window_layers"] = sliding_window > 0 ? max_window_layers : num_hidden_layers;
+  }
+  auto ids = [](const std::vector<int32_t>& v) -> json {
+    if (v.empty()) return nullptr;
+    if (v.size() == 1) return v[0];
+    return v;
+  };
+  j["bos_token_id"] = ids(bos_token_ids);
+  j["eos_token_id"] = ids(eos_token_ids);
+  const char* dtype_names[] = {"float32", "float16", "bfloat16"};
+  j["torch_dtype"] = dtype_names[static_cast<int>(torch_dtype)];
+  j["use_cache"] = true;
+  return j.dump(2) + "\n";
+}
+
+GenerationDefaults GenerationDefaults::from_file(const std::filesystem::path& generation_config_json) {
+  const json root = read_json(generation_config_json);
+  const Fields f(root, generation_config_json.string());
+  GenerationDefaults g;
+  g.eos_token_ids = f.ids("eos_token_id");
+  if (f.has("do_sample")) g.do_sample = f.boolean("do_sample", false);
+  if (f.has("temperature")) g.temperature = f.number("temperature", 0.0, 1e6, 1.0);
+  if (f.has("top_p")) g.top_p = f.number("top_p", 0.0, 1.0, 1.0);
+  if (f.has("min_p")) g.min_p = f.number("min_p", 0.0, 1.0, 0.0);
+  if (f.has("repetition_penalty")) g.repetition_penalty = f.number("repetition_penalty", 1e-6, 1e6, 1.0);
+  if (f.has("top_k")) g.top_k = f.integer("top_k", 0, kMaxVocab);
+  return g;
+}
+
+}  // namespace slm

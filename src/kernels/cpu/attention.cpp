@@ -1,0 +1,140 @@
+#include "kernels/cpu/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace slm::cpu {
+
+namespace {
+
+// Keys [first, last) that the query at absolute position `pos` may see.
+struct KeyRange {
+  int64_t first;
+  int64_t last;
+};
+
+KeyRange visible_keys(int64_t pos, int64_t window) {
+  const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  return {first, pos + 1};
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+}  // namespace
+
+void attention_eager(const float* q, const float* keys, const float* values, const AttentionShape& s,
+                     std::vector<float>& scores, float* out) {
+  const int64_t kv_len = s.q_start + s.n_queries;
+  const int64_t group = s.heads / s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  scores.resize(static_cast<size_t>(s.heads * s.n_queries * kv_len));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t h = 0; h < s.heads; ++h) {
+    for (int64_t i = 0; i < s.n_queries; ++i) {
+      const float* qi = q + (i * s.heads + h) * s.head_dim;
+      const float* k = keys + (h / group) * s.capacity * s.head_dim;
+      const float* v = values + (h / group) * s.capacity * s.head_dim;
+      float* row = scores.data() + (h * s.n_queries + i) * kv_len;
+      const KeyRange range = visible_keys(s.q_start + i, s.window);
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < kv_len; ++j) {
+        row[j] = j >= range.first && j < range.last ? dot(qi, k + j * s.head_dim, s.head_dim) * scale
+                                                     : -std::numeric_limits<float>::infinity();
+        max_score = std::max(max_score, row[j]);
+      }
+      float total = 0.0f;
+      for (int64_t j = 0; j < kv_len; ++j) {
+        row[j] = std::exp(row[j] - max_score);
+        total += row[j];
+      }
+      float* o = out + (i * s.heads + h) * s.head_dim;
+      std::fill(o, o + s.head_dim, 0.0f);
+      for (int64_t j = range.first; j < range.last; ++j) {
+        const float p = row[j] / total;
+        const float* vj = v + j * s.head_dim;
+#pragma omp simd
+        for (int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vj[d];
+      }
+    }
+  }
+}
+
+void attention_flash(const float* q, const float* keys, const float* values, const AttentionShape& s, float* out) {
+  // A tile of kQueryBlock queries × kKeyBlock keys: each key row loaded into
+  // cache is used by every query of the tile, and the running max and sum of
+  // the online softmax replace the score matrix.
+  constexpr int64_t kQueryBlock = 16;
+  constexpr int64_t kKeyBlock = 64;
+  const int64_t group = s.heads / s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  const int64_t query_blocks = (s.n_queries + kQueryBlock - 1) / kQueryBlock;
+#pragma omp parallel
+  {
+    float tile[kQueryBlock * kKeyBlock];
+    float running_max[kQueryBlock];
+    float running_sum[kQueryBlock];
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t h = 0; h < s.heads; ++h) {
+      for (int64_t b = 0; b < query_blocks; ++b) {
+        const float* k = keys + (h / group) * s.capacity * s.head_dim;
+        const float* v = values + (h / group) * s.capacity * s.head_dim;
+        const int64_t i0 = b * kQueryBlock;
+        const int64_t rows = std::min(kQueryBlock, s.n_queries - i0);
+        const int64_t first_key = visible_keys(s.q_start + i0, s.window).first;
+        const int64_t end_key = s.q_start + i0 + rows;
+        for (int64_t r = 0; r < rows; ++r) {
+          running_max[r] = -std::numeric_limits<float>::infinity();
+          running_sum[r] = 0.0f;
+          float* o = out + ((i0 + r) * s.heads + h) * s.head_dim;
+          std::fill(o, o + s.head_dim, 0.0f);
+        }
+        for (int64_t j0 = first_key; j0 < end_key; j0 += kKeyBlock) {
+          const int64_t cols = std::min(kKeyBlock, end_key - j0);
+          for (int64_t r = 0; r < rows; ++r) {
+            const KeyRange range = visible_keys(s.q_start + i0 + r, s.window);
+            const float* qi = q + ((i0 + r) * s.heads + h) * s.head_dim;
+            float* scores = tile + r * kKeyBlock;
+            float block_max = -std::numeric_limits<float>::infinity();
+            for (int64_t c = 0; c < cols; ++c) {
+              const int64_t j = j0 + c;
+              scores[c] = j >= range.first && j < range.last ? dot(qi, k + j * s.head_dim, s.head_dim) * scale
+                                                             : -std::numeric_limits<float>::infinity();
+              block_max = std::max(block_max, scores[c]);
+            }
+            if (block_max == -std::numeric_limits<float>::infinity()) continue;
+            const float new_max = std::max(running_max[r], block_max);
+            const float correction = std::exp(running_max[r] - new_max);
+            float* o = out + ((i0 + r) * s.heads + h) * s.head_dim;
+            if (correction != 1.0f) {
+              for (int64_t d = 0; d < s.head_dim; ++d) o[d] *= correction;
+            }
+            float block_sum = 0.0f;
+            for (int64_t c = 0; c < cols; ++c) {
+              const float p = std::exp(scores[c] - new_max);
+              if (p == 0.0f) continue;
+              block_sum += p;
+              const float* vj = v + (j0 + c) * s.head_dim;
+#pragma omp simd
+              for (int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vj[d];
+            }
+            running_sum[r] = running_sum[r] * correction + block_sum;
+            running_max[r] = new_max;
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          float* o = out + ((i0 + r) * s.heads + h) * s.head_dim;
+          const float inv = 1.0f / running_sum[r];
+          for (int64_t d = 0; d < s.head_dim; ++d) o[d] *= inv;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace slm::cpu

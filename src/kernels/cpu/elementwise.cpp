@@ -1,0 +1,73 @@
+#include "kernels/cpu/kernels.h"
+
+#include "core/half.h"
+
+#include <cmath>
+
+namespace slm::cpu {
+
+namespace {
+
+float weight_at(const Tensor& w, int64_t i) {
+  switch (w.dtype()) {
+    case DType::F32: return w.data_as<const float>()[i];
+    case DType::BF16: return bf16_to_f32(w.data_as<const uint16_t>()[i]);
+    case DType::F16: return f16_to_f32(w.data_as<const uint16_t>()[i]);
+  }
+  return 0.0f;
+}
+
+}  // namespace
+
+void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
+  const int64_t dim = table.dim(1);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t base = static_cast<int64_t>(ids[r]) * dim;
+    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = weight_at(table, base + i);
+  }
+}
+
+void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+#pragma omp parallel for schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i] * xr[i];
+    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(dim) + eps);
+    float* o = out + r * dim;
+    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * scale * weight[i];
+  }
+}
+
+void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* c = cos + r * half;
+    const float* s = sin + r * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (r * heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace slm::cpu

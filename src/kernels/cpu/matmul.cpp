@@ -1,0 +1,135 @@
+#include "kernels/cpu/kernels.h"
+
+#include <slm/error.h>
+
+#include "core/half.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace slm::cpu {
+
+namespace {
+
+// Each hot loop is compiled for AVX-512, AVX2+FMA+F16C and a portable
+// baseline; the loader picks the best the CPU has at run time.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define SLM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SLM_MULTIVERSION
+#endif
+
+SLM_MULTIVERSION float dot_f32(const float* x, const float* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * w[i];
+  return sum;
+}
+
+SLM_MULTIVERSION float dot_bf16(const float* x, const uint16_t* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * bf16_to_f32(w[i]);
+  return sum;
+}
+
+SLM_MULTIVERSION float dot_f16(const float* x, const uint16_t* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * f16_to_f32(w[i]);
+  return sum;
+}
+
+float dot(const float* x, const Tensor& W, int64_t row, int64_t k) {
+  switch (W.dtype()) {
+    case DType::F32: return dot_f32(x, W.data_as<const float>() + row * k, k);
+    case DType::BF16: return dot_bf16(x, W.data_as<const uint16_t>() + row * k, k);
+    case DType::F16: return dot_f16(x, W.data_as<const uint16_t>() + row * k, k);
+  }
+  return 0.0f;
+}
+
+SLM_MULTIVERSION void widen_rows(const Tensor& W, int64_t row0, int64_t rows, int64_t k, float* out) {
+  const int64_t n = rows * k;
+  const uint16_t* src = W.data_as<const uint16_t>() + row0 * k;
+  if (W.dtype() == DType::BF16) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
+  }
+}
+
+void check_weight(const Tensor& W, int64_t K) {
+  if (W.rank() != 2 || W.dim(1) != K) fail("matmul: weight of shape ", W.shape_string(), " does not take inputs of width ", K);
+}
+
+// Below this many rows a product is a set of dot products streaming the
+// weights once; above it, a blocked GEMM reuses each weight row across rows.
+constexpr int64_t kGemmMinRows = 4;
+constexpr int64_t kPanelRows = 64;
+
+}  // namespace
+
+void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
+  check_weight(W, K);
+  const int64_t N = W.dim(0);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = bias ? bias[n] : 0.0;
+      for (int64_t k = 0; k < K; ++k) sum += static_cast<double>(x[m * K + k]) * W.at(n * K + k);
+      y[m * N + n] = static_cast<float>(sum);
+    }
+  }
+}
+
+void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
+  static const bool openblas_single_threaded = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)openblas_single_threaded;
+  check_weight(W, K);
+  const int64_t N = W.dim(0);
+  if (M < kGemmMinRows) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W, n, K) + (bias ? bias[n] : 0.0f);
+    }
+    return;
+  }
+  // OpenBLAS runs single-threaded inside; the panels are our parallelism, so
+  // one pool of threads serves every kernel.
+  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel
+  {
+    std::vector<float> widened;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t n0 = p * kPanelRows;
+      const int64_t rows = std::min(kPanelRows, N - n0);
+      const float* panel;
+      if (W.dtype() == DType::F32) {
+        panel = W.data_as<const float>() + n0 * K;
+      } else {
+        widened.resize(static_cast<size_t>(rows * K));
+        widen_rows(W, n0, rows, K, widened.data());
+        panel = widened.data();
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(rows),
+                  static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f, y + n0,
+                  static_cast<int>(N));
+      if (bias) {
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < rows; ++n) y[m * N + n0 + n] += bias[n0 + n];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace slm::cpu

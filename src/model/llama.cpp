@@ -1,0 +1,287 @@
+// The Llama-family decoder: one description with per-architecture options
+// (q/k/v bias, q/k norm, sliding window, tied head, rope scaling).
+#include <slm/error.h>
+#include <slm/model.h>
+
+#include "io/safetensors.h"
+#include "kernels/cpu/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <set>
+
+namespace slm {
+
+namespace {
+
+std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+// Reads tensors by name, checks each against the shape config.json implies,
+// and converts linear weights to the requested dtype (or keeps the mapping).
+class WeightReader {
+ public:
+  WeightReader(const WeightFiles& files, std::optional<DType> dtype) : files_(files), dtype_(dtype) {}
+
+  Tensor matrix(const std::string& name, std::vector<int64_t> shape) {
+    Tensor t = checked(name, std::move(shape));
+    return dtype_ ? t.to(*dtype_) : t;
+  }
+  // Norm weights and biases are tiny and read on every token: kept in f32.
+  Tensor vector_f32(const std::string& name, int64_t size) { return checked(name, {size}).to(DType::F32); }
+
+  void check_all_used() const {
+    for (const std::string& name : files_.names()) {
+      if (used_.count(name) == 0 && !ignorable(name)) {
+        fail(files_.describe(), ": unexpected tensor \"", name, "\" (not part of this architecture per config.json)");
+      }
+    }
+  }
+
+ private:
+  static bool ignorable(const std::string& name) {
+    // Old checkpoints store the rotary frequencies; tied models may still carry lm_head.
+    return name.ends_with("rotary_emb.inv_freq") || name == "lm_head.weight";
+  }
+
+  Tensor checked(const std::string& name, std::vector<int64_t> shape) {
+    if (!files_.contains(name)) fail(files_.describe(), ": missing tensor \"", name, "\"");
+    Tensor t = files_.tensor(name);
+    if (t.shape() != shape) {
+      const Tensor expected(t.dtype(), shape, nullptr, nullptr);
+      fail(files_.describe(), ": tensor \"", name, "\" has shape ", t.shape_string(), ", config.json implies ",
+           expected.shape_string());
+    }
+    used_.insert(name);
+    return t;
+  }
+
+  const WeightFiles& files_;
+  std::optional<DType> dtype_;
+  std::set<std::string> used_;
+};
+
+Weights read_weights(const ModelConfig& c, const WeightFiles& files, std::optional<DType> dtype) {
+  WeightReader r(files, dtype);
+  const int64_t H = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
+  Weights w;
+  w.embed_tokens = r.matrix("model.embed_tokens.weight", {c.vocab_size, H});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    LayerWeights L;
+    L.attn_norm = r.vector_f32(p + "input_layernorm.weight", H);
+    L.q_proj = r.matrix(p + "self_attn.q_proj.weight", {q_dim, H});
+    L.k_proj = r.matrix(p + "self_attn.k_proj.weight", {kv_dim, H});
+    L.v_proj = r.matrix(p + "self_attn.v_proj.weight", {kv_dim, H});
+    L.o_proj = r.matrix(p + "self_attn.o_proj.weight", {H, q_dim});
+    if (c.attention_bias) {
+      L.q_bias = r.vector_f32(p + "self_attn.q_proj.bias", q_dim);
+      L.k_bias = r.vector_f32(p + "self_attn.k_proj.bias", kv_dim);
+      L.v_bias = r.vector_f32(p + "self_attn.v_proj.bias", kv_dim);
+    }
+    if (c.qk_norm) {
+      L.q_norm = r.vector_f32(p + "self_attn.q_norm.weight", c.head_dim);
+      L.k_norm = r.vector_f32(p + "self_attn.k_norm.weight", c.head_dim);
+    }
+    L.mlp_norm = r.vector_f32(p + "post_attention_layernorm.weight", H);
+    L.gate_proj = r.matrix(p + "mlp.gate_proj.weight", {c.intermediate_size, H});
+    L.up_proj = r.matrix(p + "mlp.up_proj.weight", {c.intermediate_size, H});
+    L.down_proj = r.matrix(p + "mlp.down_proj.weight", {H, c.intermediate_size});
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = r.vector_f32("model.norm.weight", H);
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : r.matrix("lm_head.weight", {c.vocab_size, H});
+  r.check_all_used();
+  return w;
+}
+
+// Rotary frequencies as Hugging Face computes them, rope_scaling applied.
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(exponent));
+    if (c.rope_scaling == RopeScaling::Linear) {
+      f /= c.rope_factor;
+    } else if (c.rope_scaling == RopeScaling::Llama3) {
+      const double old_context = static_cast<double>(c.rope_original_max_position_embeddings);
+      const double low_wavelen = old_context / c.rope_low_freq_factor;
+      const double high_wavelen = old_context / c.rope_high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen > low_wavelen) {
+        f /= c.rope_factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old_context / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        f = (1.0 - smooth) * f / c.rope_factor + smooth * f;
+      }
+    }
+    inv[static_cast<size_t>(i)] = static_cast<float>(f);
+  }
+  return inv;
+}
+
+}  // namespace
+
+AttentionImpl parse_attention(const std::string& name) {
+  if (name == "eager") return AttentionImpl::Eager;
+  if (name == "flash" || name == "auto") return AttentionImpl::Flash;
+  fail("--attn: unknown attention implementation \"", name, "\" (expected eager, flash or auto)");
+}
+
+KVCache::KVCache(const ModelConfig& config, int64_t capacity)
+    : capacity_(capacity), layer_stride_(config.num_key_value_heads * capacity * config.head_dim) {
+  if (capacity <= 0) fail("KV cache capacity must be positive, got ", capacity);
+  keys_.assign(static_cast<size_t>(layer_stride_ * config.num_hidden_layers), 0.0f);
+  values_.assign(keys_.size(), 0.0f);
+}
+
+void KVCache::set_length(int64_t length) {
+  if (length < 0 || length > capacity_) fail("KV cache length ", length, " outside [0, ", capacity_, "]");
+  length_ = length;
+}
+
+struct Model::Scratch {
+  std::vector<float> inv_freq;
+  std::vector<float> cos, sin;
+  std::vector<float> x, h, q, k, v, attn, gate, up, scores, last_logits;
+};
+
+Model::Model(ModelConfig config, Weights weights)
+    : config_(std::move(config)), weights_(std::move(weights)), scratch_(std::make_unique<Scratch>()) {
+  scratch_->inv_freq = rope_inverse_frequencies(config_);
+}
+
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (options.device.starts_with("cuda")) {
+    fail("--device ", options.device, ": this build of slm has no CUDA backend (only the CPU is available)");
+  }
+  if (options.device != "auto" && options.device != "cpu") {
+    fail("--device: unknown device \"", options.device, "\" (expected auto, cpu or cuda[:N])");
+  }
+  if (!std::filesystem::is_directory(dir)) fail(dir.string(), ": not a model folder");
+  ModelConfig config = ModelConfig::from_file(dir / "config.json");
+  const WeightFiles files = WeightFiles::open(dir);
+  Weights weights = read_weights(config, files, options.dtype);
+  return Model(std::move(config), std::move(weights));
+}
+
+DType Model::dtype() const { return weights_.layers.front().q_proj.dtype(); }
+
+size_t Model::weight_bytes() const {
+  size_t total = weights_.embed_tokens.nbytes() + weights_.final_norm.nbytes();
+  if (!config_.tie_word_embeddings) total += weights_.lm_head.nbytes();
+  for (const LayerWeights& L : weights_.layers) {
+    for (const Tensor* t : {&L.attn_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.q_bias, &L.k_bias, &L.v_bias,
+                            &L.q_norm, &L.k_norm, &L.mlp_norm, &L.gate_proj, &L.up_proj, &L.down_proj}) {
+      if (!t->empty()) total += t->nbytes();
+    }
+  }
+  return total;
+}
+
+std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& cache) {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t pos0 = cache.length();
+  if (n == 0) fail("forward: no tokens");
+  if (pos0 + n > cache.capacity()) {
+    fail("context is full: ", pos0, " + ", n, " tokens exceed the KV cache capacity of ", cache.capacity());
+  }
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+  }
+  const int64_t H = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd;
+  Scratch& s = *scratch_;
+  auto size = [](int64_t count) { return static_cast<size_t>(count); };
+  s.x.resize(size(n * H));
+  s.h.resize(size(n * H));
+  s.q.resize(size(n * q_dim));
+  s.k.resize(size(n * kv_dim));
+  s.v.resize(size(n * kv_dim));
+  s.attn.resize(size(n * q_dim));
+  s.gate.resize(size(n * c.intermediate_size));
+  s.up.resize(size(n * c.intermediate_size));
+  s.cos.resize(size(n * half));
+  s.sin.resize(size(n * half));
+  for (int64_t i = 0; i < n; ++i) {
+    const float position = static_cast<float>(pos0 + i);
+    for (int64_t j = 0; j < half; ++j) {
+      const float angle = position * s.inv_freq[size(j)];
+      s.cos[size(i * half + j)] = std::cos(angle);
+      s.sin[size(i * half + j)] = std::sin(angle);
+    }
+  }
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  cpu::embedding(weights_.embed_tokens, tokens.data(), n, s.x.data());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& L = weights_.layers[size(l)];
+    auto bias = [](const Tensor& b) { return b.empty() ? nullptr : b.data_as<const float>(); };
+    cpu::rmsnorm(s.x.data(), L.attn_norm.data_as<const float>(), eps, n, H, s.h.data());
+    cpu::matmul(s.h.data(), n, H, L.q_proj, bias(L.q_bias), s.q.data());
+    cpu::matmul(s.h.data(), n, H, L.k_proj, bias(L.k_bias), s.k.data());
+    cpu::matmul(s.h.data(), n, H, L.v_proj, bias(L.v_bias), s.v.data());
+    if (c.qk_norm) {
+      cpu::rmsnorm(s.q.data(), L.q_norm.data_as<const float>(), eps, n * c.num_attention_heads, hd, s.q.data());
+      cpu::rmsnorm(s.k.data(), L.k_norm.data_as<const float>(), eps, n * c.num_key_value_heads, hd, s.k.data());
+    }
+    cpu::rope(s.q.data(), n, c.num_attention_heads, hd, s.cos.data(), s.sin.data());
+    cpu::rope(s.k.data(), n, c.num_key_value_heads, hd, s.cos.data(), s.sin.data());
+
+    float* keys = cache.keys(l);
+    float* values = cache.values(l);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
+        const int64_t dst = (g * cache.capacity() + pos0 + i) * hd;
+        std::copy_n(s.k.data() + (i * c.num_key_value_heads + g) * hd, hd, keys + dst);
+        std::copy_n(s.v.data() + (i * c.num_key_value_heads + g) * hd, hd, values + dst);
+      }
+    }
+    const cpu::AttentionShape shape{n,  pos0, c.num_attention_heads, c.num_key_value_heads, hd, cache.capacity(),
+                                    c.layer_window(l)};
+    if (attention_ == AttentionImpl::Eager) {
+      cpu::attention_eager(s.q.data(), keys, values, shape, s.scores, s.attn.data());
+    } else {
+      cpu::attention_flash(s.q.data(), keys, values, shape, s.attn.data());
+    }
+    cpu::matmul(s.attn.data(), n, q_dim, L.o_proj, nullptr, s.h.data());
+    cpu::add_inplace(s.x.data(), s.h.data(), n * H);
+
+    cpu::rmsnorm(s.x.data(), L.mlp_norm.data_as<const float>(), eps, n, H, s.h.data());
+    cpu::matmul(s.h.data(), n, H, L.gate_proj, nullptr, s.gate.data());
+    cpu::matmul(s.h.data(), n, H, L.up_proj, nullptr, s.up.data());
+    cpu::silu_mul(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
+    cpu::matmul(s.gate.data(), n, c.intermediate_size, L.down_proj, nullptr, s.h.data());
+    cpu::add_inplace(s.x.data(), s.h.data(), n * H);
+  }
+  cache.set_length(pos0 + n);
+  cpu::rmsnorm(s.x.data(), weights_.final_norm.data_as<const float>(), eps, n, H, s.h.data());
+  return {s.h.data(), size(n * H)};
+}
+
+void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float> out) const {
+  const int64_t H = config_.hidden_size;
+  if (static_cast<int64_t>(hidden.size()) < rows * H || static_cast<int64_t>(out.size()) < rows * config_.vocab_size) {
+    fail("logits: buffers too small for ", rows, " rows");
+  }
+  cpu::matmul(hidden.data(), rows, H, weights_.lm_head, nullptr, out.data());
+}
+
+std::span<const float> Model::forward_last_logits(std::span<const int32_t> tokens, KVCache& cache) {
+  const std::span<const float> hidden = forward(tokens, cache);
+  const int64_t H = config_.hidden_size;
+  Scratch& s = *scratch_;
+  s.last_logits.resize(static_cast<size_t>(config_.vocab_size));
+  std::span<float> out(s.last_logits);
+  logits(hidden.subspan(hidden.size() - static_cast<size_t>(H)), 1, out);
+  return out;
+}
+
+}  // namespace slm

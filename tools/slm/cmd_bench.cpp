@@ -1,0 +1,101 @@
+// slm bench: prefill and decode speed of a model on this machine.
+#include "commands.h"
+#include "common.h"
+
+#include <slm/error.h>
+#include <slm/random.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
+namespace slm::cli {
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+  CLI::App app{"Measure prefill and decode speed (tokens/s) and the weight bandwidth decode achieves.", "bench"};
+  ModelOptions model_options;
+  add_model_options(app, model_options);
+  int64_t prompt_len = 128, decode_len = 64, depth = 0, repetitions = 3;
+  std::string output_format = "text";
+  app.add_option("-p,--prompt-tokens", prompt_len, "prefill length")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("-n,--decode-tokens", decode_len, "tokens decoded one at a time")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--depth", depth, "tokens already in the KV cache when decoding starts")->check(CLI::NonNegativeNumber);
+  app.add_option("-r,--repetitions", repetitions, "runs of each measurement (the median is reported)")->check(CLI::Range(1, 100));
+  app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  return run_command(app, argc, argv, [&] {
+    Model model = load_model(model_options);
+    const ModelConfig& c = model.config();
+    const int64_t capacity = std::max(prompt_len, depth + decode_len + 1);
+    if (capacity > c.max_position_embeddings) {
+      fail("the benchmark needs ", capacity, " positions but the model's context is ", c.max_position_embeddings);
+    }
+    Rng rng(1234);
+    std::vector<int32_t> tokens(static_cast<size_t>(std::max(prompt_len, depth + 1)));
+    for (int32_t& t : tokens) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(c.vocab_size));
+    KVCache cache(c, capacity);
+
+    // One untimed pass warms the page cache and the thread pool.
+    cache.clear();
+    model.forward_last_logits(std::span(tokens).first(static_cast<size_t>(prompt_len)), cache);
+
+    std::vector<double> prefill, decode;
+    for (int64_t r = 0; r < repetitions; ++r) {
+      cache.clear();
+      const double t0 = now_seconds();
+      model.forward_last_logits(std::span(tokens).first(static_cast<size_t>(prompt_len)), cache);
+      prefill.push_back(static_cast<double>(prompt_len) / (now_seconds() - t0));
+
+      cache.clear();
+      std::span<const float> logits = model.forward_last_logits(std::span(tokens).first(static_cast<size_t>(depth + 1)), cache);
+      const double t1 = now_seconds();
+      for (int64_t i = 0; i < decode_len; ++i) {
+        const int32_t next[1] = {static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+        logits = model.forward_last_logits(next, cache);
+      }
+      decode.push_back(static_cast<double>(decode_len) / (now_seconds() - t1));
+    }
+    const double prefill_rate = median(prefill), decode_rate = median(decode);
+    const double weight_gb = static_cast<double>(model.weight_bytes()) / 1e9;
+    const nlohmann::json out = {{"model_type", c.model_type},
+                                {"parameters", c.parameter_count()},
+                                {"dtype", dtype_name(model.dtype())},
+                                {"threads", num_threads()},
+                                {"prompt_tokens", prompt_len},
+                                {"decode_tokens", decode_len},
+                                {"depth", depth},
+                                {"prefill_tokens_per_s", prefill_rate},
+                                {"decode_tokens_per_s", decode_rate},
+                                {"decode_weight_gb_per_s", decode_rate * weight_gb},
+                                {"peak_rss_mib", peak_rss_mib()}};
+    if (output_format == "json") {
+      std::cout << out.dump() << "\n";
+    } else {
+      std::printf("model      %s, %.1f M parameters, %s weights (%.1f MB), %d threads\n", c.model_type.c_str(),
+                  static_cast<double>(c.parameter_count()) / 1e6, dtype_name(model.dtype()).data(), weight_gb * 1e3,
+                  num_threads());
+      std::printf("prefill    %lld tokens: %.1f tokens/s\n", static_cast<long long>(prompt_len), prefill_rate);
+      std::printf("decode     %lld tokens at depth %lld: %.1f tokens/s (weights streamed at %.1f GB/s)\n",
+                  static_cast<long long>(decode_len), static_cast<long long>(depth), decode_rate, decode_rate * weight_gb);
+      std::printf("peak RSS   %.1f MiB\n", peak_rss_mib());
+    }
+    return 0;
+  });
+}
+
+}  // namespace slm::cli

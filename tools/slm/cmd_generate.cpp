@@ -1,0 +1,128 @@
+// slm generate: continue a prompt, streaming text to stdout.
+#include "commands.h"
+#include "common.h"
+
+#include <slm/error.h>
+#include <slm/generate.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+namespace slm::cli {
+
+namespace {
+
+// Sampling settings: explicit options win, then generation_config.json, then
+// Hugging Face's default (greedy).
+SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given) {
+  const auto path = dir / "generation_config.json";
+  if (!std::filesystem::exists(path)) {
+    if (app.count("--temperature") == 0) given.temperature = 0;
+    return given;
+  }
+  const GenerationDefaults defaults = GenerationDefaults::from_file(path);
+  if (app.count("--temperature") == 0) {
+    given.temperature = defaults.do_sample.value_or(false) ? defaults.temperature.value_or(1.0) : 0.0;
+  }
+  if (app.count("--top-k") == 0 && defaults.top_k) given.top_k = *defaults.top_k;
+  if (app.count("--top-p") == 0 && defaults.top_p) given.top_p = *defaults.top_p;
+  if (app.count("--min-p") == 0 && defaults.min_p) given.min_p = *defaults.min_p;
+  if (app.count("--repeat-penalty") == 0 && defaults.repetition_penalty) {
+    given.repetition_penalty = *defaults.repetition_penalty;
+  }
+  return given;
+}
+
+std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir) {
+  std::vector<int32_t> ids = model.config().eos_token_ids;
+  const auto path = dir / "generation_config.json";
+  if (std::filesystem::exists(path)) {
+    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
+  }
+  return ids;
+}
+
+}  // namespace
+
+int run_generate(int argc, char** argv) {
+  CLI::App app{"Continue a prompt with a model.", "generate"};
+  ModelOptions model_options;
+  add_model_options(app, model_options);
+  std::string prompt, prompt_file, output_format = "text";
+  GenerateOptions options;
+  bool no_skip_special = false, truncate = false;
+  auto* prompt_opt = app.add_option("-p,--prompt", prompt, "prompt text");
+  app.add_option("-f,--file", prompt_file, "read the prompt from a file ('-' for stdin)")->excludes(prompt_opt);
+  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
+  app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
+  app.add_option("--top-p", options.sampling.top_p, "keep the most likely tokens up to this mass (1 = off)");
+  app.add_option("--min-p", options.sampling.min_p, "drop tokens below this fraction of the top probability (0 = off)");
+  app.add_option("--repeat-penalty", options.sampling.repetition_penalty, "penalise tokens already present (1 = off)");
+  app.add_option("--seed", options.sampling.seed, "random seed; the same seed gives the same sample");
+  app.add_option("--stop", options.stop_strings, "stop when this text appears (repeatable; not printed)");
+  app.add_flag("--ignore-eos", options.ignore_eos, "keep generating past end-of-sequence tokens");
+  app.add_flag("--no-skip-special", no_skip_special, "print special tokens");
+  app.add_flag("--truncate", truncate, "drop the start of a prompt that does not fit the context");
+  app.add_option("--logprobs", options.logprobs, "report the K most likely tokens at each step (json output)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--output-format", output_format, "text (streamed) or json")->check(CLI::IsMember({"text", "json"}));
+
+  return run_command(app, argc, argv, [&] {
+    if (app.count("--prompt") == 0 && app.count("--file") == 0) fail("give a prompt with -p TEXT or -f FILE");
+    const std::string text = app.count("--file") ? read_text_file(prompt_file) : prompt;
+    const auto load_start = std::chrono::steady_clock::now();
+    Model model = load_model(model_options);
+    const Tokenizer tokenizer = load_tokenizer(model_options.dir);
+    const double load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+
+    options.sampling = resolve_sampling(app, model_options.dir, options.sampling);
+    options.eos_ids = eos_ids(model, model_options.dir);
+    options.skip_special_tokens = !no_skip_special;
+    std::vector<int32_t> ids = tokenizer.encode(text, true);
+    const int64_t context = model.config().max_position_embeddings;
+    if (truncate && static_cast<int64_t>(ids.size()) > context - 1) {
+      const int64_t keep = std::max<int64_t>(1, context - std::max<int64_t>(options.max_new_tokens, 1));
+      ids.erase(ids.begin(), ids.end() - keep);
+    }
+
+    const bool stream = output_format == "text";
+    const GenerationResult result = generate(model, tokenizer, ids, options, [&](std::string_view piece) {
+      if (!stream) return;
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    });
+    const double prefill_rate = static_cast<double>(ids.size()) / std::max(result.prefill_seconds, 1e-9);
+    const double decode_steps = static_cast<double>(std::max<size_t>(result.tokens.size(), 1) - 1);
+    const double decode_rate = decode_steps / std::max(result.decode_seconds, 1e-9);
+    if (stream) {
+      std::printf("\n");
+      std::fprintf(stderr, "[%zu prompt tokens at %.1f tok/s, %zu generated at %.1f tok/s, finish: %s]\n", ids.size(),
+                   prefill_rate, result.tokens.size(), decode_rate, finish_reason_name(result.finish_reason).data());
+      return 0;
+    }
+    nlohmann::json out;
+    out["text"] = result.text;
+    out["prompt_tokens"] = result.prompt_tokens;
+    out["tokens"] = result.tokens;
+    out["finish_reason"] = finish_reason_name(result.finish_reason);
+    out["logprobs"] = nlohmann::json::array();
+    for (const auto& step : result.logprobs) {
+      nlohmann::json entries = nlohmann::json::array();
+      for (const TokenLogprob& t : step) entries.push_back({{"id", t.id}, {"logprob", t.logprob}});
+      out["logprobs"].push_back(entries);
+    }
+    out["timings"] = {{"load_s", load_seconds},
+                      {"prefill_tokens_per_s", prefill_rate},
+                      {"decode_tokens_per_s", decode_rate}};
+    out["peak_rss_mib"] = peak_rss_mib();
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+  });
+}
+
+}  // namespace slm::cli

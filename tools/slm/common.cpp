@@ -1,0 +1,92 @@
+#include "common.h"
+
+#include <slm/error.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <new>
+#include <sstream>
+
+namespace slm::cli {
+
+int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+  const std::string name = "slm " + app.get_name();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << name << ": error: " << e.what() << "\n"
+              << "Run '" << name << " --help' for the options.\n";
+    return kExitUsage;
+  }
+  try {
+    const int code = body();
+    std::cout.flush();
+    return code;
+  } catch (const Error& e) {
+    std::cout.flush();
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return kExitError;
+  } catch (const std::bad_alloc&) {
+    std::cout.flush();
+    std::cerr << name << ": error: out of memory\n";
+    return kExitError;
+  }
+}
+
+std::string read_text_file(const std::string& path) {
+  if (path == "-") {
+    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open file for reading");
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) fail(path, ": read error");
+  return buffer.str();
+}
+
+}  // namespace slm::cli
+
+#include <sys/resource.h>
+
+namespace slm::cli {
+
+void add_model_options(CLI::App& app, ModelOptions& options) {
+  app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")->required();
+  app.add_option("--dtype", options.dtype, "weights in memory: auto (as stored, no copy), f32, f16, bf16")
+      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
+  app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N");
+  app.add_option("--attn", options.attention, "attention implementation: eager, flash or auto (= flash)")
+      ->check(CLI::IsMember({"auto", "eager", "flash"}));
+  app.add_option("--threads", options.threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1024));
+}
+
+Model load_model(const ModelOptions& options) {
+  if (options.threads > 0) set_num_threads(options.threads);
+  LoadOptions load;
+  if (options.dtype != "auto") load.dtype = parse_dtype(options.dtype);
+  load.device = options.device;
+  Model model = Model::load(options.dir, load);
+  model.set_attention(parse_attention(options.attention));
+  return model;
+}
+
+Tokenizer load_tokenizer(const std::string& dir) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
+    fail(dir, ": no tokenizer.json (expected the Hugging Face tokenizer files beside the model)");
+  }
+  return Tokenizer::from_dir(dir);
+}
+
+double peak_rss_mib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+}  // namespace slm::cli

@@ -1,0 +1,51 @@
+// Shared plumbing of the subcommands: argument parsing with CLI11 and one
+// uniform way of turning errors into a message and an exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace slm::cli {
+
+// Exit codes: 0 success, 1 a runtime error (bad file, bad model, ...),
+// 2 a usage error (unknown option, bad option value).
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+
+// Parses argv into `app`, then calls `body`. Prints "slm NAME: error: ..." for
+// an slm::Error or a parse error and returns the matching exit code.
+int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
+
+// Reads a whole file, or standard input when path is "-"; fails with an slm::Error naming the path.
+std::string read_text_file(const std::string& path);
+
+}  // namespace slm::cli
+
+#include <slm/model.h>
+#include <slm/tokenizer.h>
+
+#include <optional>
+
+namespace slm::cli {
+
+// The options every command that runs a model shares.
+struct ModelOptions {
+  std::string dir;
+  std::string dtype = "auto";
+  std::string device = "auto";
+  std::string attention = "auto";
+  int threads = 0;  // 0: the default (all cores)
+};
+
+void add_model_options(CLI::App& app, ModelOptions& options);
+// Applies --threads, then loads the model with --dtype, --device and --attn.
+Model load_model(const ModelOptions& options);
+// The tokenizer of a model folder; fails naming the folder when it has none.
+Tokenizer load_tokenizer(const std::string& dir);
+
+// Peak resident memory of this process so far, in MiB.
+double peak_rss_mib();
+
+}  // namespace slm::cli
