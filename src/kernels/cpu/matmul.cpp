@@ -2,7 +2,7 @@
 
 #include <slm/error.h>
 
-#include "core/half.h"
+#include "kernels/cpu/simd.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -14,54 +14,13 @@ namespace slm::cpu {
 
 namespace {
 
-// Each hot loop is compiled for AVX-512, AVX2+FMA+F16C and a portable
-// baseline; the loader picks the best the CPU has at run time.
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define SLM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SLM_MULTIVERSION
-#endif
-
-SLM_MULTIVERSION float dot_f32(const float* x, const float* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * w[i];
-  return sum;
-}
-
-SLM_MULTIVERSION float dot_bf16(const float* x, const uint16_t* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * bf16_to_f32(w[i]);
-  return sum;
-}
-
-SLM_MULTIVERSION float dot_f16(const float* x, const uint16_t* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * f16_to_f32(w[i]);
-  return sum;
-}
-
-float dot(const float* x, const Tensor& W, int64_t row, int64_t k) {
+float dot(const DotKernels& kernels, const float* x, const Tensor& W, int64_t row, int64_t k) {
   switch (W.dtype()) {
-    case DType::F32: return dot_f32(x, W.data_as<const float>() + row * k, k);
-    case DType::BF16: return dot_bf16(x, W.data_as<const uint16_t>() + row * k, k);
-    case DType::F16: return dot_f16(x, W.data_as<const uint16_t>() + row * k, k);
+    case DType::F32: return kernels.f32(x, W.data_as<const float>() + row * k, k);
+    case DType::BF16: return kernels.bf16(x, W.data_as<const uint16_t>() + row * k, k);
+    case DType::F16: return kernels.f16(x, W.data_as<const uint16_t>() + row * k, k);
   }
   return 0.0f;
-}
-
-SLM_MULTIVERSION void widen_rows(const Tensor& W, int64_t row0, int64_t rows, int64_t k, float* out) {
-  const int64_t n = rows * k;
-  const uint16_t* src = W.data_as<const uint16_t>() + row0 * k;
-  if (W.dtype() == DType::BF16) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
-  }
 }
 
 void check_weight(const Tensor& W, int64_t K) {
@@ -95,10 +54,11 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   (void)openblas_single_threaded;
   check_weight(W, K);
   const int64_t N = W.dim(0);
+  const DotKernels& kernels = dot_kernels();
   if (M < kGemmMinRows) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(x + m * K, W, n, K) + (bias ? bias[n] : 0.0f);
+      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(kernels, x + m * K, W, n, K) + (bias ? bias[n] : 0.0f);
     }
     return;
   }
@@ -117,7 +77,8 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
         panel = W.data_as<const float>() + n0 * K;
       } else {
         widened.resize(static_cast<size_t>(rows * K));
-        widen_rows(W, n0, rows, K, widened.data());
+        const uint16_t* source = W.data_as<const uint16_t>() + n0 * K;
+        (W.dtype() == DType::BF16 ? kernels.widen_bf16 : kernels.widen_f16)(source, rows * K, widened.data());
         panel = widened.data();
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(rows),

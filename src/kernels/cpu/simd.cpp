@@ -1,0 +1,111 @@
+#include "kernels/cpu/simd.h"
+
+#include <slm/error.h>
+
+#include "core/half.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+namespace slm::cpu {
+
+namespace {
+
+// The portable path: plain loops the compiler may vectorize for the baseline
+// target (SSE2 on x86-64, NEON on aarch64).
+float scalar_dot_f32(const float* x, const float* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * w[i];
+  return sum;
+}
+
+float scalar_dot_bf16(const float* x, const uint16_t* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * bf16_to_f32(w[i]);
+  return sum;
+}
+
+float scalar_dot_f16(const float* x, const uint16_t* w, int64_t k) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) sum += x[i] * f16_to_f32(w[i]);
+  return sum;
+}
+
+void scalar_widen_bf16(const uint16_t* w, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(w[i]);
+}
+
+void scalar_widen_f16(const uint16_t* w, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(w[i]);
+}
+
+Isa detect() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    return Isa::Avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::Avx2;
+#endif
+  return Isa::Scalar;
+}
+
+Isa parse_isa(std::string_view name) {
+  if (name == "scalar") return Isa::Scalar;
+  if (name == "avx2") return Isa::Avx2;
+  if (name == "avx512") return Isa::Avx512;
+  fail("SLM_CPU_ISA: unknown instruction set \"", name, "\" (expected scalar, avx2 or avx512)");
+}
+
+std::atomic<Isa>& chosen() {
+  static std::atomic<Isa> isa = [] {
+    const Isa best = detect();
+    const char* forced = std::getenv("SLM_CPU_ISA");
+    if (!forced || !*forced) return best;
+    const Isa wanted = parse_isa(forced);
+    return wanted < best ? wanted : best;
+  }();
+  return isa;
+}
+
+}  // namespace
+
+Isa active_isa() { return chosen().load(std::memory_order_relaxed); }
+
+std::string_view isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+void force_isa(Isa isa) {
+  const Isa best = detect();
+  chosen().store(isa < best ? isa : best, std::memory_order_relaxed);
+}
+
+DotKernels scalar_kernels() {
+  return {scalar_dot_f32, scalar_dot_bf16, scalar_dot_f16, scalar_widen_bf16, scalar_widen_f16};
+}
+
+const DotKernels& dot_kernels() {
+  static const DotKernels scalar = scalar_kernels();
+#if defined(__x86_64__)
+  static const DotKernels avx2 = avx2_kernels();
+  static const DotKernels avx512 = avx512_kernels();
+  switch (active_isa()) {
+    case Isa::Avx512: return avx512;
+    case Isa::Avx2: return avx2;
+    case Isa::Scalar: break;
+  }
+#endif
+  return scalar;
+}
+
+}  // namespace slm::cpu

@@ -1,0 +1,37 @@
+// The instruction-set paths of the hot CPU loops. Each path lives in its own
+// file compiled for its target; `active_isa()` picks the best one the CPU
+// has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
+// to check every path on one machine).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace slm::cpu {
+
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa active_isa();
+std::string_view isa_name(Isa isa);
+// Overrides the detected path (never above what the CPU supports); for tests and benchmarks.
+void force_isa(Isa isa);
+
+// Dot products of f32 activations with one weight row, accumulated in f32.
+struct DotKernels {
+  float (*f32)(const float* x, const float* w, int64_t k);
+  float (*bf16)(const float* x, const uint16_t* w, int64_t k);
+  float (*f16)(const float* x, const uint16_t* w, int64_t k);
+  // Widens n 16-bit weights to f32 (GEMM panels).
+  void (*widen_bf16)(const uint16_t* w, int64_t n, float* out);
+  void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
+};
+
+const DotKernels& dot_kernels();
+
+DotKernels scalar_kernels();
+#if defined(__x86_64__)
+DotKernels avx2_kernels();
+DotKernels avx512_kernels();
+#endif
+
+}  // namespace slm::cpu

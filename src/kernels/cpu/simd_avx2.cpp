@@ -1,0 +1,80 @@
+// AVX2 + FMA + F16C path. Compiled for that target whatever the build's
+// baseline; only called when the CPU reports the features.
+#if defined(__x86_64__)
+#include "kernels/cpu/simd.h"
+
+#include "core/half.h"
+
+#include <immintrin.h>
+
+// Everything below, and nothing included above, is compiled for this target:
+// a header compiled under it could leak these instructions into other files.
+#pragma GCC target("avx2,fma,f16c")
+
+namespace slm::cpu {
+
+namespace {
+
+// Loaders widen eight weights to f32: one struct per weight dtype, so the
+// templated loop below is instantiated for each (lambdas would not inherit
+// the target pragma).
+struct F32Weights {
+  static __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+  static float load1(const float* w) { return *w; }
+};
+
+struct Bf16Weights {
+  static __m256 load8(const uint16_t* w) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float load1(const uint16_t* w) { return bf16_to_f32(*w); }
+};
+
+struct F16Weights {
+  static __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
+  static float load1(const uint16_t* w) { return f16_to_f32(*w); }
+};
+
+inline float horizontal_sum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// Four independent accumulators hide the FMA latency; the tail is scalar.
+template <class Weights, class W>
+float dot(const float* x, const W* w, int64_t k) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), Weights::load8(w + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), Weights::load8(w + i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), Weights::load8(w + i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), Weights::load8(w + i + 24), a3);
+  }
+  for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), Weights::load8(w + i), a0);
+  float sum = horizontal_sum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < k; ++i) sum += x[i] * Weights::load1(w + i);
+  return sum;
+}
+
+float dot_f32(const float* x, const float* w, int64_t k) { return dot<F32Weights>(x, w, k); }
+float dot_bf16(const float* x, const uint16_t* w, int64_t k) { return dot<Bf16Weights>(x, w, k); }
+float dot_f16(const float* x, const uint16_t* w, int64_t k) { return dot<F16Weights>(x, w, k); }
+
+template <class Weights>
+void widen(const uint16_t* w, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, Weights::load8(w + i));
+  for (; i < n; ++i) out[i] = Weights::load1(w + i);
+}
+
+void widen_bf16(const uint16_t* w, int64_t n, float* out) { widen<Bf16Weights>(w, n, out); }
+void widen_f16(const uint16_t* w, int64_t n, float* out) { widen<F16Weights>(w, n, out); }
+
+}  // namespace
+DotKernels avx2_kernels() { return {dot_f32, dot_bf16, dot_f16, widen_bf16, widen_f16}; }
+
+}  // namespace slm::cpu
+#endif

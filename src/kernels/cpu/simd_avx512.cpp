@@ -1,0 +1,72 @@
+// AVX-512 (F, BW, VL) path. Compiled for that target whatever the build's
+// baseline; only called when the CPU reports the features. Tails use masked
+// loads, so no scalar remainder loop.
+#if defined(__x86_64__)
+#include "kernels/cpu/simd.h"
+
+#include <immintrin.h>
+
+// Everything below, and nothing included above, is compiled for this target:
+// a header compiled under it could leak these instructions into other files.
+#pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
+// GCC 12's own intrinsics (cvtepu16, slli, cvtph, reduce) read a deliberately
+// undefined pass-through operand, which -Wuninitialized reports once inlined.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace slm::cpu {
+
+namespace {
+
+inline __mmask16 tail_mask(int64_t remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << remaining) - 1u);
+}
+
+inline __m512 load_f32(const float* w, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w); }
+
+inline __m512 load_bf16(const uint16_t* w, __mmask16 m) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+inline __m512 load_f16(const uint16_t* w, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w)); }
+
+template <class W, class Load>
+inline float dot(const float* x, const W* w, int64_t k, Load load) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  constexpr __mmask16 all = 0xffff;
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load(w + i, all), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load(w + i + 16, all), a1);
+    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load(w + i + 32, all), a2);
+    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load(w + i + 48, all), a3);
+  }
+  for (; i < k; i += 16) {
+    const __mmask16 m = tail_mask(k - i);
+    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), load(w + i, m), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+float dot_f32(const float* x, const float* w, int64_t k) { return dot(x, w, k, load_f32); }
+float dot_bf16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_bf16); }
+float dot_f16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_f16); }
+
+template <class Load>
+inline void widen(const uint16_t* w, int64_t n, float* out, Load load) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(out + i, m, load(w + i, m));
+  }
+}
+
+void widen_bf16(const uint16_t* w, int64_t n, float* out) { widen(w, n, out, load_bf16); }
+void widen_f16(const uint16_t* w, int64_t n, float* out) { widen(w, n, out, load_f16); }
+
+}  // namespace
+
+DotKernels avx512_kernels() { return {dot_f32, dot_bf16, dot_f16, widen_bf16, widen_f16}; }
+
+}  // namespace slm::cpu
+#endif
