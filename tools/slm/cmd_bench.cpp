@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <slm/error.h>
+#include <slm/machine.h>
 #include <slm/random.h>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +30,9 @@ double now_seconds() {
 int run_bench(int argc, char** argv) {
   CLI::App app{"Measure prefill and decode speed (tokens/s) and the weight bandwidth decode achieves.", "bench"};
   ModelOptions model_options;
-  add_model_options(app, model_options);
+  add_model_options(app, model_options, false);
+  bool probe = false;
+  app.add_flag("--probe", probe, "also measure the machine's read bandwidth and peak matrix throughput");
   int64_t prompt_len = 128, decode_len = 64, depth = 0, repetitions = 3;
   std::string output_format = "text";
   app.add_option("-p,--prompt-tokens", prompt_len, "prefill length")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -39,6 +42,29 @@ int run_bench(int argc, char** argv) {
   app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
 
   return run_command(app, argc, argv, [&] {
+    if (model_options.threads > 0) set_num_threads(model_options.threads);
+    nlohmann::json limits_json = nullptr;
+    std::optional<MachineLimits> limits;
+    if (probe) {
+      limits = probe_machine();
+      limits_json = {{"threads", limits->threads},
+                     {"isa", limits->isa},
+                     {"read_gb_per_s", limits->read_gb_per_s},
+                     {"f32_fma_gflops", limits->f32_fma_gflops},
+                     {"bf16_dot_gflops", limits->bf16_dot_gflops ? nlohmann::json(*limits->bf16_dot_gflops) : nullptr},
+                     {"sgemm_gflops", limits->sgemm_gflops}};
+      if (output_format == "text") {
+        std::printf("machine    %d threads, %s kernels: read %.1f GB/s, f32 FMA peak %.0f GFLOP/s, ", limits->threads,
+                    limits->isa.c_str(), limits->read_gb_per_s, limits->f32_fma_gflops);
+        if (limits->bf16_dot_gflops) std::printf("bf16 dot peak %.0f GFLOP/s, ", *limits->bf16_dot_gflops);
+        std::printf("OpenBLAS sgemm %.0f GFLOP/s\n", limits->sgemm_gflops);
+      }
+    }
+    if (model_options.dir.empty()) {
+      if (!probe) fail("give a model with -m DIR (or --probe alone to measure the machine)");
+      if (output_format == "json") std::cout << nlohmann::json{{"machine", limits_json}}.dump() << "\n";
+      return 0;
+    }
     Model model = load_model(model_options);
     const ModelConfig& c = model.config();
     const int64_t capacity = std::max(prompt_len, depth + decode_len + 1);
@@ -72,7 +98,13 @@ int run_bench(int argc, char** argv) {
     }
     const double prefill_rate = median(prefill), decode_rate = median(decode);
     const double weight_gb = static_cast<double>(model.weight_bytes()) / 1e9;
-    const nlohmann::json out = {{"model_type", c.model_type},
+    // Matrix-product work of one prefill token: every linear layer once (the
+    // lm_head runs for the last token only).
+    const double q = static_cast<double>(c.num_attention_heads * c.head_dim), kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
+    const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+    const double flops_per_token = 2.0 * static_cast<double>(c.num_hidden_layers) * (H * (q + 2 * kv) + q * H + 3 * H * I);
+    const double prefill_gflops = flops_per_token * prefill_rate / 1e9;
+    nlohmann::json out = {{"model_type", c.model_type},
                                 {"parameters", c.parameter_count()},
                                 {"dtype", dtype_name(model.dtype())},
                                 {"threads", num_threads()},
@@ -82,16 +114,28 @@ int run_bench(int argc, char** argv) {
                                 {"prefill_tokens_per_s", prefill_rate},
                                 {"decode_tokens_per_s", decode_rate},
                                 {"decode_weight_gb_per_s", decode_rate * weight_gb},
+                                {"prefill_gflops", prefill_gflops},
                                 {"peak_rss_mib", peak_rss_mib()}};
+    double peak_gflops = 0;
+    if (limits) {
+      peak_gflops = model.dtype() == DType::BF16 && limits->bf16_dot_gflops ? *limits->bf16_dot_gflops : limits->f32_fma_gflops;
+      out["machine"] = limits_json;
+      out["decode_bandwidth_percent"] = 100.0 * decode_rate * weight_gb / limits->read_gb_per_s;
+      out["prefill_peak_percent"] = peak_gflops > 0 ? nlohmann::json(100.0 * prefill_gflops / peak_gflops) : nullptr;
+    }
     if (output_format == "json") {
       std::cout << out.dump() << "\n";
     } else {
       std::printf("model      %s, %.1f M parameters, %s weights (%.1f MB), %d threads\n", c.model_type.c_str(),
                   static_cast<double>(c.parameter_count()) / 1e6, dtype_name(model.dtype()).data(), weight_gb * 1e3,
                   num_threads());
-      std::printf("prefill    %lld tokens: %.1f tokens/s\n", static_cast<long long>(prompt_len), prefill_rate);
-      std::printf("decode     %lld tokens at depth %lld: %.1f tokens/s (weights streamed at %.1f GB/s)\n",
+      std::printf("prefill    %lld tokens: %.1f tokens/s (%.0f GFLOP/s", static_cast<long long>(prompt_len), prefill_rate,
+                  prefill_gflops);
+      if (peak_gflops > 0) std::printf(", %.0f%% of peak", 100.0 * prefill_gflops / peak_gflops);
+      std::printf(")\ndecode     %lld tokens at depth %lld: %.1f tokens/s (weights streamed at %.1f GB/s",
                   static_cast<long long>(decode_len), static_cast<long long>(depth), decode_rate, decode_rate * weight_gb);
+      if (limits) std::printf(", %.0f%% of read bandwidth", 100.0 * decode_rate * weight_gb / limits->read_gb_per_s);
+      std::printf(")\n");
       std::printf("peak RSS   %.1f MiB\n", peak_rss_mib());
     }
     return 0;

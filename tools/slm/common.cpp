@@ -56,8 +56,9 @@ std::string read_text_file(const std::string& path) {
 
 namespace slm::cli {
 
-void add_model_options(CLI::App& app, ModelOptions& options) {
-  app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")->required();
+void add_model_options(CLI::App& app, ModelOptions& options, bool model_required) {
+  app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")
+      ->required(model_required);
   app.add_option("--dtype", options.dtype, "weights in memory: auto (as stored, no copy), f32, f16, bf16")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
   app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N");

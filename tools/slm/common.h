@@ -39,7 +39,7 @@ struct ModelOptions {
   int threads = 0;  // 0: the default (all cores)
 };
 
-void add_model_options(CLI::App& app, ModelOptions& options);
+void add_model_options(CLI::App& app, ModelOptions& options, bool model_required = true);
 // Applies --threads, then loads the model with --dtype, --device and --attn.
 Model load_model(const ModelOptions& options);
 // The tokenizer of a model folder; fails naming the folder when it has none.

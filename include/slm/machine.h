@@ -1,0 +1,21 @@
+// The machine's own limits, measured in the same run as a benchmark so that
+// speed can be reported as a share of what the hardware allows.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace slm {
+
+struct MachineLimits {
+  int threads = 0;
+  std::string isa;                    // the kernel path in use: avx512, avx2 or scalar
+  double read_gb_per_s = 0;           // streaming read of a buffer far larger than the caches, all threads
+  double f32_fma_gflops = 0;          // peak f32 FMA throughput (registers only), all threads
+  std::optional<double> bf16_dot_gflops;  // peak AVX512-BF16 dot-product throughput, when the CPU has it
+  double sgemm_gflops = 0;            // OpenBLAS f32 GEMM 1024³ achieved, all threads
+};
+
+MachineLimits probe_machine();
+
+}  // namespace slm
