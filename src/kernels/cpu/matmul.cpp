@@ -32,6 +32,29 @@ void check_weight(const Tensor& W, int64_t K) {
 constexpr int64_t kGemmMinRows = 4;
 constexpr int64_t kPanelRows = 64;
 
+// bf16 weights on a CPU with bf16 dot products: the activations are rounded
+// to bf16 once, then each thread takes panels of weight rows.
+void matmul_bf16_dot(const Bf16GemmKernels& bf16, const float* x, int64_t M, int64_t K, const Tensor& W,
+                     const float* bias, float* y) {
+  const int64_t lda = (K + 1) / 2 * 2;
+  std::vector<uint16_t> narrowed(static_cast<size_t>(M * lda), 0);
+  for (int64_t m = 0; m < M; ++m) bf16.narrow(x + m * K, K, narrowed.data() + m * lda);
+  const int64_t N = W.dim(0);
+  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+  const uint16_t* weights = W.data_as<const uint16_t>();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = p * kPanelRows;
+    const int64_t rows = std::min(kPanelRows, N - n0);
+    bf16.gemm(narrowed.data(), M, lda, weights + n0 * K, rows, K, y + n0, N);
+    if (bias) {
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < rows; ++n) y[m * N + n0 + n] += bias[n0 + n];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
@@ -61,6 +84,12 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
       for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(kernels, x + m * K, W, n, K) + (bias ? bias[n] : 0.0f);
     }
     return;
+  }
+  if (W.dtype() == DType::BF16) {
+    if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
+      matmul_bf16_dot(*bf16, x, M, K, W, bias, y);
+      return;
+    }
   }
   // OpenBLAS runs single-threaded inside; the panels are our parallelism, so
   // one pool of threads serves every kernel.

@@ -132,13 +132,12 @@ MachineLimits probe_machine() {
   limits.isa = std::string(cpu::isa_name(cpu::active_isa()));
   limits.read_gb_per_s = read_bandwidth();
 #if defined(__x86_64__)
-  if (cpu::active_isa() == cpu::Isa::Avx512) {
+  if (cpu::active_isa() >= cpu::Isa::Avx512) {
     limits.f32_fma_gflops = peak(fma_loop_avx512, 8 * 16 * 2);
   } else if (cpu::active_isa() == cpu::Isa::Avx2) {
     limits.f32_fma_gflops = peak(fma_loop_avx2, 10 * 8 * 2);
   }
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512bf16")) limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
+  if (cpu::active_isa() == cpu::Isa::Avx512Bf16) limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
 #endif
   limits.sgemm_gflops = sgemm_rate();
   return limits;

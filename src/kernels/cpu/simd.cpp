@@ -47,7 +47,7 @@ Isa detect() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    return Isa::Avx512;
+    return __builtin_cpu_supports("avx512bf16") ? Isa::Avx512Bf16 : Isa::Avx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::Avx2;
 #endif
@@ -58,7 +58,8 @@ Isa parse_isa(std::string_view name) {
   if (name == "scalar") return Isa::Scalar;
   if (name == "avx2") return Isa::Avx2;
   if (name == "avx512") return Isa::Avx512;
-  fail("SLM_CPU_ISA: unknown instruction set \"", name, "\" (expected scalar, avx2 or avx512)");
+  if (name == "avx512bf16") return Isa::Avx512Bf16;
+  fail("SLM_CPU_ISA: unknown instruction set \"", name, "\" (expected scalar, avx2, avx512 or avx512bf16)");
 }
 
 std::atomic<Isa>& chosen() {
@@ -81,6 +82,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Bf16: return "avx512bf16";
   }
   return "?";
 }
@@ -100,12 +102,21 @@ const DotKernels& dot_kernels() {
   static const DotKernels avx2 = avx2_kernels();
   static const DotKernels avx512 = avx512_kernels();
   switch (active_isa()) {
+    case Isa::Avx512Bf16:
     case Isa::Avx512: return avx512;
     case Isa::Avx2: return avx2;
     case Isa::Scalar: break;
   }
 #endif
   return scalar;
+}
+
+const Bf16GemmKernels* bf16_gemm_kernels() {
+#if defined(__x86_64__)
+  static const Bf16GemmKernels kernels = avx512bf16_kernels();
+  if (active_isa() == Isa::Avx512Bf16) return &kernels;
+#endif
+  return nullptr;
 }
 
 }  // namespace slm::cpu

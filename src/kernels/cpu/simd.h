@@ -2,6 +2,7 @@
 // file compiled for its target; `active_isa()` picks the best one the CPU
 // has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
 // to check every path on one machine).
+// SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus bf16 dot products).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 
 namespace slm::cpu {
 
-enum class Isa { Scalar, Avx2, Avx512 };
+enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16 };
 
 Isa active_isa();
 std::string_view isa_name(Isa isa);
@@ -28,10 +29,23 @@ struct DotKernels {
 
 const DotKernels& dot_kernels();
 
+// C[M,N] = A[M,K] · B[N,K]ᵀ with A and B in bf16 and C in f32. A has an
+// even leading dimension lda ≥ K, zero past K; B is row-major [N][K].
+// narrow() rounds f32 activations to bf16 (nearest even).
+struct Bf16GemmKernels {
+  void (*gemm)(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t N, int64_t K, float* C,
+               int64_t ldc);
+  void (*narrow)(const float* x, int64_t n, uint16_t* out);
+};
+
+// Null when the active path has no bf16 dot-product instructions.
+const Bf16GemmKernels* bf16_gemm_kernels();
+
 DotKernels scalar_kernels();
 #if defined(__x86_64__)
 DotKernels avx2_kernels();
 DotKernels avx512_kernels();
+Bf16GemmKernels avx512bf16_kernels();
 #endif
 
 }  // namespace slm::cpu
