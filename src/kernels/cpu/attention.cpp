@@ -1,4 +1,5 @@
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,12 +20,7 @@ KeyRange visible_keys(int64_t pos, int64_t window) {
   return {first, pos + 1};
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
+float dot(const float* a, const float* b, int64_t n) { return vector_kernels().f32(a, b, n); }
 
 }  // namespace
 
@@ -34,6 +30,7 @@ void attention_eager(const float* q, const float* keys, const float* values, con
   const int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   scores.resize(static_cast<size_t>(s.heads * s.n_queries * kv_len));
+  const VectorKernels& kernels = vector_kernels();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t h = 0; h < s.heads; ++h) {
     for (int64_t i = 0; i < s.n_queries; ++i) {
@@ -57,9 +54,7 @@ void attention_eager(const float* q, const float* keys, const float* values, con
       std::fill(o, o + s.head_dim, 0.0f);
       for (int64_t j = range.first; j < range.last; ++j) {
         const float p = row[j] / total;
-        const float* vj = v + j * s.head_dim;
-#pragma omp simd
-        for (int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vj[d];
+        kernels.axpy(p, v + j * s.head_dim, o, s.head_dim);
       }
     }
   }
@@ -74,6 +69,7 @@ void attention_flash(const float* q, const float* keys, const float* values, con
   const int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   const int64_t query_blocks = (s.n_queries + kQueryBlock - 1) / kQueryBlock;
+  const VectorKernels& kernels = vector_kernels();
 #pragma omp parallel
   {
     float tile[kQueryBlock * kKeyBlock];
@@ -119,9 +115,7 @@ void attention_flash(const float* q, const float* keys, const float* values, con
               const float p = std::exp(scores[c] - new_max);
               if (p == 0.0f) continue;
               block_sum += p;
-              const float* vj = v + (j0 + c) * s.head_dim;
-#pragma omp simd
-              for (int64_t d = 0; d < s.head_dim; ++d) o[d] += p * vj[d];
+              kernels.axpy(p, v + (j0 + c) * s.head_dim, o, s.head_dim);
             }
             running_sum[r] = running_sum[r] * correction + block_sum;
             running_max[r] = new_max;

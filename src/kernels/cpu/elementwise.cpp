@@ -1,7 +1,9 @@
 #include "kernels/cpu/kernels.h"
 
 #include "core/half.h"
+#include "kernels/cpu/simd.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace slm::cpu {
@@ -58,11 +60,10 @@ void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const float* 
 }
 
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  constexpr int64_t kChunk = 16384;
+  const VectorKernels& kernels = vector_kernels();
+#pragma omp parallel for schedule(static) if (n > kChunk)
+  for (int64_t i = 0; i < n; i += kChunk) kernels.silu_mul(gate + i, up + i, out + i, std::min(kChunk, n - i));
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

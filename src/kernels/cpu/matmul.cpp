@@ -14,7 +14,7 @@ namespace slm::cpu {
 
 namespace {
 
-float dot(const DotKernels& kernels, const float* x, const Tensor& W, int64_t row, int64_t k) {
+float dot(const VectorKernels& kernels, const float* x, const Tensor& W, int64_t row, int64_t k) {
   switch (W.dtype()) {
     case DType::F32: return kernels.f32(x, W.data_as<const float>() + row * k, k);
     case DType::BF16: return kernels.bf16(x, W.data_as<const uint16_t>() + row * k, k);
@@ -77,7 +77,7 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   (void)openblas_single_threaded;
   check_weight(W, K);
   const int64_t N = W.dim(0);
-  const DotKernels& kernels = dot_kernels();
+  const VectorKernels& kernels = vector_kernels();
   if (M < kGemmMinRows) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {

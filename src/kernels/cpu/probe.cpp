@@ -43,7 +43,7 @@ double read_bandwidth() {
   volatile float sink = 0;
   // The widest dot-product kernel of x with itself: one stream of loads with
   // enough independent accumulators that the adds never limit it.
-  const cpu::DotKernels& kernels = cpu::dot_kernels();
+  const cpu::VectorKernels& kernels = cpu::vector_kernels();
   const double seconds = best_of(5, [&] {
     float total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total)

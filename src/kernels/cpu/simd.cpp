@@ -5,6 +5,7 @@
 #include "core/half.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -41,6 +42,18 @@ void scalar_widen_bf16(const uint16_t* w, int64_t n, float* out) {
 
 void scalar_widen_f16(const uint16_t* w, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(w[i]);
+}
+
+void scalar_axpy(float a, const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
 }
 
 Isa detect() {
@@ -92,15 +105,15 @@ void force_isa(Isa isa) {
   chosen().store(isa < best ? isa : best, std::memory_order_relaxed);
 }
 
-DotKernels scalar_kernels() {
-  return {scalar_dot_f32, scalar_dot_bf16, scalar_dot_f16, scalar_widen_bf16, scalar_widen_f16};
+VectorKernels scalar_kernels() {
+  return {scalar_dot_f32, scalar_dot_bf16, scalar_dot_f16, scalar_widen_bf16, scalar_widen_f16, scalar_axpy, scalar_silu_mul};
 }
 
-const DotKernels& dot_kernels() {
-  static const DotKernels scalar = scalar_kernels();
+const VectorKernels& vector_kernels() {
+  static const VectorKernels scalar = scalar_kernels();
 #if defined(__x86_64__)
-  static const DotKernels avx2 = avx2_kernels();
-  static const DotKernels avx512 = avx512_kernels();
+  static const VectorKernels avx2 = avx2_kernels();
+  static const VectorKernels avx512 = avx512_kernels();
   switch (active_isa()) {
     case Isa::Avx512Bf16:
     case Isa::Avx512: return avx512;

@@ -17,17 +17,22 @@ std::string_view isa_name(Isa isa);
 // Overrides the detected path (never above what the CPU supports); for tests and benchmarks.
 void force_isa(Isa isa);
 
-// Dot products of f32 activations with one weight row, accumulated in f32.
-struct DotKernels {
+// The vector loops of the kernels. Dot products of f32 activations with one
+// weight row accumulate in f32.
+struct VectorKernels {
   float (*f32)(const float* x, const float* w, int64_t k);
   float (*bf16)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
   // Widens n 16-bit weights to f32 (GEMM panels).
   void (*widen_bf16)(const uint16_t* w, int64_t n, float* out);
   void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
+  // y += a·x
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // out = gate · sigmoid(gate) · up; out may alias gate
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
 };
 
-const DotKernels& dot_kernels();
+const VectorKernels& vector_kernels();
 
 // C[M,N] = A[M,K] · B[N,K]ᵀ with A and B in bf16 and C in f32. A has an
 // even leading dimension lda ≥ K, zero past K; B is row-major [N][K].
@@ -41,10 +46,10 @@ struct Bf16GemmKernels {
 // Null when the active path has no bf16 dot-product instructions.
 const Bf16GemmKernels* bf16_gemm_kernels();
 
-DotKernels scalar_kernels();
+VectorKernels scalar_kernels();
 #if defined(__x86_64__)
-DotKernels avx2_kernels();
-DotKernels avx512_kernels();
+VectorKernels avx2_kernels();
+VectorKernels avx512_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 #endif
 
