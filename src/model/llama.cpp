@@ -225,9 +225,10 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
     const LayerWeights& L = weights_.layers[size(l)];
     auto bias = [](const Tensor& b) { return b.empty() ? nullptr : b.data_as<const float>(); };
     cpu::rmsnorm(s.x.data(), L.attn_norm.data_as<const float>(), eps, n, H, s.h.data());
-    cpu::matmul(s.h.data(), n, H, L.q_proj, bias(L.q_bias), s.q.data());
-    cpu::matmul(s.h.data(), n, H, L.k_proj, bias(L.k_bias), s.k.data());
-    cpu::matmul(s.h.data(), n, H, L.v_proj, bias(L.v_bias), s.v.data());
+    cpu::matmul_group(s.h.data(), n, H,
+                      {{&L.q_proj, bias(L.q_bias), s.q.data()},
+                       {&L.k_proj, bias(L.k_bias), s.k.data()},
+                       {&L.v_proj, bias(L.v_bias), s.v.data()}});
     if (c.qk_norm) {
       cpu::rmsnorm(s.q.data(), L.q_norm.data_as<const float>(), eps, n * c.num_attention_heads, hd, s.q.data());
       cpu::rmsnorm(s.k.data(), L.k_norm.data_as<const float>(), eps, n * c.num_key_value_heads, hd, s.k.data());
@@ -255,8 +256,7 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
     cpu::add_inplace(s.x.data(), s.h.data(), n * H);
 
     cpu::rmsnorm(s.x.data(), L.mlp_norm.data_as<const float>(), eps, n, H, s.h.data());
-    cpu::matmul(s.h.data(), n, H, L.gate_proj, nullptr, s.gate.data());
-    cpu::matmul(s.h.data(), n, H, L.up_proj, nullptr, s.up.data());
+    cpu::matmul_group(s.h.data(), n, H, {{&L.gate_proj, nullptr, s.gate.data()}, {&L.up_proj, nullptr, s.up.data()}});
     cpu::silu_mul(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
     cpu::matmul(s.gate.data(), n, c.intermediate_size, L.down_proj, nullptr, s.h.data());
     cpu::add_inplace(s.x.data(), s.h.data(), n * H);

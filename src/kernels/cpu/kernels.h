@@ -7,6 +7,7 @@
 #include <slm/tensor.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 namespace slm::cpu {
@@ -14,6 +15,16 @@ namespace slm::cpu {
 // y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N] when not null). W is any weight dtype.
 void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y);
 void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y);
+
+// Several products of the same input (q/k/v, gate/up) in one pass over the
+// threads: decode issues hundreds of products per token, and each parallel
+// region costs a barrier.
+struct Projection {
+  const Tensor* weight;
+  const float* bias;  // may be null
+  float* out;
+};
+void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections);
 
 // Rows of `table` [V, D] picked by ids, converted to f32: out[n, D].
 void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out);

@@ -14,13 +14,24 @@ namespace slm::cpu {
 
 namespace {
 
-float dot(const VectorKernels& kernels, const float* x, const Tensor& W, int64_t row, int64_t k) {
-  switch (W.dtype()) {
-    case DType::F32: return kernels.f32(x, W.data_as<const float>() + row * k, k);
-    case DType::BF16: return kernels.bf16(x, W.data_as<const uint16_t>() + row * k, k);
-    case DType::F16: return kernels.f16(x, W.data_as<const uint16_t>() + row * k, k);
+// Rows [begin, end) of y[M,N] = x·Wᵀ (+ bias) for a handful of x rows, one
+// weight row at a time: a single sequential stream is what the hardware
+// prefetcher serves best (interleaving four rows measured 40% slower).
+// x_bf16 is x laid out by prepare_bf16_x (row stride padded_k), used for bf16 weights.
+void dot_rows(const VectorKernels& k, const float* x, const float* x_bf16, int64_t padded_k, int64_t M, int64_t K,
+              const Tensor& W, const float* bias, float* y, int64_t begin, int64_t end) {
+  const int64_t N = W.dim(0);
+  for (int64_t n = begin; n < end; ++n) {
+    for (int64_t m = 0; m < M; ++m) {
+      float sum = 0.0f;
+      switch (W.dtype()) {
+        case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
+        case DType::BF16: sum = k.bf16_prepared(x_bf16 + m * padded_k, W.data_as<const uint16_t>() + n * K, K); break;
+        case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
+      }
+      y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
+    }
   }
-  return 0.0f;
 }
 
 void check_weight(const Tensor& W, int64_t K) {
@@ -57,6 +68,42 @@ void matmul_bf16_dot(const Bf16GemmKernels& bf16, const float* x, int64_t M, int
 
 }  // namespace
 
+void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections) {
+  if (M >= kGemmMinRows) {
+    for (const Projection& p : projections) matmul(x, M, K, *p.weight, p.bias, p.out);
+    return;
+  }
+  int64_t total_rows = 0;
+  for (const Projection& p : projections) {
+    check_weight(*p.weight, K);
+    total_rows += p.weight->dim(0);
+  }
+  const VectorKernels& kernels = vector_kernels();
+  // Called from the thread that owns the forward pass, never from inside a
+  // parallel region, so one buffer per calling thread is reused for every token.
+  thread_local std::vector<float> x_bf16;
+  const int64_t padded_k = (K + 31) / 32 * 32;
+  x_bf16.resize(static_cast<size_t>(M * padded_k));
+  for (int64_t m = 0; m < M; ++m) kernels.prepare_bf16_x(x + m * K, K, x_bf16.data() + m * padded_k);
+  const float* prepared = x_bf16.data();  // the workers' thread_local copies are not this one
+  // Each thread takes one contiguous share of all the rows, walking across
+  // projection boundaries.
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t share = (total_rows + threads - 1) / threads;
+    const int64_t begin = std::min(total_rows, omp_get_thread_num() * share);
+    const int64_t end = std::min(total_rows, begin + share);
+    int64_t offset = 0;
+    for (const Projection& p : projections) {
+      const int64_t rows = p.weight->dim(0);
+      const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + rows);
+      if (lo < hi) dot_rows(kernels, x, prepared, padded_k, M, K, *p.weight, p.bias, p.out, lo - offset, hi - offset);
+      offset += rows;
+    }
+  }
+}
+
 void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
   check_weight(W, K);
   const int64_t N = W.dim(0);
@@ -79,10 +126,7 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   const int64_t N = W.dim(0);
   const VectorKernels& kernels = vector_kernels();
   if (M < kGemmMinRows) {
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(kernels, x + m * K, W, n, K) + (bias ? bias[n] : 0.0f);
-    }
+    matmul_group(x, M, K, {{&W, bias, y}});
     return;
   }
   if (W.dtype() == DType::BF16) {

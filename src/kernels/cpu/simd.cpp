@@ -4,6 +4,7 @@
 
 #include "core/half.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -42,6 +43,11 @@ void scalar_widen_bf16(const uint16_t* w, int64_t n, float* out) {
 
 void scalar_widen_f16(const uint16_t* w, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(w[i]);
+}
+
+void copy_padded(const float* x, int64_t k, float* out) {
+  std::copy(x, x + k, out);
+  std::fill(out + k, out + (k + 31) / 32 * 32, 0.0f);
 }
 
 void scalar_axpy(float a, const float* x, float* y, int64_t n) {
@@ -106,7 +112,15 @@ void force_isa(Isa isa) {
 }
 
 VectorKernels scalar_kernels() {
-  return {scalar_dot_f32, scalar_dot_bf16, scalar_dot_f16, scalar_widen_bf16, scalar_widen_f16, scalar_axpy, scalar_silu_mul};
+  return {scalar_dot_f32,
+          scalar_dot_bf16,
+          copy_padded,
+          scalar_dot_bf16,
+          scalar_dot_f16,
+          scalar_widen_bf16,
+          scalar_widen_f16,
+          scalar_axpy,
+          scalar_silu_mul};
 }
 
 const VectorKernels& vector_kernels() {

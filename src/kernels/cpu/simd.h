@@ -22,6 +22,12 @@ void force_isa(Isa isa);
 struct VectorKernels {
   float (*f32)(const float* x, const float* w, int64_t k);
   float (*bf16)(const float* x, const uint16_t* w, int64_t k);
+  // bf16 rows against an x rearranged once by prepare_bf16_x into
+  // round_up(k, 32) floats: the layout that path's bf16_prepared reads
+  // fastest (AVX-512: each 32-block split into even and odd elements, so
+  // widening bf16 pairs needs no shuffles).
+  void (*prepare_bf16_x)(const float* x, int64_t k, float* out);
+  float (*bf16_prepared)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
   // Widens n 16-bit weights to f32 (GEMM panels).
   void (*widen_bf16)(const uint16_t* w, int64_t n, float* out);

@@ -75,6 +75,12 @@ void widen(const uint16_t* w, int64_t n, float* out) {
 void widen_bf16(const uint16_t* w, int64_t n, float* out) { widen<Bf16Weights>(w, n, out); }
 void widen_f16(const uint16_t* w, int64_t n, float* out) { widen<F16Weights>(w, n, out); }
 
+void copy_padded(const float* x, int64_t k, float* out) {
+  int64_t i = 0;
+  for (; i < k; ++i) out[i] = x[i];
+  for (; i % 32; ++i) out[i] = 0.0f;
+}
+
 void axpy(float a, const float* x, float* y, int64_t n) {
   const __m256 va = _mm256_set1_ps(a);
   int64_t i = 0;
@@ -114,7 +120,17 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 
 }  // namespace
 
-VectorKernels avx2_kernels() { return {dot_f32, dot_bf16, dot_f16, widen_bf16, widen_f16, axpy, silu_mul}; }
+VectorKernels avx2_kernels() {
+  return {dot_f32,
+          dot_bf16,
+          copy_padded,
+          dot_bf16,
+          dot_f16,
+          widen_bf16,
+          widen_f16,
+          axpy,
+          silu_mul};
+}
 
 }  // namespace slm::cpu
 #endif

@@ -49,6 +49,43 @@ inline float dot(const float* x, const W* w, int64_t k, Load load) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+// Each 32-block of x as [16 even elements][16 odd elements], zero-padded.
+void split_even_odd(const float* x, int64_t k, float* out) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t i = 0; i < k; i += 32) {
+    const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(k - i), x + i);
+    const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(k - i - 16 > 0 ? k - i - 16 : 0), x + i + 16);
+    _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(lo, even, hi));
+    _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(lo, odd, hi));
+  }
+}
+
+// 32 bf16 weights per load: shifting each 32-bit pair left by 16 gives the
+// even elements as f32, masking the low half gives the odd ones — no
+// cross-lane shuffle, against an x split the same way.
+float dot_bf16_split(const float* x, const uint16_t* w, int64_t k) {
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64) {
+    const __m512i v0 = _mm512_loadu_si512(w + i);
+    const __m512i v1 = _mm512_loadu_si512(w + i + 32);
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_castsi512_ps(_mm512_and_si512(v0, high_half)), a1);
+    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), a2);
+    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_castsi512_ps(_mm512_and_si512(v1, high_half)), a3);
+  }
+  for (; i < k; i += 32) {
+    const int64_t left = k - i;
+    const __mmask32 m = left >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << left) - 1u);
+    const __m512i v = _mm512_maskz_loadu_epi16(m, w + i);
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_castsi512_ps(_mm512_and_si512(v, high_half)), a1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
 float dot_f32(const float* x, const float* w, int64_t k) { return dot(x, w, k, load_f32); }
 float dot_bf16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_bf16); }
 float dot_f16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_f16); }
@@ -101,7 +138,9 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 
 }  // namespace
 
-VectorKernels avx512_kernels() { return {dot_f32, dot_bf16, dot_f16, widen_bf16, widen_f16, axpy, silu_mul}; }
+VectorKernels avx512_kernels() {
+  return {dot_f32, dot_bf16, split_even_odd, dot_bf16_split, dot_f16, widen_bf16, widen_f16, axpy, silu_mul};
+}
 
 }  // namespace slm::cpu
 #endif
