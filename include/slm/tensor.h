@@ -13,11 +13,15 @@
 
 namespace slm {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// Q8 and Q4 hold weights in blocks of 32 with one f16 scale each (see
+// src/core/quant.h); they exist only in memory, made at load.
+enum class DType : uint8_t { F32, F16, BF16, Q8, Q4 };
 
-size_t dtype_size(DType dtype);
-std::string_view dtype_name(DType dtype);  // "f32", "f16", "bf16"
-// Accepts slm's names (f32, f16, bf16) and safetensors' (F32, F16, BF16).
+bool is_quantized(DType dtype);
+// Bytes of `numel` elements (for Q8/Q4, numel is a multiple of 32).
+size_t dtype_bytes(DType dtype, int64_t numel);
+std::string_view dtype_name(DType dtype);  // "f32", "f16", "bf16", "q8", "q4"
+// Accepts slm's names (f32, f16, bf16, q8, q4) and safetensors' (F32, F16, BF16).
 std::optional<DType> parse_dtype(std::string_view name);
 
 class Tensor {
@@ -34,13 +38,14 @@ class Tensor {
   int64_t dim(size_t i) const { return shape_.at(i); }
   size_t rank() const { return shape_.size(); }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return dtype_bytes(dtype_, numel()); }
 
   void* data() const { return data_; }
   template <class T>
   T* data_as() const { return static_cast<T*>(data_); }
 
   // Converts to `dtype` (a no-op view when it already is that dtype).
+  // Quantizing needs a last dimension that is a multiple of 32.
   Tensor to(DType dtype) const;
   // Element i (in row-major order) as float, for tests and small reads.
   float at(int64_t i) const;

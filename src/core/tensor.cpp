@@ -2,18 +2,25 @@
 #include <slm/tensor.h>
 
 #include "core/half.h"
+#include "core/quant.h"
 
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 namespace slm {
 
-size_t dtype_size(DType dtype) {
+bool is_quantized(DType dtype) { return dtype == DType::Q8 || dtype == DType::Q4; }
+
+size_t dtype_bytes(DType dtype, int64_t numel) {
+  const auto n = static_cast<size_t>(numel);
   switch (dtype) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
+    case DType::F32: return 4 * n;
+    case DType::F16: return 2 * n;
+    case DType::BF16: return 2 * n;
+    case DType::Q8: return n / kQuantBlock * sizeof(BlockQ8);
+    case DType::Q4: return n / kQuantBlock * sizeof(BlockQ4);
   }
   return 0;
 }
@@ -23,6 +30,8 @@ std::string_view dtype_name(DType dtype) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::Q8: return "q8";
+    case DType::Q4: return "q4";
   }
   return "?";
 }
@@ -31,6 +40,8 @@ std::optional<DType> parse_dtype(std::string_view name) {
   if (name == "f32" || name == "F32" || name == "float32") return DType::F32;
   if (name == "f16" || name == "F16" || name == "float16") return DType::F16;
   if (name == "bf16" || name == "BF16" || name == "bfloat16") return DType::BF16;
+  if (name == "q8") return DType::Q8;
+  if (name == "q4") return DType::Q4;
   return std::nullopt;
 }
 
@@ -60,15 +71,45 @@ float Tensor::at(int64_t i) const {
     case DType::F32: return data_as<const float>()[i];
     case DType::F16: return f16_to_f32(data_as<const uint16_t>()[i]);
     case DType::BF16: return bf16_to_f32(data_as<const uint16_t>()[i]);
+    case DType::Q8: {
+      const BlockQ8& b = data_as<const BlockQ8>()[i / kQuantBlock];
+      return f16_to_f32(b.scale) * static_cast<float>(b.q[i % kQuantBlock]);
+    }
+    case DType::Q4: {
+      const BlockQ4& b = data_as<const BlockQ4>()[i / kQuantBlock];
+      const int64_t j = i % kQuantBlock;
+      const int level = j < kQuantBlock / 2 ? (b.q[j] & 0x0f) : (b.q[j - kQuantBlock / 2] >> 4);
+      return f16_to_f32(b.scale) * static_cast<float>(level - 8);
+    }
   }
   return 0.0f;
 }
 
 Tensor Tensor::to(DType target) const {
   if (target == dtype_) return *this;
+  if (is_quantized(target) && (shape_.empty() || shape_.back() % kQuantBlock != 0)) {
+    fail("cannot quantize a tensor of shape ", shape_string(), " to ", dtype_name(target), ": its last dimension must be a multiple of ",
+         kQuantBlock);
+  }
   Tensor out = zeros(target, shape_);
   const int64_t n = numel();
-  if (target == DType::F32) {
+  if (is_quantized(target)) {
+    const int64_t row = shape_.back();
+    const int64_t rows = n / row;
+#pragma omp parallel
+    {
+      std::vector<float> values(static_cast<size_t>(row));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < row; ++i) values[static_cast<size_t>(i)] = at(r * row + i);
+        if (target == DType::Q8) {
+          quantize_q8(values.data(), row, out.data_as<BlockQ8>() + r * (row / kQuantBlock));
+        } else {
+          quantize_q4(values.data(), row, out.data_as<BlockQ4>() + r * (row / kQuantBlock));
+        }
+      }
+    }
+  } else if (target == DType::F32) {
     float* dst = out.data_as<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) dst[i] = at(i);

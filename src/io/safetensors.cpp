@@ -31,6 +31,8 @@ const char* safetensors_dtype_name(DType dtype) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::Q8:
+    case DType::Q4: fail("safetensors: quantized tensors (", dtype_name(dtype), ") cannot be written");
   }
   return "?";
 }
@@ -73,7 +75,7 @@ TensorEntry parse_entry(const json& value, const std::string& where, size_t data
   if (end > data_size) {
     fail(where, ": data_offsets [", begin, ", ", end, "] run past the end of the data (", data_size, " bytes)");
   }
-  const uint64_t expected = numel * dtype_size(entry.dtype);
+  const uint64_t expected = dtype_bytes(entry.dtype, static_cast<int64_t>(numel));
   if (end - begin != expected) {
     fail(where, ": holds ", end - begin, " bytes but shape ", value["shape"].dump(), " of ", dtype_text, " needs ",
          expected);

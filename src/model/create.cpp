@@ -100,6 +100,8 @@ void fill_normal(Tensor& t, uint64_t seed, double mean, double std) {
         case DType::F32: t.data_as<float>()[i] = value; break;
         case DType::BF16: t.data_as<uint16_t>()[i] = f32_to_bf16(value); break;
         case DType::F16: t.data_as<uint16_t>()[i] = f32_to_f16(value); break;
+        case DType::Q8:
+        case DType::Q4: break;  // refused by create_random_model
       }
     }
   }
@@ -167,6 +169,7 @@ std::vector<std::string> shape_preset_names() {
 
 void create_random_model(const ModelConfig& config, const CreateOptions& options, const std::filesystem::path& out) {
   if (options.shards < 1) fail("--shards must be >= 1, got ", options.shards);
+  if (is_quantized(options.dtype)) fail("--dtype: models are written as f32, f16 or bf16 (quantize at load instead)");
   if (!(options.init_std >= 0)) fail("--init-std must be >= 0, got ", options.init_std);
   std::error_code ec;
   std::filesystem::create_directories(out, ec);

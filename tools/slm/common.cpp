@@ -59,8 +59,9 @@ namespace slm::cli {
 void add_model_options(CLI::App& app, ModelOptions& options, bool model_required) {
   app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")
       ->required(model_required);
-  app.add_option("--dtype", options.dtype, "weights in memory: auto (as stored, no copy), f32, f16, bf16")
-      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
+  app.add_option("--dtype", options.dtype,
+                 "weights in memory: auto (as stored, no copy), f32, f16, bf16, q8 or q4 (blocks of 32, quantized at load)")
+      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8", "q4"}));
   app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N");
   app.add_option("--attn", options.attention, "attention implementation: eager, flash or auto (= flash)")
       ->check(CLI::IsMember({"auto", "eager", "flash"}));

@@ -8,24 +8,11 @@
 
 namespace slm::cpu {
 
-namespace {
-
-float weight_at(const Tensor& w, int64_t i) {
-  switch (w.dtype()) {
-    case DType::F32: return w.data_as<const float>()[i];
-    case DType::BF16: return bf16_to_f32(w.data_as<const uint16_t>()[i]);
-    case DType::F16: return f16_to_f32(w.data_as<const uint16_t>()[i]);
-  }
-  return 0.0f;
-}
-
-}  // namespace
-
 void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   const int64_t dim = table.dim(1);
   for (int64_t r = 0; r < n; ++r) {
     const int64_t base = static_cast<int64_t>(ids[r]) * dim;
-    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = weight_at(table, base + i);
+    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = table.at(base + i);
   }
 }
 

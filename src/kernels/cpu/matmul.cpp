@@ -28,6 +28,8 @@ void dot_rows(const VectorKernels& k, const float* x, const float* x_bf16, int64
         case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
         case DType::BF16: sum = k.bf16_prepared(x_bf16 + m * padded_k, W.data_as<const uint16_t>() + n * K, K); break;
         case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
+        case DType::Q8: sum = k.q8(x + m * K, W.data_as<const BlockQ8>() + n * (K / kQuantBlock), K); break;
+        case DType::Q4: sum = k.q4(x + m * K, W.data_as<const BlockQ4>() + n * (K / kQuantBlock), K); break;
       }
       y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
     }
@@ -150,8 +152,17 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
         panel = W.data_as<const float>() + n0 * K;
       } else {
         widened.resize(static_cast<size_t>(rows * K));
-        const uint16_t* source = W.data_as<const uint16_t>() + n0 * K;
-        (W.dtype() == DType::BF16 ? kernels.widen_bf16 : kernels.widen_f16)(source, rows * K, widened.data());
+        switch (W.dtype()) {
+          case DType::BF16: kernels.widen_bf16(W.data_as<const uint16_t>() + n0 * K, rows * K, widened.data()); break;
+          case DType::F16: kernels.widen_f16(W.data_as<const uint16_t>() + n0 * K, rows * K, widened.data()); break;
+          case DType::Q8:
+            kernels.widen_q8(W.data_as<const BlockQ8>() + n0 * (K / kQuantBlock), rows * K, widened.data());
+            break;
+          case DType::Q4:
+            kernels.widen_q4(W.data_as<const BlockQ4>() + n0 * (K / kQuantBlock), rows * K, widened.data());
+            break;
+          case DType::F32: break;
+        }
         panel = widened.data();
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(rows),

@@ -37,6 +37,30 @@ float scalar_dot_f16(const float* x, const uint16_t* w, int64_t k) {
   return sum;
 }
 
+float scalar_dot_q8(const float* x, const BlockQ8* w, int64_t k) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
+    float block = 0.0f;
+    for (int i = 0; i < kQuantBlock; ++i) block += x[b * kQuantBlock + i] * static_cast<float>(w[b].q[i]);
+    sum += block * f16_to_f32(w[b].scale);
+  }
+  return sum;
+}
+
+float scalar_dot_q4(const float* x, const BlockQ4* w, int64_t k) {
+  constexpr int64_t half = kQuantBlock / 2;
+  float sum = 0.0f;
+  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
+    const float* xb = x + b * kQuantBlock;
+    float block = 0.0f;
+    for (int i = 0; i < half; ++i) {
+      block += xb[i] * static_cast<float>((w[b].q[i] & 0x0f) - 8) + xb[i + half] * static_cast<float>((w[b].q[i] >> 4) - 8);
+    }
+    sum += block * f16_to_f32(w[b].scale);
+  }
+  return sum;
+}
+
 void scalar_widen_bf16(const uint16_t* w, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(w[i]);
 }
@@ -117,8 +141,12 @@ VectorKernels scalar_kernels() {
           copy_padded,
           scalar_dot_bf16,
           scalar_dot_f16,
+          scalar_dot_q8,
+          scalar_dot_q4,
           scalar_widen_bf16,
           scalar_widen_f16,
+          dequantize_q8,
+          dequantize_q4,
           scalar_axpy,
           scalar_silu_mul};
 }

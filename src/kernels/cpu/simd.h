@@ -5,6 +5,8 @@
 // SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus bf16 dot products).
 #pragma once
 
+#include "core/quant.h"
+
 #include <cstdint>
 #include <string_view>
 
@@ -29,9 +31,14 @@ struct VectorKernels {
   void (*prepare_bf16_x)(const float* x, int64_t k, float* out);
   float (*bf16_prepared)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
+  // Rows of k/32 quantized blocks (src/core/quant.h).
+  float (*q8)(const float* x, const BlockQ8* w, int64_t k);
+  float (*q4)(const float* x, const BlockQ4* w, int64_t k);
   // Widens n 16-bit weights to f32 (GEMM panels).
   void (*widen_bf16)(const uint16_t* w, int64_t n, float* out);
   void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
+  void (*widen_q8)(const BlockQ8* w, int64_t n, float* out);
+  void (*widen_q4)(const BlockQ4* w, int64_t n, float* out);
   // y += a·x
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // out = gate · sigmoid(gate) · up; out may alias gate

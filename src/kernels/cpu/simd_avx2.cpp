@@ -121,13 +121,19 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 }  // namespace
 
 VectorKernels avx2_kernels() {
+  // Quantized rows use the portable loops on this path.
+  const VectorKernels portable = scalar_kernels();
   return {dot_f32,
           dot_bf16,
           copy_padded,
           dot_bf16,
           dot_f16,
+          portable.q8,
+          portable.q4,
           widen_bf16,
           widen_f16,
+          portable.widen_q8,
+          portable.widen_q4,
           axpy,
           silu_mul};
 }

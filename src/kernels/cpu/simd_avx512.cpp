@@ -86,6 +86,53 @@ float dot_bf16_split(const float* x, const uint16_t* w, int64_t k) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+// 32 quantized values of a block as two vectors of 16 floats (before the scale).
+inline void load_q8(const BlockQ8& b, __m512& lo, __m512& hi) {
+  lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q))));
+  hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q + 16))));
+}
+
+inline void load_q4(const BlockQ4& b, __m512& lo, __m512& hi) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q));
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  const __m512i eight = _mm512_set1_epi32(8);
+  lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, nibble)), eight));
+  hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble)), eight));
+}
+
+inline float scale_of(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+template <class Block, void (*Load)(const Block&, __m512&, __m512&)>
+float dot_quantized(const float* x, const Block* w, int64_t k) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  const int64_t blocks = k / kQuantBlock;
+  int64_t b = 0;
+  auto block = [&](int64_t i, __m512& acc) {
+    __m512 lo, hi;
+    Load(w[i], lo, hi);
+    const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i * kQuantBlock + 16), hi,
+                                     _mm512_mul_ps(_mm512_loadu_ps(x + i * kQuantBlock), lo));
+    acc = _mm512_fmadd_ps(t, _mm512_set1_ps(scale_of(w[i].scale)), acc);
+  };
+  for (; b + 2 <= blocks; b += 2) {
+    block(b, a0);
+    block(b + 1, a1);
+  }
+  if (b < blocks) block(b, a0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+template <class Block, void (*Load)(const Block&, __m512&, __m512&)>
+void widen_quantized(const Block* w, int64_t n, float* out) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    __m512 lo, hi;
+    Load(w[b], lo, hi);
+    const __m512 scale = _mm512_set1_ps(scale_of(w[b].scale));
+    _mm512_storeu_ps(out + b * kQuantBlock, _mm512_mul_ps(lo, scale));
+    _mm512_storeu_ps(out + b * kQuantBlock + 16, _mm512_mul_ps(hi, scale));
+  }
+}
+
 float dot_f32(const float* x, const float* w, int64_t k) { return dot(x, w, k, load_f32); }
 float dot_bf16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_bf16); }
 float dot_f16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k, load_f16); }
@@ -139,7 +186,19 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 }  // namespace
 
 VectorKernels avx512_kernels() {
-  return {dot_f32, dot_bf16, split_even_odd, dot_bf16_split, dot_f16, widen_bf16, widen_f16, axpy, silu_mul};
+  return {dot_f32,
+          dot_bf16,
+          split_even_odd,
+          dot_bf16_split,
+          dot_f16,
+          dot_quantized<BlockQ8, load_q8>,
+          dot_quantized<BlockQ4, load_q4>,
+          widen_bf16,
+          widen_f16,
+          widen_quantized<BlockQ8, load_q8>,
+          widen_quantized<BlockQ4, load_q4>,
+          axpy,
+          silu_mul};
 }
 
 }  // namespace slm::cpu
