@@ -56,6 +56,7 @@ struct GenerateOptions {
   bool ignore_eos = false;
   bool skip_special_tokens = true;
   int64_t logprobs = 0;  // top-K log-softmax of the raw logits per generated token
+  DType kv_dtype = DType::F32;
 };
 
 struct GenerationResult {

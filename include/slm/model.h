@@ -94,25 +94,26 @@ struct Weights {
   Tensor lm_head;  // [vocab, hidden]; the embedding itself when tied
 };
 
-// Keys and values of every layer for positions [0, length). Memory is
-// allocated once for `capacity` positions.
+// Keys and values of every layer for positions [0, length), stored in f32,
+// f16 or bf16 (--kv-dtype). Memory is allocated once for `capacity` positions.
 class KVCache {
  public:
-  KVCache(const ModelConfig& config, int64_t capacity);
+  KVCache(const ModelConfig& config, int64_t capacity, DType dtype = DType::F32);
   int64_t capacity() const { return capacity_; }
   int64_t length() const { return length_; }
   void set_length(int64_t length);  // truncate (e.g. to reuse a shared prefix)
   void clear() { length_ = 0; }
-  // [kv_heads, capacity, head_dim] for layer l.
-  float* keys(int64_t layer) { return keys_.data() + layer * layer_stride_; }
-  float* values(int64_t layer) { return values_.data() + layer * layer_stride_; }
-  size_t bytes() const { return (keys_.size() + values_.size()) * sizeof(float); }
+  DType dtype() const { return keys_.dtype(); }
+  // [kv_heads, capacity, head_dim] for layer l, in dtype().
+  void* keys(int64_t layer) const { return static_cast<uint8_t*>(keys_.data()) + layer * layer_bytes_; }
+  void* values(int64_t layer) const { return static_cast<uint8_t*>(values_.data()) + layer * layer_bytes_; }
+  size_t bytes() const { return keys_.nbytes() + values_.nbytes(); }
 
  private:
   int64_t capacity_;
   int64_t length_ = 0;
-  int64_t layer_stride_;
-  std::vector<float> keys_, values_;
+  size_t layer_bytes_;
+  Tensor keys_, values_;
 };
 
 class Model {

@@ -78,7 +78,7 @@ GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<co
   GenerationResult result;
   result.prompt_tokens.assign(prompt.begin(), prompt.end());
   const int64_t capacity = std::min(config.max_position_embeddings, prompt_len + std::max<int64_t>(options.max_new_tokens, 1));
-  KVCache cache(config, capacity);
+  KVCache cache(config, capacity, options.kv_dtype);
   Sampler sampler(options.sampling);
   StreamDecoder stream(tokenizer, options.skip_special_tokens);
   StopFilter stop_filter(options.stop_strings);

@@ -130,11 +130,13 @@ AttentionImpl parse_attention(const std::string& name) {
   fail("--attn: unknown attention implementation \"", name, "\" (expected eager, flash or auto)");
 }
 
-KVCache::KVCache(const ModelConfig& config, int64_t capacity)
-    : capacity_(capacity), layer_stride_(config.num_key_value_heads * capacity * config.head_dim) {
+KVCache::KVCache(const ModelConfig& config, int64_t capacity, DType dtype) : capacity_(capacity) {
   if (capacity <= 0) fail("KV cache capacity must be positive, got ", capacity);
-  keys_.assign(static_cast<size_t>(layer_stride_ * config.num_hidden_layers), 0.0f);
-  values_.assign(keys_.size(), 0.0f);
+  if (is_quantized(dtype)) fail("--kv-dtype: expected f32, f16 or bf16, got ", dtype_name(dtype));
+  const std::vector<int64_t> shape{config.num_hidden_layers, config.num_key_value_heads, capacity, config.head_dim};
+  keys_ = Tensor::zeros(dtype, shape);
+  values_ = Tensor::zeros(dtype, shape);
+  layer_bytes_ = keys_.nbytes() / static_cast<size_t>(config.num_hidden_layers);
 }
 
 void KVCache::set_length(int64_t length) {
@@ -236,17 +238,17 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
     cpu::rope(s.q.data(), n, c.num_attention_heads, hd, s.cos.data(), s.sin.data());
     cpu::rope(s.k.data(), n, c.num_key_value_heads, hd, s.cos.data(), s.sin.data());
 
-    float* keys = cache.keys(l);
-    float* values = cache.values(l);
+    void* keys = cache.keys(l);
+    void* values = cache.values(l);
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
-        const int64_t dst = (g * cache.capacity() + pos0 + i) * hd;
-        std::copy_n(s.k.data() + (i * c.num_key_value_heads + g) * hd, hd, keys + dst);
-        std::copy_n(s.v.data() + (i * c.num_key_value_heads + g) * hd, hd, values + dst);
+        const int64_t row = g * cache.capacity() + pos0 + i;
+        cpu::store_row(s.k.data() + (i * c.num_key_value_heads + g) * hd, hd, cache.dtype(), keys, row);
+        cpu::store_row(s.v.data() + (i * c.num_key_value_heads + g) * hd, hd, cache.dtype(), values, row);
       }
     }
     const cpu::AttentionShape shape{n,  pos0, c.num_attention_heads, c.num_key_value_heads, hd, cache.capacity(),
-                                    c.layer_window(l)};
+                                    c.layer_window(l), cache.dtype()};
     if (attention_ == AttentionImpl::Eager) {
       cpu::attention_eager(s.q.data(), keys, values, shape, s.scores, s.attn.data());
     } else {

@@ -74,7 +74,7 @@ int run_bench(int argc, char** argv) {
     Rng rng(1234);
     std::vector<int32_t> tokens(static_cast<size_t>(std::max(prompt_len, depth + 1)));
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(c.vocab_size));
-    KVCache cache(c, capacity);
+    KVCache cache(c, capacity, *parse_dtype(model_options.kv_dtype));
 
     // One untimed pass warms the page cache and the thread pool.
     cache.clear();
@@ -107,6 +107,7 @@ int run_bench(int argc, char** argv) {
     nlohmann::json out = {{"model_type", c.model_type},
                                 {"parameters", c.parameter_count()},
                                 {"dtype", dtype_name(model.dtype())},
+                                {"kv_dtype", model_options.kv_dtype},
                                 {"threads", num_threads()},
                                 {"prompt_tokens", prompt_len},
                                 {"decode_tokens", decode_len},

@@ -83,6 +83,7 @@ int run_generate(int argc, char** argv) {
     options.sampling = resolve_sampling(app, model_options.dir, options.sampling);
     options.eos_ids = eos_ids(model, model_options.dir);
     options.skip_special_tokens = !no_skip_special;
+    options.kv_dtype = *parse_dtype(model_options.kv_dtype);
     std::vector<int32_t> ids = tokenizer.encode(text, true);
     const int64_t context = model.config().max_position_embeddings;
     if (truncate && static_cast<int64_t>(ids.size()) > context - 1) {

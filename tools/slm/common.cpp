@@ -66,6 +66,8 @@ void add_model_options(CLI::App& app, ModelOptions& options, bool model_required
   app.add_option("--attn", options.attention, "attention implementation: eager, flash or auto (= flash)")
       ->check(CLI::IsMember({"auto", "eager", "flash"}));
   app.add_option("--threads", options.threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1024));
+  app.add_option("--kv-dtype", options.kv_dtype, "KV cache storage: f32, f16 or bf16")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
 }
 
 Model load_model(const ModelOptions& options) {

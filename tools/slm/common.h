@@ -37,6 +37,7 @@ struct ModelOptions {
   std::string device = "auto";
   std::string attention = "auto";
   int threads = 0;  // 0: the default (all cores)
+  std::string kv_dtype = "f32";
 };
 
 void add_model_options(CLI::App& app, ModelOptions& options, bool model_required = true);

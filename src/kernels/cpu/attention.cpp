@@ -20,28 +20,62 @@ KeyRange visible_keys(int64_t pos, int64_t window) {
   return {first, pos + 1};
 }
 
-float dot(const float* a, const float* b, int64_t n) { return vector_kernels().f32(a, b, n); }
+// Rows of one KV head in the cache, whatever their dtype.
+class CacheRows {
+ public:
+  CacheRows(const void* base, int64_t head, const AttentionShape& s)
+      : kernels_(vector_kernels()), dtype_(s.kv_dtype), head_dim_(s.head_dim) {
+    const int64_t offset = head * s.capacity * s.head_dim;
+    if (dtype_ == DType::F32) {
+      f32_ = static_cast<const float*>(base) + offset;
+    } else {
+      half_ = static_cast<const uint16_t*>(base) + offset;
+    }
+  }
+
+  float dot(const float* q, int64_t j) const {
+    switch (dtype_) {
+      case DType::BF16: return kernels_.bf16(q, half_ + j * head_dim_, head_dim_);
+      case DType::F16: return kernels_.f16(q, half_ + j * head_dim_, head_dim_);
+      default: return kernels_.f32(q, f32_ + j * head_dim_, head_dim_);
+    }
+  }
+
+  // out += p · row j
+  void accumulate(float p, int64_t j, float* out) const {
+    switch (dtype_) {
+      case DType::BF16: kernels_.axpy_bf16(p, half_ + j * head_dim_, out, head_dim_); break;
+      case DType::F16: kernels_.axpy_f16(p, half_ + j * head_dim_, out, head_dim_); break;
+      default: kernels_.axpy(p, f32_ + j * head_dim_, out, head_dim_); break;
+    }
+  }
+
+ private:
+  const VectorKernels& kernels_;
+  DType dtype_;
+  int64_t head_dim_;
+  const float* f32_ = nullptr;
+  const uint16_t* half_ = nullptr;
+};
 
 }  // namespace
 
-void attention_eager(const float* q, const float* keys, const float* values, const AttentionShape& s,
+void attention_eager(const float* q, const void* keys, const void* values, const AttentionShape& s,
                      std::vector<float>& scores, float* out) {
   const int64_t kv_len = s.q_start + s.n_queries;
   const int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   scores.resize(static_cast<size_t>(s.heads * s.n_queries * kv_len));
-  const VectorKernels& kernels = vector_kernels();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t h = 0; h < s.heads; ++h) {
     for (int64_t i = 0; i < s.n_queries; ++i) {
       const float* qi = q + (i * s.heads + h) * s.head_dim;
-      const float* k = keys + (h / group) * s.capacity * s.head_dim;
-      const float* v = values + (h / group) * s.capacity * s.head_dim;
+      const CacheRows k(keys, h / group, s), v(values, h / group, s);
       float* row = scores.data() + (h * s.n_queries + i) * kv_len;
       const KeyRange range = visible_keys(s.q_start + i, s.window);
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < kv_len; ++j) {
-        row[j] = j >= range.first && j < range.last ? dot(qi, k + j * s.head_dim, s.head_dim) * scale
+        row[j] = j >= range.first && j < range.last ? k.dot(qi, j) * scale
                                                      : -std::numeric_limits<float>::infinity();
         max_score = std::max(max_score, row[j]);
       }
@@ -54,13 +88,13 @@ void attention_eager(const float* q, const float* keys, const float* values, con
       std::fill(o, o + s.head_dim, 0.0f);
       for (int64_t j = range.first; j < range.last; ++j) {
         const float p = row[j] / total;
-        kernels.axpy(p, v + j * s.head_dim, o, s.head_dim);
+        v.accumulate(p, j, o);
       }
     }
   }
 }
 
-void attention_flash(const float* q, const float* keys, const float* values, const AttentionShape& s, float* out) {
+void attention_flash(const float* q, const void* keys, const void* values, const AttentionShape& s, float* out) {
   // A tile of kQueryBlock queries × kKeyBlock keys: each key row loaded into
   // cache is used by every query of the tile, and the running max and sum of
   // the online softmax replace the score matrix.
@@ -69,7 +103,6 @@ void attention_flash(const float* q, const float* keys, const float* values, con
   const int64_t group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   const int64_t query_blocks = (s.n_queries + kQueryBlock - 1) / kQueryBlock;
-  const VectorKernels& kernels = vector_kernels();
 #pragma omp parallel
   {
     float tile[kQueryBlock * kKeyBlock];
@@ -78,8 +111,7 @@ void attention_flash(const float* q, const float* keys, const float* values, con
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t h = 0; h < s.heads; ++h) {
       for (int64_t b = 0; b < query_blocks; ++b) {
-        const float* k = keys + (h / group) * s.capacity * s.head_dim;
-        const float* v = values + (h / group) * s.capacity * s.head_dim;
+        const CacheRows k(keys, h / group, s), v(values, h / group, s);
         const int64_t i0 = b * kQueryBlock;
         const int64_t rows = std::min(kQueryBlock, s.n_queries - i0);
         const int64_t first_key = visible_keys(s.q_start + i0, s.window).first;
@@ -99,7 +131,7 @@ void attention_flash(const float* q, const float* keys, const float* values, con
             float block_max = -std::numeric_limits<float>::infinity();
             for (int64_t c = 0; c < cols; ++c) {
               const int64_t j = j0 + c;
-              scores[c] = j >= range.first && j < range.last ? dot(qi, k + j * s.head_dim, s.head_dim) * scale
+              scores[c] = j >= range.first && j < range.last ? k.dot(qi, j) * scale
                                                              : -std::numeric_limits<float>::infinity();
               block_max = std::max(block_max, scores[c]);
             }
@@ -115,7 +147,7 @@ void attention_flash(const float* q, const float* keys, const float* values, con
               const float p = std::exp(scores[c] - new_max);
               if (p == 0.0f) continue;
               block_sum += p;
-              kernels.axpy(p, v + (j0 + c) * s.head_dim, o, s.head_dim);
+              v.accumulate(p, j0 + c, o);
             }
             running_sum[r] = running_sum[r] * correction + block_sum;
             running_max[r] = new_max;

@@ -1,5 +1,7 @@
 #include "kernels/cpu/kernels.h"
 
+#include <slm/error.h>
+
 #include "core/half.h"
 #include "kernels/cpu/simd.h"
 
@@ -51,6 +53,24 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   const VectorKernels& kernels = vector_kernels();
 #pragma omp parallel for schedule(static) if (n > kChunk)
   for (int64_t i = 0; i < n; i += kChunk) kernels.silu_mul(gate + i, up + i, out + i, std::min(kChunk, n - i));
+}
+
+void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row) {
+  switch (dtype) {
+    case DType::F32: std::copy_n(x, n, static_cast<float*>(table) + row * n); break;
+    case DType::BF16: {
+      uint16_t* out = static_cast<uint16_t*>(table) + row * n;
+      for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(x[i]);
+      break;
+    }
+    case DType::F16: {
+      uint16_t* out = static_cast<uint16_t*>(table) + row * n;
+      for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
+      break;
+    }
+    case DType::Q8:
+    case DType::Q4: fail("store_row: quantized tables are not supported");
+  }
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

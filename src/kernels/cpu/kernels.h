@@ -42,9 +42,13 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 // x += y, elementwise.
 void add_inplace(float* x, const float* y, int64_t n);
 
+// Writes n floats as row `row` of a [.., n] table of f32, f16 or bf16.
+void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row);
+
 // Attention of n queries at absolute positions [q_start, q_start+n) against
-// keys/values [0, q_start+n) of a cache laid out [kv_heads, capacity, head_dim].
-// Causal; with window > 0 a query at i sees keys j with i-j < window.
+// keys/values [0, q_start+n) of a cache laid out [kv_heads, capacity, head_dim]
+// in kv_dtype (f32, f16 or bf16). Causal; with window > 0 a query at i sees
+// keys j with i-j < window.
 struct AttentionShape {
   int64_t n_queries;
   int64_t q_start;
@@ -53,14 +57,15 @@ struct AttentionShape {
   int64_t head_dim;
   int64_t capacity;
   int64_t window;
+  DType kv_dtype = DType::F32;
 };
 
 // Materialises the full score matrix [heads, n, q_start+n] in `scores`
 // (resized as needed), as eager attention does.
-void attention_eager(const float* q, const float* keys, const float* values, const AttentionShape& shape,
+void attention_eager(const float* q, const void* keys, const void* values, const AttentionShape& shape,
                      std::vector<float>& scores, float* out);
 // Walks keys and values in blocks with an online softmax; extra memory is a
 // small tile per thread, whatever the length.
-void attention_flash(const float* q, const float* keys, const float* values, const AttentionShape& shape, float* out);
+void attention_flash(const float* q, const void* keys, const void* values, const AttentionShape& shape, float* out);
 
 }  // namespace slm::cpu

@@ -79,6 +79,15 @@ void scalar_axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void scalar_axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
+}
+
+void scalar_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
+}
+
 void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
@@ -148,6 +157,8 @@ VectorKernels scalar_kernels() {
           dequantize_q8,
           dequantize_q4,
           scalar_axpy,
+          scalar_axpy_bf16,
+          scalar_axpy_f16,
           scalar_silu_mul};
 }
 

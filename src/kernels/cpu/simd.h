@@ -39,8 +39,10 @@ struct VectorKernels {
   void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
   void (*widen_q8)(const BlockQ8* w, int64_t n, float* out);
   void (*widen_q4)(const BlockQ4* w, int64_t n, float* out);
-  // y += a·x
+  // y += a·x, x in f32, bf16 or f16
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
+  void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
   // out = gate · sigmoid(gate) · up; out may alias gate
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
 };

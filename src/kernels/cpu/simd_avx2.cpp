@@ -88,6 +88,17 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+template <class Weights>
+void axpy_widened(float a, const uint16_t* x, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, Weights::load8(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * Weights::load1(x + i);
+}
+
+void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) { axpy_widened<Bf16Weights>(a, x, y, n); }
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) { axpy_widened<F16Weights>(a, x, y, n); }
+
 // e^x as 2^n · e^r (see the AVX-512 path); 2^n is built in the exponent
 // bits, so x is first clamped to where expf is finite and non-zero.
 inline __m256 exp8(__m256 x) {
@@ -135,6 +146,8 @@ VectorKernels avx2_kernels() {
           portable.widen_q8,
           portable.widen_q4,
           axpy,
+          axpy_bf16,
+          axpy_f16,
           silu_mul};
 }
 

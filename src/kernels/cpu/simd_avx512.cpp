@@ -156,6 +156,15 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   }
 }
 
+template <__m512 (*Load)(const uint16_t*, __mmask16)>
+void axpy_widened(float a, const uint16_t* x, float* y, int64_t n) {
+  const __m512 va = _mm512_set1_ps(a);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, Load(x + i, m), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
 // e^x as 2^n · e^r with n = round(x / ln 2) and |r| ≤ ln2/2: a degree-6
 // polynomial gives e^r to about 1 ulp; scalef applies 2^n and saturates to
 // 0 or inf exactly where expf does.
@@ -198,6 +207,8 @@ VectorKernels avx512_kernels() {
           widen_quantized<BlockQ8, load_q8>,
           widen_quantized<BlockQ4, load_q4>,
           axpy,
+          axpy_widened<load_bf16>,
+          axpy_widened<load_f16>,
           silu_mul};
 }
 
