@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <set>
 
@@ -53,6 +54,13 @@ class WeightReader {
            expected.shape_string());
     }
     used_.insert(name);
+    // Writers lay tensors out aligned, but the format does not promise it:
+    // an unaligned tensor is copied once rather than read unaligned forever.
+    if (reinterpret_cast<uintptr_t>(t.data()) % dtype_bytes(t.dtype(), 1) != 0) {
+      Tensor aligned = Tensor::zeros(t.dtype(), t.shape());
+      std::memcpy(aligned.data(), t.data(), t.nbytes());
+      return aligned;
+    }
     return t;
   }
 
