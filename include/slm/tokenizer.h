@@ -47,6 +47,7 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  static Tokenizer load(const std::filesystem::path& tokenizer_json, const std::optional<std::filesystem::path>& config);
   std::unique_ptr<Impl> impl_;
 };
 

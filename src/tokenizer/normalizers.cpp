@@ -1,0 +1,162 @@
+// Normalizers: NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents,
+// Replace, Prepend, Sequence.
+#include <slm/error.h>
+
+#include "tokenizer/pipeline.h"
+#include "tokenizer/unicode.h"
+
+#include <nlohmann/json.hpp>
+#include <utf8proc.h>
+
+#include <cstdlib>
+
+namespace slm::tok {
+
+namespace {
+
+using json = nlohmann::json;
+
+bool is_ascii(const std::string& text) {
+  for (char c : text) {
+    if (static_cast<uint8_t>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+class UnicodeForm final : public Normalizer {
+ public:
+  explicit UnicodeForm(int options) : options_(options) {}
+  std::string normalize(std::string text) const override {
+    if (is_ascii(text)) return text;  // every form leaves ASCII unchanged
+    utf8proc_uint8_t* out = nullptr;
+    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                            static_cast<utf8proc_ssize_t>(text.size()), &out,
+                                            static_cast<utf8proc_option_t>(options_));
+    if (n < 0) return text;  // input is sanitized UTF-8, so this does not happen
+    std::string result(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+    std::free(out);
+    return result;
+  }
+
+ private:
+  int options_;
+};
+
+class Lowercase final : public Normalizer {
+ public:
+  std::string normalize(std::string text) const override {
+    std::string out;
+    out.reserve(text.size());
+    char32_t previous = 0;
+    for (size_t i = 0; i < text.size();) {
+      const char32_t cp = next_code_point(text, i);
+      if (cp == 0x130) {  // İ lowers to i + combining dot above (the one multi-character mapping)
+        out += "i\xCC\x87";
+      } else if (cp == 0x3a3) {  // Σ ends a word as ς
+        size_t j = i;
+        const bool at_end = j >= text.size() || !is_word_char(next_code_point(text, j));
+        append_utf8(out, at_end && is_word_char(previous) ? 0x3c2 : 0x3c3);
+      } else {
+        append_utf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))));
+      }
+      previous = cp;
+    }
+    return out;
+  }
+};
+
+class Strip final : public Normalizer {
+ public:
+  Strip(bool left, bool right) : left_(left), right_(right) {}
+  std::string normalize(std::string text) const override { return std::string(trim_whitespace(text, left_, right_)); }
+
+ private:
+  bool left_, right_;
+};
+
+class StripAccents final : public Normalizer {
+ public:
+  std::string normalize(std::string text) const override {
+    std::string out;
+    for (size_t i = 0; i < text.size();) {
+      const char32_t cp = next_code_point(text, i);
+      if (utf8proc_category(static_cast<utf8proc_int32_t>(cp)) != UTF8PROC_CATEGORY_MN) append_utf8(out, cp);
+    }
+    return out;
+  }
+};
+
+class Replace final : public Normalizer {
+ public:
+  Replace(Pattern pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  std::string normalize(std::string text) const override { return pattern_.replace_all(text, content_); }
+
+ private:
+  Pattern pattern_;
+  std::string content_;
+};
+
+class Prepend final : public Normalizer {
+ public:
+  explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
+  std::string normalize(std::string text) const override { return text.empty() ? text : prefix_ + text; }
+
+ private:
+  std::string prefix_;
+};
+
+class Sequence final : public Normalizer {
+ public:
+  explicit Sequence(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
+  std::string normalize(std::string text) const override {
+    for (const auto& step : steps_) text = step->normalize(std::move(text));
+    return text;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Normalizer>> steps_;
+};
+
+std::string string_field(const json& config, const char* key, const std::string& where) {
+  if (!config.contains(key) || !config[key].is_string()) fail(where, ": missing string field \"", key, "\"");
+  return config[key].get<std::string>();
+}
+
+}  // namespace
+
+std::unique_ptr<Normalizer> make_normalizer(const json& config, const std::string& where) {
+  if (config.is_null()) return nullptr;
+  if (!config.is_object() || !config.contains("type") || !config["type"].is_string()) {
+    fail(where, ": expected an object with a \"type\"");
+  }
+  const std::string type = config["type"].get<std::string>();
+  if (type == "NFC") return std::make_unique<UnicodeForm>(UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+  if (type == "NFD") return std::make_unique<UnicodeForm>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE);
+  if (type == "NFKC") return std::make_unique<UnicodeForm>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+  if (type == "NFKD") return std::make_unique<UnicodeForm>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+  if (type == "Lowercase") return std::make_unique<Lowercase>();
+  if (type == "StripAccents") return std::make_unique<StripAccents>();
+  if (type == "Strip") {
+    return std::make_unique<Strip>(config.value("strip_left", true), config.value("strip_right", true));
+  }
+  if (type == "Replace") {
+    return std::make_unique<Replace>(Pattern::from_json(config.value("pattern", json()), where + ".pattern"),
+                                     string_field(config, "content", where));
+  }
+  if (type == "Prepend") return std::make_unique<Prepend>(string_field(config, "prepend", where));
+  if (type == "Sequence") {
+    if (!config.contains("normalizers") || !config["normalizers"].is_array()) {
+      fail(where, ": Sequence needs a \"normalizers\" array");
+    }
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    for (size_t i = 0; i < config["normalizers"].size(); ++i) {
+      auto step = make_normalizer(config["normalizers"][i], where + ".normalizers[" + std::to_string(i) + "]");
+      if (step) steps.push_back(std::move(step));
+    }
+    return std::make_unique<Sequence>(std::move(steps));
+  }
+  fail(where, ": normalizer type \"", type,
+       "\" is not supported (supported: NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, Sequence)");
+}
+
+}  // namespace slm::tok

@@ -1,0 +1,97 @@
+#include "tokenizer/pattern.h"
+
+#include <slm/error.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <nlohmann/json.hpp>
+
+namespace slm::tok {
+
+struct Pattern::Regex {
+  pcre2_code* code = nullptr;
+  ~Regex() { pcre2_code_free(code); }
+};
+
+Pattern Pattern::regex(const std::string& expression, const std::string& where) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expression.data()), expression.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+  if (!code) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof message);
+    fail(where, ": invalid regular expression at offset ", offset, ": ", reinterpret_cast<const char*>(message));
+  }
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when JIT is unavailable
+  auto regex = std::make_shared<Regex>();
+  regex->code = code;
+  Pattern p;
+  p.regex_ = std::move(regex);
+  return p;
+}
+
+Pattern Pattern::literal(std::string text) {
+  Pattern p;
+  p.literal_ = std::move(text);
+  return p;
+}
+
+Pattern Pattern::from_json(const nlohmann::json& pattern, const std::string& where) {
+  if (pattern.is_object() && pattern.contains("String") && pattern["String"].is_string()) {
+    return literal(pattern["String"].get<std::string>());
+  }
+  if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
+    return regex(pattern["Regex"].get<std::string>(), where);
+  }
+  fail(where, ": expected {\"String\": ...} or {\"Regex\": ...}");
+}
+
+void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
+  if (!regex_) {
+    if (literal_.empty()) return;
+    for (size_t at = text.find(literal_); at != std::string_view::npos; at = text.find(literal_, at + literal_.size())) {
+      out.emplace_back(at, at + literal_.size());
+    }
+    return;
+  }
+  // One match-data block per thread, sized for any of our patterns' groups.
+  thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
+      pcre2_match_data_create(16, nullptr), pcre2_match_data_free);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t start = 0;
+  while (start <= text.size()) {
+    const int rc = pcre2_match(regex_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.get(), nullptr);
+    if (rc < 0) break;  // no match (or a resource limit: treat the rest as unmatched)
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
+    const size_t begin = ovector[0], end = ovector[1];
+    if (end > begin) {
+      out.emplace_back(begin, end);
+      start = end;
+    } else {
+      // An empty match: step over one whole character.
+      if (begin >= text.size()) break;
+      start = begin + 1;
+      while (start < text.size() && (static_cast<uint8_t>(text[start]) & 0xc0) == 0x80) ++start;
+    }
+  }
+}
+
+std::string Pattern::replace_all(std::string_view text, std::string_view replacement) const {
+  std::vector<Span> spans;
+  find_all(text, spans);
+  if (spans.empty()) return std::string(text);
+  std::string out;
+  out.reserve(text.size());
+  size_t last = 0;
+  for (const auto& [begin, end] : spans) {
+    out.append(text.substr(last, begin - last));
+    out.append(replacement);
+    last = end;
+  }
+  out.append(text.substr(last));
+  return out;
+}
+
+}  // namespace slm::tok

@@ -1,0 +1,35 @@
+// The patterns of tokenizer.json ({"String": ...} or {"Regex": ...}):
+// literal strings, or regular expressions with Unicode classes and
+// look-around, run by PCRE2 (UTF + UCP, JIT-compiled).
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace slm::tok {
+
+using Span = std::pair<size_t, size_t>;  // [begin, end) byte offsets
+
+class Pattern {
+ public:
+  // `where` names the field in error messages.
+  static Pattern from_json(const nlohmann::json& pattern, const std::string& where);
+  static Pattern regex(const std::string& expression, const std::string& where);
+  static Pattern literal(std::string text);
+
+  // Non-overlapping, non-empty matches, left to right.
+  void find_all(std::string_view text, std::vector<Span>& out) const;
+  std::string replace_all(std::string_view text, std::string_view replacement) const;
+
+ private:
+  struct Regex;
+  std::string literal_;
+  std::shared_ptr<const Regex> regex_;
+};
+
+}  // namespace slm::tok

@@ -1,0 +1,47 @@
+// The stages of the `tokenizers` pipeline before and after the model:
+// normalizers, pre-tokenizers and decoders, each built from its
+// tokenizer.json object. `where` (e.g. "tokenizer.json: pre_tokenizer.pretokenizers[1]")
+// names the object in error messages.
+#pragma once
+
+#include "tokenizer/pattern.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace slm::tok {
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual std::string normalize(std::string text) const = 0;
+};
+
+// Returns null for a JSON null (no normalizer).
+std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const std::string& where);
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  // Replaces each piece by its sub-pieces. `section` is the index of the
+  // text between added tokens that the pieces come from (Metaspace's "first").
+  virtual void split(std::vector<std::string>& pieces, size_t section) const = 0;
+};
+
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, const std::string& where);
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // Transforms the token strings in place (decode_chain of `tokenizers`).
+  virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+};
+
+// `added_tokens`: token strings a ByteLevel decoder passes through unchanged.
+std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where,
+                                      const std::vector<std::string>& added_tokens);
+
+}  // namespace slm::tok

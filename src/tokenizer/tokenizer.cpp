@@ -1,0 +1,432 @@
+// The Tokenizer: tokenizer.json (+ tokenizer_config.json) read as written,
+// run through the pipeline of Hugging Face `tokenizers`:
+//   added tokens → normalizer → added tokens (normalized) → pre-tokenizer →
+//   BPE → post-processor;  and for decoding: ids → tokens → decoder.
+#include <slm/error.h>
+#include <slm/tokenizer.h>
+
+#include "tokenizer/bpe.h"
+#include "tokenizer/pipeline.h"
+#include "tokenizer/unicode.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace slm {
+
+namespace {
+
+using json = nlohmann::json;
+using tok::Bpe;
+
+struct AddedToken {
+  int32_t id;
+  std::string content;
+  bool special, normalized, lstrip, rstrip, single_word;
+};
+
+// Leftmost-longest matching of many strings at once: a byte trie.
+class TokenTrie {
+ public:
+  void add(const std::string& text, int32_t token) {
+    int32_t node = 0;
+    for (char c : text) {
+      const uint64_t key = edge(node, c);
+      auto it = edges_.find(key);
+      if (it == edges_.end()) {
+        it = edges_.emplace(key, static_cast<int32_t>(terminal_.size())).first;
+        terminal_.push_back(-1);
+      }
+      node = it->second;
+    }
+    terminal_[static_cast<size_t>(node)] = token;
+  }
+  bool empty() const { return edges_.empty(); }
+  // Longest token starting at `at`: {token, length}, token -1 when none.
+  std::pair<int32_t, size_t> longest(std::string_view text, size_t at) const {
+    int32_t node = 0, best = -1;
+    size_t best_length = 0;
+    for (size_t i = at; i < text.size(); ++i) {
+      const auto it = edges_.find(edge(node, text[i]));
+      if (it == edges_.end()) break;
+      node = it->second;
+      if (terminal_[static_cast<size_t>(node)] >= 0) {
+        best = terminal_[static_cast<size_t>(node)];
+        best_length = i + 1 - at;
+      }
+    }
+    return {best, best_length};
+  }
+
+ private:
+  static uint64_t edge(int32_t node, char c) { return (static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(c); }
+  std::unordered_map<uint64_t, int32_t> edges_;
+  std::vector<int32_t> terminal_{-1};
+};
+
+// A piece of input between added tokens, or one added token.
+struct Section {
+  std::string text;
+  int32_t token = -1;  // index into added tokens
+};
+
+json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot open");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail(path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+// "<s>" or {"content": "<s>", ...} in tokenizer_config.json.
+std::optional<std::string> config_token(const json& config, const char* key) {
+  if (!config.contains(key)) return std::nullopt;
+  const json& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return std::nullopt;
+}
+
+std::string clean_up_tokenization(std::string text) {
+  static const std::pair<const char*, const char*> kRules[] = {{" .", "."},     {" ?", "?"},     {" !", "!"},
+                                                               {" ,", ","},     {" ' ", "'"},    {" n't", "n't"},
+                                                               {" 'm", "'m"},   {" 's", "'s"},   {" 've", "'ve"},
+                                                               {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    const std::string f = from, t = to;
+    std::string out;
+    size_t last = 0;
+    for (size_t at = text.find(f); at != std::string::npos; at = text.find(f, last)) {
+      out.append(text, last, at - last);
+      out += t;
+      last = at + f.size();
+    }
+    out.append(text, last);
+    text = std::move(out);
+  }
+  return text;
+}
+
+}  // namespace
+
+struct Tokenizer::Impl {
+  std::string file;
+  std::unique_ptr<Bpe> model;
+  std::unique_ptr<tok::Normalizer> normalizer;
+  std::unique_ptr<tok::PreTokenizer> pre_tokenizer;
+  std::unique_ptr<tok::Decoder> decoder;
+  std::vector<AddedToken> added;
+  std::unordered_map<int32_t, size_t> added_by_id;
+  std::unordered_map<std::string, int32_t> added_by_content;
+  TokenTrie raw_trie, normalized_trie;
+  std::set<std::string> special_strings;  // special added tokens + additional_special_tokens
+  // Post-processing of a single sequence: ids before and after it.
+  std::vector<int32_t> prefix_ids, suffix_ids;
+  bool clean_up_spaces = true;
+  std::optional<int32_t> bos, eos, pad;
+  std::string chat_template;
+  std::string kind;
+  int32_t vocab_size = 0;
+
+  std::optional<int32_t> lookup(std::string_view token) const {
+    if (const auto it = added_by_content.find(std::string(token)); it != added_by_content.end()) return it->second;
+    return model->token_to_id(token);
+  }
+
+  void split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const;
+  void encode_text(std::string_view text, std::vector<int32_t>& ids) const;
+};
+
+void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const {
+  const size_t first = out.size();
+  size_t start = 0, i = 0;
+  while (i < text.size()) {
+    const auto [token, length] = trie.longest(text, i);
+    bool accept = token >= 0;
+    if (accept && added[static_cast<size_t>(token)].single_word) {
+      // Only a whole word: no word character touching either end.
+      size_t before = i;
+      while (before > 0 && (static_cast<uint8_t>(text[before - 1]) & 0xc0) == 0x80) --before;
+      if (before > 0) {
+        size_t k = before - 1;
+        while (k > 0 && (static_cast<uint8_t>(text[k]) & 0xc0) == 0x80) --k;
+        accept = !tok::is_word_char(tok::next_code_point(text, k));
+      }
+      size_t after = i + length;
+      if (accept && after < text.size()) accept = !tok::is_word_char(tok::next_code_point(text, after));
+    }
+    if (!accept) {
+      i += tok::utf8_length(static_cast<uint8_t>(text[i]));
+      continue;
+    }
+    if (i > start) out.push_back({std::string(text.substr(start, i - start)), -1});
+    out.push_back({std::string(), token});
+    i += length;
+    start = i;
+  }
+  if (start < text.size()) out.push_back({std::string(text.substr(start)), -1});
+  // lstrip / rstrip: the token swallows the whitespace beside it.
+  for (size_t k = first; k < out.size(); ++k) {
+    if (out[k].token < 0) continue;
+    const AddedToken& t = added[static_cast<size_t>(out[k].token)];
+    if (t.lstrip && k > first && out[k - 1].token < 0) out[k - 1].text = std::string(tok::trim_whitespace(out[k - 1].text, false, true));
+    if (t.rstrip && k + 1 < out.size() && out[k + 1].token < 0) {
+      out[k + 1].text = std::string(tok::trim_whitespace(out[k + 1].text, true, false));
+    }
+  }
+}
+
+void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids) const {
+  const std::string text = tok::sanitize_utf8(raw);
+  std::vector<Section> sections;
+  split_added(text, raw_trie, sections);
+  std::vector<Section> subsections;
+  std::vector<std::string> pieces;
+  for (size_t index = 0; index < sections.size(); ++index) {
+    const Section& section = sections[index];
+    if (section.token >= 0) {
+      ids.push_back(added[static_cast<size_t>(section.token)].id);
+      continue;
+    }
+    if (section.text.empty()) continue;
+    const std::string normalized = normalizer ? normalizer->normalize(section.text) : section.text;
+    subsections.clear();
+    split_added(normalized, normalized_trie, subsections);
+    for (const Section& sub : subsections) {
+      if (sub.token >= 0) {
+        ids.push_back(added[static_cast<size_t>(sub.token)].id);
+        continue;
+      }
+      if (sub.text.empty()) continue;
+      pieces.assign(1, sub.text);
+      if (pre_tokenizer) pre_tokenizer->split(pieces, index);
+      for (const std::string& piece : pieces) model->encode(piece, ids);
+    }
+  }
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+Tokenizer Tokenizer::from_dir(const std::filesystem::path& dir) {
+  const auto config = dir / "tokenizer_config.json";
+  return from_file(dir / "tokenizer.json", std::filesystem::exists(config) ? std::optional(config) : std::nullopt);
+}
+
+Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json, const std::optional<std::filesystem::path>& config_path) {
+  // A field of the wrong JSON type deep inside is reported, not thrown raw.
+  try {
+    return load(tokenizer_json, config_path);
+  } catch (const json::exception& e) {
+    fail(tokenizer_json.string(), ": unexpected structure: ", e.what());
+  }
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json, const std::optional<std::filesystem::path>& config_path) {
+  auto impl = std::make_unique<Impl>();
+  impl->file = tokenizer_json.string();
+  const std::string& file = impl->file;
+  const json root = read_json_file(tokenizer_json);
+  if (!root.is_object()) fail(file, ": expected a JSON object");
+  const json config = config_path ? read_json_file(*config_path) : json::object();
+  if (!config.is_object()) fail(config_path->string(), ": expected a JSON object");
+
+  if (!root.contains("model") || !root["model"].is_object()) fail(file, ": missing object \"model\"");
+  const json& model = root["model"];
+  const std::string model_type = model.contains("type") && model["type"].is_string() ? model["type"].get<std::string>()
+                                 : model.contains("merges")                           ? "BPE"
+                                                                                      : "";
+  if (model_type != "BPE") {
+    fail(file, ": model.type \"", model_type, "\" is not supported yet (slm reads BPE tokenizers; Unigram and WordPiece are planned)");
+  }
+  impl->model = std::make_unique<Bpe>(model, file + ": model");
+  impl->vocab_size = impl->model->size();
+
+  auto member = [&](const char* key) { return root.contains(key) ? root[key] : json(); };
+  impl->normalizer = tok::make_normalizer(member("normalizer"), file + ": normalizer");
+  impl->pre_tokenizer = tok::make_pre_tokenizer(member("pre_tokenizer"), file + ": pre_tokenizer");
+
+  const json added = member("added_tokens");
+  if (!added.is_null() && !added.is_array()) fail(file, ": added_tokens must be an array");
+  std::vector<std::string> added_contents;
+  for (size_t i = 0; added.is_array() && i < added.size(); ++i) {
+    const json& t = added[i];
+    const std::string where = file + ": added_tokens[" + std::to_string(i) + "]";
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
+        !t["content"].is_string()) {
+      fail(where, ": expected an object with an integer \"id\" and a string \"content\"");
+    }
+    const int64_t id = t["id"].get<int64_t>();
+    if (id < 0 || id >= (int64_t{1} << 24)) fail(where, ": id ", id, " is out of range (0 to 16777215)");
+    AddedToken token{static_cast<int32_t>(id), t["content"].get<std::string>(), t.value("special", false),
+                     t.value("normalized", !t.value("special", false)), t.value("lstrip", false), t.value("rstrip", false),
+                     t.value("single_word", false)};
+    if (token.content.empty()) fail(where, ": content is empty");
+    if (const std::string* existing = impl->model->id_to_token(token.id); existing && *existing != token.content) {
+      fail(where, ": id ", id, " is \"", *existing, "\" in the vocabulary but \"", token.content, "\" here");
+    }
+    if (const auto other = impl->added_by_id.find(token.id); other != impl->added_by_id.end()) {
+      fail(where, ": id ", id, " is already given to added token \"", impl->added[other->second].content, "\"");
+    }
+    const auto index = static_cast<int32_t>(impl->added.size());
+    impl->added_by_id[token.id] = impl->added.size();
+    impl->added_by_content[token.content] = token.id;
+    if (token.special) impl->special_strings.insert(token.content);
+    if (token.normalized && impl->normalizer) {
+      impl->normalized_trie.add(impl->normalizer->normalize(token.content), index);
+    } else {
+      impl->raw_trie.add(token.content, index);
+    }
+    impl->vocab_size = std::max(impl->vocab_size, token.id + 1);
+    added_contents.push_back(token.content);
+    impl->added.push_back(std::move(token));
+  }
+  impl->decoder = tok::make_decoder(member("decoder"), file + ": decoder", added_contents);
+
+  // Post-processor: the ids around a single sequence.
+  auto special_ids = [&](const json& specials, const std::string& name, const std::string& where) {
+    std::vector<int32_t> ids;
+    if (specials.is_object() && specials.contains(name) && specials[name].contains("ids")) {
+      for (const json& id : specials[name]["ids"]) ids.push_back(id.get<int32_t>());
+    } else if (const auto id = impl->lookup(name)) {
+      ids.push_back(*id);
+    } else {
+      fail(where, ": special token \"", name, "\" is not in the vocabulary");
+    }
+    return ids;
+  };
+  std::function<void(const json&, const std::string&)> read_post = [&](const json& post, const std::string& where) {
+    if (post.is_null()) return;
+    const std::string type = post.value("type", std::string());
+    if (type == "TemplateProcessing") {
+      if (!post.contains("single") || !post["single"].is_array()) fail(where, ": TemplateProcessing needs a \"single\" array");
+      bool after_sequence = false;
+      for (const json& item : post["single"]) {
+        if (item.contains("Sequence")) {
+          after_sequence = true;
+        } else if (item.contains("SpecialToken")) {
+          const auto ids = special_ids(post.value("special_tokens", json()), item["SpecialToken"].value("id", std::string()), where);
+          auto& target = after_sequence ? impl->suffix_ids : impl->prefix_ids;
+          target.insert(target.end(), ids.begin(), ids.end());
+        } else {
+          fail(where, ": template items must be Sequence or SpecialToken");
+        }
+      }
+    } else if (type == "RobertaProcessing" || type == "BertProcessing") {
+      for (const char* key : {"cls", "sep"}) {
+        if (!post.contains(key) || !post[key].is_array() || post[key].size() != 2) fail(where, ": ", key, " must be [token, id]");
+      }
+      impl->prefix_ids.push_back(post["cls"][1].get<int32_t>());
+      impl->suffix_ids.push_back(post["sep"][1].get<int32_t>());
+    } else if (type == "Sequence") {
+      const json& steps = post.value("processors", json::array());
+      for (size_t i = 0; i < steps.size(); ++i) read_post(steps[i], where + ".processors[" + std::to_string(i) + "]");
+    } else if (type != "ByteLevel") {
+      fail(where, ": post-processor type \"", type,
+           "\" is not supported (supported: TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence)");
+    }
+  };
+  read_post(member("post_processor"), file + ": post_processor");
+
+  // tokenizer_config.json: special tokens, and the BOS/EOS switches that
+  // transformers' Llama and Gemma tokenizers apply over the post-processor.
+  impl->clean_up_spaces = config.value("clean_up_tokenization_spaces", true);
+  if (config.contains("additional_special_tokens") && config["additional_special_tokens"].is_array()) {
+    for (const json& t : config["additional_special_tokens"]) {
+      if (t.is_string()) impl->special_strings.insert(t.get<std::string>());
+    }
+  }
+  auto id_of_config_token = [&](const char* key) -> std::optional<int32_t> {
+    const auto name = config_token(config, key);
+    return name ? impl->lookup(*name) : std::nullopt;
+  };
+  impl->bos = id_of_config_token("bos_token");
+  impl->eos = id_of_config_token("eos_token");
+  impl->pad = id_of_config_token("pad_token");
+  const std::string tokenizer_class = config.value("tokenizer_class", std::string());
+  const bool overrides_post = tokenizer_class.starts_with("Llama") || tokenizer_class.starts_with("CodeLlama") ||
+                              tokenizer_class.starts_with("Gemma");
+  if (overrides_post && (config.contains("add_bos_token") || config.contains("add_eos_token"))) {
+    impl->prefix_ids.clear();
+    impl->suffix_ids.clear();
+    if (config.value("add_bos_token", true) && impl->bos) impl->prefix_ids.push_back(*impl->bos);
+    if (config.value("add_eos_token", false) && impl->eos) impl->suffix_ids.push_back(*impl->eos);
+  }
+  if (config.contains("chat_template") && config["chat_template"].is_string()) {
+    impl->chat_template = config["chat_template"].get<std::string>();
+  }
+  const bool byte_level = (member("pre_tokenizer").dump() + member("decoder").dump()).find("\"ByteLevel\"") != std::string::npos;
+  impl->kind = byte_level ? "BPE (byte-level)"
+               : impl->model->byte_fallback() ? "BPE (SentencePiece-style, byte fallback)"
+                                              : "BPE";
+  return Tokenizer(std::move(impl));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  std::vector<int32_t> ids;
+  if (add_special_tokens) ids = impl_->prefix_ids;
+  impl_->encode_text(text, ids);
+  if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
+  return ids;
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (int32_t id : ids) {
+    const auto token = id_to_token(id);
+    if (!token) fail("token id ", id, " is not in the vocabulary of ", impl_->file, " (0 to ", impl_->vocab_size - 1, ")");
+    if (skip_special_tokens && impl_->special_strings.count(*token)) continue;
+    tokens.push_back(*token);
+  }
+  std::string text;
+  if (impl_->decoder) {
+    impl_->decoder->decode_chain(tokens);
+    for (const std::string& t : tokens) text += t;
+  } else {
+    for (size_t i = 0; i < tokens.size(); ++i) text += (i ? " " : "") + tokens[i];
+  }
+  return impl_->clean_up_spaces ? clean_up_tokenization(std::move(text)) : text;
+}
+
+std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
+  if (const auto it = impl_->added_by_id.find(id); it != impl_->added_by_id.end()) return impl_->added[it->second].content;
+  if (const std::string* token = impl_->model->id_to_token(id)) return *token;
+  return std::nullopt;
+}
+
+std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const { return impl_->lookup(token); }
+int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+
+bool Tokenizer::is_special(int32_t id) const {
+  const auto it = impl_->added_by_id.find(id);
+  return it != impl_->added_by_id.end() && impl_->added[it->second].special;
+}
+
+std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+std::optional<int32_t> Tokenizer::pad_id() const { return impl_->pad; }
+
+std::vector<int32_t> Tokenizer::special_ids() const {
+  std::vector<int32_t> ids;
+  for (const AddedToken& t : impl_->added) {
+    if (t.special) ids.push_back(t.id);
+  }
+  return ids;
+}
+
+std::string Tokenizer::kind() const { return impl_->kind; }
+const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+
+}  // namespace slm

@@ -1,0 +1,103 @@
+// slm tokenize / slm detokenize: text ↔ ids with a model's tokenizer.
+#include "commands.h"
+#include "common.h"
+
+#include <slm/error.h>
+
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <sstream>
+
+namespace slm::cli {
+
+namespace {
+
+Tokenizer tokenizer_of(const std::string& dir) { return load_tokenizer(dir); }
+
+}  // namespace
+
+int run_tokenize(int argc, char** argv) {
+  CLI::App app{"Text to token ids, exactly as Hugging Face tokenizers does.", "tokenize"};
+  std::string dir, prompt, file, output_format = "text";
+  bool no_special = false, jsonl = false;
+  app.add_option("-m,--model", dir, "folder with tokenizer.json (and tokenizer_config.json)")->required();
+  auto* prompt_opt = app.add_option("-p,--prompt", prompt, "text to tokenize");
+  app.add_option("-f,--file", file, "read the text from a file")->excludes(prompt_opt);
+  app.add_flag("--no-special", no_special, "do not add the special tokens of the post-processor (BOS/EOS)");
+  app.add_flag("--jsonl", jsonl, "batch mode: each stdin line is a JSON string; print one JSON array of ids per line");
+  app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  return run_command(app, argc, argv, [&] {
+    const Tokenizer tokenizer = tokenizer_of(dir);
+    if (jsonl) {
+      std::string line;
+      for (int64_t number = 1; std::getline(std::cin, line); ++number) {
+        nlohmann::json text;
+        try {
+          text = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception&) {
+          fail("stdin line ", number, ": not a JSON string");
+        }
+        if (!text.is_string()) fail("stdin line ", number, ": expected a JSON string");
+        std::cout << nlohmann::json(tokenizer.encode(text.get<std::string>(), !no_special)).dump() << "\n";
+      }
+      return 0;
+    }
+    const std::string text = app.count("--prompt") ? prompt : read_text_file(app.count("--file") ? file : "-");
+    const std::vector<int32_t> ids = tokenizer.encode(text, !no_special);
+    if (output_format == "json") {
+      nlohmann::json tokens = nlohmann::json::array();
+      for (int32_t id : ids) tokens.push_back(tokenizer.id_to_token(id).value_or(""));
+      std::cout << nlohmann::json{{"ids", ids}, {"tokens", tokens}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\n";
+    } else {
+      for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+      std::cout << "\n";
+    }
+    return 0;
+  });
+}
+
+int run_detokenize(int argc, char** argv) {
+  CLI::App app{"Token ids (space-separated or a JSON array, on stdin) to text.", "detokenize"};
+  std::string dir;
+  bool skip_special = false;
+  app.add_option("-m,--model", dir, "folder with tokenizer.json")->required();
+  app.add_flag("--skip-special", skip_special, "leave special tokens out of the text");
+  return run_command(app, argc, argv, [&] {
+    const Tokenizer tokenizer = tokenizer_of(dir);
+    const std::string input = read_text_file("-");
+    std::vector<int32_t> ids;
+    const auto first = input.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && input[first] == '[') {
+      nlohmann::json array;
+      try {
+        array = nlohmann::json::parse(input);
+      } catch (const nlohmann::json::exception& e) {
+        fail("stdin: not a valid JSON array of ids: ", e.what());
+      }
+      for (const auto& id : array) {
+        if (!id.is_number_integer()) fail("stdin: expected integer ids, got ", id.dump());
+        ids.push_back(id.get<int32_t>());
+      }
+    } else {
+      std::istringstream in(input);
+      std::string word;
+      while (in >> word) {
+        size_t used = 0;
+        long long value = 0;
+        try {
+          value = std::stoll(word, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != word.size() || value < 0 || value > INT32_MAX) fail("stdin: \"", word, "\" is not a token id");
+        ids.push_back(static_cast<int32_t>(value));
+      }
+    }
+    std::cout << tokenizer.decode(ids, skip_special) << "\n";
+    return 0;
+  });
+}
+
+}  // namespace slm::cli
