@@ -1,0 +1,58 @@
+// Tokenizer parity: every corpus string through every real tokenizer must give
+// exactly the ids @huggingface/tokenizers gives, with and without special
+// tokens, and decode to the reference's text. Expected values are made by
+// tests/reference/tokenizer_reference.mjs (the ctest fixture) into
+// $SLM_TOKENIZER_EXPECTED/<name>.json.
+#include <slm/tokenizer.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string show(const std::string& text) {
+  std::string out = json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+  return out.size() > 80 ? out.substr(0, 80) + "..." : out;
+}
+
+class TokenizerParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TokenizerParity, IdsAndDecodedTextMatchTheReference) {
+  const char* dir = std::getenv("SLM_TOKENIZER_EXPECTED");
+  ASSERT_NE(dir, nullptr) << "SLM_TOKENIZER_EXPECTED is not set (run through ctest)";
+  std::ifstream in(std::string(dir) + "/" + GetParam() + ".json");
+  ASSERT_TRUE(in) << "no expected values for " << GetParam();
+  const json expected = json::parse(in);
+  const slm::Tokenizer tokenizer = slm::Tokenizer::from_dir(expected["tokenizer_dir"].get<std::string>());
+  const auto& cases = expected["cases"];
+  ASSERT_GE(cases.size(), 500u);
+  int failures = 0;
+  for (const json& c : cases) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    const auto plain = c["ids_no_special"].get<std::vector<int32_t>>();
+    const auto got = tokenizer.encode(text, true);
+    const auto got_plain = tokenizer.encode(text, false);
+    bool ok = got == ids && got_plain == plain;
+    if (!ids.empty()) {
+      ok = ok && tokenizer.decode(ids, false) == c["decoded"].get<std::string>() &&
+           tokenizer.decode(ids, true) == c["decoded_skip_special"].get<std::string>();
+    }
+    if (!ok && ++failures <= 5) {
+      ADD_FAILURE() << GetParam() << ": " << show(text) << "\n  expected ids " << json(ids).dump() << "\n  got          "
+                    << json(got).dump() << "\n  decoded " << show(tokenizer.decode(ids, false)) << " expected "
+                    << show(c["decoded"].get<std::string>());
+    }
+  }
+  EXPECT_EQ(failures, 0) << failures << " of " << cases.size() << " strings differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(RealTokenizers, TokenizerParity, ::testing::Values("llama2", "llama3", "qwen3", "gemma3"));
+
+}  // namespace
