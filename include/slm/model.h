@@ -35,7 +35,8 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_position_embeddings = 0;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v bias (Qwen2 always, Llama when attention_bias)
+  bool attention_bias = false;  // q/k/v bias (Qwen2 always; Llama and Qwen3 when attention_bias)
+  bool output_bias = false;     // o_proj bias (Llama and Qwen3 when attention_bias)
   bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)
   int64_t sliding_window = 0;   // 0: full attention
   int64_t max_window_layers = 0;  // Qwen2/3: layers below this index keep full attention
@@ -83,6 +84,7 @@ AttentionImpl parse_attention(const std::string& name);
 struct LayerWeights {
   Tensor attn_norm, q_proj, k_proj, v_proj, o_proj;
   Tensor q_bias, k_bias, v_bias;  // empty unless attention_bias
+  Tensor o_bias;                  // empty unless output_bias
   Tensor q_norm, k_norm;          // empty unless qk_norm
   Tensor mlp_norm, gate_proj, up_proj, down_proj;
 };

@@ -111,7 +111,9 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k)
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   double total = 0;
   for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
-  const auto log_total = static_cast<float>(std::log(total)) + max_logit;
+  // Kept apart from max_logit and summed in double: folding log(total) into
+  // a float max_logit first would round it to the ulp of the logits.
+  const double log_total = std::log(total);
   std::vector<int32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
   const size_t n = std::min(static_cast<size_t>(std::max<int64_t>(k, 0)), order.size());
@@ -120,7 +122,10 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k)
            (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
   });
   std::vector<TokenLogprob> out;
-  for (size_t i = 0; i < n; ++i) out.push_back({order[i], logits[static_cast<size_t>(order[i])] - log_total});
+  for (size_t i = 0; i < n; ++i) {
+    const double shifted = static_cast<double>(logits[static_cast<size_t>(order[i])]) - max_logit;
+    out.push_back({order[i], static_cast<float>(shifted - log_total)});
+  }
   return out;
 }
 

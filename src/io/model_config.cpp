@@ -145,6 +145,11 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
            c.num_attention_heads, ") when head_dim is not given");
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
+    // The bounds an explicit head_dim has, so what to_json() writes reads back.
+    if (c.head_dim < 2 || c.head_dim > 1024) {
+      fail(f.file(), ": hidden_size / num_attention_heads = ", c.head_dim,
+           " is not a usable head dimension (expected 2 to 1024; give head_dim explicitly)");
+    }
   }
   if (c.head_dim % 2 != 0) fail(f.file(), ": head_dim (", c.head_dim, ") must be even for rotary embeddings");
   c.vocab_size = f.integer("vocab_size", 1, kMaxVocab);
@@ -153,7 +158,10 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   c.rope_theta = f.number("rope_theta", 1.0, 1e12, 10000.0);
   c.initializer_range = f.number("initializer_range", 0.0, 10.0, 0.02);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
-  c.attention_bias = c.model_type == "qwen2" ? true : f.boolean("attention_bias", false);
+  // Qwen2 always has q/k/v biases and never an o_proj bias; Mistral has
+  // none; Llama and Qwen3 put one on all four projections when attention_bias.
+  c.attention_bias = c.model_type == "qwen2" || (c.model_type != "mistral" && f.boolean("attention_bias", false));
+  c.output_bias = c.attention_bias && c.model_type != "qwen2";
   c.qk_norm = c.model_type == "qwen3";
 
   if (f.has("rope_scaling")) {
@@ -188,8 +196,9 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   c.eos_token_ids = f.ids("eos_token_id");
   const std::string dtype_key = f.has("torch_dtype") ? "torch_dtype" : "dtype";
   if (f.has(dtype_key.c_str())) {
+    // Only the dtypes a checkpoint can hold: slm's own q8/q4 exist in memory only.
     const auto dtype = parse_dtype(f.string(dtype_key.c_str()));
-    if (dtype) c.torch_dtype = *dtype;
+    if (dtype && !is_quantized(*dtype)) c.torch_dtype = *dtype;
   }
   return c;
 }
@@ -206,6 +215,7 @@ int64_t ModelConfig::parameter_count() const {
   int64_t per_layer = hidden_size * (q + 2 * kv) + q * hidden_size + 3 * hidden_size * intermediate_size +
                       2 * hidden_size;
   if (attention_bias) per_layer += q + 2 * kv;
+  if (output_bias) per_layer += hidden_size;
   if (qk_norm) per_layer += 2 * head_dim;
   int64_t total = vocab_size * hidden_size + num_hidden_layers * per_layer + hidden_size;
   if (!tie_word_embeddings) total += vocab_size * hidden_size;
@@ -263,7 +273,7 @@ std::string ModelConfig::to_json() const {
   j["bos_token_id"] = ids(bos_token_ids);
   j["eos_token_id"] = ids(eos_token_ids);
   const char* dtype_names[] = {"float32", "float16", "bfloat16"};
-  j["torch_dtype"] = dtype_names[static_cast<int>(torch_dtype)];
+  j["torch_dtype"] = is_quantized(torch_dtype) ? "float32" : dtype_names[static_cast<int>(torch_dtype)];
   j["use_cache"] = true;
   return j.dump(2) + "\n";
 }

@@ -153,8 +153,18 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<std:
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Wider dtypes first (as Hugging Face's writer does): every tensor then
+  // starts at a multiple of its element size, so an f32 tensor after an
+  // odd-sized bf16 one is still aligned for float loads from the mapping.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_bytes(tensors[a].second.dtype(), 1) > dtype_bytes(tensors[b].second.dtype(), 1);
+  });
   size_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const size_t i : order) {
+    const auto& [name, t] = tensors[i];
+    if (header.contains(name)) fail(path.string(), ": tensor \"", name, "\" given twice");
     header[name] = {{"dtype", safetensors_dtype_name(t.dtype())},
                     {"shape", t.shape()},
                     {"data_offsets", {offset, offset + t.nbytes()}}};
@@ -172,7 +182,8 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<std:
     }
     out.write(reinterpret_cast<const char*>(length), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, t] : tensors) {
+    for (const size_t i : order) {
+      const Tensor& t = tensors[i].second;
       out.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
     }
   });

@@ -46,8 +46,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes tensors (in the given order) to `path` through a temporary file that
-// is renamed into place only once complete.
+// Writes tensors to `path` (data laid out widest dtype first, otherwise in the
+// given order, so each is aligned) through a temporary file that is renamed
+// into place only once complete.
 void write_safetensors(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});

@@ -34,6 +34,7 @@ ModelConfig base(const char* type, int64_t hidden, int64_t layers, int64_t heads
   c.vocab_size = vocab;
   c.head_dim = hidden / heads;
   c.attention_bias = c.model_type == "qwen2";
+  c.output_bias = false;
   c.qk_norm = c.model_type == "qwen3";
   return c;
 }
@@ -133,6 +134,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout(const Mo
       out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
     }
     out.push_back({p + "self_attn.o_proj.weight", {H, q}});
+    if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {H}});
     out.push_back({p + "post_attention_layernorm.weight", {H}});
     out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, H}});
     out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, H}});

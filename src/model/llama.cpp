@@ -87,6 +87,7 @@ Weights read_weights(const ModelConfig& c, const WeightFiles& files, std::option
       L.k_bias = r.vector_f32(p + "self_attn.k_proj.bias", kv_dim);
       L.v_bias = r.vector_f32(p + "self_attn.v_proj.bias", kv_dim);
     }
+    if (c.output_bias) L.o_bias = r.vector_f32(p + "self_attn.o_proj.bias", H);
     if (c.qk_norm) {
       L.q_norm = r.vector_f32(p + "self_attn.q_norm.weight", c.head_dim);
       L.k_norm = r.vector_f32(p + "self_attn.k_norm.weight", c.head_dim);
@@ -187,7 +188,7 @@ size_t Model::weight_bytes() const {
   size_t total = weights_.embed_tokens.nbytes() + weights_.final_norm.nbytes();
   if (!config_.tie_word_embeddings) total += weights_.lm_head.nbytes();
   for (const LayerWeights& L : weights_.layers) {
-    for (const Tensor* t : {&L.attn_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.q_bias, &L.k_bias, &L.v_bias,
+    for (const Tensor* t : {&L.attn_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.q_bias, &L.k_bias, &L.v_bias, &L.o_bias,
                             &L.q_norm, &L.k_norm, &L.mlp_norm, &L.gate_proj, &L.up_proj, &L.down_proj}) {
       if (!t->empty()) total += t->nbytes();
     }
@@ -262,7 +263,7 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
     } else {
       cpu::attention_flash(s.q.data(), keys, values, shape, s.attn.data());
     }
-    cpu::matmul(s.attn.data(), n, q_dim, L.o_proj, nullptr, s.h.data());
+    cpu::matmul(s.attn.data(), n, q_dim, L.o_proj, bias(L.o_bias), s.h.data());
     cpu::add_inplace(s.x.data(), s.h.data(), n * H);
 
     cpu::rmsnorm(s.x.data(), L.mlp_norm.data_as<const float>(), eps, n, H, s.h.data());

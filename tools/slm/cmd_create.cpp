@@ -88,7 +88,8 @@ int run_create(int argc, char** argv) {
       config.head_dim = config.hidden_size / config.num_attention_heads;
     }
     if (tie) config.tie_word_embeddings = true;
-    config.attention_bias = config.model_type == "qwen2" || bias;
+    config.attention_bias = config.model_type == "qwen2" || (config.model_type != "mistral" && bias);
+    config.output_bias = config.attention_bias && config.model_type != "qwen2";
     config.qk_norm = config.model_type == "qwen3";
     if (app.count("--sliding-window")) {
       config.sliding_window = c.sliding_window;

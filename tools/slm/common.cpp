@@ -13,6 +13,11 @@ namespace slm::cli {
 
 int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   const std::string name = "slm " + app.get_name();
+  // A repeated single-valued option takes its last value, as most tools do
+  // (scripts append overrides to a base command line).
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_expected_max() == 1) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -1,0 +1,370 @@
+// Model parity: the C++ decoder against the PyTorch reference
+// (tests/reference/llama_reference.py) on small random models that cover every
+// option of the Llama family. The fixtures (model folders and the expected.json
+// the reference wrote for each) are made by tests/parity/make_fixtures.sh, which
+// ctest runs first; SLM_PARITY_DIR names the folder it filled. See
+// docs/testing.md for the tolerances and why they are what they are.
+#include <slm/model.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using slm::AttentionImpl;
+using slm::KVCache;
+using slm::Model;
+
+// Relative tolerances (max|a - b| / max|b| over a logit row), from issue 2.
+// f32 weights: only float32 rounding separates libslm from the float64
+// reference; measured errors are ~1e-6. f16/bf16 weights: the reference uses
+// the same stored weights, so the allowance is for the kernels' own rounding
+// (bf16 prefill rounds activations to bf16 before each matrix product).
+constexpr double kF32Tolerance = 1e-4;
+constexpr double kLowPrecisionTolerance = 1e-2;
+// bf16 prefill rounds every matrix product's input activations to bf16 (unit
+// roundoff u = 2^-8); the fixtures amplify a perturbation about tenfold, so
+// rows inside the prompt are held to 10u. The last row keeps the 1e-2 bound.
+constexpr double kBf16ActivationTolerance = 10.0 / 256;
+constexpr double kEagerFlashTolerance = 1e-4;
+
+// Every model make_fixtures.sh writes; keep the two lists in step.
+const char* const kModels[] = {
+    "llama_gqa",          // GQA 4:2, untied lm_head
+    "llama_rope_llama3",  // llama3 rope scaling, tied embeddings
+    "llama_rope_linear",  // linear rope scaling
+    "llama_bias",         // llama with attention_bias
+    "qwen2",              // q/k/v bias
+    "qwen3",              // per-head q/k norm, head_dim != hidden/heads
+    "qwen3_window",       // use_sliding_window with max_window_layers = 1 of 2
+    "mistral_window",     // sliding window much shorter than the sequence
+    "llama_bf16",         // bf16 weights kept as bf16
+    "llama_f16",          // f16 weights
+    "llama_sharded",      // three shards + model.safetensors.index.json
+};
+
+struct Expected {
+  std::vector<int32_t> prompt;
+  std::vector<float> last_logits;
+  std::vector<std::vector<float>> prompt_logits;  // every prompt position
+  std::vector<int32_t> greedy;
+  std::vector<double> margins;
+  std::vector<float> greedy_last_logits;
+  double nll = 0, perplexity = 0;
+  bool low_precision = false;  // weights stored as f16 or bf16
+  bool bf16 = false;           // weights stored as bf16
+};
+
+Expected read_expected(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error(file.string() + ": missing (did make_fixtures.sh run?)");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  Expected e;
+  e.prompt = j.at("prompt_ids").get<std::vector<int32_t>>();
+  e.last_logits = j.at("last_logits").get<std::vector<float>>();
+  e.prompt_logits = j.at("prompt_logits").get<std::vector<std::vector<float>>>();
+  e.greedy = j.at("greedy_ids").get<std::vector<int32_t>>();
+  e.margins = j.at("greedy_margins").get<std::vector<double>>();
+  e.greedy_last_logits = j.at("greedy_last_logits").get<std::vector<float>>();
+  e.nll = j.at("nll").get<double>();
+  e.perplexity = j.at("perplexity").get<double>();
+  for (const auto& d : j.at("weight_dtypes")) {
+    e.low_precision |= d.get<std::string>() != "F32";
+    e.bf16 |= d.get<std::string>() == "BF16";
+  }
+  return e;
+}
+
+// max|a - b| / max|b|: one number per logit row, insensitive to the scale of
+// the logits and not blown up by entries near zero.
+double relative_error(std::span<const float> a, std::span<const float> b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+double max_abs(std::span<const float> v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, std::abs(static_cast<double>(x)));
+  return m;
+}
+
+// Records a measured error in the test's XML result, and prints it when
+// SLM_PARITY_VERBOSE is set, so tolerances can be judged against real margins.
+void report(const std::string& what, double value) {
+  ::testing::Test::RecordProperty(what, std::to_string(value));
+  if (std::getenv("SLM_PARITY_VERBOSE") != nullptr) {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::printf("  %s/%s: %s = %.3g\n", info->name(), info->value_param(), what.c_str(), value);
+  }
+}
+
+int32_t argmax(std::span<const float> row) {
+  return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+// Logits of every position of `tokens`, computed in chunks of `chunk` tokens
+// against one cache (chunk >= tokens.size(): one prefill; 1: token by token).
+std::vector<float> all_logits(Model& model, std::span<const int32_t> tokens, int64_t chunk) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), vocab = model.config().vocab_size;
+  KVCache cache(model.config(), n);
+  std::vector<float> out(static_cast<size_t>(n * vocab));
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t rows = std::min(chunk, n - begin);
+    const auto hidden = model.forward(tokens.subspan(static_cast<size_t>(begin), static_cast<size_t>(rows)), cache);
+    model.logits(hidden, rows, std::span<float>(out).subspan(static_cast<size_t>(begin * vocab)));
+  }
+  return out;
+}
+
+std::span<const float> row(const std::vector<float>& logits, int64_t vocab, int64_t i) {
+  return std::span<const float>(logits).subspan(static_cast<size_t>(i * vocab), static_cast<size_t>(vocab));
+}
+
+double mean_nll(const std::vector<float>& logits, int64_t vocab, std::span<const int32_t> tokens) {
+  double total = 0;
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+    const auto r = row(logits, vocab, static_cast<int64_t>(i));
+    const double top = *std::max_element(r.begin(), r.end());
+    double sum = 0;
+    for (float x : r) sum += std::exp(static_cast<double>(x) - top);
+    total += top + std::log(sum) - r[static_cast<size_t>(tokens[i + 1])];
+  }
+  return total / static_cast<double>(tokens.size() - 1);
+}
+
+class Parity : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("SLM_PARITY_DIR");
+    if (dir == nullptr || *dir == '\0') {
+      GTEST_SKIP() << "SLM_PARITY_DIR is not set: run through ctest (-R model_parity), which makes the fixtures first";
+    }
+    root_ = fs::path(dir) / GetParam();
+    if (fs::exists(root_ / "error.txt")) {
+      std::ifstream in(root_ / "error.txt");
+      std::stringstream text;
+      text << in.rdbuf();
+      FAIL() << "fixture " << GetParam() << " could not be made: " << text.str();
+    }
+    expected_ = read_expected(root_ / "expected.json");
+    model_ = std::make_unique<Model>(Model::load(root_ / "model"));
+    vocab_ = model_->config().vocab_size;
+    tolerance_ = expected_.low_precision ? kLowPrecisionTolerance : kF32Tolerance;
+    row_tolerance_ = expected_.bf16 ? kBf16ActivationTolerance : tolerance_;
+    ASSERT_EQ(static_cast<int64_t>(expected_.last_logits.size()), vocab_);
+  }
+
+  // Prompt followed by the reference's greedy continuation.
+  std::vector<int32_t> full_sequence() const {
+    std::vector<int32_t> s = expected_.prompt;
+    s.insert(s.end(), expected_.greedy.begin(), expected_.greedy.end());
+    return s;
+  }
+
+  fs::path root_;
+  Expected expected_;
+  std::unique_ptr<Model> model_;
+  int64_t vocab_ = 0;
+  double tolerance_ = 0;      // last prompt row, greedy step, perplexity
+  double row_tolerance_ = 0;  // any row of a prefill
+};
+
+TEST_P(Parity, LastLogitsMatchReference) {
+  for (const AttentionImpl impl : {AttentionImpl::Eager, AttentionImpl::Flash}) {
+    const char* name = impl == AttentionImpl::Eager ? "eager" : "flash";
+    SCOPED_TRACE(name);
+    model_->set_attention(impl);
+    KVCache cache(model_->config(), static_cast<int64_t>(expected_.prompt.size()));
+    const auto logits = model_->forward_last_logits(expected_.prompt, cache);
+    ASSERT_EQ(static_cast<int64_t>(logits.size()), vocab_);
+    const double error = relative_error(logits, expected_.last_logits);
+    report(std::string("last_logits_error_") + name, error);
+    EXPECT_LE(error, tolerance_) << "max|logit| = " << max_abs(expected_.last_logits);
+    EXPECT_EQ(cache.length(), static_cast<int64_t>(expected_.prompt.size()));
+  }
+}
+
+// Prefill of the whole prompt: the logits of every position, not only the last.
+TEST_P(Parity, PromptLogitsMatchReferenceAtEveryPosition) {
+  const auto& e = expected_;
+  const int64_t n = static_cast<int64_t>(e.prompt.size());
+  ASSERT_EQ(static_cast<int64_t>(e.prompt_logits.size()), n);
+  for (const AttentionImpl impl : {AttentionImpl::Eager, AttentionImpl::Flash}) {
+    const char* name = impl == AttentionImpl::Eager ? "eager" : "flash";
+    SCOPED_TRACE(name);
+    model_->set_attention(impl);
+    const std::vector<float> logits = all_logits(*model_, e.prompt, n);
+    double worst = 0, sum = 0;
+    int64_t worst_position = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double error = relative_error(row(logits, vocab_, i), e.prompt_logits[static_cast<size_t>(i)]);
+      sum += error;
+      if (error > worst) worst = error, worst_position = i;
+    }
+    report(std::string("prompt_logits_max_error_") + name, worst);
+    report(std::string("prompt_logits_mean_error_") + name, sum / static_cast<double>(n));
+    EXPECT_LE(worst, row_tolerance_) << "worst at position " << worst_position << " of " << n << "; mean "
+                                 << sum / static_cast<double>(n);
+  }
+}
+
+// Converting at load (--dtype f32) widens f16/bf16 weights exactly, so every
+// model, whatever its file dtype, then matches the reference to f32 rounding.
+TEST_P(Parity, LoadedAsF32MatchesReferenceTightly) {
+  Model model = Model::load(root_ / "model", slm::LoadOptions{slm::DType::F32, "cpu"});
+  ASSERT_EQ(model.dtype(), slm::DType::F32);
+  KVCache cache(model.config(), static_cast<int64_t>(expected_.prompt.size()));
+  const double error = relative_error(model.forward_last_logits(expected_.prompt, cache), expected_.last_logits);
+  report("f32_last_logits_error", error);
+  EXPECT_LE(error, kF32Tolerance);
+}
+
+// Prefill the prompt, then one token at a time through the KV cache; the
+// reference recomputed the whole sequence for every token. A divergence is
+// only forgiven where the reference's top two logits were closer than the
+// tolerance lets us tell apart (then the two sequences part ways and the
+// comparison stops there).
+TEST_P(Parity, GreedyDecodingWithCacheMatchesReference) {
+  const auto& e = expected_;
+  const int64_t total = static_cast<int64_t>(e.prompt.size() + e.greedy.size());
+  KVCache cache(model_->config(), total);
+  std::span<const float> logits = model_->forward_last_logits(e.prompt, cache);
+  const double scale = max_abs(e.last_logits);
+  report("min_greedy_margin", *std::min_element(e.margins.begin(), e.margins.end()));
+  for (size_t step = 0; step < e.greedy.size(); ++step) {
+    const int32_t token = argmax(logits);
+    if (token != e.greedy[step]) {
+      const double resolvable = 2 * tolerance_ * scale;
+      ASSERT_LT(e.margins[step], resolvable)
+          << "greedy token " << step << ": got " << token << ", reference " << e.greedy[step]
+          << " with a top-1/top-2 margin of " << e.margins[step] << " (well above the " << resolvable
+          << " the tolerance allows)";
+      std::printf("  %s: greedy step %zu is a near tie (reference margin %.3g); compared up to there\n", GetParam(),
+                  step, e.margins[step]);
+      return;
+    }
+    if (step + 1 == e.greedy.size()) break;
+    const int32_t next[] = {token};
+    logits = model_->forward_last_logits(next, cache);
+  }
+  const double error = relative_error(logits, e.greedy_last_logits);
+  report("greedy_last_logits_error", error);
+  EXPECT_LE(error, tolerance_) << "logits of the last greedy step, position " << total - 2;
+}
+
+TEST_P(Parity, EagerEqualsFlash) {
+  const std::vector<int32_t> tokens = full_sequence();
+  double worst = 0;
+  for (const int64_t chunk : {static_cast<int64_t>(tokens.size()), int64_t{7}, int64_t{1}}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    model_->set_attention(AttentionImpl::Eager);
+    const std::vector<float> eager = all_logits(*model_, tokens, chunk);
+    model_->set_attention(AttentionImpl::Flash);
+    const std::vector<float> flash = all_logits(*model_, tokens, chunk);
+    for (int64_t i = 0; i < static_cast<int64_t>(tokens.size()); ++i) {
+      const double error = relative_error(row(flash, vocab_, i), row(eager, vocab_, i));
+      worst = std::max(worst, error);
+      ASSERT_LE(error, kEagerFlashTolerance) << "position " << i;
+    }
+  }
+  report("eager_vs_flash_error", worst);
+}
+
+// Feeding the sequence through the cache in pieces (one token at a time, or
+// chunks that straddle the sliding window) gives the logits of one prefill.
+// With f16/bf16 weights, prefill may round activations where decode does not;
+// each is within the tolerance of the reference, so of each other within twice it.
+TEST_P(Parity, CachedDecodingEqualsRecomputation) {
+  const std::vector<int32_t> tokens = full_sequence();
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const double tolerance = expected_.low_precision ? 2 * row_tolerance_ : tolerance_;
+  double worst = 0;
+  for (const AttentionImpl impl : {AttentionImpl::Eager, AttentionImpl::Flash}) {
+    SCOPED_TRACE(impl == AttentionImpl::Eager ? "eager" : "flash");
+    model_->set_attention(impl);
+    const std::vector<float> whole = all_logits(*model_, tokens, n);
+    for (const int64_t chunk : {int64_t{1}, int64_t{5}, int64_t{16}}) {
+      SCOPED_TRACE("chunk " + std::to_string(chunk));
+      const std::vector<float> pieces = all_logits(*model_, tokens, chunk);
+      for (int64_t i = 0; i < n; ++i) {
+        const double error = relative_error(row(pieces, vocab_, i), row(whole, vocab_, i));
+        worst = std::max(worst, error);
+        ASSERT_LE(error, tolerance) << "position " << i;
+      }
+    }
+  }
+  report("cache_vs_recompute_error", worst);
+}
+
+// A KV cache stored in f16 or bf16 (--kv-dtype) rounds keys and values once.
+// How far that moves the logits is the format's unit roundoff u times how much
+// the model amplifies a perturbation of its keys and values; these random
+// fixtures amplify by about 10 (measured: f16 cache 2e-4 to 2e-3, bf16 cache
+// 2e-3 to 2.3e-2), so the bound is 20u: 1e-2 for f16, 8e-2 for bf16. A wrong
+// row, position or scale in the cache moves logits by O(1) and still fails.
+TEST_P(Parity, LowPrecisionKVCacheStaysClose) {
+  const auto& e = expected_;
+  const std::vector<int32_t> tokens = full_sequence();
+  const size_t prompt = e.prompt.size();
+  for (const slm::DType kv_dtype : {slm::DType::F16, slm::DType::BF16}) {
+    const std::string name = kv_dtype == slm::DType::F16 ? "f16" : "bf16";
+    SCOPED_TRACE("kv cache " + name);
+    KVCache cache(model_->config(), static_cast<int64_t>(tokens.size()), kv_dtype);
+    const double prefill_error =
+        relative_error(model_->forward_last_logits(std::span(tokens).first(prompt), cache), e.last_logits);
+    std::span<const float> logits;
+    for (size_t i = prompt; i + 1 < tokens.size(); ++i) logits = model_->forward_last_logits(std::span(tokens).subspan(i, 1), cache);
+    const double decode_error = relative_error(logits, e.greedy_last_logits);
+    report("kv_" + name + "_prefill_error", prefill_error);
+    report("kv_" + name + "_decode_error", decode_error);
+    const double unit_roundoff = kv_dtype == slm::DType::F16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+    EXPECT_LE(prefill_error, 20 * unit_roundoff);
+    EXPECT_LE(decode_error, 20 * unit_roundoff);
+  }
+}
+
+// Truncating the cache and decoding again gives the same logits as the first
+// time: nothing beyond length() leaks into attention.
+TEST_P(Parity, TruncatedCacheIsReusable) {
+  const std::vector<int32_t> tokens = full_sequence();
+  const size_t prompt = expected_.prompt.size();
+  KVCache cache(model_->config(), static_cast<int64_t>(tokens.size()));
+  model_->forward(std::span(tokens).first(prompt), cache);
+  const auto first_logits = model_->forward_last_logits(std::span(tokens).subspan(prompt, 4), cache);
+  const std::vector<float> first(first_logits.begin(), first_logits.end());
+  // Overwrite the slots with other tokens, then go back.
+  model_->forward(std::span(tokens).subspan(prompt + 4, 8), cache);
+  cache.set_length(static_cast<int64_t>(prompt));
+  const auto again = model_->forward_last_logits(std::span(tokens).subspan(prompt, 4), cache);
+  EXPECT_LE(relative_error(again, first), 1e-6);
+}
+
+TEST_P(Parity, PerplexityMatchesReference) {
+  const std::vector<float> logits =
+      all_logits(*model_, expected_.prompt, static_cast<int64_t>(expected_.prompt.size()));
+  const double nll = mean_nll(logits, vocab_, expected_.prompt);
+  const double error = std::abs(std::exp(nll) - expected_.perplexity) / expected_.perplexity;
+  report("perplexity_error", error);
+  EXPECT_LE(error, tolerance_) << "perplexity " << std::exp(nll) << " vs " << expected_.perplexity << " (nll " << nll
+                               << " vs " << expected_.nll << ")";
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Parity, ::testing::ValuesIn(kModels),
+                         [](const ::testing::TestParamInfo<const char*>& param) { return std::string(param.param); });
+
+}  // namespace

@@ -1,0 +1,402 @@
+#!/usr/bin/python3
+"""Reference forward pass of the Hugging Face Llama family, in plain PyTorch.
+
+Covers the architectures slm loads (model_type llama, mistral, qwen2, qwen3)
+with the same semantics as Hugging Face transformers:
+
+  embeddings -> N x [RMSNorm -> attention -> residual -> RMSNorm -> SwiGLU -> residual]
+             -> RMSNorm -> lm_head (or the tied embedding matrix)
+
+  * RMSNorm: x * rsqrt(mean(x^2) + eps) * weight
+  * RoPE in the rotate-half layout (first half of each head pairs with the
+    second half), inv_freq = theta^(-2i/d), with rope_scaling "linear"
+    (inv_freq / factor) and "llama3" (wavelength-dependent smoothing)
+  * grouped-query attention (each key/value head serves heads/kv_heads queries)
+  * biases: q/k/v on qwen2 (always); q/k/v and o_proj on llama and qwen3
+    when attention_bias; gate/up/down on llama when mlp_bias; none on mistral
+  * per-head RMSNorm on q and k before RoPE (qwen3)
+  * sliding-window causal mask: key j is visible from query i iff
+    j <= i and i - j < window (mistral: sliding_window; qwen2/3 only when
+    use_sliding_window, and only for layers >= max_window_layers)
+  * SwiGLU MLP: down(silu(gate(x)) * up(x))
+
+Every weight is upcast and all arithmetic runs in float64 by default, so the
+values are the exact answer for the weights in the file, not one particular
+float32 summation order; `--precision f32` runs in float32 the way
+transformers does for an f32 model. The safetensors reader is self-contained
+(numpy only), so the script needs nothing beyond Debian's python3-torch and
+python3-numpy.
+
+Usage:
+  llama_reference.py MODEL_DIR --out expected.json
+                     [--prompt-ids 1,2,3 | --prompt-len N --seed S]
+                     [--greedy N] [--precision f64|f32]
+
+The JSON written holds prompt_ids, last_logits (the full vocabulary row of the
+last prompt position), prompt_logits (every position's row), greedy_ids and greedy_margins (top-1 minus top-2 logit
+at every greedy step; each step recomputes the whole sequence without any
+cache, so it independently checks a KV-cached implementation),
+greedy_last_logits (the row that chose the last greedy token), nll (mean
+negative log-likelihood of prompt_ids[1:] given their prefixes) and
+perplexity = exp(nll).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import struct
+import sys
+
+import numpy as np
+import torch
+
+# ---------------------------------------------------------------------------
+# safetensors
+
+
+def _decode(raw, dtype_name, shape):
+    """Turns the raw little-endian bytes of one tensor into a float32 numpy array."""
+    if dtype_name == "F32":
+        a = np.frombuffer(raw, dtype="<f4")
+    elif dtype_name == "F16":
+        a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    elif dtype_name == "BF16":
+        # bfloat16 is the upper half of a float32: widen, shift, reinterpret.
+        a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    elif dtype_name == "F64":
+        a = np.frombuffer(raw, dtype="<f8").astype(np.float32)
+    else:
+        raise ValueError(f"unsupported safetensors dtype {dtype_name}")
+    return a.reshape(shape)
+
+
+def read_safetensors(path):
+    """Returns {name: (float32 numpy array, original dtype name)} for one file."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: shorter than the 8-byte header length")
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    if 8 + header_len > len(blob):
+        raise ValueError(f"{path}: header length {header_len} runs past the end of the file")
+    header = json.loads(blob[8 : 8 + header_len].decode("utf-8"))
+    data = memoryview(blob)[8 + header_len :]
+    sizes = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        shape = info["shape"]
+        count = int(np.prod(shape)) if shape else 1
+        if end - begin != count * sizes[info["dtype"]]:
+            raise ValueError(f"{path}: tensor {name} has {end - begin} bytes for shape {shape}")
+        out[name] = (_decode(data[begin:end], info["dtype"], shape), info["dtype"])
+    return out
+
+
+def read_weights(model_dir):
+    single = os.path.join(model_dir, "model.safetensors")
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(single):
+        return read_safetensors(single)
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        out = {}
+        for shard in sorted(set(weight_map.values())):
+            part = read_safetensors(os.path.join(model_dir, shard))
+            for name, value in part.items():
+                if weight_map.get(name) != shard:
+                    raise ValueError(f"{shard}: tensor {name} is not listed for this shard in the index")
+                out[name] = value
+        missing = set(weight_map) - set(out)
+        if missing:
+            raise ValueError(f"{index}: tensors listed but not found: {sorted(missing)}")
+        return out
+    raise FileNotFoundError(f"{model_dir}: neither model.safetensors nor model.safetensors.index.json")
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+class Config:
+    def __init__(self, raw):
+        self.model_type = raw["model_type"]
+        if self.model_type not in ("llama", "mistral", "qwen2", "qwen3"):
+            raise ValueError(f"unsupported model_type {self.model_type}")
+        self.hidden = raw["hidden_size"]
+        self.intermediate = raw["intermediate_size"]
+        self.layers = raw["num_hidden_layers"]
+        self.heads = raw["num_attention_heads"]
+        self.kv_heads = raw.get("num_key_value_heads") or self.heads
+        self.head_dim = raw.get("head_dim") or self.hidden // self.heads
+        self.vocab = raw["vocab_size"]
+        self.eps = raw.get("rms_norm_eps", 1e-6)
+        self.theta = raw.get("rope_theta", 10000.0)
+        self.tied = raw.get("tie_word_embeddings", False)
+        # Biases as transformers builds the layers: Qwen2 has q/k/v biases
+        # always and no o_proj bias; Llama and Qwen3 put attention_bias on all
+        # four projections (o_proj included); Mistral has none; Llama's
+        # mlp_bias adds biases to gate/up/down.
+        attention_bias = bool(raw.get("attention_bias", False))
+        self.qkv_bias = self.model_type == "qwen2" or (self.model_type in ("llama", "qwen3") and attention_bias)
+        self.o_bias = self.model_type in ("llama", "qwen3") and attention_bias
+        self.mlp_bias = self.model_type == "llama" and bool(raw.get("mlp_bias", False))
+        self.qk_norm = self.model_type == "qwen3"
+        self.rope_scaling = raw.get("rope_scaling")
+
+        window = raw.get("sliding_window")
+        self.windows = [None] * self.layers  # None: full causal attention
+        if self.model_type == "mistral" and window:
+            self.windows = [window] * self.layers
+        elif self.model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window") and window:
+            first = raw.get("max_window_layers", self.layers)
+            self.windows = [window if layer >= first else None for layer in range(self.layers)]
+
+
+def rope_inv_freq(cfg):
+    """Inverse frequencies per rotary pair, float64, with rope_scaling applied."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = cfg.rope_scaling
+    if not rs:
+        return inv_freq
+    kind = rs.get("rope_type", rs.get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / rs["factor"]
+    if kind == "llama3":
+        factor = rs["factor"]
+        low = rs.get("low_freq_factor", 1.0)
+        high = rs.get("high_freq_factor", 4.0)
+        original = rs.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv_freq
+        low_freq_wavelen = original / low  # longer wavelengths: fully scaled
+        high_freq_wavelen = original / high  # shorter wavelengths: untouched
+        scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    raise ValueError(f"unsupported rope_scaling type {kind}")
+
+
+# ---------------------------------------------------------------------------
+# the model
+
+
+class Reference:
+    def __init__(self, model_dir, dtype=torch.float64):
+        with open(os.path.join(model_dir, "config.json")) as f:
+            self.cfg = Config(json.load(f))
+        self.dtype = dtype
+        raw = read_weights(model_dir)
+        self.file_dtypes = sorted({d for _, d in raw.values()})
+        self.w = {name: torch.from_numpy(a.copy()).to(dtype) for name, (a, _) in raw.items()}
+        self.inv_freq = rope_inv_freq(self.cfg)
+        self.check_tensor_names()
+
+    def expected_shapes(self):
+        """Every tensor transformers would load for this config, with its shape."""
+        cfg = self.cfg
+        H, q, kv, inter = cfg.hidden, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.intermediate
+        shapes = {"model.embed_tokens.weight": [cfg.vocab, H], "model.norm.weight": [H]}
+        if not cfg.tied:
+            shapes["lm_head.weight"] = [cfg.vocab, H]
+        for layer in range(cfg.layers):
+            p = f"model.layers.{layer}."
+            shapes[p + "input_layernorm.weight"] = [H]
+            shapes[p + "post_attention_layernorm.weight"] = [H]
+            for name, rows, cols in (("q_proj", q, H), ("k_proj", kv, H), ("v_proj", kv, H), ("o_proj", H, q)):
+                shapes[p + f"self_attn.{name}.weight"] = [rows, cols]
+                if (cfg.o_bias if name == "o_proj" else cfg.qkv_bias):
+                    shapes[p + f"self_attn.{name}.bias"] = [rows]
+            if cfg.qk_norm:
+                shapes[p + "self_attn.q_norm.weight"] = [cfg.head_dim]
+                shapes[p + "self_attn.k_norm.weight"] = [cfg.head_dim]
+            for name, rows, cols in (("gate_proj", inter, H), ("up_proj", inter, H), ("down_proj", H, inter)):
+                shapes[p + f"mlp.{name}.weight"] = [rows, cols]
+                if cfg.mlp_bias:
+                    shapes[p + f"mlp.{name}.bias"] = [rows]
+        return shapes
+
+    def check_tensor_names(self):
+        expected = self.expected_shapes()
+        missing = sorted(set(expected) - set(self.w))
+        # Tied checkpoints may still carry lm_head; old ones store rotary inv_freq.
+        unexpected = sorted(
+            n for n in set(self.w) - set(expected) if n != "lm_head.weight" and not n.endswith("rotary_emb.inv_freq")
+        )
+        wrong = sorted(n for n in expected if n in self.w and list(self.w[n].shape) != expected[n])
+        problems = []
+        if missing:
+            problems.append(f"missing tensors (config.json implies them): {', '.join(missing[:4])}"
+                            + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
+        if unexpected:
+            problems.append(f"unexpected tensors: {', '.join(unexpected[:4])}")
+        for n in wrong[:4]:
+            problems.append(f"{n} has shape {list(self.w[n].shape)}, expected {expected[n]}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def weight(self, name):
+        if name not in self.w:
+            raise KeyError(f"missing tensor {name} (config.json implies it)")
+        return self.w[name]
+
+    def linear(self, x, name, bias):
+        y = x @ self.weight(name + ".weight").T
+        return y + self.weight(name + ".bias") if bias else y
+
+    def rms_norm(self, x, weight):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.cfg.eps) * weight
+
+    def rope(self, x, positions):
+        """x: [heads, n, head_dim]; rotate-half layout."""
+        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]  # [n, d/2]
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def mask(self, n, window):
+        i = torch.arange(n)[:, None]
+        j = torch.arange(n)[None, :]
+        visible = j <= i
+        if window is not None:
+            visible &= (i - j) < window
+        return visible
+
+    def attention(self, x, layer, positions):
+        cfg, p = self.cfg, f"model.layers.{layer}.self_attn."
+        n = x.shape[0]
+
+        def project(name):
+            return self.linear(x, p + name, cfg.qkv_bias)
+
+        q = project("q_proj").view(n, cfg.heads, cfg.head_dim).transpose(0, 1)
+        k = project("k_proj").view(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
+        v = project("v_proj").view(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
+        if cfg.qk_norm:
+            q = self.rms_norm(q, self.weight(p + "q_norm.weight"))
+            k = self.rms_norm(k, self.weight(p + "k_norm.weight"))
+        q, k = self.rope(q, positions), self.rope(k, positions)
+        group = cfg.heads // cfg.kv_heads
+        k = k.repeat_interleave(group, dim=0)  # query head h reads kv head h // group
+        v = v.repeat_interleave(group, dim=0)
+
+        scores = (q @ k.transpose(1, 2)) / math.sqrt(cfg.head_dim)  # [heads, n, n]
+        scores = scores.masked_fill(~self.mask(n, cfg.windows[layer]), float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v  # [heads, n, head_dim]
+        out = out.transpose(0, 1).reshape(n, cfg.heads * cfg.head_dim)
+        return self.linear(out, p + "o_proj", cfg.o_bias)
+
+    def mlp(self, x, layer):
+        p = f"model.layers.{layer}.mlp."
+        gate = self.linear(x, p + "gate_proj", self.cfg.mlp_bias)
+        up = self.linear(x, p + "up_proj", self.cfg.mlp_bias)
+        return self.linear(torch.nn.functional.silu(gate) * up, p + "down_proj", self.cfg.mlp_bias)
+
+    @torch.no_grad()
+    def logits(self, ids):
+        """Logits [len(ids), vocab] of the whole sequence, recomputed from scratch."""
+        cfg = self.cfg
+        tokens = torch.tensor(ids, dtype=torch.long)
+        positions = torch.arange(len(ids))
+        x = self.weight("model.embed_tokens.weight")[tokens]
+        for layer in range(cfg.layers):
+            p = f"model.layers.{layer}."
+            x = x + self.attention(self.rms_norm(x, self.weight(p + "input_layernorm.weight")), layer, positions)
+            x = x + self.mlp(self.rms_norm(x, self.weight(p + "post_attention_layernorm.weight")), layer)
+        x = self.rms_norm(x, self.weight("model.norm.weight"))
+        head = self.weight("model.embed_tokens.weight" if cfg.tied else "lm_head.weight")
+        return x @ head.T
+
+
+# ---------------------------------------------------------------------------
+# expected values
+
+
+def top2_margin(row):
+    top = torch.topk(row, 2).values
+    return float(top[0] - top[1])
+
+
+def expected_values(ref, prompt_ids, greedy_steps):
+    all_logits = ref.logits(prompt_ids).to(torch.float64)
+    log_probs = torch.log_softmax(all_logits[:-1], dim=-1)
+    targets = torch.tensor(prompt_ids[1:], dtype=torch.long)
+    nll = float(-log_probs.gather(1, targets[:, None]).mean()) if len(prompt_ids) > 1 else float("nan")
+
+    sequence = list(prompt_ids)
+    greedy_ids, margins = [], []
+    row = all_logits[-1]
+    for _ in range(greedy_steps):
+        row = ref.logits(sequence)[-1].to(torch.float64)  # no cache: the whole sequence each step
+        token = int(torch.argmax(row))
+        greedy_ids.append(token)
+        margins.append(top2_margin(row))
+        sequence.append(token)
+
+    return {
+        "model_type": ref.cfg.model_type,
+        "weight_dtypes": ref.file_dtypes,
+        "precision": "f64" if ref.dtype == torch.float64 else "f32",
+        "prompt_ids": list(prompt_ids),
+        "last_logits": all_logits[-1].tolist(),
+        "prompt_logits": all_logits.tolist(),
+        "greedy_ids": greedy_ids,
+        "greedy_margins": margins,
+        "greedy_last_logits": row.tolist(),
+        "nll": nll,
+        "perplexity": math.exp(nll),
+    }
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--out", required=True, help="where to write the expected values (JSON)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-ids", help="comma-separated token ids")
+    prompt.add_argument("--prompt-len", type=int, default=16, help="length of a random prompt")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
+    parser.add_argument("--greedy", type=int, default=32, help="greedy tokens to generate")
+    parser.add_argument("--precision", choices=["f64", "f32"], default="f64")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    try:
+        ref = Reference(args.model_dir, torch.float64 if args.precision == "f64" else torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"llama_reference.py: {args.model_dir}: {e}", file=sys.stderr)
+        sys.exit(1)
+    if args.prompt_ids:
+        prompt_ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
+    else:
+        rng = random.Random(args.seed)
+        prompt_ids = [rng.randrange(ref.cfg.vocab) for _ in range(args.prompt_len)]
+    if not prompt_ids or any(t < 0 or t >= ref.cfg.vocab for t in prompt_ids):
+        parser.error(f"prompt ids must be in [0, {ref.cfg.vocab})")
+
+    result = expected_values(ref, prompt_ids, args.greedy)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+        f.write("\n")
+    os.replace(tmp, args.out)
+    print(
+        f"{args.model_dir}: {len(prompt_ids)} prompt tokens, nll {result['nll']:.6f}, "
+        f"min greedy margin {min(result['greedy_margins'], default=float('nan')):.4f}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

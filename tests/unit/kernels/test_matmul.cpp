@@ -1,0 +1,200 @@
+// matmul (dot-product path for M < 4, GEMM path for M >= 4) and matmul_group
+// against matmul_reference, on sizes that are not multiples of any vector
+// width, for every weight dtype and every instruction-set path of this CPU.
+//
+// q8/q4 weights are compared with the reference on their dequantized values
+// (Tensor::at), so quantization error is not part of the tolerance.
+//
+// Tolerance: a sum of K f32 products has a rounding error below
+// (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
+// counted in the scale. The one path that rounds its inputs, bf16 weights on
+// AVX512-BF16 with M >= 4, rounds the activations to bf16 (as bf16 engines
+// do): it is held to the same bound against the reference run on the rounded
+// activations, and to 2^-8·Σ|x·w| against the unrounded ones.
+#include "kernels/cpu/kernels.h"
+#include "kernel_test_util.h"
+
+#include <slm/error.h>
+
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <limits>
+
+namespace {
+
+using slm::DType;
+using slm::Tensor;
+using slm::cpu::Isa;
+using slm::test::random_vector;
+using slm::test::random_weight;
+
+const int64_t kOddSizes[] = {1, 3, 17, 63, 65, 257};
+// Quantized rows are whole blocks of 32: odd numbers of blocks.
+const int64_t kBlockSizes[] = {32, 96, 288};
+
+std::vector<int64_t> widths(DType dtype) {
+  if (slm::is_quantized(dtype)) return {std::begin(kBlockSizes), std::end(kBlockSizes)};
+  return {std::begin(kOddSizes), std::end(kOddSizes)};
+}
+
+// Σ|x_k w_k| + |bias| per output: the scale of the rounding error.
+std::vector<double> magnitudes(const std::vector<float>& x, int64_t M, int64_t K, const Tensor& W, const float* bias) {
+  const int64_t N = W.dim(0);
+  std::vector<double> out(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      double s = bias ? std::fabs(bias[n]) : 0.0;
+      for (int64_t k = 0; k < K; ++k) s += std::fabs(static_cast<double>(x[size_t(m * K + k)]) * W.at(n * K + k));
+      out[size_t(m * N + n)] = s;
+    }
+  }
+  return out;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::vector<double>& scale,
+                  double relative, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = relative * scale[i] + 1e-30;
+    ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i;
+    ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), tol)
+        << what << " element " << i << ": got " << got[i] << ", want " << want[i];
+  }
+}
+
+bool rounds_activations(Isa isa, DType dtype, int64_t M) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16 && M >= 4; }
+
+void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool with_bias) {
+  const uint64_t seed = static_cast<uint64_t>(M * 1000003 + K * 1009 + N * 17 + static_cast<int>(dtype));
+  const std::vector<float> x = random_vector(M * K, seed);
+  const Tensor W = random_weight(dtype, N, K, seed + 1);
+  const std::vector<float> bias_values = random_vector(N, seed + 2);
+  const float* bias = with_bias ? bias_values.data() : nullptr;
+  const std::string what = "M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+                           " dtype=" + std::string(slm::dtype_name(dtype)) + (with_bias ? " bias" : "");
+
+  // Poisoned output: every element must be written.
+  std::vector<float> got(static_cast<size_t>(M * N), std::numeric_limits<float>::quiet_NaN());
+  slm::cpu::matmul(x.data(), M, K, W, bias, got.data());
+
+  std::vector<float> want(got.size());
+  const double bound = (static_cast<double>(K) + 2) * FLT_EPSILON;
+  if (rounds_activations(isa, dtype, M)) {
+    std::vector<float> rounded(x.size());
+    for (size_t i = 0; i < x.size(); ++i) rounded[i] = slm::bf16_to_f32(slm::f32_to_bf16(x[i]));
+    slm::cpu::matmul_reference(rounded.data(), M, K, W, bias, want.data());
+    expect_close(got, want, magnitudes(rounded, M, K, W, bias), bound, what + " (vs bf16-rounded x)");
+    slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
+    expect_close(got, want, magnitudes(x, M, K, W, bias), 0x1p-8 + bound, what);
+  } else {
+    slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
+    expect_close(got, want, magnitudes(x, M, K, W, bias), bound, what);
+  }
+}
+
+class MatmulTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatmulTest, DotProductPathMatchesReference) {
+  const auto ran = slm::test::for_each_isa([&](Isa isa) {
+    for (int64_t M : {1, 2, 3}) {
+      for (int64_t K : widths(GetParam())) {
+        for (int64_t N : {1, 3, 17, 65, 257}) {
+          for (bool bias : {false, true}) {
+            check_matmul(isa, GetParam(), M, K, N, bias);
+            if (HasFatalFailure()) return;
+          }
+        }
+      }
+    }
+  });
+  EXPECT_GE(ran.size(), 1u);
+}
+
+TEST_P(MatmulTest, GemmPathMatchesReference) {
+  slm::test::for_each_isa([&](Isa isa) {
+    for (int64_t M : {4, 5, 9, 37}) {
+      for (int64_t K : widths(GetParam())) {
+        for (int64_t N : {1, 3, 17, 65, 257}) {
+          for (bool bias : {false, true}) {
+            check_matmul(isa, GetParam(), M, K, N, bias);
+            if (HasFatalFailure()) return;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Panels of 64 weight rows go to different threads: a size just past a
+// multiple of the panel and of the bf16 block (8 rows × 32 columns).
+TEST_P(MatmulTest, PanelAndBlockBoundaries) {
+  slm::test::for_each_isa([&](Isa isa) {
+    for (int64_t M : {1, 3, 8, 17}) {
+      for (int64_t N : {31, 32, 33, 63, 64, 129}) {
+        check_matmul(isa, GetParam(), M, slm::is_quantized(GetParam()) ? 96 : 97, N, true);
+        if (HasFatalFailure()) return;
+      }
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, MatmulTest, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8, DType::Q4),
+                         [](const auto& param_info) { return std::string(slm::dtype_name(param_info.param)); });
+
+TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
+  slm::test::for_each_isa([&](Isa isa) {
+    for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8, DType::Q4}) {
+      for (int64_t M : {1, 2, 3, 4, 6}) {
+        const int64_t K = slm::is_quantized(dtype) ? 64 : 65;
+        const std::vector<float> x = random_vector(M * K, 5);
+        const Tensor Wq = random_weight(dtype, 17, K, 6), Wk = random_weight(dtype, 3, K, 7),
+                     Wv = random_weight(dtype, 63, K, 8);
+        const std::vector<float> bq = random_vector(17, 9), bv = random_vector(63, 10);
+        std::vector<float> q(size_t(M * 17), NAN), k(size_t(M * 3), NAN), v(size_t(M * 63), NAN);
+        slm::cpu::matmul_group(x.data(), M, K, {{&Wq, bq.data(), q.data()}, {&Wk, nullptr, k.data()}, {&Wv, bv.data(), v.data()}});
+        const double rel = rounds_activations(isa, dtype, M) ? 0x1p-8 + 70 * FLT_EPSILON : 70 * FLT_EPSILON;
+        for (const auto& [W, b, out] : {std::tuple{&Wq, bq.data(), &q}, std::tuple{&Wk, (const float*)nullptr, &k},
+                                        std::tuple{&Wv, bv.data(), &v}}) {
+          std::vector<float> want(out->size());
+          slm::cpu::matmul_reference(x.data(), M, K, *W, b, want.data());
+          expect_close(*out, want, magnitudes(x, M, K, *W, b), rel,
+                       "group M=" + std::to_string(M) + " N=" + std::to_string(W->dim(0)) + " " +
+                           std::string(slm::dtype_name(dtype)));
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+  });
+}
+
+TEST(Matmul, WrongWeightShapeIsAnError) {
+  const Tensor W = random_weight(DType::F32, 4, 8, 1);
+  std::vector<float> x(16), y(16);
+  EXPECT_THROW(slm::cpu::matmul(x.data(), 2, 7, W, nullptr, y.data()), slm::Error);
+  EXPECT_THROW(slm::cpu::matmul(x.data(), 5, 7, W, nullptr, y.data()), slm::Error);
+  EXPECT_THROW(slm::cpu::matmul_reference(x.data(), 2, 7, W, nullptr, y.data()), slm::Error);
+  const Tensor vector_weight = Tensor::zeros(DType::F32, {8});
+  EXPECT_THROW(slm::cpu::matmul(x.data(), 1, 8, vector_weight, nullptr, y.data()), slm::Error);
+}
+
+// Exact small case, so a transposed or misindexed reference cannot hide behind its twin.
+TEST(Matmul, ReferenceIsXTimesWTransposed) {
+  Tensor W = Tensor::zeros(DType::F32, {2, 3});
+  const float w[] = {1, 2, 3, 4, 5, 6};
+  std::copy(w, w + 6, W.data_as<float>());
+  const float x[] = {1, 0, -1, 2, 1, 0};
+  const float bias[] = {10, 20};
+  float y[4];
+  slm::cpu::matmul_reference(x, 2, 3, W, bias, y);
+  EXPECT_EQ(y[0], 10 + 1 - 3);
+  EXPECT_EQ(y[1], 20 + 4 - 6);
+  EXPECT_EQ(y[2], 10 + 2 + 2);
+  EXPECT_EQ(y[3], 20 + 8 + 5);
+  slm::cpu::matmul(x, 2, 3, W, bias, y);
+  EXPECT_EQ(y[0], 8);
+  EXPECT_EQ(y[3], 33);
+}
+
+}  // namespace
