@@ -9,6 +9,8 @@ int run_info(int argc, char** argv);
 int run_perplexity(int argc, char** argv);
 int run_create(int argc, char** argv);
 int run_bench(int argc, char** argv);
+int run_finetune(int argc, char** argv);
+int run_merge(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_detokenize(int argc, char** argv);
 

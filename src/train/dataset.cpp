@@ -1,0 +1,127 @@
+// Training data: JSON lines of text or prompt/completion pairs, turned into
+// token ids with per-position labels, and padded batches of them.
+#include <slm/error.h>
+#include <slm/random.h>
+#include <slm/train.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+
+namespace slm {
+
+namespace {
+
+constexpr int32_t kIgnore = -100;
+
+std::string string_field(const nlohmann::json& j, const char* name, const std::string& where) {
+  const nlohmann::json& value = j[name];
+  if (!value.is_string()) fail(where, ": field \"", name, "\" must be a string");
+  return value.get<std::string>();
+}
+
+}  // namespace
+
+std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, const TokenizeFn& tokenize,
+                                             int64_t seq_len, std::optional<int32_t> eos, DatasetSummary* summary) {
+  if (seq_len < 2) fail("--seq-len: must be at least 2, got ", seq_len);
+  std::ifstream in(path);
+  if (!in) fail(path.string(), ": cannot read");
+  std::vector<TrainExample> examples;
+  DatasetSummary s;
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const std::string where = path.string() + ":" + std::to_string(number);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error&) {
+      fail(where, ": not a JSON object");
+    }
+    if (!j.is_object()) fail(where, ": expected a JSON object");
+    TrainExample example;
+    if (j.contains("text")) {
+      example.tokens = tokenize(string_field(j, "text", where), true);
+      example.labels = example.tokens;
+    } else if (j.contains("prompt") && j.contains("completion")) {
+      example.tokens = tokenize(string_field(j, "prompt", where), true);
+      example.labels.assign(example.tokens.size(), kIgnore);
+      const std::vector<int32_t> completion = tokenize(string_field(j, "completion", where), false);
+      example.tokens.insert(example.tokens.end(), completion.begin(), completion.end());
+      example.labels.insert(example.labels.end(), completion.begin(), completion.end());
+    } else if (j.contains("messages")) {
+      fail(where, ": {\"messages\": ...} examples need chat templates, which slm does not apply yet");
+    } else {
+      fail(where, ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
+    }
+    if (eos && (example.tokens.empty() || example.tokens.back() != *eos)) {
+      example.tokens.push_back(*eos);
+      example.labels.push_back(*eos);
+    }
+    if (static_cast<int64_t>(example.tokens.size()) > seq_len) {
+      example.tokens.resize(static_cast<size_t>(seq_len));
+      example.labels.resize(static_cast<size_t>(seq_len));
+      ++s.truncated;
+    }
+    // A label counts when it is predicted from an earlier position.
+    int64_t counted = 0;
+    for (size_t i = 1; i < example.labels.size(); ++i) counted += example.labels[i] >= 0 ? 1 : 0;
+    if (counted == 0) continue;  // nothing to learn from (e.g. a prompt that fills seq_len)
+    ++s.examples;
+    s.tokens += static_cast<int64_t>(example.tokens.size());
+    s.loss_tokens += counted;
+    examples.push_back(std::move(example));
+  }
+  if (examples.empty()) fail(path.string(), ": no training examples (an empty file, or every example empty)");
+  if (summary) *summary = s;
+  return examples;
+}
+
+TrainBatch make_batch(const std::vector<TrainExample>& examples, const std::vector<size_t>& indices, int32_t pad_id) {
+  TrainBatch batch;
+  batch.batch = static_cast<int64_t>(indices.size());
+  for (size_t i : indices) batch.seq = std::max(batch.seq, static_cast<int64_t>(examples.at(i).tokens.size()));
+  batch.tokens.assign(static_cast<size_t>(batch.batch * batch.seq), pad_id);
+  batch.labels.assign(batch.tokens.size(), kIgnore);
+  for (size_t b = 0; b < indices.size(); ++b) {
+    const TrainExample& e = examples[indices[b]];
+    std::copy(e.tokens.begin(), e.tokens.end(), batch.tokens.begin() + static_cast<std::ptrdiff_t>(b) * batch.seq);
+    std::copy(e.labels.begin(), e.labels.end(), batch.labels.begin() + static_cast<std::ptrdiff_t>(b) * batch.seq);
+  }
+  return batch;
+}
+
+std::vector<TrainExample> pack_examples(const std::vector<TrainExample>& examples, int64_t seq_len) {
+  std::vector<TrainExample> packed;
+  TrainExample current;
+  for (const TrainExample& e : examples) {
+    if (!current.tokens.empty() &&
+        static_cast<int64_t>(current.tokens.size() + e.tokens.size()) > seq_len) {
+      packed.push_back(std::move(current));
+      current = {};
+    }
+    current.tokens.insert(current.tokens.end(), e.tokens.begin(), e.tokens.end());
+    current.labels.insert(current.labels.end(), e.labels.begin(), e.labels.end());
+  }
+  if (!current.tokens.empty()) packed.push_back(std::move(current));
+  return packed;
+}
+
+std::vector<size_t> epoch_order(size_t count, uint64_t seed, int64_t epoch) {
+  std::vector<size_t> order(count);
+  std::iota(order.begin(), order.end(), size_t{0});
+  Rng rng(mix_seed(seed, static_cast<uint64_t>(epoch)));
+  // Fisher–Yates with our own generator: std::shuffle differs between standard libraries.
+  for (size_t i = count; i > 1; --i) {
+    const size_t j = static_cast<size_t>(rng.next() % i);
+    std::swap(order[i - 1], order[j]);
+  }
+  return order;
+}
+
+}  // namespace slm

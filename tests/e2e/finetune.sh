@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# slm finetune as a user runs it: a tiny model with a real tokenizer learns a
+# small JSON-lines dataset, writes a PEFT adapter folder and metrics, and bad
+# input ends with one clear message and the documented exit code.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_tokenizers
+
+model="$SLM_WORK/model"
+"$SLM_BIN" create --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --init-std 0.1 \
+  --tokenizer "$TOKENIZERS/tokenizer-llama2/models" --seed 3 --out "$model" 2>/dev/null
+python3 - "$SLM_WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+with open(f"{work}/train.jsonl", "w") as f:
+    for i in range(20):
+        if i % 2:
+            f.write(json.dumps({"prompt": f"Q: what is {i} plus {i}? A:", "completion": f" {2 * i}"}) + "\n")
+        else:
+            f.write(json.dumps({"text": f"The number {i} is written as {i}."}) + "\n")
+with open(f"{work}/eval.jsonl", "w") as f:
+    f.write(json.dumps({"text": "The number 4 is written as 4."}) + "\n")
+PY
+
+out="$SLM_WORK/adapter"
+rm -rf "$out"
+if "$SLM_BIN" finetune -m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --out "$out" \
+  --max-steps 40 --lr 1e-2 --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj \
+  --eval-every 20 --threads 2 2>"$SLM_WORK/finetune.err"; then
+  pass "finetune exits 0"
+else
+  fail "finetune failed: $(tail -3 "$SLM_WORK/finetune.err")"
+fi
+[ -f "$out/adapter_model.safetensors" ] && [ -f "$out/adapter_config.json" ] && pass "adapter folder written" \
+  || fail "adapter files missing"
+[ "$(json_get "$out/adapter_config.json" \
+  'j["peft_type"] == "LORA" and j["r"] == 4 and j["lora_alpha"] == 8 and j["target_modules"] == ["q_proj", "v_proj", "down_proj"] and j["bias"] == "none" and j["task_type"] == "CAUSAL_LM"')" = True ] \
+  && pass "adapter_config.json has the PEFT fields" || fail "adapter_config.json: $(cat "$out/adapter_config.json")"
+keys=$(python3 - "$out/adapter_model.safetensors" <<'PY'
+import json, struct, sys
+blob = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+header = json.loads(blob[8:8 + n])
+names = sorted(k for k in header if k != "__metadata__")
+ok = len(names) == 12 and header["base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"]["shape"] == [4, 64] \
+    and header["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"]["shape"] == [64, 4]
+print("ok" if ok else names)
+PY
+)
+[ "$keys" = ok ] && pass "adapter tensors under PEFT names and shapes" || fail "adapter tensors: $keys"
+grep -q "<polyline" "$out/loss.svg" 2>/dev/null && pass "loss.svg written" || fail "loss.svg missing"
+steps=$(grep -c '"loss"' "$out/metrics.jsonl" || true)
+[ "$steps" = 40 ] && pass "metrics.jsonl has one line per step" || fail "metrics.jsonl has $steps step lines"
+learned=$(python3 - "$out/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+losses = [r["loss"] for r in rows if "loss" in r]
+evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
+print(losses[-1] < losses[0] - 2 and len(evals) == 2)
+PY
+)
+[ "$learned" = True ] && pass "the loss falls and eval runs twice" || fail "loss did not fall: $(head -c 300 "$out/metrics.jsonl")"
+
+# Interrupted (Ctrl-C) and resumed, the run ends with the same adapter as the
+# uninterrupted one, wherever the interruption fell.
+resumed="$SLM_WORK/resumed"
+rm -rf "$resumed"
+args=(-m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --max-steps 40 --lr 1e-2
+  --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
+"$SLM_BIN" finetune "${args[@]}" --out "$resumed" 2>"$SLM_WORK/interrupted.err" &
+pid=$!
+sleep 0.7
+kill -INT "$pid" 2>/dev/null || true
+set +e
+wait "$pid"
+rc=$?
+set -e
+if [ "$rc" = 130 ]; then
+  grep -q "interrupted: checkpoint of step" "$SLM_WORK/interrupted.err" && pass "Ctrl-C saves a checkpoint (exit 130)" \
+    || fail "interrupted without the checkpoint message: $(tail -2 "$SLM_WORK/interrupted.err")"
+  "$SLM_BIN" finetune "${args[@]}" --out "$resumed" --resume "$resumed" 2>"$SLM_WORK/resume.err" \
+    || fail "resume failed: $(tail -2 "$SLM_WORK/resume.err")"
+else
+  echo "note: the run finished (exit $rc) before the interrupt arrived; comparing the uninterrupted runs only"
+fi
+cmp -s "$out/adapter_model.safetensors" "$resumed/adapter_model.safetensors" \
+  && pass "resumed run ends with the same adapter" || fail "resumed adapter differs from the uninterrupted one"
+
+# slm merge: the merged folder, read by the PyTorch reference, predicts what the
+# base plus the adapter (read from the PEFT files) predicts.
+merged="$SLM_WORK/merged"
+rm -rf "$merged"
+if "$SLM_BIN" merge -m "$model" --adapter "$out" --out "$merged" 2>"$SLM_WORK/merge.err"; then
+  pass "merge exits 0"
+else
+  fail "merge failed: $(cat "$SLM_WORK/merge.err")"
+fi
+[ -f "$merged/tokenizer.json" ] && [ -f "$merged/config.json" ] && pass "merged folder has config and tokenizer" \
+  || fail "merged folder incomplete: $(ls "$merged")"
+agree=$(/usr/bin/python3 - "$model" "$out" "$merged" "$SOURCE_DIR/tests/reference" <<'PY' 2>&1
+import json, sys, torch
+sys.path.insert(0, sys.argv[4])
+from llama_reference import Reference, read_safetensors
+from lora_reference import LoraReference
+base, adapter, merged = sys.argv[1:4]
+config = json.load(open(f"{adapter}/adapter_config.json"))
+tensors = read_safetensors(f"{adapter}/adapter_model.safetensors")
+pairs = {}
+for name, (array, _) in tensors.items():
+    key = name[len("base_model.model."):].rsplit(".lora_", 1)[0]
+    slot = 0 if ".lora_A." in name else 1
+    pairs.setdefault(key, [None, None])[slot] = torch.from_numpy(array.copy()).double()
+ids = [1, 450, 1353, 29871, 29946, 338, 3971, 408]
+want = LoraReference(base, {k: tuple(v) for k, v in pairs.items()}, config["lora_alpha"] / config["r"])
+with torch.no_grad():
+    a = want.logits(ids)
+b = Reference(merged).logits(ids)
+print("ok" if float((a - b).abs().max()) < 1e-4 else f"max difference {float((a - b).abs().max())}")
+PY
+)
+[ "$agree" = ok ] && pass "merged model = base + adapter (PyTorch reference)" || fail "merged model differs: $agree"
+expect_merge_error() {
+  set +e
+  "$SLM_BIN" merge "$@" >/dev/null 2>"$SLM_WORK/err"
+  local rc=$?
+  set -e
+  [ "$rc" = 1 ] && pass "merge refuses: $(head -c 120 "$SLM_WORK/err")" || fail "merge $*: exit $rc"
+}
+expect_merge_error -m "$model" --adapter "$SLM_WORK/nowhere" --out "$SLM_WORK/m2"
+expect_merge_error -m "$model" --adapter "$out" --out "$model"
+
+# expect_error CODE MESSAGE -- finetune arguments...
+expect_error() {
+  local code=$1 message=$2
+  shift 3
+  set +e
+  "$SLM_BIN" finetune -m "$model" --out "$SLM_WORK/bad-adapter" --max-steps 1 "$@" >/dev/null 2>"$SLM_WORK/err"
+  local rc=$?
+  set -e
+  if [ "$rc" = "$code" ] && grep -qF -- "$message" "$SLM_WORK/err"; then
+    pass "exit $code: $message"
+  else
+    fail "expected exit $code and '$message', got $rc: $(cat "$SLM_WORK/err")"
+  fi
+}
+printf '{"text": "fine"}\n{"txt": "typo"}\n' >"$SLM_WORK/badline.jsonl"
+: >"$SLM_WORK/empty.jsonl"
+expect_error 1 "badline.jsonl:2: expected {\"text\"" -- --data "$SLM_WORK/badline.jsonl"
+expect_error 1 "no training examples" -- --data "$SLM_WORK/empty.jsonl"
+expect_error 1 "missing.jsonl: cannot read" -- --data "$SLM_WORK/missing.jsonl"
+expect_error 1 "unknown module \"qkv\"" -- --data "$SLM_WORK/train.jsonl" --lora-targets qkv
+expect_error 2 "--lora-r" -- --data "$SLM_WORK/train.jsonl" --lora-r 0
+expect_error 2 "--lr" -- --data "$SLM_WORK/train.jsonl" --lr -1
+finish

@@ -1,0 +1,214 @@
+#!/usr/bin/python3
+"""Reference LoRA training step of the Llama family, in plain PyTorch (float64).
+
+The base model is tests/reference/llama_reference.py's Reference (the same
+semantics as Hugging Face transformers); every targeted linear layer gets a
+PEFT LoRA branch, y = W x + b + (alpha / r) * B (A x) (dropout off). For a
+model folder made by `slm create` the script:
+
+  1. draws initial adapters: A as PEFT does (kaiming_uniform_, a = sqrt(5)),
+     B ~ N(0, b_std^2) rather than PEFT's zeros, so the gradient of A is not
+     zero and both tensors are checked; saved in PEFT's layout
+     (OUT/adapter/adapter_config.json + adapter_model.safetensors), which the
+     C++ side loads, so both start from identical values;
+  2. draws a fixed batch of token ids and labels (Hugging Face causal-LM
+     convention, with some -100 positions masked as a prompt would be);
+  3. writes OUT/expected.json: the batch, the options, the mean loss and the
+     gradient of every LoRA tensor at the initial adapters, and the loss
+     before each of `--steps` AdamW steps on that batch (clip_grad_norm_,
+     then torch.optim.AdamW, learning rate from transformers' schedule
+     formulas via LambdaLR).
+
+Usage:
+  lora_reference.py MODEL_DIR --out OUT [--rank 4] [--alpha 8]
+                    [--targets q_proj,...|all-linear] [--batch 2] [--seq 12]
+                    [--steps 20] [--lr 1e-2] [--schedule cosine]
+                    [--warmup 2] [--weight-decay 0.01] [--max-grad-norm 1.0]
+                    [--seed 0]
+
+Needs only Debian's python3-torch and python3-numpy.
+"""
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_reference import Reference  # noqa: E402
+
+MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def module_path(name):
+    return ("self_attn." if name in MODULES[:4] else "mlp.") + name
+
+
+def write_safetensors(path, tensors):
+    """tensors: {name: float32 numpy array}; written to a temp name, then renamed."""
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(tmp, path)
+
+
+class LoraReference(Reference):
+    def __init__(self, model_dir, adapters, scale):
+        super().__init__(model_dir, dtype=torch.float64)
+        self.adapters = adapters  # {"model.layers.L.self_attn.q_proj": (A, B)}
+        self.scale = scale
+
+    def linear(self, x, name, bias):
+        y = super().linear(x, name, bias)
+        if name in self.adapters:
+            A, B = self.adapters[name]
+            y = y + self.scale * ((x @ A.T) @ B.T)
+        return y
+
+    def sequence_hidden(self, ids):
+        cfg = self.cfg
+        positions = torch.arange(len(ids))
+        x = self.weight("model.embed_tokens.weight")[ids]
+        for layer in range(cfg.layers):
+            p = f"model.layers.{layer}."
+            x = x + self.attention(self.rms_norm(x, self.weight(p + "input_layernorm.weight")), layer, positions)
+            x = x + self.mlp(self.rms_norm(x, self.weight(p + "post_attention_layernorm.weight")), layer)
+        return self.rms_norm(x, self.weight("model.norm.weight"))
+
+    def loss(self, tokens, labels):
+        """Mean next-token cross-entropy over the batch, as transformers' causal LM computes it."""
+        head = self.weight("model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight")
+        logits = torch.stack([self.sequence_hidden(row) @ head.T for row in tokens])  # [B, T, V]
+        shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+        targets = labels[:, 1:].reshape(-1)
+        return torch.nn.functional.cross_entropy(shifted, targets, ignore_index=-100)
+
+
+def schedule_lambda(kind, warmup, total):
+    def f(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return f
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--alpha", type=float, default=8.0)
+    ap.add_argument("--targets", default="all-linear")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--schedule", default="cosine", choices=["constant", "linear", "cosine"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--max-grad-norm", type=float, default=1.0)
+    ap.add_argument("--b-std", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    targets = MODULES if args.targets == "all-linear" else args.targets.split(",")
+    for t in targets:
+        if t not in MODULES:
+            sys.exit(f"--targets: unknown module {t} (expected one of {', '.join(MODULES)} or all-linear)")
+    torch.manual_seed(args.seed)
+    with open(os.path.join(args.model_dir, "config.json")) as f:
+        raw_cfg = json.load(f)
+    H, heads, kv_heads = raw_cfg["hidden_size"], raw_cfg["num_attention_heads"], raw_cfg.get("num_key_value_heads")
+    kv_heads = kv_heads or heads
+    head_dim = raw_cfg.get("head_dim") or H // heads
+    inter, vocab, layers = raw_cfg["intermediate_size"], raw_cfg["vocab_size"], raw_cfg["num_hidden_layers"]
+    shapes = {"q_proj": (H, heads * head_dim), "k_proj": (H, kv_heads * head_dim), "v_proj": (H, kv_heads * head_dim),
+              "o_proj": (heads * head_dim, H), "gate_proj": (H, inter), "up_proj": (H, inter), "down_proj": (inter, H)}
+
+    # Initial adapters, in float32 (what the file holds), then used in float64.
+    initial = {}
+    for layer in range(layers):
+        for t in targets:
+            fan_in, fan_out = shapes[t]
+            A = torch.empty(args.rank, fan_in, dtype=torch.float32)
+            torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+            B = torch.randn(fan_out, args.rank, dtype=torch.float32) * args.b_std
+            initial[f"model.layers.{layer}.{module_path(t)}"] = (A, B)
+    adapter_dir = os.path.join(args.out, "adapter")
+    os.makedirs(adapter_dir, exist_ok=True)
+    peft = {}
+    for key, (A, B) in initial.items():
+        peft[f"base_model.model.{key}.lora_A.weight"] = A.numpy()
+        peft[f"base_model.model.{key}.lora_B.weight"] = B.numpy()
+    write_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"), peft)
+    with open(os.path.join(adapter_dir, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": args.rank, "lora_alpha": args.alpha,
+                   "lora_dropout": 0.0, "target_modules": targets, "bias": "none", "fan_in_fan_out": False,
+                   "base_model_name_or_path": os.path.abspath(args.model_dir)}, f, indent=2)
+
+    tokens = torch.randint(0, vocab, (args.batch, args.seq))
+    labels = tokens.clone()
+    labels[0, : args.seq // 3] = -100  # a masked prompt
+    if args.batch > 1:
+        labels[1, -2:] = -100  # masked padding at the end
+
+    params = {key: (A.to(torch.float64).requires_grad_(), B.to(torch.float64).requires_grad_())
+              for key, (A, B) in initial.items()}
+    model = LoraReference(args.model_dir, params, args.alpha / args.rank)
+
+    loss = model.loss(tokens, labels)
+    loss.backward()
+    grads = {}
+    for key, (A, B) in params.items():
+        grads[f"base_model.model.{key}.lora_A.weight"] = A.grad.flatten().tolist()
+        grads[f"base_model.model.{key}.lora_B.weight"] = B.grad.flatten().tolist()
+    first_loss = float(loss)
+
+    flat = [p for pair in params.values() for p in pair]
+    for p in flat:
+        p.grad = None
+    optimizer = torch.optim.AdamW(flat, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(args.schedule, args.warmup, args.steps))
+    curve, norms = [], []
+    for _ in range(args.steps):
+        optimizer.zero_grad()
+        step_loss = model.loss(tokens, labels)
+        step_loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(flat, args.max_grad_norm)))
+        optimizer.step()
+        scheduler.step()
+        curve.append(float(step_loss))
+
+    with open(os.path.join(args.out, "expected.json"), "w") as f:
+        json.dump({"batch": args.batch, "seq": args.seq, "tokens": tokens.flatten().tolist(),
+                   "labels": labels.flatten().tolist(), "rank": args.rank, "alpha": args.alpha, "targets": targets,
+                   "lr": args.lr, "schedule": args.schedule, "warmup_steps": args.warmup, "steps": args.steps,
+                   "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+                   "loss": first_loss, "grads": grads, "curve": curve, "grad_norms": norms}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Writes the LoRA parity fixtures: small random models (slm create) and, for
+# each, what tests/reference/lora_reference.py computes in PyTorch: initial
+# adapters in PEFT layout, a fixed batch, the loss and LoRA gradients, and a
+# 20-step AdamW loss curve.
+#
+#   OUTDIR/NAME/model/           the model folder
+#   OUTDIR/NAME/adapter/         adapter_config.json + adapter_model.safetensors
+#   OUTDIR/NAME/expected.json
+#
+# Usage: make_lora_fixtures.sh SLM_BIN OUTDIR. PYTHON overrides the
+# interpreter (default /usr/bin/python3, Debian's, with python3-torch). The
+# model list must match kModels in test_lora_parity.cpp.
+set -euo pipefail
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 SLM_BIN OUTDIR" >&2
+  exit 2
+fi
+SLM_BIN=$1
+OUTDIR=$2
+PYTHON=${PYTHON:-/usr/bin/python3}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REFERENCE="$HERE/../../../reference/lora_reference.py"
+if ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
+  echo "$0: $PYTHON cannot import torch and numpy (install python3-torch python3-numpy)" >&2
+  exit 1
+fi
+rm -rf "$OUTDIR"
+mkdir -p "$OUTDIR"
+
+# fixture NAME "REFERENCE OPTIONS" -- slm create options...
+fixture() {
+  local name=$1 reference_options=$2
+  shift 3
+  mkdir -p "$OUTDIR/$name"
+  "$SLM_BIN" create --init-std 0.2 --vocab 96 --seed 7 --out "$OUTDIR/$name/model" "$@" 2>/dev/null
+  # shellcheck disable=SC2086
+  "$PYTHON" "$REFERENCE" "$OUTDIR/$name/model" --out "$OUTDIR/$name" $reference_options
+}
+
+fixture llama_gqa "--targets all-linear" -- \
+  --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48
+fixture qwen3_tied "--targets q_proj,v_proj,down_proj --schedule linear --seed 1" -- \
+  --arch qwen3 --hidden 32 --layers 2 --heads 4 --kv-heads 1 --head-dim 16 --intermediate 48 --tie-embeddings
+fixture qwen2_bias "--targets all-linear --schedule constant --warmup 0 --seed 2" -- \
+  --arch qwen2 --hidden 32 --layers 2 --heads 2 --kv-heads 2 --intermediate 40
+fixture llama_bias "--targets o_proj,up_proj --schedule cosine --warmup 0 --seed 4" -- \
+  --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 48 --attention-bias
+fixture mistral_window "--targets all-linear --seq 16 --seed 3" -- \
+  --arch mistral --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48 --sliding-window 5

@@ -1,0 +1,324 @@
+// Every backward kernel against central finite differences of a
+// double-precision forward written out here (or, for the linear ones, against
+// the exact formula), on odd sizes that cross the kernels' block edges.
+#include "kernels/cpu/backward.h"
+#include "kernels/cpu/kernels.h"
+
+#include <slm/random.h>
+#include <slm/tensor.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+namespace {
+
+using slm::DType;
+using slm::Tensor;
+using Vec = std::vector<double>;
+
+std::vector<float> random_floats(int64_t n, uint64_t seed, double scale = 1.0) {
+  slm::Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(rng.normal() * scale);
+  return v;
+}
+
+Vec widen(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+
+// max |analytic − numeric| / max |numeric|: one figure per gradient, immune
+// to the relative noise of entries that are nearly zero.
+double relative_error(const std::vector<float>& analytic, const Vec& numeric) {
+  double worst = 0.0, scale = 0.0;
+  for (size_t i = 0; i < numeric.size(); ++i) {
+    worst = std::max(worst, std::fabs(analytic[i] - numeric[i]));
+    scale = std::max(scale, std::fabs(numeric[i]));
+  }
+  return worst / std::max(scale, 1e-30);
+}
+
+// Central differences of a scalar function of x.
+Vec numeric_gradient(const std::function<double(const Vec&)>& f, Vec x, double h = 1e-6) {
+  Vec g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double saved = x[i];
+    x[i] = saved + h;
+    const double up = f(x);
+    x[i] = saved - h;
+    const double down = f(x);
+    x[i] = saved;
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
+}
+
+double weighted_sum(const Vec& y, const std::vector<float>& c) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += y[i] * c[i];
+  return s;
+}
+
+constexpr double kTolerance = 1e-4;
+
+TEST(MatmulBackward, InputGradientForEveryWeightDtype) {
+  const int64_t M = 5, N = 33;
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4}) {
+    const int64_t K = slm::is_quantized(dtype) ? 160 : 70;  // not a multiple of the 64-column block
+    Tensor W32 = Tensor::zeros(DType::F32, {N, K});
+    const auto w = random_floats(N * K, 3);
+    std::copy(w.begin(), w.end(), W32.data_as<float>());
+    const Tensor W = W32.to(dtype);
+    const auto dy = random_floats(M * N, 4);
+    for (bool accumulate : {false, true}) {
+      std::vector<float> dx(static_cast<size_t>(M * K), accumulate ? 0.5f : 1e30f);
+      slm::cpu::matmul_backward_input(dy.data(), M, W, dx.data(), accumulate);
+      double worst = 0;
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t k = 0; k < K; ++k) {
+          double want = accumulate ? 0.5 : 0.0;
+          for (int64_t n = 0; n < N; ++n) want += double(dy[size_t(m * N + n)]) * W.at(n * K + k);
+          worst = std::max(worst, std::fabs(want - dx[size_t(m * K + k)]));
+        }
+      }
+      EXPECT_LT(worst, 1e-4) << slm::dtype_name(dtype) << " accumulate " << accumulate;
+    }
+  }
+}
+
+TEST(MatmulBackward, TransposedCopyGivesTheSameInputGradient) {
+  const int64_t M = 7, N = 45, K = 70;
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+    Tensor W32 = Tensor::zeros(DType::F32, {N, K});
+    const auto w = random_floats(N * K, 50);
+    std::copy(w.begin(), w.end(), W32.data_as<float>());
+    const Tensor W = W32.to(dtype);
+    const Tensor Wt = slm::cpu::transpose_weight(W);
+    ASSERT_EQ(Wt.shape(), (std::vector<int64_t>{K, N}));
+    for (int64_t n = 0; n < N; n += 7) {
+      for (int64_t k = 0; k < K; k += 5) ASSERT_EQ(Wt.at(k * N + n), W.at(n * K + k));
+    }
+    const auto dy = random_floats(M * N, 51);
+    for (bool accumulate : {false, true}) {
+      std::vector<float> want(static_cast<size_t>(M * K), 0.5f), got = want;
+      slm::cpu::matmul_backward_input(dy.data(), M, W, want.data(), accumulate);
+      slm::cpu::matmul_backward_input(dy.data(), M, W, Wt, got.data(), accumulate);
+      // bf16 kernels round dy to bf16 (8 bits of mantissa): about 4e-3 relative.
+      const double tolerance = slm::cpu::transposed_backward_pays(dtype) ? 1e-2 : 1e-5;
+      EXPECT_LT(relative_error(got, widen(want)), tolerance) << slm::dtype_name(dtype) << " " << accumulate;
+    }
+  }
+}
+
+TEST(MatmulBackward, WeightGradientAccumulates) {
+  const int64_t M = 6, N = 70, K = 19;
+  const auto dy = random_floats(M * N, 5), x = random_floats(M * K, 6);
+  std::vector<float> dW(static_cast<size_t>(N * K), 0.25f);
+  slm::cpu::matmul_backward_weight(dy.data(), x.data(), M, N, K, dW.data(), true);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      double want = 0.25;
+      for (int64_t m = 0; m < M; ++m) want += double(dy[size_t(m * N + n)]) * x[size_t(m * K + k)];
+      ASSERT_NEAR(dW[size_t(n * K + k)], want, 1e-4);
+    }
+  }
+}
+
+TEST(RmsNormBackward, MatchesFiniteDifferences) {
+  const int64_t rows = 20, dim = 37;  // 20 rows: the parallel path
+  const double eps = 1e-5;
+  const auto x = random_floats(rows * dim, 7, 2.0), w = random_floats(dim, 8), c = random_floats(rows * dim, 9);
+  auto forward = [&](const Vec& xs, const Vec& ws) {
+    Vec y(xs.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < dim; ++i) ms += xs[size_t(r * dim + i)] * xs[size_t(r * dim + i)];
+      const double rstd = 1 / std::sqrt(ms / dim + eps);
+      for (int64_t i = 0; i < dim; ++i) y[size_t(r * dim + i)] = xs[size_t(r * dim + i)] * rstd * ws[size_t(i)];
+    }
+    return weighted_sum(y, c);
+  };
+  std::vector<float> dx(x.size(), 1.0f), dw(w.size(), 0.0f);
+  slm::cpu::rmsnorm_backward(c.data(), x.data(), w.data(), float(eps), rows, dim, dx.data(), dw.data(), true);
+  for (float& v : dx) v -= 1.0f;  // accumulated onto ones
+  const Vec nx = numeric_gradient([&](const Vec& xs) { return forward(xs, widen(w)); }, widen(x));
+  const Vec nw = numeric_gradient([&](const Vec& ws) { return forward(widen(x), ws); }, widen(w));
+  EXPECT_LT(relative_error(dx, nx), kTolerance);
+  EXPECT_LT(relative_error(dw, nw), kTolerance);
+}
+
+TEST(RopeBackward, IsTheTransposeOfRope) {
+  const int64_t rows = 5, heads = 3, hd = 8, half = hd / 2;
+  const auto x = random_floats(rows * heads * hd, 10), c = random_floats(rows * heads * hd, 11);
+  std::vector<float> cos(static_cast<size_t>(rows * half)), sin(static_cast<size_t>(rows * half));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < half; ++i) {
+      cos[size_t(r * half + i)] = std::cos(0.3f * float(r) * float(i + 1));
+      sin[size_t(r * half + i)] = std::sin(0.3f * float(r) * float(i + 1));
+    }
+  }
+  auto forward = [&](const Vec& xs) {
+    std::vector<float> y(xs.begin(), xs.end());
+    slm::cpu::rope(y.data(), rows, heads, hd, cos.data(), sin.data());
+    return weighted_sum(widen(y), c);
+  };
+  std::vector<float> dx = c;
+  slm::cpu::rope_backward(dx.data(), rows, heads, hd, cos.data(), sin.data());
+  EXPECT_LT(relative_error(dx, numeric_gradient(forward, widen(x), 1e-2)), 1e-4);
+}
+
+TEST(SiluMulBackward, MatchesFiniteDifferences) {
+  const int64_t n = 101;
+  const auto gate = random_floats(n, 12, 3.0), up = random_floats(n, 13), c = random_floats(n, 14);
+  auto forward = [&](const Vec& g, const Vec& u) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)] * c[size_t(i)];
+    return s;
+  };
+  std::vector<float> dgate(static_cast<size_t>(n)), dup(static_cast<size_t>(n));
+  slm::cpu::silu_mul_backward(gate.data(), up.data(), c.data(), dgate.data(), dup.data(), n);
+  EXPECT_LT(relative_error(dgate, numeric_gradient([&](const Vec& g) { return forward(g, widen(up)); }, widen(gate))),
+            kTolerance);
+  EXPECT_LT(relative_error(dup, numeric_gradient([&](const Vec& u) { return forward(widen(gate), u); }, widen(up))),
+            kTolerance);
+}
+
+TEST(EmbeddingBackward, ScatterAddsRepeatedIds) {
+  const int64_t dim = 3;
+  const int32_t ids[] = {2, 0, 2};
+  const std::vector<float> dout = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  std::vector<float> table(4 * dim, 0.0f);
+  slm::cpu::embedding_backward(dout.data(), ids, 3, dim, table.data());
+  EXPECT_EQ(table, (std::vector<float>{4, 5, 6, 0, 0, 0, 8, 10, 12, 0, 0, 0}));
+}
+
+// Double-precision attention with the same layout and masking as the kernel.
+Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::cpu::SequenceAttentionShape& s,
+                        Vec* lse = nullptr) {
+  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads, qs = s.heads * hd, ks = s.kv_heads * hd;
+  Vec out(q.size(), 0.0);
+  if (lse) lse->assign(size_t(s.batch * s.heads * s.seq), 0.0);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.heads; ++h) {
+      for (int64_t i = 0; i < s.seq; ++i) {
+        std::vector<double> score(static_cast<size_t>(s.seq), -INFINITY);
+        double m = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          if (s.window > 0 && i - j >= s.window) continue;
+          double d = 0;
+          for (int64_t e = 0; e < hd; ++e) {
+            d += q[size_t((b * s.seq + i) * qs + h * hd + e)] * k[size_t((b * s.seq + j) * ks + (h / group) * hd + e)];
+          }
+          score[size_t(j)] = d / std::sqrt(double(hd));
+          m = std::max(m, score[size_t(j)]);
+        }
+        double total = 0;
+        for (int64_t j = 0; j <= i; ++j) total += std::exp(score[size_t(j)] - m);
+        for (int64_t j = 0; j <= i; ++j) {
+          const double p = std::exp(score[size_t(j)] - m) / total;
+          for (int64_t e = 0; e < hd; ++e) {
+            out[size_t((b * s.seq + i) * qs + h * hd + e)] += p * v[size_t((b * s.seq + j) * ks + (h / group) * hd + e)];
+          }
+        }
+        if (lse) (*lse)[size_t((b * s.heads + h) * s.seq + i)] = m + std::log(total);
+      }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
+  for (int64_t window : {0, 3}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    const slm::cpu::SequenceAttentionShape s{2, 7, 4, 2, 8, window};
+    const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
+    const auto q = random_floats(nq, 20), k = random_floats(nk, 21), v = random_floats(nk, 22);
+    const auto c = random_floats(nq, 23);
+    std::vector<float> out(static_cast<size_t>(nq)), lse(static_cast<size_t>(s.batch * s.heads * s.seq));
+    slm::cpu::attention_train_forward(q.data(), k.data(), v.data(), s, out.data(), lse.data());
+    Vec want_lse;
+    const Vec want = attention_reference(widen(q), widen(k), widen(v), s, &want_lse);
+    EXPECT_LT(relative_error(out, want), 1e-5);
+    EXPECT_LT(relative_error(lse, want_lse), 1e-5);
+
+    std::vector<float> dq(static_cast<size_t>(nq)), dk(static_cast<size_t>(nk)), dv(static_cast<size_t>(nk));
+    slm::cpu::attention_train_backward(q.data(), k.data(), v.data(), out.data(), c.data(), lse.data(), s, dq.data(),
+                                       dk.data(), dv.data());
+    const Vec nq_grad = numeric_gradient(
+        [&](const Vec& x) { return weighted_sum(attention_reference(x, widen(k), widen(v), s), c); }, widen(q));
+    const Vec nk_grad = numeric_gradient(
+        [&](const Vec& x) { return weighted_sum(attention_reference(widen(q), x, widen(v), s), c); }, widen(k));
+    const Vec nv_grad = numeric_gradient(
+        [&](const Vec& x) { return weighted_sum(attention_reference(widen(q), widen(k), x, s), c); }, widen(v));
+    EXPECT_LT(relative_error(dq, nq_grad), kTolerance);
+    EXPECT_LT(relative_error(dk, nk_grad), kTolerance);
+    EXPECT_LT(relative_error(dv, nv_grad), kTolerance);
+  }
+}
+
+// The tiled kernels against the one-key-at-a-time loops, over lengths that
+// span several 64-row tiles and windows that cut tiles in the middle.
+TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
+  for (int64_t window : {0, 37, 64}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    const slm::cpu::SequenceAttentionShape s{2, 150, 6, 2, 16, window};
+    const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
+    const auto q = random_floats(nq, 40), k = random_floats(nk, 41), v = random_floats(nk, 42);
+    const auto g = random_floats(nq, 43);
+    const size_t rows = static_cast<size_t>(s.batch * s.heads * s.seq);
+    std::vector<float> out(static_cast<size_t>(nq)), lse(rows), want_out(out.size()), want_lse(rows);
+    slm::cpu::attention_train_forward(q.data(), k.data(), v.data(), s, out.data(), lse.data());
+    slm::cpu::attention_train_forward_reference(q.data(), k.data(), v.data(), s, want_out.data(), want_lse.data());
+    EXPECT_LT(relative_error(out, widen(want_out)), 1e-5);
+    EXPECT_LT(relative_error(lse, widen(want_lse)), 1e-5);
+    std::vector<float> dq(static_cast<size_t>(nq)), dk(static_cast<size_t>(nk)), dv(static_cast<size_t>(nk));
+    std::vector<float> want_dq(dq.size()), want_dk(dk.size()), want_dv(dv.size());
+    slm::cpu::attention_train_backward(q.data(), k.data(), v.data(), out.data(), g.data(), lse.data(), s, dq.data(),
+                                       dk.data(), dv.data());
+    slm::cpu::attention_train_backward_reference(q.data(), k.data(), v.data(), out.data(), g.data(), lse.data(), s,
+                                                 want_dq.data(), want_dk.data(), want_dv.data());
+    EXPECT_LT(relative_error(dq, widen(want_dq)), 1e-5);
+    EXPECT_LT(relative_error(dk, widen(want_dk)), 1e-5);
+    EXPECT_LT(relative_error(dv, widen(want_dv)), 1e-5);
+  }
+}
+
+TEST(CrossEntropy, LossAndGradientsAcrossChunks) {
+  const int64_t n = 7, H = 6, V = 29;
+  const auto hidden = random_floats(n * H, 30), head = random_floats(V * H, 31);
+  const std::vector<int32_t> targets = {3, -100, 28, 0, 5, -100, 17};
+  Tensor W = Tensor::zeros(DType::F32, {V, H});
+  std::copy(head.begin(), head.end(), W.data_as<float>());
+  auto loss = [&](const Vec& hs, const Vec& ws) {
+    double total = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      if (targets[size_t(r)] < 0) continue;
+      std::vector<double> logit(static_cast<size_t>(V));
+      double m = -INFINITY;
+      for (int64_t c = 0; c < V; ++c) {
+        double d = 0;
+        for (int64_t e = 0; e < H; ++e) d += hs[size_t(r * H + e)] * ws[size_t(c * H + e)];
+        logit[size_t(c)] = d;
+        m = std::max(m, d);
+      }
+      double sum = 0;
+      for (double l : logit) sum += std::exp(l - m);
+      total += m + std::log(sum) - logit[size_t(targets[size_t(r)])];
+    }
+    return total / 5.0;  // the mean over the five counted rows
+  };
+  std::vector<float> dh(static_cast<size_t>(n * H), 1e30f), dW(static_cast<size_t>(V * H), 0.0f);
+  const double sum = slm::cpu::cross_entropy(hidden.data(), n, W, targets.data(), 1.0f / 5, dh.data(), dW.data(), 3);
+  EXPECT_NEAR(sum / 5.0, loss(widen(hidden), widen(head)), 1e-5);
+  EXPECT_LT(relative_error(dh, numeric_gradient([&](const Vec& x) { return loss(x, widen(head)); }, widen(hidden))),
+            kTolerance);
+  EXPECT_LT(relative_error(dW, numeric_gradient([&](const Vec& x) { return loss(widen(hidden), x); }, widen(head))),
+            kTolerance);
+  for (int64_t e = 0; e < H; ++e) EXPECT_EQ(dh[size_t(1 * H + e)], 0.0f);  // an ignored row
+  // Loss only: no gradient buffers touched.
+  EXPECT_NEAR(slm::cpu::cross_entropy(hidden.data(), n, W, targets.data(), 1.0f, nullptr, nullptr), sum, 1e-4);
+}
+
+}  // namespace

@@ -1,0 +1,380 @@
+// LoRA adapters, the learning-rate schedules and the Trainer's whole-model
+// gradient, each against a direct computation or finite differences.
+#include "train/lora.h"
+
+#include <slm/error.h>
+#include <slm/model.h>
+#include <slm/random.h>
+#include <slm/train.h>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <numbers>
+#include <vector>
+
+namespace {
+
+using slm::train::LoraAdapter;
+using slm::train::LoraModule;
+
+std::vector<float> random_floats(int64_t n, uint64_t seed) {
+  slm::Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(rng.normal());
+  return v;
+}
+
+TEST(LoraTargets, ParsesNamesAndAllLinear) {
+  EXPECT_EQ(slm::train::parse_lora_targets({"v_proj", "q_proj"}),
+            (std::vector<LoraModule>{LoraModule::Q, LoraModule::V}));
+  EXPECT_EQ(slm::train::parse_lora_targets({"all-linear"}).size(), 7u);
+  EXPECT_EQ(slm::train::lora_module_path(LoraModule::Down), "mlp.down_proj");
+  try {
+    slm::train::parse_lora_targets({"qkv_proj"});
+    FAIL() << "accepted an unknown module";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qkv_proj"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("gate_proj"), std::string::npos);  // lists the valid names
+  }
+}
+
+TEST(LoraAdapter, InitialisesAsPeft) {
+  slm::Rng rng(1);
+  const LoraAdapter a(100, 30, 8, 16.0, rng);
+  EXPECT_FLOAT_EQ(a.scale(), 2.0f);
+  double max_abs = 0, sum = 0;
+  for (int64_t i = 0; i < a.A().numel(); ++i) {
+    max_abs = std::max(max_abs, std::fabs(double(a.A().at(i))));
+    sum += a.A().at(i);
+  }
+  EXPECT_LE(max_abs, 0.1);  // U(±1/√in)
+  EXPECT_GT(max_abs, 0.09);
+  EXPECT_LT(std::fabs(sum / 800), 0.01);
+  for (int64_t i = 0; i < a.B().numel(); ++i) ASSERT_EQ(a.B().at(i), 0.0f);
+  // B = 0: the adapter adds nothing.
+  const auto x = random_floats(3 * 100, 2);
+  std::vector<float> y(90, 1.5f), u(24), scratch;
+  a.forward(x.data(), 3, 0.0, 0, u.data(), y.data(), scratch);
+  for (float v : y) ASSERT_EQ(v, 1.5f);
+}
+
+// L = Σ c·y is linear in each single entry of A, B or x, so a central
+// difference is exact up to rounding.
+TEST(LoraAdapter, BackwardMatchesFiniteDifferencesWithDropout) {
+  for (double dropout : {0.0, 0.3}) {
+    SCOPED_TRACE("dropout " + std::to_string(dropout));
+    const int64_t M = 5, in = 13, out = 7, rank = 3;
+    slm::Rng rng(3);
+    LoraAdapter a(in, out, rank, 6.0, rng);
+    const auto b = random_floats(out * rank, 4);
+    std::copy(b.begin(), b.end(), a.B().data_as<float>());
+    auto x = random_floats(M * in, 5);
+    const auto c = random_floats(M * out, 6);
+    std::vector<float> scratch, u(static_cast<size_t>(M * rank));
+    auto loss = [&] {
+      std::vector<float> y(static_cast<size_t>(M * out), 0.0f), uu(u.size());
+      a.forward(x.data(), M, dropout, 42, uu.data(), y.data(), scratch);
+      double s = 0;
+      for (size_t i = 0; i < y.size(); ++i) s += double(y[i]) * c[i];
+      return s;
+    };
+    std::vector<float> y(static_cast<size_t>(M * out), 0.0f), dx(static_cast<size_t>(M * in), 0.0f);
+    a.forward(x.data(), M, dropout, 42, u.data(), y.data(), scratch);
+    a.zero_grad();
+    a.backward(x.data(), u.data(), c.data(), M, dropout, 42, dx.data(), scratch);
+    auto check = [&](float* values, const float* grad, int64_t n, const char* what) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float saved = values[i];
+        values[i] = saved + 0.5f;
+        const double up = loss();
+        values[i] = saved - 0.5f;
+        const double down = loss();
+        values[i] = saved;
+        ASSERT_NEAR(grad[i], (up - down), 1e-4 * (1 + std::fabs(up - down))) << what << " " << i;
+      }
+    };
+    check(a.A().data_as<float>(), a.grad_A().data_as<const float>(), a.A().numel(), "A");
+    check(a.B().data_as<float>(), a.grad_B().data_as<const float>(), a.B().numel(), "B");
+    check(x.data(), dx.data(), M * in, "x");
+  }
+}
+
+TEST(LearningRate, SchedulesMatchTransformers) {
+  slm::OptimizerOptions o;
+  o.lr = 1.0;
+  o.warmup_steps = 4;
+  o.total_steps = 14;
+  o.schedule = slm::LrSchedule::Constant;
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 0), 0.0);
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 2), 0.5);
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 9), 1.0);
+  o.schedule = slm::LrSchedule::Linear;
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 4), 1.0);
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 9), 0.5);
+  EXPECT_DOUBLE_EQ(slm::learning_rate_at(o, 20), 0.0);
+  o.schedule = slm::LrSchedule::Cosine;
+  EXPECT_NEAR(slm::learning_rate_at(o, 9), 0.5, 1e-12);
+  EXPECT_NEAR(slm::learning_rate_at(o, 6), 0.5 * (1 + std::cos(std::numbers::pi * 0.2)), 1e-12);
+  EXPECT_THROW(slm::parse_lr_schedule("step"), slm::Error);
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static slm::Model tiny_model(const std::string& arch, double init_std = 0.2, slm::LoadOptions load = {}) {
+    slm::ModelConfig c;
+    c.model_type = arch;
+    c.hidden_size = 24;
+    c.intermediate_size = 40;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 6;
+    c.vocab_size = 50;
+    c.max_position_embeddings = 64;
+    c.rope_theta = 10000;
+    c.qk_norm = arch == "qwen3";
+    c.attention_bias = arch == "qwen2";
+    const auto dir = std::filesystem::path(SLM_BINARY_DIR) / "tests" / "train_tiny" / (arch + std::to_string(init_std));
+    slm::CreateOptions options;
+    options.init_std = init_std;
+    slm::create_random_model(slm::ModelConfig::from_json(c.to_json(), "tiny"), options, dir);
+    return slm::Model::load(dir, load);
+  }
+  static slm::TrainBatch batch() {
+    slm::TrainBatch b;
+    b.batch = 2;
+    b.seq = 9;
+    slm::Rng rng(11);
+    for (int i = 0; i < 18; ++i) b.tokens.push_back(static_cast<int32_t>(rng.next() % 50));
+    b.labels = b.tokens;
+    b.labels[0] = b.labels[1] = -100;
+    return b;
+  }
+};
+
+// The gradient along a random direction against a central difference of the
+// f32 loss: loose (f32 noise), but catches any wiring mistake in the backward.
+TEST_F(TrainerTest, DirectionalDerivativeMatchesFiniteDifference) {
+  for (const char* arch : {"llama", "qwen3", "qwen2"}) {
+    SCOPED_TRACE(arch);
+    const slm::Model model = tiny_model(arch);
+    slm::LoraOptions lora;
+    lora.rank = 3;
+    lora.targets = {"all-linear"};
+    slm::Trainer trainer(model, lora, {});
+    std::vector<std::vector<float>> direction;
+    slm::Rng rng(5);
+    for (auto& [name, t] : trainer.adapter_tensors()) {
+      std::vector<float> d(static_cast<size_t>(t.numel()));
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        d[size_t(i)] = static_cast<float>(rng.normal());
+        if (name.find("lora_B") != std::string::npos) t.data_as<float>()[i] = static_cast<float>(rng.normal() * 0.1);
+      }
+      direction.push_back(std::move(d));
+    }
+    const slm::TrainBatch b = batch();
+    trainer.zero_grad();
+    trainer.accumulate_gradients(b, 1.0);
+    double analytic = 0;
+    size_t k = 0;
+    for (auto& [name, g] : trainer.gradient_tensors()) {
+      for (int64_t i = 0; i < g.numel(); ++i) analytic += double(g.data_as<float>()[i]) * direction[k][size_t(i)];
+      ++k;
+    }
+    auto shifted_loss = [&](double h) {
+      size_t j = 0;
+      for (auto& [name, t] : trainer.adapter_tensors()) {
+        for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] += static_cast<float>(h) * direction[j][size_t(i)];
+        ++j;
+      }
+      const double value = trainer.evaluate(b);
+      j = 0;
+      for (auto& [name, t] : trainer.adapter_tensors()) {
+        for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] -= static_cast<float>(h) * direction[j][size_t(i)];
+        ++j;
+      }
+      return value;
+    };
+    const double h = 1e-4;
+    const double numeric = (shifted_loss(h) - shifted_loss(-h)) / (2 * h);
+    EXPECT_NEAR(analytic, numeric, 1e-3 * std::fabs(numeric) + 1e-3) << "analytic " << analytic << " numeric " << numeric;
+  }
+}
+
+// The final norm bounds the hidden state, so the frozen head's weights bound
+// how peaked a prediction can get: larger weights let the loss approach zero.
+TEST_F(TrainerTest, OverfitsASmallBatch) {
+  const slm::Model model = tiny_model("llama", 0.6);
+  slm::LoraOptions lora;
+  lora.rank = 8;
+  lora.targets = {"all-linear"};
+  slm::OptimizerOptions opt;
+  opt.lr = 3e-2;
+  slm::Trainer trainer(model, lora, opt);
+  EXPECT_EQ(trainer.trainable_parameters(), 2 * (8 * (24 + 24) + 8 * (24 + 12) * 2 + 8 * (24 + 24) +
+                                                 8 * (24 + 40) * 3));
+  const slm::TrainBatch b = batch();
+  double first = 0, last = 0;
+  for (int step = 0; step < 150; ++step) {
+    last = trainer.train_step(b);
+    if (step == 0) first = last;
+  }
+  EXPECT_GT(first, 3.0);
+  EXPECT_LT(last, 0.1);
+  EXPECT_EQ(trainer.steps_done(), 150);
+}
+
+// Frozen weights stay in their own dtype: a bf16 base trains through the same
+// code, its gradients those of the f32 model up to bf16 rounding of the weights.
+TEST_F(TrainerTest, Bf16BaseWeightsGiveNearlyTheF32Gradients) {
+  const slm::Model f32 = tiny_model("llama");
+  slm::LoadOptions load;
+  load.dtype = slm::DType::BF16;
+  const slm::Model bf16 = tiny_model("llama", 0.2, load);
+  ASSERT_EQ(bf16.dtype(), slm::DType::BF16);
+  slm::LoraOptions lora;
+  lora.rank = 4;
+  lora.targets = {"all-linear"};
+  slm::Trainer a(f32, lora, {}), b(bf16, lora, {});
+  for (slm::Trainer* t : {&a, &b}) {
+    for (auto& [name, tensor] : t->adapter_tensors()) {
+      if (name.find("lora_B") == std::string::npos) continue;
+      for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.05f * static_cast<float>(i % 5 - 2);
+    }
+  }
+  const slm::TrainBatch data = batch();
+  const double loss_a = a.accumulate_gradients(data, 1.0), loss_b = b.accumulate_gradients(data, 1.0);
+  EXPECT_NEAR(loss_a, loss_b, 1e-2 * std::fabs(loss_a));
+  const auto ga = a.gradient_tensors(), gb = b.gradient_tensors();
+  double diff = 0, norm = 0;
+  for (size_t t = 0; t < ga.size(); ++t) {
+    for (int64_t i = 0; i < ga[t].second.numel(); ++i) {
+      const double x = ga[t].second.data_as<float>()[i], y = gb[t].second.data_as<float>()[i];
+      diff += (x - y) * (x - y);
+      norm += x * x;
+    }
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 5e-2);
+}
+
+// The merged model, run by the inference forward, predicts exactly what the
+// base plus adapter predicts in the trainer.
+TEST_F(TrainerTest, MergedModelMatchesBasePlusAdapter) {
+  const slm::Model base = tiny_model("qwen2");
+  slm::LoraOptions lora;
+  lora.rank = 4;
+  lora.alpha = 12;
+  lora.targets = {"q_proj", "o_proj", "up_proj", "down_proj"};
+  slm::Trainer trainer(base, lora, {});
+  for (auto& [name, tensor] : trainer.adapter_tensors()) {
+    if (name.find("lora_B") == std::string::npos) continue;
+    for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.1f * static_cast<float>(i % 7 - 3);
+  }
+  const auto dir = std::filesystem::path(SLM_BINARY_DIR) / "tests" / "train_tiny" / "merge_adapter";
+  trainer.save_adapter(dir, "tiny");
+  slm::Model merged = slm::merge_adapter(base, dir);
+  const slm::TrainBatch b = batch();
+  const double want = trainer.evaluate(b);
+  double got = 0;
+  const int64_t V = base.config().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(b.seq * V));
+  for (int64_t s = 0; s < b.batch; ++s) {
+    slm::KVCache cache(merged.config(), b.seq);
+    const auto tokens = std::span<const int32_t>(b.tokens).subspan(static_cast<size_t>(s * b.seq),
+                                                                   static_cast<size_t>(b.seq));
+    const auto hidden = merged.forward(tokens, cache);
+    merged.logits(hidden, b.seq, logits);
+    for (int64_t t = 0; t + 1 < b.seq; ++t) {
+      const int32_t target = b.labels[static_cast<size_t>(s * b.seq + t + 1)];
+      if (target < 0) continue;
+      const float* row = logits.data() + t * V;
+      double m = row[0], sum = 0;
+      for (int64_t c = 0; c < V; ++c) m = std::max(m, double(row[c]));
+      for (int64_t c = 0; c < V; ++c) sum += std::exp(row[c] - m);
+      got += m + std::log(sum) - row[target];
+    }
+  }
+  EXPECT_NEAR(got, want, 1e-4 * std::fabs(want));
+  const double base_loss = slm::Trainer(base, lora, {}).evaluate(b);  // fresh adapters: B = 0
+  EXPECT_GT(std::fabs(base_loss - want), 1e-2) << "the adapter should change the predictions";
+
+  // An adapter made for another shape is refused, naming the tensor.
+  slm::LoraOptions wider = lora;
+  wider.rank = 6;
+  slm::Trainer other(base, wider, {});
+  other.save_adapter(dir, "tiny");
+  std::filesystem::path config = dir / "adapter_config.json";
+  std::string text;
+  {
+    std::ifstream in(config);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto at = text.find("\"r\": 6");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 6, "\"r\": 4");
+  std::ofstream(config) << text;
+  try {
+    slm::merge_adapter(base, dir);
+    FAIL() << "merged an adapter of the wrong shape";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lora_A.weight\" has shape [6, 24]"), std::string::npos) << e.what();
+  }
+}
+
+// Stop after three steps, checkpoint, resume in a fresh trainer: the result is
+// bit-identical to six uninterrupted steps (dropout on, so the masks' counter
+// must survive too).
+TEST_F(TrainerTest, ResumeFromCheckpointEqualsUninterrupted) {
+  const slm::Model model = tiny_model("llama");
+  slm::LoraOptions lora;
+  lora.rank = 4;
+  lora.dropout = 0.1;
+  lora.seed = 9;
+  lora.targets = {"all-linear"};
+  slm::OptimizerOptions opt;
+  opt.lr = 1e-2;
+  opt.weight_decay = 0.1;
+  opt.schedule = slm::LrSchedule::Cosine;
+  opt.warmup_steps = 2;
+  opt.total_steps = 6;
+  const slm::TrainBatch b = batch();
+  slm::Trainer straight(model, lora, opt);
+  for (int i = 0; i < 6; ++i) straight.train_step(b);
+
+  const auto dir = std::filesystem::path(SLM_BINARY_DIR) / "tests" / "train_tiny" / "checkpoint";
+  {
+    slm::Trainer first(model, lora, opt);
+    for (int i = 0; i < 3; ++i) first.train_step(b);
+    first.save_checkpoint(dir, "tiny");
+  }
+  slm::Trainer resumed(model, lora, opt);
+  resumed.load_checkpoint(dir);
+  EXPECT_EQ(resumed.steps_done(), 3);
+  for (int i = 0; i < 3; ++i) resumed.train_step(b);
+  const auto want = straight.adapter_tensors(), got = resumed.adapter_tensors();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(std::memcmp(want[i].second.data(), got[i].second.data(), want[i].second.nbytes()), 0) << want[i].first;
+  }
+}
+
+TEST_F(TrainerTest, RejectsBadOptions) {
+  const slm::Model model = tiny_model("llama");
+  slm::LoraOptions lora;
+  lora.rank = 0;
+  EXPECT_THROW(slm::Trainer(model, lora, {}), slm::Error);
+  lora.rank = 4;
+  lora.targets = {"c_attn"};
+  EXPECT_THROW(slm::Trainer(model, lora, {}), slm::Error);
+  lora.targets = {"q_proj"};
+  slm::OptimizerOptions opt;
+  opt.lr = -1;
+  EXPECT_THROW(slm::Trainer(model, lora, opt), slm::Error);
+}
+
+}  // namespace
