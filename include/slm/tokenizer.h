@@ -51,6 +51,29 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+struct TokenizerTrainOptions {
+  int32_t vocab_size = 8192;  // special tokens and the 256 byte symbols included
+  std::vector<std::string> special_tokens = {"<|endoftext|>"};  // ids 0, 1, ...; the first is BOS/EOS
+  int64_t min_frequency = 2;  // a pair seen fewer times is never merged
+  int64_t model_max_length = 2048;  // written to tokenizer_config.json
+};
+
+struct TokenizerTrainStats {
+  int64_t bytes = 0;           // text read
+  int64_t words = 0;           // pre-tokenized pieces
+  int64_t distinct_words = 0;
+  int64_t merges = 0;
+  int32_t vocab_size = 0;      // may fall short of the request when pairs run out
+};
+
+// Trains a byte-level BPE tokenizer (the GPT-2 / Llama 3 family: Llama 3's
+// split pattern, no normalizer, no unknown token) on the text files and
+// writes OUT_DIR/tokenizer.json and OUT_DIR/tokenizer_config.json, each
+// through a temporary file.
+TokenizerTrainStats train_bpe_tokenizer(std::span<const std::filesystem::path> files,
+                                        const TokenizerTrainOptions& options,
+                                        const std::filesystem::path& out_dir);
+
 // Turns a stream of generated ids into printable text without ever emitting
 // half a UTF-8 character, and with the same spacing decode() gives for the
 // whole sequence.

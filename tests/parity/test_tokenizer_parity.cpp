@@ -54,5 +54,8 @@ TEST_P(TokenizerParity, IdsAndDecodedTextMatchTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(RealTokenizers, TokenizerParity, ::testing::Values("llama2", "llama3", "qwen3", "gemma3"));
+// "trained": written by `slm tokenizer-train` in the ctest fixture;
+// "default": the default model's (models/slm-tiny), trained the same way.
+INSTANTIATE_TEST_SUITE_P(TrainedTokenizers, TokenizerParity, ::testing::Values("trained", "default"));
 
 }  // namespace

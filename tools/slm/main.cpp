@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"merge", "merge a LoRA adapter into its base model", slm::cli::run_merge},
     {"tokenize", "text to token ids", slm::cli::run_tokenize},
     {"detokenize", "token ids to text", slm::cli::run_detokenize},
+    {"tokenizer-train", "train a byte-level BPE tokenizer on text files", slm::cli::run_tokenizer_train},
 };
 
 void print_usage(std::FILE* out) {
