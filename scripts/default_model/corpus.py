@@ -10,8 +10,9 @@ Sources (see models/slm-tiny/MODEL_CARD.md for their licences):
 Every document is cut into pieces of about --chunk-chars characters at
 paragraph or sentence ends, so that one piece fits a training sequence
 whole. Every --eval-every-th piece of each source is held out. Writes
-OUT/train.jsonl, OUT/eval.jsonl ({"text": ...} per line), OUT/train.txt (the
-training text, for the tokenizer) and OUT/stats.json.
+OUT/train.jsonl, OUT/eval.jsonl ({"text": ...} per line), OUT/train.txt and
+OUT/eval.txt (the same pieces as plain text, for the tokenizer and for
+perplexity) and OUT/stats.json.
 """
 import argparse
 import json
@@ -102,7 +103,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     stats = {}
     with open(out / "train.jsonl.tmp", "w") as train, open(out / "eval.jsonl.tmp", "w") as held, \
-            open(out / "train.txt.tmp", "w") as text:
+            open(out / "train.txt.tmp", "w") as text, open(out / "eval.txt.tmp", "w") as held_text:
         for name, documents in sources.items():
             pieces = [p for d in documents for p in chunks(d, args.chunk_chars)]
             counts = {"documents": len(documents), "train_pieces": 0, "eval_pieces": 0, "train_chars": 0,
@@ -110,12 +111,11 @@ def main():
             for i, piece in enumerate(pieces):
                 split = "eval" if i % args.eval_every == args.eval_every - 1 else "train"
                 (held if split == "eval" else train).write(json.dumps({"text": piece}, ensure_ascii=False) + "\n")
-                if split == "train":
-                    text.write(piece + "\n\n")
+                (held_text if split == "eval" else text).write(piece + "\n\n")
                 counts[f"{split}_pieces"] += 1
                 counts[f"{split}_chars"] += len(piece)
             stats[name] = counts
-    for name in ("train.jsonl", "eval.jsonl", "train.txt"):
+    for name in ("train.jsonl", "eval.jsonl", "train.txt", "eval.txt"):
         os.replace(out / (name + ".tmp"), out / name)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     json.dump(stats, sys.stdout, indent=2)
