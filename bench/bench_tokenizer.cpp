@@ -1,8 +1,9 @@
 // Tokenizer encoding speed, single thread, on the real tokenizers of
 // tests/reference/node_modules (scripts/setup.sh installs them).
-//   SLM_BENCH_TEXT=FILE   English prose to encode (default: the KJV Bible
-//                          from Debian's bible-kjv-text, when installed)
-// Reported as bytes_per_second (MB/s of UTF-8 input). The Linear* cases encode
+//   SLM_BENCH_TEXT=FILE   English prose to encode, e.g. the KJV Bible of
+//                          Debian's bible-kjv (docs/benchmarks.md):
+//                          bible -f "Genesis 1:1-Revelation 22:21" | sed 's/^[^ ]* //' > /tmp/kjv.txt
+// Reported as bytes_per_second (MiB/s of UTF-8 input per CPU second). The Linear* cases encode
 // one 1 MB and one 10 MB text to show time grows linearly, including one
 // 1 MB word and one 1 MB whitespace run, the corners where a naive BPE merge
 // or regex goes quadratic.
@@ -36,9 +37,10 @@ const slm::Tokenizer& tokenizer(const std::string& name) {
 const std::string& english_prose() {
   static const std::string text = [] {
     const char* from_env = std::getenv("SLM_BENCH_TEXT");
-    const fs::path path = from_env ? fs::path(from_env) : fs::path("/usr/share/bible-kjv/bible.txt");
+    if (!from_env) slm::fail("set SLM_BENCH_TEXT to an English text file (see bench/bench_tokenizer.cpp)");
+    const fs::path path(from_env);
     std::ifstream in(path, std::ios::binary);
-    if (!in) slm::fail(path.string(), ": cannot open (set SLM_BENCH_TEXT to an English text file)");
+    if (!in) slm::fail(path.string(), ": cannot open (SLM_BENCH_TEXT)");
     std::ostringstream buffer;
     buffer << in.rdbuf();
     return buffer.str();

@@ -5,10 +5,12 @@
 #include "tokenizer/unicode.h"
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <queue>
+#include <cstring>
+#include <functional>
 
 namespace slm::tok {
 
@@ -16,76 +18,107 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr size_t kCacheCapacity = 1 << 16;
-constexpr size_t kMaxCachedWordBytes = 256;
 constexpr std::string_view kMetaspace = "\u2581";
 
 std::string optional_string(const json& model, const char* key) {
   return model.contains(key) && model[key].is_string() ? model[key].get<std::string>() : std::string();
 }
 
+// A power of two at least twice the entries: probes stay short.
+size_t table_size_for(size_t entries) {
+  size_t size = 16;
+  while (size < 2 * entries) size <<= 1;
+  return size;
+}
+
+uint64_t mix(uint64_t key) {
+  key ^= key >> 33;
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  return key;
+}
+
 }  // namespace
 
-Bpe::Bpe(const json& model, const std::string& where) {
-  if (!model.contains("vocab") || !model["vocab"].is_object()) fail(where, ": missing object \"vocab\"");
-  const json& vocab = model["vocab"];
-  vocab_.reserve(vocab.size());
-  for (const auto& [token, id_value] : vocab.items()) {
-    if (!id_value.is_number_integer() || id_value.get<int64_t>() < 0 || id_value.get<int64_t>() >= (int64_t{1} << 24)) {
-      fail(where, ".vocab: token \"", token, "\" has id ", id_value.dump(), " (expected an integer from 0 to 16777215)");
+Bpe::Bpe(const json& options, const simdjson::dom::element* vocab, const simdjson::dom::element* merges,
+         const std::string& where) {
+  simdjson::dom::object vocab_object;
+  if (!vocab || vocab->get_object().get(vocab_object) != simdjson::SUCCESS) fail(where, ": missing object \"vocab\"");
+  auto id_of_entry = [&](const simdjson::dom::key_value_pair& entry) {
+    int64_t id = -1;
+    if (entry.value.get_int64().get(id) != simdjson::SUCCESS || id < 0 || id >= (int64_t{1} << 24)) {
+      fail(where, ".vocab: token \"", entry.key, "\" has id ", simdjson::minify(entry.value),
+           " (expected an integer from 0 to 16777215)");
     }
-    const auto id = static_cast<int32_t>(id_value.get<int64_t>());
+    return static_cast<int32_t>(id);
+  };
+  for (const simdjson::dom::key_value_pair entry : vocab_object) {
+    const int32_t id = id_of_entry(entry);
     if (static_cast<size_t>(id) >= tokens_.size()) tokens_.resize(static_cast<size_t>(id) + 1);
     if (!tokens_[static_cast<size_t>(id)].empty()) {
-      fail(where, ".vocab: id ", id, " is given to both \"", tokens_[static_cast<size_t>(id)], "\" and \"", token, "\"");
+      fail(where, ".vocab: id ", id, " is given to both \"", tokens_[static_cast<size_t>(id)], "\" and \"", entry.key, "\"");
     }
-    tokens_[static_cast<size_t>(id)] = token;
-    vocab_.emplace(token, id);
+    tokens_[static_cast<size_t>(id)] = entry.key;
+  }
+  // Indexed once every string has its final place in tokens_.
+  token_slots_.assign(table_size_for(tokens_.size()), TokenSlot{0, -1});
+  const size_t token_mask = token_slots_.size() - 1;
+  for (const simdjson::dom::key_value_pair entry : vocab_object) {
+    const int32_t id = id_of_entry(entry);
+    const size_t hash = std::hash<std::string_view>{}(entry.key);
+    const auto tag = static_cast<uint32_t>(hash >> 32);
+    for (size_t i = hash & token_mask;; i = (i + 1) & token_mask) {
+      TokenSlot& slot = token_slots_[i];
+      if (slot.id < 0 || (slot.hash == tag && tokens_[static_cast<size_t>(slot.id)] == entry.key)) {
+        slot = {tag, id};
+        break;
+      }
+    }
   }
 
-  prefix_ = optional_string(model, "continuing_subword_prefix");
-  suffix_ = optional_string(model, "end_of_word_suffix");
-  byte_fallback_ = model.value("byte_fallback", false);
-  fuse_unk_ = model.value("fuse_unk", false);
-  ignore_merges_ = model.value("ignore_merges", false);
-  const std::string unk = optional_string(model, "unk_token");
+  prefix_ = optional_string(options, "continuing_subword_prefix");
+  suffix_ = optional_string(options, "end_of_word_suffix");
+  byte_fallback_ = options.value("byte_fallback", false);
+  fuse_unk_ = options.value("fuse_unk", false);
+  ignore_merges_ = options.value("ignore_merges", false);
+  const std::string unk = optional_string(options, "unk_token");
   if (!unk.empty()) {
-    const auto it = vocab_.find(unk);
-    if (it == vocab_.end()) fail(where, ".unk_token: \"", unk, "\" is not in the vocabulary");
-    unk_id_ = it->second;
+    const int32_t id = find_token(unk);
+    if (id < 0) fail(where, ".unk_token: \"", unk, "\" is not in the vocabulary");
+    unk_id_ = id;
   }
   for (int b = 0; b < 256; ++b) {
     char name[8];
     std::snprintf(name, sizeof name, "<0x%02X>", b);
-    const auto it = vocab_.find(std::string_view(name));
-    byte_ids_[b] = it == vocab_.end() ? -1 : it->second;
+    byte_ids_[b] = find_token(name);
   }
 
-  if (!model.contains("merges") || !model["merges"].is_array()) fail(where, ": missing array \"merges\"");
-  const json& merges = model["merges"];
-  merges_.reserve(merges.size());
+  simdjson::dom::array merge_array;
+  if (!merges || merges->get_array().get(merge_array) != simdjson::SUCCESS) fail(where, ": missing array \"merges\"");
+  merge_slots_.assign(table_size_for(merge_array.size()), MergeSlot{kNoPair, 0, 0});
+  const size_t merge_mask = merge_slots_.size() - 1;
   bool merge_joins_metaspace_to_other_symbol = false;
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const json& merge = merges[rank];
-    std::string left, right;
-    if (merge.is_string()) {
-      const std::string text = merge.get<std::string>();
+  std::string merged;
+  int32_t rank = 0;
+  for (const simdjson::dom::element merge : merge_array) {
+    std::string_view left, right, text;
+    simdjson::dom::array parts;
+    if (merge.get_string().get(text) == simdjson::SUCCESS) {
       const size_t space = text.find(' ');
-      if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos) {
+      if (space == std::string_view::npos || text.find(' ', space + 1) != std::string_view::npos) {
         fail(where, ".merges[", rank, "]: \"", text, "\" is not two tokens separated by one space");
       }
       left = text.substr(0, space);
       right = text.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
-      left = merge[0].get<std::string>();
-      right = merge[1].get<std::string>();
-    } else {
+    } else if (merge.get_array().get(parts) != simdjson::SUCCESS || parts.size() != 2 ||
+               parts.at(0).get_string().get(left) != simdjson::SUCCESS ||
+               parts.at(1).get_string().get(right) != simdjson::SUCCESS) {
       fail(where, ".merges[", rank, "]: expected \"a b\" or [\"a\", \"b\"]");
     }
-    auto id_of = [&](const std::string& token) {
-      const auto it = vocab_.find(token);
-      if (it == vocab_.end()) fail(where, ".merges[", rank, "]: token \"", token, "\" is not in the vocabulary");
-      return it->second;
+    auto id_of = [&](std::string_view token) {
+      const int32_t id = find_token(token);
+      if (id < 0) fail(where, ".merges[", rank, "]: token \"", token, "\" is not in the vocabulary");
+      return id;
     };
     const int32_t a = id_of(left), b = id_of(right);
     if (right.starts_with(kMetaspace) && !left.ends_with(kMetaspace)) {
@@ -95,19 +128,49 @@ Bpe::Bpe(const json& model, const std::string& where) {
       size_t last_char = left.size();
       while (last_char > 0 && (static_cast<uint8_t>(left[last_char - 1]) & 0xC0) == 0x80) --last_char;
       if (last_char > 0) --last_char;
-      chars_joined_to_metaspace_.insert(left.substr(last_char));
+      chars_joined_to_metaspace_.emplace(left.substr(last_char));
     }
-    const std::string merged = left + (right.starts_with(prefix_) ? right.substr(prefix_.size()) : right);
-    merges_.emplace(pair_key(a, b), Merge{static_cast<int32_t>(rank), id_of(merged)});
+    merged.assign(left);
+    merged.append(right.starts_with(prefix_) ? right.substr(prefix_.size()) : right);
+    const int32_t result = id_of(merged);
+    const uint64_t key = pair_key(a, b);
+    for (size_t i = mix(key) & merge_mask;; i = (i + 1) & merge_mask) {
+      MergeSlot& slot = merge_slots_[i];
+      if (slot.pair == kNoPair) slot = {key, rank, result};
+      if (slot.pair == key) break;  // a repeated pair keeps its first rank
+    }
+    ++rank;
   }
   split_before_metaspace_ = !merge_joins_metaspace_to_other_symbol && prefix_.empty() && suffix_.empty() &&
-                            vocab_.contains(kMetaspace);
+                            find_token(kMetaspace) >= 0;
+  cache_.resize(kCacheSlots);
+}
+
+int32_t Bpe::find_token(std::string_view token) const {
+  const size_t hash = std::hash<std::string_view>{}(token);
+  const auto tag = static_cast<uint32_t>(hash >> 32);
+  const size_t mask = token_slots_.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    const TokenSlot& slot = token_slots_[i];
+    if (slot.id < 0) return -1;
+    if (slot.hash == tag && tokens_[static_cast<size_t>(slot.id)] == token) return slot.id;
+  }
+}
+
+const Bpe::MergeSlot* Bpe::find_merge(int32_t a, int32_t b) const {
+  const uint64_t key = pair_key(a, b);
+  const size_t mask = merge_slots_.size() - 1;
+  for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
+    const MergeSlot& slot = merge_slots_[i];
+    if (slot.pair == key) return &slot;
+    if (slot.pair == kNoPair) return nullptr;
+  }
 }
 
 std::optional<int32_t> Bpe::token_to_id(std::string_view token) const {
-  const auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
+  const int32_t id = find_token(token);
+  if (id < 0) return std::nullopt;
+  return id;
 }
 
 const std::string* Bpe::id_to_token(int32_t id) const {
@@ -117,15 +180,15 @@ const std::string* Bpe::id_to_token(int32_t id) const {
 
 void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
   if (word.empty()) return;
+  if (!split_before_metaspace_) {
+    encode_piece(word, ignore_merges_, out);
+    return;
+  }
   if (ignore_merges_) {
-    if (const auto it = vocab_.find(word); it != vocab_.end()) {
-      out.push_back(it->second);
+    if (const int32_t id = find_token(word); id >= 0) {
+      out.push_back(id);
       return;
     }
-  }
-  if (!split_before_metaspace_) {
-    encode_piece(word, out);
-    return;
   }
   // Where no merge can join a "▁" to the symbol before it, BPE on the pieces
   // between those points gives the same ids as on the whole text: the pieces
@@ -138,31 +201,41 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
     if (pos > 0 && word.substr(pos, next - pos) == kMetaspace) {
       const std::string_view before = word.substr(previous_char, pos - previous_char);
       if (before != kMetaspace && !chars_joined_to_metaspace_.contains(before)) {
-        encode_piece(word.substr(start, pos - start), out);
+        encode_piece(word.substr(start, pos - start), false, out);
         start = pos;
       }
     }
     previous_char = pos;
     pos = next;
   }
-  encode_piece(word.substr(start), out);
+  encode_piece(word.substr(start), false, out);
 }
 
-void Bpe::encode_piece(std::string_view word, std::vector<int32_t>& out) const {
-  const bool cacheable = word.size() <= kMaxCachedWordBytes;
+void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const {
+  const bool cacheable = word.size() <= kCachedWordBytes;
+  const uint64_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
+  CacheSlot& slot = cache_[hash & (kCacheSlots - 1)];
   if (cacheable) {
     std::lock_guard lock(cache_mutex_);
-    if (const auto it = cache_.find(word); it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+    if (slot.hash == hash && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
+      out.insert(out.end(), slot.ids, slot.ids + slot.id_count);
       return;
     }
   }
   const size_t first = out.size();
-  merge_word(word, out);
-  if (cacheable) {
+  if (const int32_t whole = whole_word_token ? find_token(word) : -1; whole >= 0) {
+    out.push_back(whole);
+  } else {
+    merge_word(word, out);
+  }
+  const size_t count = out.size() - first;
+  if (cacheable && count <= kCachedIds) {
     std::lock_guard lock(cache_mutex_);
-    if (cache_.size() >= kCacheCapacity) cache_.clear();
-    cache_.emplace(std::string(word), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
+    slot.hash = hash;
+    slot.word_length = static_cast<uint8_t>(word.size());
+    slot.id_count = static_cast<uint8_t>(count);
+    std::memcpy(slot.word, word.data(), word.size());
+    std::copy(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), slot.ids);
   }
 }
 
@@ -188,8 +261,8 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
     auto push = [&](int32_t id) {
       symbols.push_back({id, static_cast<int32_t>(symbols.size()) - 1, static_cast<int32_t>(symbols.size()) + 1});
     };
-    if (const auto it = vocab_.find(piece); it != vocab_.end()) {
-      push(it->second);
+    if (const int32_t id = find_token(piece); id >= 0) {
+      push(id);
       previous_unk = false;
       continue;
     }
@@ -210,33 +283,43 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
   if (symbols.empty()) return;
   symbols.back().next = -1;
 
-  struct Candidate {
-    int32_t rank, pos, left, right, result;
-    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  // A candidate is (rank << 32 | position), smallest first: 8 bytes, so a
+  // word of a million symbols keeps its heap compact. It is stale when the
+  // pair at its position no longer has that rank (a rank names one pair).
+  std::vector<uint64_t> heap;
+  auto candidate = [](int32_t rank, int32_t pos) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(rank)) << 32) | static_cast<uint32_t>(pos);
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
   auto consider = [&](int32_t pos) {
     if (pos < 0) return;
     const int32_t next = symbols[static_cast<size_t>(pos)].next;
     if (next < 0) return;
-    const int32_t a = symbols[static_cast<size_t>(pos)].id, b = symbols[static_cast<size_t>(next)].id;
-    const auto it = merges_.find(pair_key(a, b));
-    if (it != merges_.end()) heap.push({it->second.rank, pos, a, b, it->second.result});
+    if (const MergeSlot* merge = find_merge(symbols[static_cast<size_t>(pos)].id, symbols[static_cast<size_t>(next)].id)) {
+      heap.push_back(candidate(merge->rank, pos));
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    }
   };
-  for (int32_t pos = 0; pos + 1 < static_cast<int32_t>(symbols.size()); ++pos) consider(pos);
+  for (int32_t pos = 0; pos + 1 < static_cast<int32_t>(symbols.size()); ++pos) {
+    const MergeSlot* merge = find_merge(symbols[static_cast<size_t>(pos)].id, symbols[static_cast<size_t>(pos) + 1].id);
+    if (merge) heap.push_back(candidate(merge->rank, pos));
+  }
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
   while (!heap.empty()) {
-    const Candidate c = heap.top();
-    heap.pop();
-    Symbol& left = symbols[static_cast<size_t>(c.pos)];
-    if (left.id != c.left || left.next < 0) continue;
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const uint64_t top = heap.back();
+    heap.pop_back();
+    const auto pos = static_cast<int32_t>(top & 0xffffffffu);
+    Symbol& left = symbols[static_cast<size_t>(pos)];
+    if (left.id < 0 || left.next < 0) continue;
     Symbol& right = symbols[static_cast<size_t>(left.next)];
-    if (right.id != c.right) continue;
-    left.id = c.result;
+    const MergeSlot* merge = find_merge(left.id, right.id);
+    if (!merge || static_cast<uint64_t>(merge->rank) != top >> 32) continue;
+    left.id = merge->result;
     right.id = -1;
     left.next = right.next;
-    if (left.next >= 0) symbols[static_cast<size_t>(left.next)].prev = c.pos;
+    if (left.next >= 0) symbols[static_cast<size_t>(left.next)].prev = pos;
     consider(left.prev);
-    consider(c.pos);
+    consider(pos);
   }
   for (int32_t pos = 0; pos >= 0; pos = symbols[static_cast<size_t>(pos)].next) out.push_back(symbols[static_cast<size_t>(pos)].id);
 }

@@ -11,9 +11,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+namespace simdjson::dom {
+class element;
+}
 
 namespace slm::tok {
 
@@ -21,12 +24,15 @@ struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
-using Vocabulary = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
 class Bpe {
  public:
-  // `model` is tokenizer.json's "model" object; `where` names it in errors.
-  Bpe(const nlohmann::json& model, const std::string& where);
+  // `options` is tokenizer.json's "model" object without "vocab" and
+  // "merges", which come as simdjson parsed them (null when absent): the
+  // hundreds of thousands of entries of a large vocabulary are read straight
+  // into flat tables. `where` names the model in errors.
+  Bpe(const nlohmann::json& options, const simdjson::dom::element* vocab, const simdjson::dom::element* merges,
+      const std::string& where);
 
   // Appends the ids of one pre-tokenized word.
   void encode(std::string_view word, std::vector<int32_t>& out) const;
@@ -37,20 +43,32 @@ class Bpe {
   bool byte_fallback() const { return byte_fallback_; }
 
  private:
-  struct Merge {
+  // Open addressing (linear probing) in flat arrays: one cache line per
+  // lookup, where node-based maps chase pointers across hundreds of MB.
+  struct TokenSlot {
+    uint32_t hash;
+    int32_t id;  // -1: empty
+  };
+  struct MergeSlot {
+    uint64_t pair;  // kNoPair: empty
     int32_t rank;
     int32_t result;
   };
+  static constexpr uint64_t kNoPair = ~uint64_t{0};
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
-  // The cached BPE of one piece of a word.
-  void encode_piece(std::string_view word, std::vector<int32_t>& out) const;
+  // The id of a token string; -1 when it is not in the vocabulary.
+  int32_t find_token(std::string_view token) const;
+  const MergeSlot* find_merge(int32_t a, int32_t b) const;
+  // The cached BPE of one piece of a word; with `whole_word_token`
+  // (ignore_merges), a piece that is itself a token is that token.
+  void encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
 
-  Vocabulary vocab_;
   std::vector<std::string> tokens_;  // by id; empty where the vocabulary has a gap
-  std::unordered_map<uint64_t, Merge> merges_;
+  std::vector<TokenSlot> token_slots_;
+  std::vector<MergeSlot> merge_slots_;
   std::optional<int32_t> unk_id_;
   std::string prefix_, suffix_;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
@@ -62,9 +80,19 @@ class Bpe {
   std::unordered_set<std::string, StringHash, std::equal_to<>> chars_joined_to_metaspace_;
   int32_t byte_ids_[256];
 
-  // Words repeat: a bounded cache of their ids, shared by threads under a lock.
+  // Words repeat: a cache of their ids, shared by threads under a lock.
+  // Direct-mapped, one word per two cache lines, a new word replacing the
+  // one in its slot: memory stays at 8 MB whatever the text.
+  static constexpr size_t kCachedWordBytes = 54, kCachedIds = 16, kCacheSlots = size_t{1} << 16;
+  struct CacheSlot {
+    uint64_t hash;
+    uint8_t word_length;  // 0: empty
+    uint8_t id_count;
+    char word[kCachedWordBytes];
+    int32_t ids[kCachedIds];
+  };
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
+  mutable std::vector<CacheSlot> cache_;
 };
 
 }  // namespace slm::tok

@@ -26,19 +26,48 @@ bool is_ascii(const std::string& text) {
 class UnicodeForm final : public Normalizer {
  public:
   explicit UnicodeForm(int options) : options_(options) {}
+  // The place before an ASCII character is a normalization boundary (ASCII
+  // characters are starters, unchanged by every form, and never the second
+  // of a composed pair), so only the stretches of non-ASCII characters, with
+  // the character before each, go through utf8proc: one accented letter no
+  // longer sends a whole book through it.
   std::string normalize(std::string text) const override {
-    if (is_ascii(text)) return text;  // every form leaves ASCII unchanged
-    utf8proc_uint8_t* out = nullptr;
-    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                                            static_cast<utf8proc_ssize_t>(text.size()), &out,
-                                            static_cast<utf8proc_option_t>(options_));
-    if (n < 0) return text;  // input is sanitized UTF-8, so this does not happen
-    std::string result(reinterpret_cast<char*>(out), static_cast<size_t>(n));
-    std::free(out);
-    return result;
+    if (is_ascii(text)) return text;
+    auto is_ascii_byte = [](char c) { return static_cast<uint8_t>(c) < 0x80; };
+    std::string out;
+    out.reserve(text.size());
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t next = at;
+      while (next < text.size() && is_ascii_byte(text[next])) ++next;
+      if (next == text.size()) {
+        out.append(text, at, next - at);
+        break;
+      }
+      const size_t begin = next > at ? next - 1 : next;
+      size_t end = next;
+      while (end < text.size() && !is_ascii_byte(text[end])) ++end;
+      out.append(text, at, begin - at);
+      append_normalized(std::string_view(text).substr(begin, end - begin), out);
+      at = end;
+    }
+    return out;
   }
 
  private:
+  void append_normalized(std::string_view text, std::string& out) const {
+    utf8proc_uint8_t* mapped = nullptr;
+    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                            static_cast<utf8proc_ssize_t>(text.size()), &mapped,
+                                            static_cast<utf8proc_option_t>(options_));
+    if (n < 0) {
+      out.append(text);  // input is sanitized UTF-8, so this does not happen
+      return;
+    }
+    out.append(reinterpret_cast<char*>(mapped), static_cast<size_t>(n));
+    std::free(mapped);
+  }
+
   int options_;
 };
 

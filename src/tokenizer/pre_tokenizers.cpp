@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <functional>
 
 namespace slm::tok {
@@ -39,6 +40,20 @@ struct Segment {
 // SplitDelimiterBehavior does, appending the non-empty results to `out`.
 void split_piece(const std::string& piece, const std::vector<Span>& matches, Behavior behavior, bool invert,
                  std::vector<std::string>& out) {
+  if (behavior == Behavior::Isolated) {  // every match and every stretch between them, as they are
+    // Room for all parts at once: a text of a million words moves its
+    // pieces once, not at every doubling.
+    const size_t needed = out.size() + 2 * matches.size() + 1;
+    if (out.capacity() < needed) out.reserve(std::max(needed, 2 * out.capacity()));
+    size_t last = 0;
+    for (const auto& [begin, end] : matches) {
+      if (begin > last) out.emplace_back(piece, last, begin - last);
+      out.emplace_back(piece, begin, end - begin);
+      last = end;
+    }
+    if (last < piece.size()) out.emplace_back(piece, last, piece.size() - last);
+    return;
+  }
   std::vector<Segment> segments;
   size_t last = 0;
   for (const auto& [begin, end] : matches) {
@@ -56,8 +71,7 @@ void split_piece(const std::string& piece, const std::vector<Span>& matches, Beh
         if (!s.is_match) grouped.emplace_back(s.begin, s.end);
       }
       break;
-    case Behavior::Isolated:
-      for (const Segment& s : segments) grouped.emplace_back(s.begin, s.end);
+    case Behavior::Isolated:  // handled above
       break;
     case Behavior::MergedWithPrevious:
       for (const Segment& s : segments) {
@@ -153,36 +167,63 @@ constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex, const std::string& where)
-      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(kGpt2Pattern, where)) {}
+      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(kGpt2Pattern, where)) {
+    for (int b = 0; b < 256; ++b) {
+      const std::string& mapped = byte_to_unicode(static_cast<uint8_t>(b));
+      mapped_[b].length = static_cast<uint8_t>(mapped.size());  // 1 or 2: every mapped character is below U+0200
+      std::copy(mapped.begin(), mapped.end(), mapped_[b].bytes);
+    }
+  }
   void split(std::vector<std::string>& pieces, size_t) const override {
+    if (!use_regex_) {
+      for (std::string& piece : pieces) {
+        if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
+        piece = map_bytes(piece);
+      }
+      return;
+    }
     std::vector<std::string> out;
     std::vector<Span> matches;
     for (std::string& piece : pieces) {
       if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
-      if (!use_regex_) {
-        out.push_back(map_bytes(piece));
-        continue;
-      }
       matches.clear();
       pattern_.find_all(piece, matches);
-      std::vector<std::string> parts;
-      split_piece(piece, matches, Behavior::Isolated, false, parts);
-      for (const std::string& part : parts) out.push_back(map_bytes(part));
+      // Isolated: each match and each stretch between matches is a piece.
+      const std::string_view text = piece;
+      size_t last = 0;
+      for (const auto& [begin, end] : matches) {
+        if (begin > last) out.push_back(map_bytes(text.substr(last, begin - last)));
+        out.push_back(map_bytes(text.substr(begin, end - begin)));
+        last = end;
+      }
+      if (last < text.size()) out.push_back(map_bytes(text.substr(last)));
     }
     pieces.swap(out);
   }
 
  private:
-  static std::string map_bytes(const std::string& text) {
-    std::string mapped;
-    mapped.reserve(text.size() * 2);
-    for (char c : text) mapped += byte_to_unicode(static_cast<uint8_t>(c));
+  struct MappedByte {
+    char bytes[2];
+    uint8_t length;
+  };
+
+  std::string map_bytes(std::string_view text) const {
+    std::string mapped(text.size() * 2, '\0');
+    char* at = mapped.data();
+    for (char c : text) {
+      const MappedByte& m = mapped_[static_cast<uint8_t>(c)];
+      at[0] = m.bytes[0];
+      at[1] = m.bytes[1];
+      at += m.length;
+    }
+    mapped.resize(static_cast<size_t>(at - mapped.data()));
     return mapped;
   }
 
   bool add_prefix_space_;
   bool use_regex_;
   Pattern pattern_;
+  MappedByte mapped_[256];
 };
 
 class Metaspace final : public PreTokenizer {

@@ -10,8 +10,10 @@
 #include "tokenizer/unicode.h"
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -35,6 +37,11 @@ struct AddedToken {
 class TokenTrie {
  public:
   void add(const std::string& text, int32_t token) {
+    if (!text.empty() && !can_start_[static_cast<uint8_t>(text[0])]) {
+      can_start_[static_cast<uint8_t>(text[0])] = true;
+      ++start_bytes_;
+      only_start_byte_ = text[0];
+    }
     int32_t node = 0;
     for (char c : text) {
       const uint64_t key = edge(node, c);
@@ -48,6 +55,17 @@ class TokenTrie {
     terminal_[static_cast<size_t>(node)] = token;
   }
   bool empty() const { return edges_.empty(); }
+  // The first position from `at` where some token could start (text.size()
+  // when none): most text never enters the trie, and where every token
+  // starts with the same byte ("<" of "<|eot_id|>"), memchr finds the next.
+  size_t next_start(std::string_view text, size_t at) const {
+    if (start_bytes_ == 1) {
+      const void* found = at < text.size() ? std::memchr(text.data() + at, only_start_byte_, text.size() - at) : nullptr;
+      return found ? static_cast<size_t>(static_cast<const char*>(found) - text.data()) : text.size();
+    }
+    while (at < text.size() && !can_start_[static_cast<uint8_t>(text[at])]) ++at;
+    return at;
+  }
   // Longest token starting at `at`: {token, length}, token -1 when none.
   std::pair<int32_t, size_t> longest(std::string_view text, size_t at) const {
     int32_t node = 0, best = -1;
@@ -68,11 +86,15 @@ class TokenTrie {
   static uint64_t edge(int32_t node, char c) { return (static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(c); }
   std::unordered_map<uint64_t, int32_t> edges_;
   std::vector<int32_t> terminal_{-1};
+  bool can_start_[256] = {};
+  int start_bytes_ = 0;
+  char only_start_byte_ = 0;
 };
 
-// A piece of input between added tokens, or one added token.
+// A piece of input between added tokens (a view into the text being
+// encoded), or one added token.
 struct Section {
-  std::string text;
+  std::string_view text;
   int32_t token = -1;  // index into added tokens
 };
 
@@ -85,6 +107,43 @@ json read_json_file(const std::filesystem::path& path) {
   } catch (const json::exception& e) {
     fail(path.string(), ": not valid JSON: ", e.what());
   }
+}
+
+// tokenizer.json, read by simdjson: the model's vocab and merges (nearly all
+// of the file, 33 MB for Gemma 3) stay as simdjson parsed them, for the BPE
+// model to read into its tables; every other member, small, becomes the
+// nlohmann object returned. `parser` owns what `vocab` and `merges` point to.
+json read_tokenizer_file(const std::filesystem::path& path, simdjson::dom::parser& parser,
+                         std::optional<simdjson::dom::element>& vocab, std::optional<simdjson::dom::element>& merges) {
+  simdjson::padded_string text;
+  if (simdjson::padded_string::load(path.string()).get(text) != simdjson::SUCCESS) fail(path.string(), ": cannot open");
+  simdjson::dom::element document;
+  if (const auto error = parser.parse(text).get(document); error != simdjson::SUCCESS) {
+    fail(path.string(), ": not valid JSON: ", simdjson::error_message(error));
+  }
+  simdjson::dom::object members;
+  if (document.get_object().get(members) != simdjson::SUCCESS) fail(path.string(), ": expected a JSON object");
+  auto to_json = [](simdjson::dom::element value) { return json::parse(simdjson::minify(value)); };
+  json root = json::object();
+  for (const simdjson::dom::key_value_pair member : members) {
+    simdjson::dom::object model_members;
+    if (member.key != "model" || member.value.get_object().get(model_members) != simdjson::SUCCESS) {
+      root[std::string(member.key)] = to_json(member.value);
+      continue;
+    }
+    json model = json::object();
+    for (const simdjson::dom::key_value_pair field : model_members) {
+      if (field.key == "vocab") {
+        vocab = field.value;
+      } else if (field.key == "merges") {
+        merges = field.value;
+      } else {
+        model[std::string(field.key)] = to_json(field.value);
+      }
+    }
+    root["model"] = std::move(model);
+  }
+  return root;
 }
 
 // "<s>" or {"content": "<s>", ...} in tokenizer_config.json.
@@ -147,9 +206,13 @@ struct Tokenizer::Impl {
 };
 
 void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const {
+  if (trie.empty()) {
+    if (!text.empty()) out.push_back({text, -1});
+    return;
+  }
   const size_t first = out.size();
   size_t start = 0, i = 0;
-  while (i < text.size()) {
+  while ((i = trie.next_start(text, i)) < text.size()) {
     const auto [token, length] = trie.longest(text, i);
     bool accept = token >= 0;
     if (accept && added[static_cast<size_t>(token)].single_word) {
@@ -168,25 +231,28 @@ void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, 
       i += tok::utf8_length(static_cast<uint8_t>(text[i]));
       continue;
     }
-    if (i > start) out.push_back({std::string(text.substr(start, i - start)), -1});
-    out.push_back({std::string(), token});
+    if (i > start) out.push_back({text.substr(start, i - start), -1});
+    out.push_back({std::string_view(), token});
     i += length;
     start = i;
   }
-  if (start < text.size()) out.push_back({std::string(text.substr(start)), -1});
+  if (start < text.size()) out.push_back({text.substr(start), -1});
   // lstrip / rstrip: the token swallows the whitespace beside it.
   for (size_t k = first; k < out.size(); ++k) {
     if (out[k].token < 0) continue;
     const AddedToken& t = added[static_cast<size_t>(out[k].token)];
-    if (t.lstrip && k > first && out[k - 1].token < 0) out[k - 1].text = std::string(tok::trim_whitespace(out[k - 1].text, false, true));
+    if (t.lstrip && k > first && out[k - 1].token < 0) out[k - 1].text = tok::trim_whitespace(out[k - 1].text, false, true);
     if (t.rstrip && k + 1 < out.size() && out[k + 1].token < 0) {
-      out[k + 1].text = std::string(tok::trim_whitespace(out[k + 1].text, true, false));
+      out[k + 1].text = tok::trim_whitespace(out[k + 1].text, true, false);
     }
   }
 }
 
 void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids) const {
-  const std::string text = tok::sanitize_utf8(raw);
+  // Valid input (the usual case) is read in place, not copied.
+  const bool valid = tok::is_valid_utf8(raw);
+  const std::string sanitized = valid ? std::string() : tok::sanitize_utf8(raw);
+  const std::string_view text = valid ? raw : std::string_view(sanitized);
   std::vector<Section> sections;
   split_added(text, raw_trie, sections);
   std::vector<Section> subsections;
@@ -198,16 +264,17 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
       continue;
     }
     if (section.text.empty()) continue;
-    const std::string normalized = normalizer ? normalizer->normalize(section.text) : section.text;
+    const std::string normalized = normalizer ? normalizer->normalize(std::string(section.text)) : std::string();
+    const std::string_view normalized_text = normalizer ? std::string_view(normalized) : section.text;
     subsections.clear();
-    split_added(normalized, normalized_trie, subsections);
+    split_added(normalized_text, normalized_trie, subsections);
     for (const Section& sub : subsections) {
       if (sub.token >= 0) {
         ids.push_back(added[static_cast<size_t>(sub.token)].id);
         continue;
       }
       if (sub.text.empty()) continue;
-      pieces.assign(1, sub.text);
+      pieces.assign(1, std::string(sub.text));
       if (pre_tokenizer) pre_tokenizer->split(pieces, index);
       for (const std::string& piece : pieces) model->encode(piece, ids);
     }
@@ -237,20 +304,21 @@ Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json, const std
   auto impl = std::make_unique<Impl>();
   impl->file = tokenizer_json.string();
   const std::string& file = impl->file;
-  const json root = read_json_file(tokenizer_json);
-  if (!root.is_object()) fail(file, ": expected a JSON object");
+  simdjson::dom::parser parser;
+  std::optional<simdjson::dom::element> vocab, merges;
+  const json root = read_tokenizer_file(tokenizer_json, parser, vocab, merges);
   const json config = config_path ? read_json_file(*config_path) : json::object();
   if (!config.is_object()) fail(config_path->string(), ": expected a JSON object");
 
   if (!root.contains("model") || !root["model"].is_object()) fail(file, ": missing object \"model\"");
   const json& model = root["model"];
   const std::string model_type = model.contains("type") && model["type"].is_string() ? model["type"].get<std::string>()
-                                 : model.contains("merges")                           ? "BPE"
+                                 : merges                                             ? "BPE"
                                                                                       : "";
   if (model_type != "BPE") {
     fail(file, ": model.type \"", model_type, "\" is not supported yet (slm reads BPE tokenizers; Unigram and WordPiece are planned)");
   }
-  impl->model = std::make_unique<Bpe>(model, file + ": model");
+  impl->model = std::make_unique<Bpe>(model, vocab ? &*vocab : nullptr, merges ? &*merges : nullptr, file + ": model");
   impl->vocab_size = impl->model->size();
 
   auto member = [&](const char* key) { return root.contains(key) ? root[key] : json(); };
