@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace slm {
@@ -96,6 +97,26 @@ struct Weights {
   Tensor lm_head;  // [vocab, hidden]; the embedding itself when tied
 };
 
+// Every tensor of `weights` under its Hugging Face name, in the order a
+// checkpoint lists them; absent ones (biases, q/k norms) and a tied lm_head
+// are left out. The pointers let a caller replace tensors in place.
+std::vector<std::pair<std::string, Tensor*>> named_weights(Weights& weights, const ModelConfig& config);
+std::vector<std::pair<std::string, const Tensor*>> named_weights(const Weights& weights, const ModelConfig& config);
+
+// A low-rank update beside a linear layer, added at run time without touching
+// the layer's weight: y += scale · B·(A·x), a LoRA adapter.
+struct LowRankUpdate {
+  Tensor A;  // [rank, in], f32
+  Tensor B;  // [out, rank], f32
+  float scale = 0.0f;
+  bool empty() const { return A.empty(); }
+};
+
+// The updates of one layer, named as its LayerWeights; empty ones are skipped.
+struct LayerAdapter {
+  LowRankUpdate q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+};
+
 // Keys and values of every layer for positions [0, length), stored in f32,
 // f16 or bf16 (--kv-dtype). Memory is allocated once for `capacity` positions.
 class KVCache {
@@ -137,6 +158,12 @@ class Model {
   void set_attention(AttentionImpl impl) { attention_ = impl; }
   AttentionImpl attention() const { return attention_; }
 
+  // Low-rank updates forward adds to the linear layers' outputs, one entry
+  // per layer (empty: none); the weights stay as loaded. slm::attach_adapter
+  // (slm/train.h) reads them from a PEFT folder.
+  void set_adapter(std::vector<LayerAdapter> adapter);
+  const std::vector<LayerAdapter>& adapter() const { return adapter_; }
+
   // Runs `tokens` at positions cache.length() onward, appends their keys and
   // values to the cache, and returns the final hidden states (after the last
   // norm), [tokens.size(), hidden], valid until the next call.
@@ -151,6 +178,7 @@ class Model {
   ModelConfig config_;
   Weights weights_;
   AttentionImpl attention_ = AttentionImpl::Flash;
+  std::vector<LayerAdapter> adapter_;
   std::unique_ptr<Scratch> scratch_;
 };
 

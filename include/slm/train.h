@@ -1,7 +1,8 @@
-// Training: LoRA adapters on a frozen model, trained with hand-written
-// backward passes (src/kernels/cpu/backward.h), AdamW and a learning-rate
-// schedule. The model itself is never modified; inference stays on
-// Model::forward and never allocates gradient state.
+// Training: LoRA adapters on a frozen model, or every weight (full
+// fine-tuning, pretraining from a random init), with hand-written backward
+// passes (src/kernels/cpu/backward.h), AdamW and a learning-rate schedule.
+// The model given is never modified (full training works on its own f32
+// copy); inference stays on Model::forward and never allocates gradient state.
 #pragma once
 
 #include <slm/model.h>
@@ -126,14 +127,33 @@ Model merge_adapter(const Model& base, const std::filesystem::path& adapter_dir,
 void save_model_folder(const Model& model, const std::filesystem::path& out, DType dtype,
                        const std::filesystem::path& files_from);
 
+// A model with the PEFT adapter in `adapter_dir` applied at run time
+// (Model::set_adapter): forward adds alpha/r · B·A·x to every targeted
+// module's output, the base weights untouched. Fails naming the file and any
+// missing or misshapen tensor, as merge_adapter does.
+void attach_adapter(Model& model, const std::filesystem::path& adapter_dir);
+
 class Trainer {
  public:
-  // Adds fresh LoRA adapters (PEFT's initialisation) to the modules named in
-  // `lora.targets` of every layer. `model` must outlive the trainer.
+  // LoRA: adds fresh adapters (PEFT's initialisation) to the modules named in
+  // `lora.targets` of every layer; the model's weights stay frozen, in their
+  // own dtype. `model` must outlive the trainer.
   Trainer(const Model& model, const LoraOptions& lora, const OptimizerOptions& optimizer);
+  // Full fine-tuning: every weight (embeddings, linear layers and their
+  // biases, norms, lm_head or the tied embedding) is trained, from f32 master
+  // copies made here, with f32 AdamW moments. `model` is only read while
+  // constructing. Checkpoints are Hugging Face model folders whose weights
+  // are written in `save_dtype` (f32, f16 or bf16).
+  static Trainer full(const Model& model, const OptimizerOptions& optimizer, DType save_dtype);
   Trainer(Trainer&&) noexcept;
   Trainer& operator=(Trainer&&) noexcept;
   ~Trainer();
+
+  // Gradient checkpointing: forward keeps only each layer's input, and
+  // backward recomputes the layer's activations from it (one more forward
+  // per step, activation memory of one layer instead of all). The gradients
+  // are bit-identical either way.
+  void set_gradient_checkpointing(bool on);
 
   // Forward and backward over a batch: adds grad_scale · ∂(summed loss)/∂θ
   // to the gradients and returns the summed loss over counted positions.
@@ -141,38 +161,48 @@ class Trainer {
   // The summed loss over counted positions, without gradients (dropout off).
   double evaluate(const TrainBatch& batch);
   // Clips, applies AdamW at the scheduled learning rate, zeroes the gradients.
+  // Weight decay applies to matrices only, never to biases and norm weights
+  // (as transformers' Trainer groups them).
   StepStats step();
   // One whole step on one batch: mean loss over its counted positions.
   double train_step(const TrainBatch& batch, StepStats* stats = nullptr);
   void zero_grad();
 
+  bool is_full() const;
+  // The model forward runs: the frozen base (LoRA) or the trained weights (full).
+  const Model& model() const;
   int64_t steps_done() const;
   int64_t trainable_parameters() const;
   const LoraOptions& lora_options() const;
-  std::vector<std::string> target_modules() const;  // PEFT names, canonical order
-  // Adapter tensors under their PEFT names
-  // (base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight); views
-  // of the trainer's own memory.
-  std::vector<std::pair<std::string, Tensor>> adapter_tensors() const;
+  std::vector<std::string> target_modules() const;  // PEFT names, canonical order; none when full
+  // The trainable tensors, views of the trainer's own memory: adapters under
+  // their PEFT names (base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight),
+  // or, when full, every weight under its Hugging Face name.
+  std::vector<std::pair<std::string, Tensor>> parameter_tensors() const;
   std::vector<std::pair<std::string, Tensor>> gradient_tensors() const;  // same names
-  // Copies values into the adapters by PEFT name; every adapter tensor must
-  // be present with its shape (`source` names the file in messages).
-  void set_adapter_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source);
-  // The adapters as a PEFT folder (adapter_config.json + adapter_model.safetensors,
-  // each written atomically) that Python peft loads unchanged.
+  // Copies values into the trainable tensors by name; every one must be
+  // present with its shape (`source` names the file in messages).
+  void set_parameter_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source);
+  // LoRA only: the adapters as a PEFT folder (adapter_config.json +
+  // adapter_model.safetensors, each written atomically) that Python peft
+  // loads unchanged.
   void save_adapter(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const;
-  // Loads a PEFT folder into the adapters; its rank and target modules must
-  // be the trainer's (the message names what differs).
+  // LoRA only: loads a PEFT folder into the adapters; its rank and target
+  // modules must be the trainer's (the message names what differs).
   void load_adapter(const std::filesystem::path& dir);
-  // A checkpoint: the adapter (PEFT files), the AdamW moments
-  // (optimizer.safetensors) and the step and dropout counters
-  // (trainer_state.json), each written atomically. Loading one into a trainer
-  // made with the same options continues exactly where it stopped.
+  // A checkpoint: the trained tensors (LoRA: the PEFT files; full: a model
+  // folder, whose tokenizer and generation config files are copied from
+  // `base_model_name_or_path`), the AdamW moments (optimizer.safetensors,
+  // which also keeps the f32 master weights when the folder's dtype is not
+  // f32) and the step and dropout counters (trainer_state.json), each written
+  // atomically. Loading one into a trainer made with the same options
+  // continues exactly where it stopped.
   void save_checkpoint(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const;
   void load_checkpoint(const std::filesystem::path& dir);
 
  private:
   struct State;
+  explicit Trainer(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
 

@@ -5,11 +5,11 @@
 
 #include "io/safetensors.h"
 #include "kernels/cpu/kernels.h"
+#include "model/rope.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 #include <set>
 
 namespace slm {
@@ -104,34 +104,56 @@ Weights read_weights(const ModelConfig& c, const WeightFiles& files, std::option
   return w;
 }
 
-// Rotary frequencies as Hugging Face computes them, rope_scaling applied.
-std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
-  const int64_t half = c.head_dim / 2;
-  std::vector<float> inv(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
-    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(exponent));
-    if (c.rope_scaling == RopeScaling::Linear) {
-      f /= c.rope_factor;
-    } else if (c.rope_scaling == RopeScaling::Llama3) {
-      const double old_context = static_cast<double>(c.rope_original_max_position_embeddings);
-      const double low_wavelen = old_context / c.rope_low_freq_factor;
-      const double high_wavelen = old_context / c.rope_high_freq_factor;
-      const double wavelen = 2.0 * std::numbers::pi / f;
-      if (wavelen > low_wavelen) {
-        f /= c.rope_factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth =
-            (old_context / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
-        f = (1.0 - smooth) * f / c.rope_factor + smooth * f;
-      }
-    }
-    inv[static_cast<size_t>(i)] = static_cast<float>(f);
+// named_weights for Weights and const Weights alike.
+template <class W, class T>
+std::vector<std::pair<std::string, T*>> list_weights(W& w, const ModelConfig& c) {
+  std::vector<std::pair<std::string, T*>> out;
+  auto add = [&](std::string name, T& t) {
+    if (!t.empty()) out.emplace_back(std::move(name), &t);
+  };
+  add("model.embed_tokens.weight", w.embed_tokens);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    auto& L = w.layers[l];
+    const std::string p = layer_prefix(static_cast<int64_t>(l));
+    add(p + "input_layernorm.weight", L.attn_norm);
+    add(p + "self_attn.q_proj.weight", L.q_proj);
+    add(p + "self_attn.k_proj.weight", L.k_proj);
+    add(p + "self_attn.v_proj.weight", L.v_proj);
+    add(p + "self_attn.o_proj.weight", L.o_proj);
+    add(p + "self_attn.q_proj.bias", L.q_bias);
+    add(p + "self_attn.k_proj.bias", L.k_bias);
+    add(p + "self_attn.v_proj.bias", L.v_bias);
+    add(p + "self_attn.o_proj.bias", L.o_bias);
+    add(p + "self_attn.q_norm.weight", L.q_norm);
+    add(p + "self_attn.k_norm.weight", L.k_norm);
+    add(p + "post_attention_layernorm.weight", L.mlp_norm);
+    add(p + "mlp.gate_proj.weight", L.gate_proj);
+    add(p + "mlp.up_proj.weight", L.up_proj);
+    add(p + "mlp.down_proj.weight", L.down_proj);
   }
-  return inv;
+  add("model.norm.weight", w.final_norm);
+  if (!c.tie_word_embeddings) add("lm_head.weight", w.lm_head);
+  return out;
+}
+
+void check_update(const LowRankUpdate& u, const Tensor& W, int64_t layer, const char* module) {
+  if (u.empty()) return;
+  if (u.A.dtype() != DType::F32 || u.B.dtype() != DType::F32 || u.A.rank() != 2 || u.B.rank() != 2 ||
+      u.A.dim(1) != W.dim(1) || u.B.dim(0) != W.dim(0) || u.A.dim(0) != u.B.dim(1)) {
+    fail("adapter of layer ", layer, " ", module, ": A ", u.A.shape_string(), " and B ", u.B.shape_string(),
+         " (f32) do not fit the weight ", W.shape_string());
+  }
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, Tensor*>> named_weights(Weights& weights, const ModelConfig& config) {
+  return list_weights<Weights, Tensor>(weights, config);
+}
+
+std::vector<std::pair<std::string, const Tensor*>> named_weights(const Weights& weights, const ModelConfig& config) {
+  return list_weights<const Weights, const Tensor>(weights, config);
+}
 
 AttentionImpl parse_attention(const std::string& name) {
   if (name == "eager") return AttentionImpl::Eager;
@@ -157,6 +179,7 @@ struct Model::Scratch {
   std::vector<float> inv_freq;
   std::vector<float> cos, sin;
   std::vector<float> x, h, q, k, v, attn, gate, up, scores, last_logits;
+  std::vector<float> adapter_u;  // A·x of the adapter being applied
 };
 
 Model::Model(ModelConfig config, Weights weights)
@@ -185,15 +208,28 @@ Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) 
 DType Model::dtype() const { return weights_.layers.front().q_proj.dtype(); }
 
 size_t Model::weight_bytes() const {
-  size_t total = weights_.embed_tokens.nbytes() + weights_.final_norm.nbytes();
-  if (!config_.tie_word_embeddings) total += weights_.lm_head.nbytes();
-  for (const LayerWeights& L : weights_.layers) {
-    for (const Tensor* t : {&L.attn_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.q_bias, &L.k_bias, &L.v_bias, &L.o_bias,
-                            &L.q_norm, &L.k_norm, &L.mlp_norm, &L.gate_proj, &L.up_proj, &L.down_proj}) {
-      if (!t->empty()) total += t->nbytes();
-    }
-  }
+  size_t total = 0;
+  for (const auto& [name, t] : named_weights(weights_, config_)) total += t->nbytes();
   return total;
+}
+
+void Model::set_adapter(std::vector<LayerAdapter> adapter) {
+  if (!adapter.empty() && adapter.size() != weights_.layers.size()) {
+    fail("adapter for ", adapter.size(), " layers, the model has ", weights_.layers.size());
+  }
+  for (size_t l = 0; l < adapter.size(); ++l) {
+    const LayerAdapter& a = adapter[l];
+    const LayerWeights& L = weights_.layers[l];
+    const auto layer = static_cast<int64_t>(l);
+    check_update(a.q_proj, L.q_proj, layer, "q_proj");
+    check_update(a.k_proj, L.k_proj, layer, "k_proj");
+    check_update(a.v_proj, L.v_proj, layer, "v_proj");
+    check_update(a.o_proj, L.o_proj, layer, "o_proj");
+    check_update(a.gate_proj, L.gate_proj, layer, "gate_proj");
+    check_update(a.up_proj, L.up_proj, layer, "up_proj");
+    check_update(a.down_proj, L.down_proj, layer, "down_proj");
+  }
+  adapter_ = std::move(adapter);
 }
 
 std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& cache) {
@@ -232,14 +268,24 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   cpu::embedding(weights_.embed_tokens, tokens.data(), n, s.x.data());
+  static const LayerAdapter kNoAdapter;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& L = weights_.layers[size(l)];
+    const LayerAdapter& A = adapter_.empty() ? kNoAdapter : adapter_[size(l)];
     auto bias = [](const Tensor& b) { return b.empty() ? nullptr : b.data_as<const float>(); };
+    auto adapt = [&](const LowRankUpdate& u, const float* in, float* out) {
+      if (u.empty()) return;
+      s.adapter_u.resize(size(n * u.A.dim(0)));
+      cpu::low_rank_add(in, n, u.A, u.B, u.scale, s.adapter_u.data(), out);
+    };
     cpu::rmsnorm(s.x.data(), L.attn_norm.data_as<const float>(), eps, n, H, s.h.data());
     cpu::matmul_group(s.h.data(), n, H,
                       {{&L.q_proj, bias(L.q_bias), s.q.data()},
                        {&L.k_proj, bias(L.k_bias), s.k.data()},
                        {&L.v_proj, bias(L.v_bias), s.v.data()}});
+    adapt(A.q_proj, s.h.data(), s.q.data());
+    adapt(A.k_proj, s.h.data(), s.k.data());
+    adapt(A.v_proj, s.h.data(), s.v.data());
     if (c.qk_norm) {
       cpu::rmsnorm(s.q.data(), L.q_norm.data_as<const float>(), eps, n * c.num_attention_heads, hd, s.q.data());
       cpu::rmsnorm(s.k.data(), L.k_norm.data_as<const float>(), eps, n * c.num_key_value_heads, hd, s.k.data());
@@ -264,12 +310,16 @@ std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& 
       cpu::attention_flash(s.q.data(), keys, values, shape, s.attn.data());
     }
     cpu::matmul(s.attn.data(), n, q_dim, L.o_proj, bias(L.o_bias), s.h.data());
+    adapt(A.o_proj, s.attn.data(), s.h.data());
     cpu::add_inplace(s.x.data(), s.h.data(), n * H);
 
     cpu::rmsnorm(s.x.data(), L.mlp_norm.data_as<const float>(), eps, n, H, s.h.data());
     cpu::matmul_group(s.h.data(), n, H, {{&L.gate_proj, nullptr, s.gate.data()}, {&L.up_proj, nullptr, s.up.data()}});
+    adapt(A.gate_proj, s.h.data(), s.gate.data());
+    adapt(A.up_proj, s.h.data(), s.up.data());
     cpu::silu_mul(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
     cpu::matmul(s.gate.data(), n, c.intermediate_size, L.down_proj, nullptr, s.h.data());
+    adapt(A.down_proj, s.gate.data(), s.h.data());
     cpu::add_inplace(s.x.data(), s.h.data(), n * H);
   }
   cache.set_length(pos0 + n);

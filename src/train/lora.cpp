@@ -2,6 +2,8 @@
 
 #include <slm/error.h>
 
+#include "kernels/cpu/kernels.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -76,13 +78,7 @@ const float* LoraAdapter::dropped_input(const float* x, int64_t M, double dropou
 
 void LoraAdapter::forward(const float* x, int64_t M, double dropout, uint64_t dropout_seed, float* u, float* y,
                           std::vector<float>& scratch) const {
-  const float* xd = dropped_input(x, M, dropout, dropout_seed, scratch);
-  // u = xd · Aᵀ, then y += scale · u · Bᵀ. Both products are rank-thin, a few
-  // percent of the frozen layer's work, so one BLAS call each suffices.
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(M), as_int(rank_), as_int(in_), 1.0f, xd, as_int(in_),
-              A_.data_as<const float>(), as_int(in_), 0.0f, u, as_int(rank_));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(M), as_int(out_), as_int(rank_), scale_, u,
-              as_int(rank_), B_.data_as<const float>(), as_int(rank_), 1.0f, y, as_int(out_));
+  cpu::low_rank_add(dropped_input(x, M, dropout, dropout_seed, scratch), M, A_, B_, scale_, u, y);
 }
 
 void LoraAdapter::backward(const float* x, const float* u, const float* dy, int64_t M, double dropout,

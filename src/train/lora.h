@@ -22,6 +22,35 @@ inline constexpr int kLoraModuleCount = 7;
 inline constexpr std::array<std::string_view, kLoraModuleCount> kLoraModuleNames = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
+// The member of a layer that belongs to module m: its weight in a
+// LayerWeights, its update in a LayerAdapter (both name members alike).
+template <class Layer>
+auto& module_of(Layer& layer, LoraModule m) {
+  switch (m) {
+    case LoraModule::Q: return layer.q_proj;
+    case LoraModule::K: return layer.k_proj;
+    case LoraModule::V: return layer.v_proj;
+    case LoraModule::O: return layer.o_proj;
+    case LoraModule::Gate: return layer.gate_proj;
+    case LoraModule::Up: return layer.up_proj;
+    case LoraModule::Down: break;
+  }
+  return layer.down_proj;
+}
+
+// The bias slot of module m in a LayerWeights (null for the MLP, which has
+// none; an empty tensor where the model has none).
+template <class Layer>
+auto module_bias(Layer& layer, LoraModule m) -> decltype(&layer.q_bias) {
+  switch (m) {
+    case LoraModule::Q: return &layer.q_bias;
+    case LoraModule::K: return &layer.k_bias;
+    case LoraModule::V: return &layer.v_bias;
+    case LoraModule::O: return &layer.o_bias;
+    default: return nullptr;
+  }
+}
+
 // "self_attn.q_proj", "mlp.down_proj": the module's path inside a layer.
 std::string lora_module_path(LoraModule module);
 

@@ -1,8 +1,8 @@
-// The training step of a Llama-family decoder with LoRA adapters: a forward
-// over whole sequences that keeps what the backward needs, the backward from
-// the loss down to every adapter, then AdamW. Each block's forward and
-// backward sit side by side in the order they run (llm.c style); the frozen
-// weights are only ever read.
+// The training step of a Llama-family decoder, with LoRA adapters or with
+// every weight trainable: a forward over whole sequences that keeps what the
+// backward needs, the backward from the loss down to every trainable tensor,
+// then AdamW. Each block's forward and backward sit side by side in the order
+// they run (llm.c style); in LoRA mode the frozen weights are only ever read.
 #include <slm/error.h>
 #include <slm/train.h>
 
@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "kernels/cpu/backward.h"
 #include "kernels/cpu/kernels.h"
+#include "model/rope.h"
 #include "train/lora.h"
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <numbers>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -31,38 +33,10 @@ using Buffer = std::vector<float>;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
-// Rotary frequencies as Hugging Face computes them, rope_scaling applied.
-// The same formula as the inference decoder's (src/model/llama.cpp).
-std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
-  const int64_t half = c.head_dim / 2;
-  std::vector<float> inv(sz(half));
-  for (int64_t i = 0; i < half; ++i) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
-    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(exponent));
-    if (c.rope_scaling == RopeScaling::Linear) {
-      f /= c.rope_factor;
-    } else if (c.rope_scaling == RopeScaling::Llama3) {
-      const double old_context = static_cast<double>(c.rope_original_max_position_embeddings);
-      const double low_wavelen = old_context / c.rope_low_freq_factor;
-      const double high_wavelen = old_context / c.rope_high_freq_factor;
-      const double wavelen = 2.0 * std::numbers::pi / f;
-      if (wavelen > low_wavelen) {
-        f /= c.rope_factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth =
-            (old_context / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
-        f = (1.0 - smooth) * f / c.rope_factor + smooth * f;
-      }
-    }
-    inv[sz(i)] = static_cast<float>(f);
-  }
-  return inv;
-}
-
-// What one layer's backward needs from its forward. The normed inputs h1/h2
-// and the MLP activation are recomputed in backward (cheap next to keeping them).
+// What one layer's backward needs from its forward, beside the layer's input.
+// The normed inputs h1/h2 and the MLP activation are recomputed in backward
+// (cheap next to keeping them).
 struct LayerActivations {
-  Buffer x_in;           // residual stream entering the layer [N, H]
   Buffer q, k, v;        // after bias, q/k norm and RoPE
   Buffer q_pre, k_pre;   // before the q/k norm (qk_norm models only)
   Buffer attn;           // attention output, o_proj's input [N, q_dim]
@@ -71,6 +45,19 @@ struct LayerActivations {
   Buffer gate, up;       // MLP pre-activations [N, I]
   std::array<Buffer, kLoraModuleCount> lora_u;  // A·x of each adapter [N, r]
 };
+
+std::string peft_name(int64_t layer, LoraModule m, const char* which) {
+  return "base_model.model.model.layers." + std::to_string(layer) + "." + lora_module_path(m) + ".lora_" + which +
+         ".weight";
+}
+
+// An f32 copy of t that owns its memory (t itself may view a mapped file).
+Tensor f32_copy(const Tensor& t) {
+  Tensor out = Tensor::zeros(DType::F32, t.shape());
+  const Tensor wide = t.to(DType::F32);
+  std::memcpy(out.data(), wide.data(), out.nbytes());
+  return out;
+}
 
 }  // namespace
 }  // namespace train
@@ -81,14 +68,21 @@ using train::LoraModule;
 using train::sz;
 
 struct Trainer::State {
-  const Model* model;
+  const Model* model;  // what forward reads: the frozen base, or `master`
   LoraOptions lora;
   OptimizerOptions optimizer;
   std::vector<LoraModule> targets;
   std::vector<std::array<LoraAdapter, train::kLoraModuleCount>> adapters;  // [layer][module]; inactive if untargeted
+  // Full fine-tuning: the trained weights (f32) and their gradients, laid out
+  // as the model's (a tied lm_head shares the embedding and its gradient).
+  // LoRA leaves them empty (one empty LayerWeights per layer).
+  std::optional<Model> master;
+  Weights grads;
+  DType save_dtype = DType::F32;
   std::vector<Tensor> moment1, moment2;  // AdamW state, parallel to parameters()
   int64_t step = 0;
   uint64_t forward_calls = 0;  // distinguishes the dropout masks of every forward
+  bool checkpointing = false;
   std::vector<float> inv_freq;
   // Transposed copies of the frozen matrices [layer][module] and of lm_head,
   // only where they let backward use faster kernels (bf16 with bf16 dot
@@ -96,37 +90,24 @@ struct Trainer::State {
   std::vector<std::array<Tensor, train::kLoraModuleCount>> transposed;
   Tensor lm_head_t;
 
-  // Forward storage, sized for the last batch shape.
+  // Forward storage, sized for the last batch shape: the residual stream
+  // entering each layer, and the activations of every layer (or, with
+  // checkpointing and in evaluation, of the one being run).
+  std::vector<Buffer> inputs;
   std::vector<train::LayerActivations> layers;
-  Buffer x_final, h_final, cos, sin;
+  Buffer x_final, h_final, cos, sin, recomputed;
   // Backward scratch.
   Buffer dx, dh, h, act, dact, dgate, dup, dattn, dq, dk, dv;
   std::vector<float> lora_scratch;
 
+  bool full() const { return master.has_value(); }
   LoraAdapter& adapter(int64_t layer, LoraModule m) { return adapters[sz(layer)][static_cast<size_t>(m)]; }
+  train::LayerActivations& activations(int64_t layer) {
+    return layers.size() == 1 ? layers.front() : layers[sz(layer)];
+  }
 
-  std::vector<Tensor*> parameters() {
-    std::vector<Tensor*> out;
-    for (auto& layer : adapters) {
-      for (LoraAdapter& a : layer) {
-        if (!a.active()) continue;
-        out.push_back(&a.A());
-        out.push_back(&a.B());
-      }
-    }
-    return out;
-  }
-  std::vector<Tensor*> gradients() {
-    std::vector<Tensor*> out;
-    for (auto& layer : adapters) {
-      for (LoraAdapter& a : layer) {
-        if (!a.active()) continue;
-        out.push_back(&a.grad_A());
-        out.push_back(&a.grad_B());
-      }
-    }
-    return out;
-  }
+  std::vector<std::pair<std::string, Tensor>> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> gradients() const;
 
   uint64_t dropout_seed(int64_t layer, LoraModule m) const {
     return mix_seed(mix_seed(lora.seed, forward_calls), static_cast<uint64_t>(layer * 16 + static_cast<int64_t>(m)));
@@ -136,29 +117,42 @@ struct Trainer::State {
   void forward_layer(int64_t l, int64_t B, int64_t T, const float* x, float* x_out, double dropout);
   void backward_layer(int64_t l, int64_t B, int64_t T, double dropout);
 
-  // y (+)= W·x + bias, plus the adapter of module m when it has one.
-  void linear(int64_t l, LoraModule m, const Tensor& W, const Tensor& bias, const float* x, int64_t N, int64_t K,
-              float* y, double dropout) {
-    cpu::matmul(x, N, K, W, bias.empty() ? nullptr : bias.data_as<const float>(), y);
+  // y = W·x + bias of module m, plus its adapter when it has one.
+  void linear(int64_t l, LoraModule m, const float* x, int64_t N, float* y, double dropout) {
+    const LayerWeights& L = model->weights().layers[sz(l)];
+    const Tensor& W = train::module_of(L, m);
+    const Tensor* bias = train::module_bias(L, m);
+    cpu::matmul(x, N, W.dim(1), W, bias && !bias->empty() ? bias->data_as<const float>() : nullptr, y);
     LoraAdapter& a = adapter(l, m);
     if (a.active()) {
-      Buffer& u = layers[sz(l)].lora_u[static_cast<size_t>(m)];
+      Buffer& u = activations(l).lora_u[static_cast<size_t>(m)];
       u.resize(sz(N * a.rank()));
       a.forward(x, N, dropout, dropout_seed(l, m), u.data(), y, lora_scratch);
     }
   }
-  // dx (+)= ∂L/∂x of linear(), and the adapter's gradients.
-  void linear_backward(int64_t l, LoraModule m, const Tensor& W, const float* x, const float* dy, int64_t N,
-                       float* grad_x, bool accumulate, double dropout) {
+  // dx (+)= ∂L/∂x of linear(), and the gradients of what it trains.
+  void linear_backward(int64_t l, LoraModule m, const float* x, const float* dy, int64_t N, float* grad_x,
+                       bool accumulate, double dropout) {
     static const Tensor kNone;
+    const Tensor& W = train::module_of(model->weights().layers[sz(l)], m);
     const Tensor& Wt = transposed.empty() ? kNone : transposed[sz(l)][static_cast<size_t>(m)];
     cpu::matmul_backward_input(dy, N, W, Wt, grad_x, accumulate);
+    if (full()) {
+      LayerWeights& G = grads.layers[sz(l)];
+      Tensor& dW = train::module_of(G, m);
+      cpu::matmul_backward_weight(dy, x, N, dW.dim(0), dW.dim(1), dW.data_as<float>(), true);
+      if (Tensor* db = train::module_bias(G, m); db && !db->empty()) {
+        cpu::bias_backward(dy, N, db->dim(0), db->data_as<float>());
+      }
+    }
     LoraAdapter& a = adapter(l, m);
     if (a.active()) {
-      a.backward(x, layers[sz(l)].lora_u[static_cast<size_t>(m)].data(), dy, N, dropout, dropout_seed(l, m), grad_x,
+      a.backward(x, activations(l).lora_u[static_cast<size_t>(m)].data(), dy, N, dropout, dropout_seed(l, m), grad_x,
                  lora_scratch);
     }
   }
+  // Where the gradient of a weight accumulates; null when the weights are frozen.
+  float* weight_grad(Tensor& g) { return full() ? g.data_as<float>() : nullptr; }
 };
 
 LrSchedule parse_lr_schedule(const std::string& name) {
@@ -189,6 +183,25 @@ int64_t TrainBatch::counted_tokens() const {
   return count;
 }
 
+namespace {
+
+void check_optimizer(const OptimizerOptions& optimizer) {
+  if (!(optimizer.lr > 0) || !std::isfinite(optimizer.lr)) fail("--lr: must be a positive number, got ", optimizer.lr);
+  if (optimizer.schedule != LrSchedule::Constant && optimizer.total_steps <= 0) {
+    fail("a linear or cosine learning-rate schedule needs the total number of steps");
+  }
+}
+
+void check_trainable(const Model& model) {
+  if (!model.adapter().empty()) {
+    fail("the model has a run-time adapter; merge it first (slm merge) to train on top of it");
+  }
+}
+
+}  // namespace
+
+Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
 Trainer::Trainer(const Model& model, const LoraOptions& lora, const OptimizerOptions& optimizer)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
@@ -196,58 +209,116 @@ Trainer::Trainer(const Model& model, const LoraOptions& lora, const OptimizerOpt
   if (lora.rank <= 0) fail("--lora-r: rank must be positive, got ", lora.rank);
   if (!(lora.alpha > 0)) fail("--lora-alpha: must be positive, got ", lora.alpha);
   if (!(lora.dropout >= 0 && lora.dropout < 1)) fail("--lora-dropout: must be in [0, 1), got ", lora.dropout);
-  if (!(optimizer.lr > 0) || !std::isfinite(optimizer.lr)) fail("--lr: must be a positive number, got ", optimizer.lr);
-  if (optimizer.schedule != LrSchedule::Constant && optimizer.total_steps <= 0) {
-    fail("a linear or cosine learning-rate schedule needs the total number of steps");
-  }
+  check_optimizer(optimizer);
+  check_trainable(model);
   s.model = &model;
   s.lora = lora;
   s.optimizer = optimizer;
   s.targets = train::parse_lora_targets(lora.targets);
-  s.inv_freq = train::rope_inverse_frequencies(c);
-  const int64_t H = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim;
-  const int64_t kv_dim = c.num_key_value_heads * c.head_dim, I = c.intermediate_size;
-  // [in, out] of each module.
-  const int64_t shapes[train::kLoraModuleCount][2] = {{H, q_dim}, {H, kv_dim}, {H, kv_dim}, {q_dim, H},
-                                                      {H, I},     {H, I},      {I, H}};
+  s.inv_freq = rope_inverse_frequencies(c);
   Rng rng(lora.seed);
   s.adapters.resize(sz(c.num_hidden_layers));
+  s.grads.layers.resize(sz(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     for (LoraModule m : s.targets) {
-      const auto i = static_cast<size_t>(m);
-      s.adapters[sz(l)][i] = LoraAdapter(shapes[i][0], shapes[i][1], lora.rank, lora.alpha, rng);
+      const Tensor& W = train::module_of(model.weights().layers[sz(l)], m);
+      s.adapters[sz(l)][static_cast<size_t>(m)] = LoraAdapter(W.dim(1), W.dim(0), lora.rank, lora.alpha, rng);
     }
   }
   if (cpu::transposed_backward_pays(model.dtype())) {
     s.transposed.resize(sz(c.num_hidden_layers));
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      const LayerWeights& L = model.weights().layers[sz(l)];
-      const Tensor* matrices[train::kLoraModuleCount] = {&L.q_proj,    &L.k_proj,  &L.v_proj,   &L.o_proj,
-                                                         &L.gate_proj, &L.up_proj, &L.down_proj};
-      for (size_t m = 0; m < train::kLoraModuleCount; ++m) s.transposed[sz(l)][m] = cpu::transpose_weight(*matrices[m]);
+      for (size_t m = 0; m < train::kLoraModuleCount; ++m) {
+        const Tensor& W = train::module_of(model.weights().layers[sz(l)], static_cast<LoraModule>(m));
+        s.transposed[sz(l)][m] = cpu::transpose_weight(W);
+      }
     }
     if (cpu::transposed_backward_pays(model.weights().lm_head.dtype())) {
       s.lm_head_t = cpu::transpose_weight(model.weights().lm_head);
     }
   }
-  for (Tensor* p : s.parameters()) {
-    s.moment1.push_back(Tensor::zeros(DType::F32, p->shape()));
-    s.moment2.push_back(Tensor::zeros(DType::F32, p->shape()));
+  for (const auto& [name, p] : s.parameters()) {
+    s.moment1.push_back(Tensor::zeros(DType::F32, p.shape()));
+    s.moment2.push_back(Tensor::zeros(DType::F32, p.shape()));
   }
+}
+
+Trainer Trainer::full(const Model& model, const OptimizerOptions& optimizer, DType save_dtype) {
+  if (save_dtype != DType::F32 && save_dtype != DType::F16 && save_dtype != DType::BF16) {
+    fail("--save-dtype: expected f32, f16 or bf16, got ", dtype_name(save_dtype));
+  }
+  check_optimizer(optimizer);
+  check_trainable(model);
+  auto state = std::make_unique<State>();
+  State& s = *state;
+  const ModelConfig& c = model.config();
+  s.optimizer = optimizer;
+  s.save_dtype = save_dtype;
+  s.inv_freq = rope_inverse_frequencies(c);
+  s.adapters.resize(sz(c.num_hidden_layers));
+  Weights master = model.weights();
+  Weights grads = model.weights();
+  for (auto& [name, t] : named_weights(master, c)) *t = train::f32_copy(*t);
+  for (auto& [name, t] : named_weights(grads, c)) *t = Tensor::zeros(DType::F32, t->shape());
+  if (c.tie_word_embeddings) {
+    master.lm_head = master.embed_tokens;
+    grads.lm_head = grads.embed_tokens;
+  }
+  s.grads = std::move(grads);
+  s.master.emplace(c, std::move(master));
+  s.model = &*s.master;
+  for (const auto& [name, p] : s.parameters()) {
+    s.moment1.push_back(Tensor::zeros(DType::F32, p.shape()));
+    s.moment2.push_back(Tensor::zeros(DType::F32, p.shape()));
+  }
+  return Trainer(std::move(state));
 }
 
 Trainer::Trainer(Trainer&&) noexcept = default;
 Trainer& Trainer::operator=(Trainer&&) noexcept = default;
 Trainer::~Trainer() = default;
 
+void Trainer::set_gradient_checkpointing(bool on) { state_->checkpointing = on; }
+
+std::vector<std::pair<std::string, Tensor>> Trainer::State::parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (full()) {
+    for (const auto& [name, t] : named_weights(master->weights(), master->config())) out.emplace_back(name, *t);
+    return out;
+  }
+  for (size_t l = 0; l < adapters.size(); ++l) {
+    for (LoraModule m : targets) {
+      const LoraAdapter& a = adapters[l][static_cast<size_t>(m)];
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), a.A());
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), a.B());
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Trainer::State::gradients() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (full()) {
+    for (const auto& [name, t] : named_weights(grads, master->config())) out.emplace_back(name, *t);
+    return out;
+  }
+  for (size_t l = 0; l < adapters.size(); ++l) {
+    for (LoraModule m : targets) {
+      const LoraAdapter& a = adapters[l][static_cast<size_t>(m)];
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), a.grad_A());
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), a.grad_B());
+    }
+  }
+  return out;
+}
+
 void Trainer::State::forward_layer(int64_t l, int64_t B, int64_t T, const float* x, float* x_out, double dropout) {
   const ModelConfig& c = model->config();
   const LayerWeights& W = model->weights().layers[sz(l)];
-  train::LayerActivations& a = layers[sz(l)];
+  train::LayerActivations& a = activations(l);
   const int64_t N = B * T, H = c.hidden_size, hd = c.head_dim;
   const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd, I = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  a.x_in.assign(x, x + N * H);
   a.q.resize(sz(N * q_dim));
   a.k.resize(sz(N * kv_dim));
   a.v.resize(sz(N * kv_dim));
@@ -261,9 +332,9 @@ void Trainer::State::forward_layer(int64_t l, int64_t B, int64_t T, const float*
 
   // Attention block.
   cpu::rmsnorm(x, W.attn_norm.data_as<const float>(), eps, N, H, h.data());
-  linear(l, LoraModule::Q, W.q_proj, W.q_bias, h.data(), N, H, a.q.data(), dropout);
-  linear(l, LoraModule::K, W.k_proj, W.k_bias, h.data(), N, H, a.k.data(), dropout);
-  linear(l, LoraModule::V, W.v_proj, W.v_bias, h.data(), N, H, a.v.data(), dropout);
+  linear(l, LoraModule::Q, h.data(), N, a.q.data(), dropout);
+  linear(l, LoraModule::K, h.data(), N, a.k.data(), dropout);
+  linear(l, LoraModule::V, h.data(), N, a.v.data(), dropout);
   if (c.qk_norm) {
     a.q_pre = a.q;
     a.k_pre = a.k;
@@ -274,15 +345,15 @@ void Trainer::State::forward_layer(int64_t l, int64_t B, int64_t T, const float*
   cpu::rope(a.k.data(), N, c.num_key_value_heads, hd, cos.data(), sin.data());
   const cpu::SequenceAttentionShape shape{B, T, c.num_attention_heads, c.num_key_value_heads, hd, c.layer_window(l)};
   cpu::attention_train_forward(a.q.data(), a.k.data(), a.v.data(), shape, a.attn.data(), a.lse.data());
-  linear(l, LoraModule::O, W.o_proj, W.o_bias, a.attn.data(), N, q_dim, a.x_mid.data(), dropout);
+  linear(l, LoraModule::O, a.attn.data(), N, a.x_mid.data(), dropout);
   cpu::add_inplace(a.x_mid.data(), x, N * H);
 
   // MLP block.
   cpu::rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, h.data());
-  linear(l, LoraModule::Gate, W.gate_proj, Tensor(), h.data(), N, H, a.gate.data(), dropout);
-  linear(l, LoraModule::Up, W.up_proj, Tensor(), h.data(), N, H, a.up.data(), dropout);
+  linear(l, LoraModule::Gate, h.data(), N, a.gate.data(), dropout);
+  linear(l, LoraModule::Up, h.data(), N, a.up.data(), dropout);
   cpu::silu_mul(a.gate.data(), a.up.data(), act.data(), N * I);
-  linear(l, LoraModule::Down, W.down_proj, Tensor(), act.data(), N, I, x_out, dropout);
+  linear(l, LoraModule::Down, act.data(), N, x_out, dropout);
   cpu::add_inplace(x_out, a.x_mid.data(), N * H);
 }
 
@@ -290,7 +361,9 @@ void Trainer::State::forward_layer(int64_t l, int64_t B, int64_t T, const float*
 void Trainer::State::backward_layer(int64_t l, int64_t B, int64_t T, double dropout) {
   const ModelConfig& c = model->config();
   const LayerWeights& W = model->weights().layers[sz(l)];
-  train::LayerActivations& a = layers[sz(l)];
+  LayerWeights& G = grads.layers[sz(l)];
+  const train::LayerActivations& a = activations(l);
+  const float* x_in = inputs[sz(l)].data();
   const int64_t N = B * T, H = c.hidden_size, hd = c.head_dim;
   const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd, I = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -305,16 +378,16 @@ void Trainer::State::backward_layer(int64_t l, int64_t B, int64_t T, double drop
 
   // MLP block: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm(x_mid).
   cpu::silu_mul(a.gate.data(), a.up.data(), act.data(), N * I);
-  linear_backward(l, LoraModule::Down, W.down_proj, act.data(), dx.data(), N, dact.data(), false, dropout);
+  linear_backward(l, LoraModule::Down, act.data(), dx.data(), N, dact.data(), false, dropout);
   cpu::silu_mul_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), N * I);
   cpu::rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, h.data());
-  linear_backward(l, LoraModule::Gate, W.gate_proj, h.data(), dgate.data(), N, dh.data(), false, dropout);
-  linear_backward(l, LoraModule::Up, W.up_proj, h.data(), dup.data(), N, dh.data(), true, dropout);
-  cpu::rmsnorm_backward(dh.data(), a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, dx.data(), nullptr,
-                        true);
+  linear_backward(l, LoraModule::Gate, h.data(), dgate.data(), N, dh.data(), false, dropout);
+  linear_backward(l, LoraModule::Up, h.data(), dup.data(), N, dh.data(), true, dropout);
+  cpu::rmsnorm_backward(dh.data(), a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, dx.data(),
+                        weight_grad(G.mlp_norm), true);
 
   // Attention block: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in).
-  linear_backward(l, LoraModule::O, W.o_proj, a.attn.data(), dx.data(), N, dattn.data(), false, dropout);
+  linear_backward(l, LoraModule::O, a.attn.data(), dx.data(), N, dattn.data(), false, dropout);
   const cpu::SequenceAttentionShape shape{B, T, c.num_attention_heads, c.num_key_value_heads, hd, c.layer_window(l)};
   cpu::attention_train_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), dattn.data(), a.lse.data(), shape,
                                 dq.data(), dk.data(), dv.data());
@@ -322,21 +395,22 @@ void Trainer::State::backward_layer(int64_t l, int64_t B, int64_t T, double drop
   cpu::rope_backward(dk.data(), N, c.num_key_value_heads, hd, cos.data(), sin.data());
   if (c.qk_norm) {
     cpu::rmsnorm_backward(dq.data(), a.q_pre.data(), W.q_norm.data_as<const float>(), eps, N * c.num_attention_heads,
-                          hd, dq.data(), nullptr, false);
+                          hd, dq.data(), weight_grad(G.q_norm), false);
     cpu::rmsnorm_backward(dk.data(), a.k_pre.data(), W.k_norm.data_as<const float>(), eps, N * c.num_key_value_heads,
-                          hd, dk.data(), nullptr, false);
+                          hd, dk.data(), weight_grad(G.k_norm), false);
   }
-  cpu::rmsnorm(a.x_in.data(), W.attn_norm.data_as<const float>(), eps, N, H, h.data());
-  linear_backward(l, LoraModule::Q, W.q_proj, h.data(), dq.data(), N, dh.data(), false, dropout);
-  linear_backward(l, LoraModule::K, W.k_proj, h.data(), dk.data(), N, dh.data(), true, dropout);
-  linear_backward(l, LoraModule::V, W.v_proj, h.data(), dv.data(), N, dh.data(), true, dropout);
-  cpu::rmsnorm_backward(dh.data(), a.x_in.data(), W.attn_norm.data_as<const float>(), eps, N, H, dx.data(), nullptr,
-                        true);
+  cpu::rmsnorm(x_in, W.attn_norm.data_as<const float>(), eps, N, H, h.data());
+  linear_backward(l, LoraModule::Q, h.data(), dq.data(), N, dh.data(), false, dropout);
+  linear_backward(l, LoraModule::K, h.data(), dk.data(), N, dh.data(), true, dropout);
+  linear_backward(l, LoraModule::V, h.data(), dv.data(), N, dh.data(), true, dropout);
+  cpu::rmsnorm_backward(dh.data(), x_in, W.attn_norm.data_as<const float>(), eps, N, H, dx.data(),
+                        weight_grad(G.attn_norm), true);
 }
 
 double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool backward) {
   const ModelConfig& c = model->config();
   const int64_t B = batch.batch, T = batch.seq, N = B * T, H = c.hidden_size, half = c.head_dim / 2;
+  const int64_t layer_count = c.num_hidden_layers;
   if (B <= 0 || T <= 0) fail("training batch: empty (", B, " sequences of ", T, " tokens)");
   if (static_cast<int64_t>(batch.tokens.size()) != N || static_cast<int64_t>(batch.labels.size()) != N) {
     fail("training batch: expected ", N, " tokens and labels, got ", batch.tokens.size(), " and ",
@@ -347,7 +421,9 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool back
   }
   const double dropout = backward ? lora.dropout : 0.0;
   ++forward_calls;
-  layers.resize(sz(c.num_hidden_layers));
+  // Every layer's activations only when backward reads them without recomputing.
+  layers.resize(backward && !checkpointing ? sz(layer_count) : 1);
+  inputs.resize(sz(layer_count));
   cos.resize(sz(N * half));
   sin.resize(sz(N * half));
   for (int64_t r = 0; r < N; ++r) {
@@ -364,26 +440,37 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool back
     for (int64_t t = 0; t + 1 < T; ++t) next_tokens[sz(b * T + t)] = batch.labels[sz(b * T + t + 1)];
   }
 
-  Buffer x(sz(N * H)), next(sz(N * H));
-  cpu::embedding(model->weights().embed_tokens, batch.tokens.data(), N, x.data());
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    forward_layer(l, B, T, x.data(), next.data(), dropout);
-    std::swap(x, next);
+  inputs[0].resize(sz(N * H));
+  cpu::embedding(model->weights().embed_tokens, batch.tokens.data(), N, inputs[0].data());
+  x_final.resize(sz(N * H));
+  for (int64_t l = 0; l < layer_count; ++l) {
+    Buffer& out = l + 1 < layer_count ? inputs[sz(l + 1)] : x_final;
+    out.resize(sz(N * H));
+    forward_layer(l, B, T, inputs[sz(l)].data(), out.data(), dropout);
   }
-  x_final = std::move(x);
   h_final.resize(sz(N * H));
+  const Weights& w = model->weights();
   const float eps = static_cast<float>(c.rms_norm_eps);
-  cpu::rmsnorm(x_final.data(), model->weights().final_norm.data_as<const float>(), eps, N, H, h_final.data());
+  cpu::rmsnorm(x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, h_final.data());
   if (!backward) {
-    return cpu::cross_entropy(h_final.data(), N, model->weights().lm_head, next_tokens.data(), 1.0f, nullptr, nullptr);
+    return cpu::cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), 1.0f, nullptr, nullptr);
   }
   dh.resize(sz(N * H));
-  const double loss = cpu::cross_entropy(h_final.data(), N, model->weights().lm_head, next_tokens.data(),
-                                         static_cast<float>(grad_scale), dh.data(), nullptr, 64, lm_head_t);
+  const double loss = cpu::cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(),
+                                         static_cast<float>(grad_scale), dh.data(), weight_grad(grads.lm_head), 0,
+                                         lm_head_t);
   dx.resize(sz(N * H));
-  cpu::rmsnorm_backward(dh.data(), x_final.data(), model->weights().final_norm.data_as<const float>(), eps, N, H,
-                        dx.data(), nullptr, false);
-  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) backward_layer(l, B, T, dropout);
+  cpu::rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, dx.data(),
+                        weight_grad(grads.final_norm), false);
+  for (int64_t l = layer_count - 1; l >= 0; --l) {
+    // The last layer's activations are still those forward left.
+    if (checkpointing && l + 1 < layer_count) {
+      recomputed.resize(sz(N * H));
+      forward_layer(l, B, T, inputs[sz(l)].data(), recomputed.data(), dropout);
+    }
+    backward_layer(l, B, T, dropout);
+  }
+  if (full()) cpu::embedding_backward(dx.data(), batch.tokens.data(), N, H, grads.embed_tokens.data_as<float>());
   return loss;
 }
 
@@ -394,18 +481,36 @@ double Trainer::accumulate_gradients(const TrainBatch& batch, double grad_scale)
 double Trainer::evaluate(const TrainBatch& batch) { return state_->run(batch, 0.0, false); }
 
 void Trainer::zero_grad() {
-  for (Tensor* g : state_->gradients()) std::memset(g->data(), 0, g->nbytes());
+  for (const auto& [name, g] : state_->gradients()) std::memset(g.data(), 0, g.nbytes());
 }
+
+namespace {
+
+// Σ x² in double, over fixed blocks summed in order, so the result does not
+// depend on how the threads share the work (resumed runs stay bit-identical).
+double sum_of_squares(const float* x, int64_t n) {
+  constexpr int64_t kBlock = 1 << 14;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(sz(blocks));
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double sum = 0.0;
+    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) sum += static_cast<double>(x[i]) * x[i];
+    partial[sz(b)] = sum;
+  }
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+}  // namespace
 
 StepStats Trainer::step() {
   State& s = *state_;
   const OptimizerOptions& o = s.optimizer;
-  std::vector<Tensor*> params = s.parameters(), grads = s.gradients();
+  const auto params = s.parameters(), grads = s.gradients();
   double sum_sq = 0.0;
-  for (Tensor* g : grads) {
-    const float* d = g->data_as<const float>();
-    for (int64_t i = 0; i < g->numel(); ++i) sum_sq += static_cast<double>(d[i]) * d[i];
-  }
+  for (const auto& [name, g] : grads) sum_sq += sum_of_squares(g.data_as<const float>(), g.numel());
   StepStats stats;
   stats.grad_norm = std::sqrt(sum_sq);
   if (!std::isfinite(stats.grad_norm)) fail("the gradient is not finite at step ", s.step + 1);
@@ -421,15 +526,20 @@ StepStats Trainer::step() {
   const double t = static_cast<double>(s.step);
   const float bias1 = static_cast<float>(1.0 - std::pow(o.beta1, t));
   const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(o.beta2, t)));
-  const float lr = static_cast<float>(stats.lr), decay = static_cast<float>(1.0 - stats.lr * o.weight_decay);
+  const float lr = static_cast<float>(stats.lr);
   const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2), eps = static_cast<float>(o.eps);
   const float step_size = lr / bias1;
   for (size_t p = 0; p < params.size(); ++p) {
-    float* w = params[p]->data_as<float>();
-    float* g = grads[p]->data_as<float>();
+    const Tensor& param = params[p].second;
+    // Matrices decay; biases and norm weights do not (transformers' Trainer groups them so).
+    const float decay = param.rank() == 2 ? static_cast<float>(1.0 - stats.lr * o.weight_decay) : 1.0f;
+    float* w = param.data_as<float>();
+    float* g = grads[p].second.data_as<float>();
     float* m = s.moment1[p].data_as<float>();
     float* v = s.moment2[p].data_as<float>();
-    for (int64_t i = 0; i < params[p]->numel(); ++i) {
+    const int64_t n = param.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
       const float gi = g[i] * clip;
       w[i] *= decay;
       m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -453,11 +563,15 @@ double Trainer::train_step(const TrainBatch& batch, StepStats* stats) {
   return loss;
 }
 
+bool Trainer::is_full() const { return state_->full(); }
+
+const Model& Trainer::model() const { return *state_->model; }
+
 int64_t Trainer::steps_done() const { return state_->step; }
 
 int64_t Trainer::trainable_parameters() const {
   int64_t total = 0;
-  for (Tensor* p : state_->parameters()) total += p->numel();
+  for (const auto& [name, p] : state_->parameters()) total += p.numel();
   return total;
 }
 
@@ -469,45 +583,16 @@ std::vector<std::string> Trainer::target_modules() const {
   return names;
 }
 
-namespace {
+std::vector<std::pair<std::string, Tensor>> Trainer::parameter_tensors() const { return state_->parameters(); }
 
-std::string peft_name(int64_t layer, LoraModule m, const char* which) {
-  return "base_model.model.model.layers." + std::to_string(layer) + "." + train::lora_module_path(m) + ".lora_" +
-         which + ".weight";
-}
+std::vector<std::pair<std::string, Tensor>> Trainer::gradient_tensors() const { return state_->gradients(); }
 
-}  // namespace
-
-std::vector<std::pair<std::string, Tensor>> Trainer::adapter_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (size_t l = 0; l < state_->adapters.size(); ++l) {
-    for (LoraModule m : state_->targets) {
-      const LoraAdapter& a = state_->adapters[l][static_cast<size_t>(m)];
-      out.emplace_back(peft_name(static_cast<int64_t>(l), m, "A"), a.A());
-      out.emplace_back(peft_name(static_cast<int64_t>(l), m, "B"), a.B());
-    }
-  }
-  return out;
-}
-
-std::vector<std::pair<std::string, Tensor>> Trainer::gradient_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (size_t l = 0; l < state_->adapters.size(); ++l) {
-    for (LoraModule m : state_->targets) {
-      const LoraAdapter& a = state_->adapters[l][static_cast<size_t>(m)];
-      out.emplace_back(peft_name(static_cast<int64_t>(l), m, "A"), a.grad_A());
-      out.emplace_back(peft_name(static_cast<int64_t>(l), m, "B"), a.grad_B());
-    }
-  }
-  return out;
-}
-
-void Trainer::set_adapter_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source) {
-  for (auto& [name, target] : adapter_tensors()) {
+void Trainer::set_parameter_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source) {
+  for (auto& [name, target] : parameter_tensors()) {
     const auto it = tensors.find(name);
-    if (it == tensors.end()) fail(source, ": missing adapter tensor \"", name, "\"");
+    if (it == tensors.end()) fail(source, ": missing tensor \"", name, "\"");
     if (it->second.shape() != target.shape()) {
-      fail(source, ": adapter tensor \"", name, "\" has shape ", it->second.shape_string(), ", the model needs ",
+      fail(source, ": tensor \"", name, "\" has shape ", it->second.shape_string(), ", the model needs ",
            target.shape_string());
     }
     const Tensor values = it->second.to(DType::F32);
@@ -516,16 +601,18 @@ void Trainer::set_adapter_tensors(const std::map<std::string, Tensor>& tensors, 
 }
 
 void Trainer::save_adapter(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const {
+  if (is_full()) fail("save_adapter: a full fine-tuning trainer has no adapter (save_checkpoint writes the model)");
   PeftLoraConfig config;
   config.r = state_->lora.rank;
   config.lora_alpha = state_->lora.alpha;
   config.lora_dropout = state_->lora.dropout;
   config.target_modules = target_modules();
   config.base_model_name_or_path = base_model_name_or_path;
-  save_peft_adapter(dir, config, adapter_tensors());
+  save_peft_adapter(dir, config, parameter_tensors());
 }
 
 void Trainer::load_adapter(const std::filesystem::path& dir) {
+  if (is_full()) fail("load_adapter: a full fine-tuning trainer has no adapter");
   const PeftAdapter adapter = load_peft_adapter(dir);
   const std::string source = (dir / "adapter_config.json").string();
   if (adapter.config.r != state_->lora.rank) {
@@ -540,30 +627,51 @@ void Trainer::load_adapter(const std::filesystem::path& dir) {
     for (const std::string& t : target_modules()) ours += (ours.empty() ? "" : ",") + t;
     fail(source, ": target_modules are ", theirs, ", the trainer's are ", ours);
   }
-  set_adapter_tensors(adapter.tensors, (dir / "adapter_model.safetensors").string());
+  set_parameter_tensors(adapter.tensors, (dir / "adapter_model.safetensors").string());
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const {
-  save_adapter(dir, base_model_name_or_path);
-  std::vector<std::pair<std::string, Tensor>> moments;
-  const auto names = adapter_tensors();
-  for (size_t i = 0; i < names.size(); ++i) {
-    moments.emplace_back(names[i].first + ".exp_avg", state_->moment1[i]);
-    moments.emplace_back(names[i].first + ".exp_avg_sq", state_->moment2[i]);
+  const State& s = *state_;
+  const auto params = parameter_tensors();
+  std::vector<std::pair<std::string, Tensor>> optimizer_state;
+  if (is_full()) {
+    save_model_folder(*s.master, dir, s.save_dtype, base_model_name_or_path);
+    // The folder rounds the weights to its dtype; resuming needs them exact.
+    if (s.save_dtype != DType::F32) optimizer_state = params;
+  } else {
+    save_adapter(dir, base_model_name_or_path);
   }
-  write_safetensors(dir / "optimizer.safetensors", moments);
-  const nlohmann::json j = {{"step", state_->step}, {"forward_calls", state_->forward_calls}};
+  for (size_t i = 0; i < params.size(); ++i) {
+    optimizer_state.emplace_back(params[i].first + ".exp_avg", s.moment1[i]);
+    optimizer_state.emplace_back(params[i].first + ".exp_avg_sq", s.moment2[i]);
+  }
+  write_safetensors(dir / "optimizer.safetensors", optimizer_state);
+  const nlohmann::json j = {{"step", s.step}, {"forward_calls", s.forward_calls}};
   write_text_atomically(dir / "trainer_state.json", j.dump(2) + "\n");
 }
 
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
-  load_adapter(dir);
+  State& s = *state_;
   const auto optimizer_path = dir / "optimizer.safetensors";
   const SafetensorsFile file = SafetensorsFile::open(optimizer_path);
-  const auto names = adapter_tensors();
-  for (size_t i = 0; i < names.size(); ++i) {
-    for (auto [suffix, target] : {std::pair{".exp_avg", &state_->moment1[i]}, std::pair{".exp_avg_sq", &state_->moment2[i]}}) {
-      const std::string name = names[i].first + suffix;
+  const auto params = parameter_tensors();
+  if (is_full()) {
+    // The f32 master weights: in optimizer.safetensors when the folder holds another dtype.
+    const auto model_path = dir / "model.safetensors";
+    std::optional<SafetensorsFile> folder_weights;
+    if (!file.contains(params.front().first)) folder_weights = SafetensorsFile::open(model_path);
+    const SafetensorsFile& source = folder_weights ? *folder_weights : file;
+    std::map<std::string, Tensor> values;
+    for (const auto& [name, p] : params) {
+      if (source.contains(name)) values[name] = source.tensor(name);
+    }
+    set_parameter_tensors(values, source.path().string());
+  } else {
+    load_adapter(dir);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (auto [suffix, target] : {std::pair{".exp_avg", &s.moment1[i]}, std::pair{".exp_avg_sq", &s.moment2[i]}}) {
+      const std::string name = params[i].first + suffix;
       if (!file.contains(name)) fail(optimizer_path.string(), ": missing tensor \"", name, "\"");
       const Tensor t = file.tensor(name);
       if (t.dtype() != DType::F32 || t.shape() != target->shape()) {
@@ -580,8 +688,8 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
   text << in.rdbuf();
   try {
     const nlohmann::json j = nlohmann::json::parse(text.str());
-    state_->step = j.at("step").get<int64_t>();
-    state_->forward_calls = j.at("forward_calls").get<uint64_t>();
+    s.step = j.at("step").get<int64_t>();
+    s.forward_calls = j.at("forward_calls").get<uint64_t>();
   } catch (const nlohmann::json::exception& e) {
     fail(state_path.string(), ": expected {\"step\", \"forward_calls\"} (", e.what(), ")");
   }

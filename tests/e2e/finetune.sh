@@ -128,6 +128,75 @@ expect_merge_error() {
 expect_merge_error -m "$model" --adapter "$SLM_WORK/nowhere" --out "$SLM_WORK/m2"
 expect_merge_error -m "$model" --adapter "$out" --out "$model"
 
+# --adapter applies the adapter at run time: generate and perplexity give what
+# the merged model gives, and a bad folder is one message naming the file.
+generate_json() {
+  "$SLM_BIN" generate "$@" -p "The number 4 is" -n 8 --temperature 0 --ignore-eos --logprobs 3 \
+    --output-format json --threads 2 2>"$SLM_WORK/generate.err"
+}
+generate_json -m "$model" --adapter "$out" >"$SLM_WORK/adapted.json" \
+  || fail "generate --adapter: $(cat "$SLM_WORK/generate.err")"
+generate_json -m "$merged" >"$SLM_WORK/merged.json" || fail "generate merged: $(cat "$SLM_WORK/generate.err")"
+same=$(python3 - "$SLM_WORK/adapted.json" "$SLM_WORK/merged.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+worst = max(abs(x["logprob"] - y["logprob"]) for s, t in zip(a["logprobs"], b["logprobs"]) for x, y in zip(s, t))
+ids = [[x["id"] for x in s] for s in a["logprobs"]] == [[x["id"] for x in s] for s in b["logprobs"]]
+ok = a["tokens"] == b["tokens"] and ids and worst < 1e-4
+print("ok" if ok else f"tokens {a['tokens']} vs {b['tokens']}, log-probabilities differ by {worst}")
+PY
+)
+[ "$same" = ok ] && pass "generate --adapter = the merged model (tokens and log-probabilities)" \
+  || fail "generate --adapter: $same"
+printf 'The number 4 is written as 4. The number 6 is written as 6.\n' >"$SLM_WORK/score.txt"
+score() { "$SLM_BIN" perplexity "$@" -f "$SLM_WORK/score.txt" --output-format json --threads 2 2>/dev/null; }
+nll_adapted=$(score -m "$model" --adapter "$out")
+nll_merged=$(score -m "$merged")
+[ "$(python3 -c "import json,sys; a,b=(json.loads(x)['mean_nll'] for x in sys.argv[1:3]); print(abs(a-b) < 1e-5)" \
+  "$nll_adapted" "$nll_merged")" = True ] && pass "perplexity --adapter = the merged model" \
+  || fail "perplexity --adapter $nll_adapted, merged $nll_merged"
+set +e
+"$SLM_BIN" generate -m "$model" --adapter "$SLM_WORK/nowhere" -p "hi" -n 1 >/dev/null 2>"$SLM_WORK/err"
+rc=$?
+set -e
+[ "$rc" = 1 ] && [ "$(wc -l <"$SLM_WORK/err")" = 1 ] && grep -qF "$SLM_WORK/nowhere/adapter_config.json" "$SLM_WORK/err" \
+  && pass "generate --adapter refuses a missing folder: $(cat "$SLM_WORK/err")" \
+  || fail "generate --adapter nowhere: exit $rc, $(cat "$SLM_WORK/err")"
+
+# --full trains every weight and writes a model folder that slm and the
+# PyTorch reference (transformers' layout) both load.
+full="$SLM_WORK/full"
+rm -rf "$full"
+if "$SLM_BIN" finetune --full -m "$model" --data "$SLM_WORK/train.jsonl" --out "$full" --max-steps 30 --lr 3e-3 \
+  --batch-size 4 --save-dtype bf16 --grad-checkpointing --threads 2 2>"$SLM_WORK/full.err"; then
+  pass "finetune --full exits 0"
+else
+  fail "finetune --full failed: $(tail -3 "$SLM_WORK/full.err")"
+fi
+for file in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json \
+  optimizer.safetensors trainer_state.json data_state.json metrics.jsonl loss.svg; do
+  [ -f "$full/$file" ] || fail "finetune --full did not write $file"
+done
+[ "$(json_get "$full/config.json" 'j["torch_dtype"]')" = bfloat16 ] && pass "--save-dtype bf16 is the folder's dtype" \
+  || fail "config.json torch_dtype: $(json_get "$full/config.json" 'j.get("torch_dtype")')"
+learned=$(python3 - "$full/metrics.jsonl" <<'PY'
+import json, sys
+losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"loss"' in l]
+print(len(losses) == 30 and losses[-1] < losses[0] - 2)
+PY
+)
+[ "$learned" = True ] && pass "finetune --full: the loss falls" || fail "finetune --full: $(head -c 300 "$full/metrics.jsonl")"
+"$SLM_BIN" generate -m "$full" -p "The number" -n 4 --threads 2 >/dev/null 2>"$SLM_WORK/err" \
+  && pass "slm generate runs the trained folder" || fail "generate -m full: $(cat "$SLM_WORK/err")"
+loads=$(/usr/bin/python3 - "$full" "$SOURCE_DIR/tests/reference" <<'PY' 2>&1
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from llama_reference import Reference
+print("ok" if bool(torch.isfinite(Reference(sys.argv[1]).logits([1, 450, 1353])).all()) else "not finite")
+PY
+)
+[ "$loads" = ok ] && pass "the PyTorch reference loads the trained folder" || fail "reference: $loads"
+
 # expect_error CODE MESSAGE -- finetune arguments...
 expect_error() {
   local code=$1 message=$2
@@ -150,4 +219,7 @@ expect_error 1 "missing.jsonl: cannot read" -- --data "$SLM_WORK/missing.jsonl"
 expect_error 1 "unknown module \"qkv\"" -- --data "$SLM_WORK/train.jsonl" --lora-targets qkv
 expect_error 2 "--lora-r" -- --data "$SLM_WORK/train.jsonl" --lora-r 0
 expect_error 2 "--lr" -- --data "$SLM_WORK/train.jsonl" --lr -1
+expect_error 2 "--full excludes --lora-r" -- --data "$SLM_WORK/train.jsonl" --full --lora-r 4
+expect_error 2 "--save-dtype requires --full" -- --data "$SLM_WORK/train.jsonl" --save-dtype bf16
+expect_error 1 "is the base model's folder" -- --data "$SLM_WORK/train.jsonl" --full --out "$model"
 finish

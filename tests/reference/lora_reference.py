@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference LoRA training step of the Llama family, in plain PyTorch (float64).
+"""Reference LoRA (or full) training step of the Llama family, in plain PyTorch (float64).
 
 The base model is tests/reference/llama_reference.py's Reference (the same
 semantics as Hugging Face transformers); every targeted linear layer gets a
@@ -19,12 +19,18 @@ model folder made by `slm create` the script:
      then torch.optim.AdamW, learning rate from transformers' schedule
      formulas via LambdaLR).
 
+With --full there are no adapters: every weight of the model is a parameter
+(embeddings, linear layers and biases, norms, lm_head or the tied embedding),
+the gradients in expected.json are keyed by the weights' Hugging Face names,
+and AdamW decays only the matrices (biases and norm weights form a group
+without weight decay, as transformers' Trainer builds it).
+
 Usage:
   lora_reference.py MODEL_DIR --out OUT [--rank 4] [--alpha 8]
                     [--targets q_proj,...|all-linear] [--batch 2] [--seq 12]
                     [--steps 20] [--lr 1e-2] [--schedule cosine]
                     [--warmup 2] [--weight-decay 0.01] [--max-grad-norm 1.0]
-                    [--seed 0]
+                    [--seed 0] [--full]
 
 Needs only Debian's python3-torch and python3-numpy.
 """
@@ -115,6 +121,65 @@ def schedule_lambda(kind, warmup, total):
     return f
 
 
+def make_batch(args, vocab):
+    """A fixed batch: random ids, a masked prompt in row 0, masked padding at the end of row 1."""
+    tokens = torch.randint(0, vocab, (args.batch, args.seq))
+    labels = tokens.clone()
+    labels[0, : args.seq // 3] = -100  # a masked prompt
+    if args.batch > 1:
+        labels[1, -2:] = -100  # masked padding at the end
+    return tokens, labels
+
+
+def adamw_curve(model, tokens, labels, groups, flat, args):
+    """The loss before each of args.steps AdamW steps (clip_grad_norm_, schedule via LambdaLR)."""
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(args.schedule, args.warmup, args.steps))
+    curve, norms = [], []
+    for _ in range(args.steps):
+        optimizer.zero_grad()
+        step_loss = model.loss(tokens, labels)
+        step_loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(flat, args.max_grad_norm)))
+        optimizer.step()
+        scheduler.step()
+        curve.append(float(step_loss))
+    return curve, norms
+
+
+def training_options(args):
+    return {"batch": args.batch, "seq": args.seq, "lr": args.lr, "schedule": args.schedule,
+            "warmup_steps": args.warmup, "steps": args.steps, "weight_decay": args.weight_decay,
+            "max_grad_norm": args.max_grad_norm}
+
+
+def run_full(args):
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model = LoraReference(args.model_dir, {}, 0.0)
+    names = sorted(model.expected_shapes())
+    for name in names:
+        model.w[name] = model.w[name].clone().requires_grad_()
+    tokens, labels = make_batch(args, model.cfg.vocab)
+
+    loss = model.loss(tokens, labels)
+    loss.backward()
+    grads = {name: model.w[name].grad.flatten().tolist() for name in names}
+    first_loss = float(loss)
+
+    flat = [model.w[name] for name in names]
+    for p in flat:
+        p.grad = None
+    groups = [{"params": [p for p in flat if p.dim() == 2]},
+              {"params": [p for p in flat if p.dim() != 2], "weight_decay": 0.0}]
+    curve, norms = adamw_curve(model, tokens, labels, groups, flat, args)
+
+    with open(os.path.join(args.out, "expected.json"), "w") as f:
+        json.dump({"mode": "full", "tokens": tokens.flatten().tolist(), "labels": labels.flatten().tolist(),
+                   **training_options(args), "loss": first_loss, "grads": grads, "curve": curve,
+                   "grad_norms": norms}, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
@@ -132,7 +197,11 @@ def main():
     ap.add_argument("--max-grad-norm", type=float, default=1.0)
     ap.add_argument("--b-std", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
     args = ap.parse_args()
+    if args.full:
+        run_full(args)
+        return
 
     targets = MODULES if args.targets == "all-linear" else args.targets.split(",")
     for t in targets:
@@ -190,23 +259,11 @@ def main():
     flat = [p for pair in params.values() for p in pair]
     for p in flat:
         p.grad = None
-    optimizer = torch.optim.AdamW(flat, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(args.schedule, args.warmup, args.steps))
-    curve, norms = [], []
-    for _ in range(args.steps):
-        optimizer.zero_grad()
-        step_loss = model.loss(tokens, labels)
-        step_loss.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(flat, args.max_grad_norm)))
-        optimizer.step()
-        scheduler.step()
-        curve.append(float(step_loss))
+    curve, norms = adamw_curve(model, tokens, labels, flat, flat, args)
 
     with open(os.path.join(args.out, "expected.json"), "w") as f:
-        json.dump({"batch": args.batch, "seq": args.seq, "tokens": tokens.flatten().tolist(),
-                   "labels": labels.flatten().tolist(), "rank": args.rank, "alpha": args.alpha, "targets": targets,
-                   "lr": args.lr, "schedule": args.schedule, "warmup_steps": args.warmup, "steps": args.steps,
-                   "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+        json.dump({"mode": "lora", "tokens": tokens.flatten().tolist(), "labels": labels.flatten().tolist(),
+                   "rank": args.rank, "alpha": args.alpha, "targets": targets, **training_options(args),
                    "loss": first_loss, "grads": grads, "curve": curve, "grad_norms": norms}, f)
 
 

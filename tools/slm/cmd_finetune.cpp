@@ -1,5 +1,5 @@
 // slm finetune: train LoRA adapters on a JSON-lines dataset and save them in
-// the PEFT layout.
+// the PEFT layout, or (--full) train every weight and save a model folder.
 #include "commands.h"
 #include "common.h"
 
@@ -108,7 +108,9 @@ std::string loss_svg(const std::vector<double>& losses, const std::vector<std::p
 }  // namespace
 
 int run_finetune(int argc, char** argv) {
-  CLI::App app{"Train LoRA adapters on your own examples; the adapter folder uses the PEFT layout.", "finetune"};
+  CLI::App app{"Train LoRA adapters on your own examples (the adapter folder uses the PEFT layout), or with --full "
+               "every weight of the model (a Hugging Face model folder).",
+               "finetune"};
   ModelOptions model_options;
   add_model_options(app, model_options);
   std::string data, eval_data, out, schedule = "cosine";
@@ -117,17 +119,32 @@ int run_finetune(int argc, char** argv) {
   OptimizerOptions opt;
   int64_t epochs = 1, max_steps = 0, batch_size = 4, grad_accum = 1, seq_len = 512, eval_every = 0, save_every = 0;
   uint64_t seed = 0;
-  std::string resume;
-  bool pack = false;
+  std::string resume, save_dtype = "auto";
+  bool pack = false, full = false, checkpointing = false;
   app.add_option("--data", data, "training examples, JSON lines: {\"text\"} or {\"prompt\",\"completion\"}")
       ->required();
   app.add_option("--eval-data", eval_data, "evaluation examples (same format)");
-  app.add_option("--out", out, "adapter folder to write (adapter_config.json, adapter_model.safetensors)")
+  app.add_option("--out", out,
+                 "folder to write: the adapter (adapter_config.json, adapter_model.safetensors), or with --full the "
+                 "model (config.json, model.safetensors, tokenizer files)")
       ->required();
-  app.add_option("--lora-r", lora.rank, "adapter rank")->check(CLI::PositiveNumber);
-  app.add_option("--lora-alpha", lora.alpha, "scale numerator: the update is alpha/r · B·A")->check(CLI::PositiveNumber);
-  app.add_option("--lora-dropout", lora.dropout, "dropout on the adapter input")->check(CLI::Range(0.0, 0.99));
-  app.add_option("--lora-targets", lora.targets, "PEFT module names, comma-separated, or all-linear")->delimiter(',');
+  CLI::Option* full_flag = app.add_flag(
+      "--full", full, "train every weight (embeddings, linear layers, norms, lm_head) instead of LoRA adapters");
+  app.add_option("--save-dtype", save_dtype, "with --full: weights written: auto (the base's), f32, f16 or bf16")
+      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}))
+      ->needs(full_flag);
+  app.add_flag("--grad-checkpointing", checkpointing,
+               "keep only each layer's input and recompute the layer in backward: less memory, one more forward");
+  app.add_option("--lora-r", lora.rank, "adapter rank")->check(CLI::PositiveNumber)->excludes(full_flag);
+  app.add_option("--lora-alpha", lora.alpha, "scale numerator: the update is alpha/r · B·A")
+      ->check(CLI::PositiveNumber)
+      ->excludes(full_flag);
+  app.add_option("--lora-dropout", lora.dropout, "dropout on the adapter input")
+      ->check(CLI::Range(0.0, 0.99))
+      ->excludes(full_flag);
+  app.add_option("--lora-targets", lora.targets, "PEFT module names, comma-separated, or all-linear")
+      ->delimiter(',')
+      ->excludes(full_flag);
   app.add_option("--epochs", epochs, "passes over the data")->check(CLI::PositiveNumber);
   app.add_option("--max-steps", max_steps, "optimizer steps (overrides --epochs)")->check(CLI::PositiveNumber);
   app.add_option("--lr", opt.lr, "peak learning rate")->check(CLI::PositiveNumber);
@@ -151,6 +168,10 @@ int run_finetune(int argc, char** argv) {
                  "continue from a checkpoint folder (an --out of an earlier run with the same options)");
 
   return run_command(app, argc, argv, [&] {
+    if (full && std::filesystem::exists(out) && std::filesystem::exists(model_options.dir) &&
+        std::filesystem::equivalent(out, model_options.dir)) {
+      fail("--out ", out, " is the base model's folder; write the trained model elsewhere");
+    }
     const auto started = std::chrono::steady_clock::now();
     // From the start, so a Ctrl-C while loading still ends with a checkpoint after one step.
     interrupted = 0;
@@ -173,7 +194,10 @@ int run_finetune(int argc, char** argv) {
     opt.schedule = parse_lr_schedule(schedule);
     opt.total_steps = max_steps > 0 ? max_steps : epochs * steps_per_epoch;
     lora.seed = seed;
-    Trainer trainer(model, lora, opt);
+    Trainer trainer = full ? Trainer::full(model, opt,
+                                           save_dtype == "auto" ? model.config().torch_dtype : *parse_dtype(save_dtype))
+                           : Trainer(model, lora, opt);
+    trainer.set_gradient_checkpointing(checkpointing);
     const double share = 100.0 * static_cast<double>(trainer.trainable_parameters()) /
                          static_cast<double>(model.config().parameter_count());
     std::fprintf(stderr, "%lld examples (%lld tokens, %lld in the loss, %lld truncated to %lld); %lld steps; "

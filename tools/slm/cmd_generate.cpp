@@ -51,6 +51,7 @@ int run_generate(int argc, char** argv) {
   CLI::App app{"Continue a prompt with a model.", "generate"};
   ModelOptions model_options;
   add_model_options(app, model_options);
+  add_adapter_option(app, model_options);
   std::string prompt, prompt_file, output_format = "text";
   GenerateOptions options;
   bool no_skip_special = false, truncate = false;

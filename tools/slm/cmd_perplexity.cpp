@@ -15,6 +15,7 @@ int run_perplexity(int argc, char** argv) {
   CLI::App app{"Score a text file with a model: token count, mean negative log-likelihood, perplexity.", "perplexity"};
   ModelOptions model_options;
   add_model_options(app, model_options);
+  add_adapter_option(app, model_options);
   std::string file, output_format = "text";
   int64_t context = 0;
   app.add_option("-f,--file", file, "text file ('-' for stdin)")->required();

@@ -24,16 +24,6 @@ constexpr int64_t kPanelRows = 64;
 
 int as_int(int64_t v) { return static_cast<int>(v); }
 
-// Our OpenMP loops are the parallelism; OpenBLAS runs single-threaded inside
-// them (as cpu::matmul arranges too).
-void single_threaded_blas() {
-  static const bool done = [] {
-    openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)done;
-}
-
 // W[:, k0:k0+width] as f32 [N, width].
 void widen_columns(const VectorKernels& kernels, const Tensor& W, int64_t k0, int64_t width, float* out) {
   const int64_t N = W.dim(0), K = W.dim(1);
@@ -145,6 +135,14 @@ void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t 
   }
 }
 
+void bias_backward(const float* dy, int64_t M, int64_t N, float* dbias) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = dy + m * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) dbias[n] += row[n];
+  }
+}
+
 void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows, int64_t dim,
                       float* dx, float* dweight, bool accumulate) {
 #pragma omp parallel
@@ -161,13 +159,13 @@ void rmsnorm_backward(const float* dy, const float* x, const float* weight, floa
       float dot = 0.0f;
       for (int64_t i = 0; i < dim; ++i) dot += g[i] * weight[i] * xr[i];
       const float correction = dot * rstd * rstd / static_cast<float>(dim);
+      if (dweight) {  // before dx, which may overwrite dy
+        for (int64_t i = 0; i < dim; ++i) partial[static_cast<size_t>(i)] += g[i] * xr[i] * rstd;
+      }
       float* o = dx + r * dim;
       for (int64_t i = 0; i < dim; ++i) {
         const float value = rstd * (g[i] * weight[i] - xr[i] * correction);
         o[i] = accumulate ? o[i] + value : value;
-      }
-      if (dweight) {
-        for (int64_t i = 0; i < dim; ++i) partial[static_cast<size_t>(i)] += g[i] * xr[i] * rstd;
       }
     }
     if (dweight) {
@@ -470,6 +468,9 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
   for (int64_t r = 0; r < n; ++r) {
     if (targets[r] >= V) fail("cross_entropy: target ", targets[r], " outside the vocabulary of ", V);
   }
+  // By default about 4 MB of logits at a time, and at least 64 rows, so
+  // each product with lm_head stays large enough to run at full speed.
+  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(64, (int64_t{1} << 20) / V);
   chunk_rows = std::max<int64_t>(1, std::min(chunk_rows, n));
   std::vector<float> logits(static_cast<size_t>(chunk_rows * V));
   double total = 0.0;
@@ -487,15 +488,18 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
       }
       float max_logit = -std::numeric_limits<float>::infinity();
       for (int64_t c = 0; c < V; ++c) max_logit = std::max(max_logit, row[c]);
+      const float target_logit = row[target];
+      // One exp per logit, kept in the row for the gradient; the sum in double.
       double sum = 0.0;
-      for (int64_t c = 0; c < V; ++c) sum += std::exp(static_cast<double>(row[c] - max_logit));
-      const double row_lse = max_logit + std::log(sum);
-      chunk_loss += row_lse - row[target];
+      for (int64_t c = 0; c < V; ++c) {
+        row[c] = std::exp(row[c] - max_logit);
+        sum += row[c];
+      }
+      chunk_loss += max_logit + std::log(sum) - target_logit;
       if (dhidden) {
         // ∂loss/∂logit = softmax − one-hot
-        for (int64_t c = 0; c < V; ++c) {
-          row[c] = static_cast<float>(std::exp(static_cast<double>(row[c]) - row_lse)) * grad_scale;
-        }
+        const float scale = static_cast<float>(grad_scale / sum);
+        for (int64_t c = 0; c < V; ++c) row[c] *= scale;
         row[target] -= grad_scale;
       }
     }

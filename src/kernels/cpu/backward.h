@@ -33,8 +33,13 @@ bool transposed_backward_pays(DType dtype);
 void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t N, int64_t K, float* dW,
                             bool accumulate);
 
-// y = x / rms(x) · weight per row. dx (+)= ∂L/∂x from dy; dweight, when not
-// null, accumulates ∂L/∂weight. The row's rms is recomputed from x.
+// Gradient of y[M,N] = x · Wᵀ + bias with respect to bias: dbias[N] += the
+// column sums of dy[M,N].
+void bias_backward(const float* dy, int64_t M, int64_t N, float* dbias);
+
+// y = x / rms(x) · weight per row. dx (+)= ∂L/∂x from dy (dx may alias dy);
+// dweight, when not null, accumulates ∂L/∂weight. The row's rms is
+// recomputed from x.
 void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows, int64_t dim,
                       float* dx, float* dweight, bool accumulate);
 
@@ -80,12 +85,12 @@ void attention_train_backward_reference(const float* q, const float* k, const fl
 
 // Cross-entropy of logits = hidden[n, H] · lm_head[V, H]ᵀ against targets
 // (entries < 0 are ignored), computed `chunk_rows` rows at a time so only
-// chunk_rows × V logits exist at once. Returns the summed loss over the
-// counted rows (in double). When dhidden is not null it receives
+// chunk_rows × V logits exist at once (0: about 4 MB of them, at least 64
+// rows). Returns the summed loss over the counted rows (in double). When dhidden is not null it receives
 // grad_scale · ∂(sum)/∂hidden (overwritten); dlm_head, when not null,
 // accumulates grad_scale · ∂(sum)/∂lm_head (lm_head must then be f32-shaped).
 // lm_head_t, when not empty, is transpose_weight(lm_head), used for dhidden.
 double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets, float grad_scale,
-                     float* dhidden, float* dlm_head, int64_t chunk_rows = 64, const Tensor& lm_head_t = Tensor());
+                     float* dhidden, float* dlm_head, int64_t chunk_rows = 0, const Tensor& lm_head_t = Tensor());
 
 }  // namespace slm::cpu

@@ -12,6 +12,10 @@
 
 namespace slm::cpu {
 
+// Our OpenMP loops are the parallelism: OpenBLAS runs single-threaded inside
+// them. Every kernel that calls BLAS calls this first (it acts once).
+void single_threaded_blas();
+
 // y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N] when not null). W is any weight dtype.
 void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y);
 void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y);
@@ -25,6 +29,11 @@ struct Projection {
   float* out;
 };
 void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections);
+
+// y[M, N] += scale · (x·Aᵀ)·Bᵀ for a low-rank pair A [rank, K], B [N, rank]
+// (f32), the product a LoRA adapter adds beside a linear layer; u [M, rank]
+// receives x·Aᵀ. Rank-thin, so a few percent of the layer's own product.
+void low_rank_add(const float* x, int64_t M, const Tensor& A, const Tensor& B, float scale, float* u, float* y);
 
 // Rows of `table` [V, D] picked by ids, converted to f32: out[n, D].
 void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out);

@@ -118,12 +118,16 @@ void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, con
   }
 }
 
-void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
-  static const bool openblas_single_threaded = [] {
+void single_threaded_blas() {
+  static const bool done = [] {
     openblas_set_num_threads(1);
     return true;
   }();
-  (void)openblas_single_threaded;
+  (void)done;
+}
+
+void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
+  single_threaded_blas();
   check_weight(W, K);
   const int64_t N = W.dim(0);
   const VectorKernels& kernels = vector_kernels();
@@ -175,6 +179,15 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
       }
     }
   }
+}
+
+void low_rank_add(const float* x, int64_t M, const Tensor& A, const Tensor& B, float scale, float* u, float* y) {
+  single_threaded_blas();
+  const int rank = static_cast<int>(A.dim(0)), K = static_cast<int>(A.dim(1)), N = static_cast<int>(B.dim(0));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), rank, K, 1.0f, x, K,
+              A.data_as<const float>(), K, 0.0f, u, rank);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), N, rank, scale, u, rank,
+              B.data_as<const float>(), rank, 1.0f, y, N);
 }
 
 }  // namespace slm::cpu

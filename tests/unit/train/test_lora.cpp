@@ -1,6 +1,9 @@
 // LoRA adapters, the learning-rate schedules and the Trainer's whole-model
-// gradient, each against a direct computation or finite differences.
+// gradient with adapters, each against a direct computation or finite
+// differences; merged and run-time adapters against the trainer's forward.
 #include "train/lora.h"
+
+#include "trainer_fixture.h"
 
 #include <slm/error.h>
 #include <slm/model.h>
@@ -123,86 +126,58 @@ TEST(LearningRate, SchedulesMatchTransformers) {
   EXPECT_THROW(slm::parse_lr_schedule("step"), slm::Error);
 }
 
-class TrainerTest : public ::testing::Test {
- protected:
-  static slm::Model tiny_model(const std::string& arch, double init_std = 0.2, slm::LoadOptions load = {}) {
-    slm::ModelConfig c;
-    c.model_type = arch;
-    c.hidden_size = 24;
-    c.intermediate_size = 40;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 6;
-    c.vocab_size = 50;
-    c.max_position_embeddings = 64;
-    c.rope_theta = 10000;
-    c.qk_norm = arch == "qwen3";
-    c.attention_bias = arch == "qwen2";
-    const auto dir = std::filesystem::path(SLM_BINARY_DIR) / "tests" / "train_tiny" / (arch + std::to_string(init_std));
-    slm::CreateOptions options;
-    options.init_std = init_std;
-    slm::create_random_model(slm::ModelConfig::from_json(c.to_json(), "tiny"), options, dir);
-    return slm::Model::load(dir, load);
-  }
-  static slm::TrainBatch batch() {
-    slm::TrainBatch b;
-    b.batch = 2;
-    b.seq = 9;
-    slm::Rng rng(11);
-    for (int i = 0; i < 18; ++i) b.tokens.push_back(static_cast<int32_t>(rng.next() % 50));
-    b.labels = b.tokens;
-    b.labels[0] = b.labels[1] = -100;
-    return b;
-  }
-};
-
 // The gradient along a random direction against a central difference of the
 // f32 loss: loose (f32 noise), but catches any wiring mistake in the backward.
+// Full fine-tuning (every weight) goes through the same check.
 TEST_F(TrainerTest, DirectionalDerivativeMatchesFiniteDifference) {
-  for (const char* arch : {"llama", "qwen3", "qwen2"}) {
-    SCOPED_TRACE(arch);
-    const slm::Model model = tiny_model(arch);
-    slm::LoraOptions lora;
-    lora.rank = 3;
-    lora.targets = {"all-linear"};
-    slm::Trainer trainer(model, lora, {});
-    std::vector<std::vector<float>> direction;
-    slm::Rng rng(5);
-    for (auto& [name, t] : trainer.adapter_tensors()) {
-      std::vector<float> d(static_cast<size_t>(t.numel()));
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        d[size_t(i)] = static_cast<float>(rng.normal());
-        if (name.find("lora_B") != std::string::npos) t.data_as<float>()[i] = static_cast<float>(rng.normal() * 0.1);
+  for (const bool full : {false, true}) {
+    for (const char* arch : {"llama", "qwen3", "qwen2"}) {
+      SCOPED_TRACE(std::string(arch) + (full ? " full" : " lora"));
+      const slm::Model model = tiny_model(arch);
+      slm::LoraOptions lora;
+      lora.rank = 3;
+      lora.targets = {"all-linear"};
+      slm::Trainer trainer = full ? slm::Trainer::full(model, {}, slm::DType::F32) : slm::Trainer(model, lora, {});
+      std::vector<std::vector<float>> direction;
+      slm::Rng rng(5);
+      for (auto& [name, t] : trainer.parameter_tensors()) {
+        std::vector<float> d(static_cast<size_t>(t.numel()));
+        for (int64_t i = 0; i < t.numel(); ++i) {
+          d[size_t(i)] = static_cast<float>(rng.normal());
+          if (name.find("lora_B") != std::string::npos) t.data_as<float>()[i] = static_cast<float>(rng.normal() * 0.1);
+        }
+        direction.push_back(std::move(d));
       }
-      direction.push_back(std::move(d));
+      const slm::TrainBatch b = batch();
+      trainer.zero_grad();
+      trainer.accumulate_gradients(b, 1.0);
+      double analytic = 0;
+      size_t k = 0;
+      for (auto& [name, g] : trainer.gradient_tensors()) {
+        for (int64_t i = 0; i < g.numel(); ++i) analytic += double(g.data_as<float>()[i]) * direction[k][size_t(i)];
+        ++k;
+      }
+      auto shifted_loss = [&](double h) {
+        size_t j = 0;
+        for (auto& [name, t] : trainer.parameter_tensors()) {
+          float* values = t.data_as<float>();
+          for (int64_t i = 0; i < t.numel(); ++i) values[i] += static_cast<float>(h) * direction[j][size_t(i)];
+          ++j;
+        }
+        const double value = trainer.evaluate(b);
+        j = 0;
+        for (auto& [name, t] : trainer.parameter_tensors()) {
+          float* values = t.data_as<float>();
+          for (int64_t i = 0; i < t.numel(); ++i) values[i] -= static_cast<float>(h) * direction[j][size_t(i)];
+          ++j;
+        }
+        return value;
+      };
+      const double h = 1e-4;
+      const double numeric = (shifted_loss(h) - shifted_loss(-h)) / (2 * h);
+      EXPECT_NEAR(analytic, numeric, 1e-3 * std::fabs(numeric) + 1e-3)
+          << "analytic " << analytic << " numeric " << numeric;
     }
-    const slm::TrainBatch b = batch();
-    trainer.zero_grad();
-    trainer.accumulate_gradients(b, 1.0);
-    double analytic = 0;
-    size_t k = 0;
-    for (auto& [name, g] : trainer.gradient_tensors()) {
-      for (int64_t i = 0; i < g.numel(); ++i) analytic += double(g.data_as<float>()[i]) * direction[k][size_t(i)];
-      ++k;
-    }
-    auto shifted_loss = [&](double h) {
-      size_t j = 0;
-      for (auto& [name, t] : trainer.adapter_tensors()) {
-        for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] += static_cast<float>(h) * direction[j][size_t(i)];
-        ++j;
-      }
-      const double value = trainer.evaluate(b);
-      j = 0;
-      for (auto& [name, t] : trainer.adapter_tensors()) {
-        for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] -= static_cast<float>(h) * direction[j][size_t(i)];
-        ++j;
-      }
-      return value;
-    };
-    const double h = 1e-4;
-    const double numeric = (shifted_loss(h) - shifted_loss(-h)) / (2 * h);
-    EXPECT_NEAR(analytic, numeric, 1e-3 * std::fabs(numeric) + 1e-3) << "analytic " << analytic << " numeric " << numeric;
   }
 }
 
@@ -242,7 +217,7 @@ TEST_F(TrainerTest, Bf16BaseWeightsGiveNearlyTheF32Gradients) {
   lora.targets = {"all-linear"};
   slm::Trainer a(f32, lora, {}), b(bf16, lora, {});
   for (slm::Trainer* t : {&a, &b}) {
-    for (auto& [name, tensor] : t->adapter_tensors()) {
+    for (auto& [name, tensor] : t->parameter_tensors()) {
       if (name.find("lora_B") == std::string::npos) continue;
       for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.05f * static_cast<float>(i % 5 - 2);
     }
@@ -271,7 +246,7 @@ TEST_F(TrainerTest, MergedModelMatchesBasePlusAdapter) {
   lora.alpha = 12;
   lora.targets = {"q_proj", "o_proj", "up_proj", "down_proj"};
   slm::Trainer trainer(base, lora, {});
-  for (auto& [name, tensor] : trainer.adapter_tensors()) {
+  for (auto& [name, tensor] : trainer.parameter_tensors()) {
     if (name.find("lora_B") == std::string::npos) continue;
     for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.1f * static_cast<float>(i % 7 - 3);
   }
@@ -280,25 +255,7 @@ TEST_F(TrainerTest, MergedModelMatchesBasePlusAdapter) {
   slm::Model merged = slm::merge_adapter(base, dir);
   const slm::TrainBatch b = batch();
   const double want = trainer.evaluate(b);
-  double got = 0;
-  const int64_t V = base.config().vocab_size;
-  std::vector<float> logits(static_cast<size_t>(b.seq * V));
-  for (int64_t s = 0; s < b.batch; ++s) {
-    slm::KVCache cache(merged.config(), b.seq);
-    const auto tokens = std::span<const int32_t>(b.tokens).subspan(static_cast<size_t>(s * b.seq),
-                                                                   static_cast<size_t>(b.seq));
-    const auto hidden = merged.forward(tokens, cache);
-    merged.logits(hidden, b.seq, logits);
-    for (int64_t t = 0; t + 1 < b.seq; ++t) {
-      const int32_t target = b.labels[static_cast<size_t>(s * b.seq + t + 1)];
-      if (target < 0) continue;
-      const float* row = logits.data() + t * V;
-      double m = row[0], sum = 0;
-      for (int64_t c = 0; c < V; ++c) m = std::max(m, double(row[c]));
-      for (int64_t c = 0; c < V; ++c) sum += std::exp(row[c] - m);
-      got += m + std::log(sum) - row[target];
-    }
-  }
+  const double got = forward_loss(merged, b);
   EXPECT_NEAR(got, want, 1e-4 * std::fabs(want));
   const double base_loss = slm::Trainer(base, lora, {}).evaluate(b);  // fresh adapters: B = 0
   EXPECT_GT(std::fabs(base_loss - want), 1e-2) << "the adapter should change the predictions";
@@ -324,6 +281,60 @@ TEST_F(TrainerTest, MergedModelMatchesBasePlusAdapter) {
   } catch (const slm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("lora_A.weight\" has shape [6, 24]"), std::string::npos) << e.what();
   }
+}
+
+// An adapter applied at run time gives the merged model's logits, over a
+// whole sequence (prefill) and token by token (decode), without changing the
+// base weights. A bad folder fails naming the file.
+TEST_F(TrainerTest, RuntimeAdapterMatchesMergedModel) {
+  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+    SCOPED_TRACE(arch);
+    const slm::Model base = tiny_model(arch);
+    slm::LoraOptions lora;
+    lora.rank = 4;
+    lora.alpha = 12;
+    lora.targets = {"all-linear"};
+    slm::Trainer trainer(base, lora, {});
+    for (auto& [name, tensor] : trainer.parameter_tensors()) {
+      if (name.find("lora_B") == std::string::npos) continue;
+      for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.1f * static_cast<float>(i % 7 - 3);
+    }
+    const auto dir = work_dir() / "runtime_adapter";
+    trainer.save_adapter(dir, "tiny");
+    slm::Model merged = slm::merge_adapter(base, dir);
+    slm::Model adapted = tiny_model(arch);
+    slm::attach_adapter(adapted, dir);
+    const slm::TrainBatch b = batch();
+    const std::vector<float> want = forward_logits(merged, b), got = forward_logits(adapted, b);
+    double error = 0, scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      error = std::max(error, double(std::fabs(got[i] - want[i])));
+      scale = std::max(scale, double(std::fabs(want[i])));
+    }
+    EXPECT_LT(error / scale, 1e-5);
+    // Decode: one token at a time through the KV cache.
+    slm::KVCache cache(adapted.config(), b.seq);
+    const int64_t V = adapted.config().vocab_size;
+    for (int64_t t = 0; t < b.seq; ++t) {
+      const auto row = adapted.forward_last_logits(std::span<const int32_t>(&b.tokens[size_t(t)], 1), cache);
+      for (int64_t c = 0; c < V; ++c) ASSERT_NEAR(row[size_t(c)], want[size_t(t * V + c)], 1e-5 * scale) << t;
+    }
+    const double trained = trainer.evaluate(b);
+    EXPECT_NEAR(forward_loss(adapted, b), trained, 1e-4 * std::fabs(trained));
+    const slm::Model fresh = tiny_model(arch);
+    const slm::Tensor& q = adapted.weights().layers[0].q_proj;
+    EXPECT_EQ(std::memcmp(q.data(), fresh.weights().layers[0].q_proj.data(), q.nbytes()), 0);
+  }
+
+  slm::Model model = tiny_model("llama");
+  const auto missing = work_dir() / "no_adapter_here";
+  try {
+    slm::attach_adapter(model, missing);
+    FAIL() << "attached a missing adapter";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find((missing / "adapter_config.json").string()), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(model.adapter().empty());
 }
 
 // Stop after three steps, checkpoint, resume in a fresh trainer: the result is
@@ -356,7 +367,7 @@ TEST_F(TrainerTest, ResumeFromCheckpointEqualsUninterrupted) {
   resumed.load_checkpoint(dir);
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 0; i < 3; ++i) resumed.train_step(b);
-  const auto want = straight.adapter_tensors(), got = resumed.adapter_tensors();
+  const auto want = straight.parameter_tensors(), got = resumed.parameter_tensors();
   ASSERT_EQ(want.size(), got.size());
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_EQ(std::memcmp(want[i].second.data(), got[i].second.data(), want[i].second.nbytes()), 0) << want[i].first;

@@ -49,7 +49,7 @@ TEST(Peft, SaveWritesPeftLayoutAndLoadRoundTrips) {
   lora.dropout = 0.05;
   lora.targets = {"q_proj", "down_proj"};
   slm::Trainer trainer(model, lora, {});
-  for (auto& [name, t] : trainer.adapter_tensors()) {
+  for (auto& [name, t] : trainer.parameter_tensors()) {
     for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = static_cast<float>(i % 7) * 0.25f - 0.5f;
   }
   trainer.save_adapter(dir / "adapter", "some/base-model");
@@ -75,7 +75,7 @@ TEST(Peft, SaveWritesPeftLayoutAndLoadRoundTrips) {
 
   slm::Trainer restored(model, lora, {});
   restored.load_adapter(dir / "adapter");
-  const auto want = trainer.adapter_tensors(), got = restored.adapter_tensors();
+  const auto want = trainer.parameter_tensors(), got = restored.parameter_tensors();
   ASSERT_EQ(want.size(), got.size());
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(want[i].first, got[i].first);

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Writes the LoRA parity fixtures: small random models (slm create) and, for
-# each, what tests/reference/lora_reference.py computes in PyTorch: initial
+# Writes the training parity fixtures: small random models (slm create) and,
+# for each, what tests/reference/lora_reference.py computes in PyTorch: initial
 # adapters in PEFT layout, a fixed batch, the loss and LoRA gradients, and a
-# 20-step AdamW loss curve.
+# 20-step AdamW loss curve; for the full_* fixtures (--full) the gradient of
+# every weight and the curve of training them all.
 #
 #   OUTDIR/NAME/model/           the model folder
-#   OUTDIR/NAME/adapter/         adapter_config.json + adapter_model.safetensors
+#   OUTDIR/NAME/adapter/         adapter_config.json + adapter_model.safetensors (LoRA only)
 #   OUTDIR/NAME/expected.json
 #
 # Usage: make_lora_fixtures.sh SLM_BIN OUTDIR. PYTHON overrides the
@@ -48,3 +49,11 @@ fixture llama_bias "--targets o_proj,up_proj --schedule cosine --warmup 0 --seed
   --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 48 --attention-bias
 fixture mistral_window "--targets all-linear --seq 16 --seed 3" -- \
   --arch mistral --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48 --sliding-window 5
+fixture full_llama_gqa "--full --seed 5" -- \
+  --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48
+fixture full_qwen3_tied "--full --schedule linear --seed 6" -- \
+  --arch qwen3 --hidden 32 --layers 2 --heads 4 --kv-heads 1 --head-dim 16 --intermediate 48 --tie-embeddings
+fixture full_qwen2_bias "--full --schedule constant --warmup 0 --seed 7" -- \
+  --arch qwen2 --hidden 32 --layers 2 --heads 2 --kv-heads 2 --intermediate 40
+fixture full_llama_bias "--full --seed 8" -- \
+  --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 48 --attention-bias

@@ -1,8 +1,10 @@
-// LoRA training against the PyTorch reference (tests/reference/lora_reference.py):
+// Training against the PyTorch reference (tests/reference/lora_reference.py):
 // starting from the same adapters (written by the reference in PEFT layout)
 // and the same batch, the gradient of every LoRA tensor must agree within
 // 1e-4 relative, and a 20-step AdamW run must follow the reference loss curve
-// within 1e-3. The reference runs in float64, so these bound our f32 error.
+// within 1e-3. The full_* fixtures hold full fine-tuning (Trainer::full) to
+// the same bounds, for the gradient of every weight of the model. The
+// reference runs in float64, so these bound our f32 error.
 #include <slm/model.h>
 #include <slm/train.h>
 
@@ -20,7 +22,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const char* const kModels[] = {"llama_gqa", "qwen3_tied", "qwen2_bias", "llama_bias", "mistral_window"};
+const char* const kModels[] = {"llama_gqa",      "qwen3_tied",      "qwen2_bias",      "llama_bias",
+                               "mistral_window", "full_llama_gqa",  "full_qwen3_tied", "full_qwen2_bias",
+                               "full_llama_bias"};
 
 class LoraParity : public ::testing::TestWithParam<const char*> {
  protected:
@@ -35,9 +39,12 @@ class LoraParity : public ::testing::TestWithParam<const char*> {
     batch_.seq = expected_["seq"];
     batch_.tokens = expected_["tokens"].get<std::vector<int32_t>>();
     batch_.labels = expected_["labels"].get<std::vector<int32_t>>();
-    lora_.rank = expected_["rank"];
-    lora_.alpha = expected_["alpha"];
-    lora_.targets = expected_["targets"].get<std::vector<std::string>>();
+    full_ = expected_["mode"] == "full";
+    if (!full_) {
+      lora_.rank = expected_["rank"];
+      lora_.alpha = expected_["alpha"];
+      lora_.targets = expected_["targets"].get<std::vector<std::string>>();
+    }
     optimizer_.lr = expected_["lr"];
     optimizer_.schedule = slm::parse_lr_schedule(expected_["schedule"]);
     optimizer_.warmup_steps = expected_["warmup_steps"];
@@ -47,6 +54,7 @@ class LoraParity : public ::testing::TestWithParam<const char*> {
   }
 
   slm::Trainer make_trainer(const slm::Model& model) {
+    if (full_) return slm::Trainer::full(model, optimizer_, slm::DType::F32);
     slm::Trainer trainer(model, lora_, optimizer_);
     trainer.load_adapter(dir_ / "adapter");  // written by the reference script, as Python peft lays it out
     return trainer;
@@ -54,6 +62,7 @@ class LoraParity : public ::testing::TestWithParam<const char*> {
 
   fs::path dir_;
   json expected_;
+  bool full_ = false;
   slm::TrainBatch batch_;
   slm::LoraOptions lora_;
   slm::OptimizerOptions optimizer_;
@@ -67,7 +76,9 @@ TEST_P(LoraParity, LossAndGradientsMatchReference) {
   EXPECT_NEAR(loss, expected_["loss"].get<double>(), 1e-5);
   double worst = 0.0;
   std::string worst_name;
-  for (const auto& [name, grad] : trainer.gradient_tensors()) {
+  const auto gradients = trainer.gradient_tensors();
+  EXPECT_EQ(gradients.size(), expected_["grads"].size()) << "every trainable tensor has a reference gradient";
+  for (const auto& [name, grad] : gradients) {
     ASSERT_TRUE(expected_["grads"].contains(name)) << name;
     const std::vector<double> want = expected_["grads"][name].get<std::vector<double>>();
     ASSERT_EQ(static_cast<int64_t>(want.size()), grad.numel()) << name;
