@@ -166,7 +166,7 @@ expect_error "unknown option (generate)" 2 "--frobnicate" -- "$SLM_BIN" generate
 expect_error "unknown command" 2 "frobnicate" -- "$SLM_BIN" frobnicate
 expect_error "bad option value" 2 "--dtype" -- "$SLM_BIN" info -m "$good" --dtype f64
 expect_error "bad number" 2 "--threads" -- "$SLM_BIN" info -m "$good" --threads many
-expect_error "missing -m" 2 "--model" -- "$SLM_BIN" info
+expect_error "no -m and \$SLM_MODEL names no model" 1 "$SLM_WORK/absent" -- env SLM_MODEL="$SLM_WORK/absent" "$SLM_BIN" info
 expect_error "--device cuda" 1 "cuda" "no CUDA backend" -- "$SLM_BIN" info -m "$good" --device cuda
 expect_error "--device cuda:1" 1 "cuda:1" -- "$SLM_BIN" info -m "$good" --device cuda:1
 expect_error "--device tpu" 1 "tpu" -- "$SLM_BIN" info -m "$good" --device tpu

@@ -30,7 +30,7 @@ double now_seconds() {
 int run_bench(int argc, char** argv) {
   CLI::App app{"Measure prefill and decode speed (tokens/s) and the weight bandwidth decode achieves.", "bench"};
   ModelOptions model_options;
-  add_model_options(app, model_options, false);
+  add_model_options(app, model_options);
   bool probe = false;
   app.add_flag("--probe", probe, "also measure the machine's read bandwidth and peak matrix throughput");
   int64_t prompt_len = 128, decode_len = 64, depth = 0, repetitions = 3;
@@ -59,11 +59,6 @@ int run_bench(int argc, char** argv) {
         if (limits->bf16_dot_gflops) std::printf("bf16 dot peak %.0f GFLOP/s, ", *limits->bf16_dot_gflops);
         std::printf("OpenBLAS sgemm %.0f GFLOP/s\n", limits->sgemm_gflops);
       }
-    }
-    if (model_options.dir.empty()) {
-      if (!probe) fail("give a model with -m DIR (or --probe alone to measure the machine)");
-      if (output_format == "json") std::cout << nlohmann::json{{"machine", limits_json}}.dump() << "\n";
-      return 0;
     }
     Model model = load_model(model_options);
     const ModelConfig& c = model.config();

@@ -1,8 +1,11 @@
 #include "common.h"
 
 #include <slm/error.h>
+#include <slm/train.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -61,9 +64,21 @@ std::string read_text_file(const std::string& path) {
 
 namespace slm::cli {
 
-void add_model_options(CLI::App& app, ModelOptions& options, bool model_required) {
+std::string default_model_dir() {
+  if (const char* env = std::getenv("SLM_MODEL"); env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path installed = exe.parent_path().parent_path() / "share" / "slm" / "slm-tiny";
+    if (std::filesystem::exists(installed / "config.json", ec)) return installed.string();
+  }
+  return SLM_DEFAULT_MODEL_DIR;
+}
+
+void add_model_options(CLI::App& app, ModelOptions& options) {
+  options.dir = default_model_dir();
   app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")
-      ->required(model_required);
+      ->capture_default_str();
   app.add_option("--dtype", options.dtype,
                  "weights in memory: auto (as stored, no copy), f32, f16, bf16, q8 or q4 (blocks of 32, quantized at load)")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8", "q4"}));
@@ -75,6 +90,12 @@ void add_model_options(CLI::App& app, ModelOptions& options, bool model_required
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
 }
 
+void add_adapter_option(CLI::App& app, ModelOptions& options) {
+  app.add_option("--adapter", options.adapter,
+                 "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) applied at run time; "
+                 "the base weights stay as loaded");
+}
+
 Model load_model(const ModelOptions& options) {
   if (options.threads > 0) set_num_threads(options.threads);
   LoadOptions load;
@@ -82,6 +103,7 @@ Model load_model(const ModelOptions& options) {
   load.device = options.device;
   Model model = Model::load(options.dir, load);
   model.set_attention(parse_attention(options.attention));
+  if (!options.adapter.empty()) attach_adapter(model, options.adapter);
   return model;
 }
 

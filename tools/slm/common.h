@@ -38,10 +38,20 @@ struct ModelOptions {
   std::string attention = "auto";
   int threads = 0;  // 0: the default (all cores)
   std::string kv_dtype = "f32";
+  std::string adapter;  // --adapter, for the commands that call add_adapter_option
 };
 
-void add_model_options(CLI::App& app, ModelOptions& options, bool model_required = true);
-// Applies --threads, then loads the model with --dtype, --device and --attn.
+// The folder a command uses when -m is not given: $SLM_MODEL when set, else
+// slm's default model (share/slm/slm-tiny beside an installed binary, or
+// models/slm-tiny in the source tree the binary was built from).
+std::string default_model_dir();
+
+// -m defaults to default_model_dir().
+void add_model_options(CLI::App& app, ModelOptions& options);
+// --adapter DIR: a PEFT LoRA adapter that load_model applies at run time.
+void add_adapter_option(CLI::App& app, ModelOptions& options);
+// Applies --threads, then loads the model with --dtype, --device and --attn,
+// and attaches --adapter when given.
 Model load_model(const ModelOptions& options);
 // The tokenizer of a model folder; fails naming the folder when it has none.
 Tokenizer load_tokenizer(const std::string& dir);

@@ -20,7 +20,7 @@ constexpr Command kCommands[] = {
     {"perplexity", "score a text file with a model", slm::cli::run_perplexity},
     {"create", "write a randomly initialised model folder", slm::cli::run_create},
     {"bench", "measure prefill and decode speed", slm::cli::run_bench},
-    {"finetune", "train LoRA adapters on a JSON-lines dataset", slm::cli::run_finetune},
+    {"finetune", "train LoRA adapters (or every weight) on a JSON-lines dataset", slm::cli::run_finetune},
     {"merge", "merge a LoRA adapter into its base model", slm::cli::run_merge},
     {"tokenize", "text to token ids", slm::cli::run_tokenize},
     {"detokenize", "token ids to text", slm::cli::run_detokenize},
