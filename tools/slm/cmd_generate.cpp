@@ -103,6 +103,7 @@ int run_generate(int argc, char** argv) {
     const double decode_rate = decode_steps / std::max(result.decode_seconds, 1e-9);
     if (stream) {
       std::printf("\n");
+      std::fflush(stdout);  // the text's last line before the summary on stderr
       std::fprintf(stderr, "[%zu prompt tokens at %.1f tok/s, %zu generated at %.1f tok/s, finish: %s]\n", ids.size(),
                    prefill_rate, result.tokens.size(), decode_rate, finish_reason_name(result.finish_reason).data());
       return 0;
