@@ -43,22 +43,8 @@ for options in "" "--grad-checkpointing"; do
   /usr/bin/time -f "%M" -o "$work/rss" $slm finetune --full -m "$model" --data "$work/data.jsonl" --out "$out" \
     --pack --seq-len 256 --batch-size 8 --max-steps "$steps" --lr-schedule constant --threads "$threads" \
     $options 2>/dev/null
-  python3 - "$out/metrics.jsonl" "$model/config.json" "$work/rss" "$sgemm" "${options:-(none)}" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-c = json.load(open(sys.argv[2]))
-H, I, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-hd = c.get("head_dim") or H // c["num_attention_heads"]
-q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-linear = L * (H * q + 2 * H * kv + q * H + 3 * H * I) + V * H
-tokens = 8 * 256
-# tokens/s after the first step (warm-up), from metrics.jsonl's cumulative figures
-elapsed_last = len(rows) * tokens / rows[-1]["tokens_per_s"]
-elapsed_first = tokens / rows[0]["tokens_per_s"]
-rate = (len(rows) - 1) * tokens / (elapsed_last - elapsed_first)
-gflops = rate * 6 * linear / 1e9
-rss = int(open(sys.argv[3]).read().split()[-1]) / 1024
-print("| 6.8 M llama, batch 8 × 256 | %s | %.0f | %.0f (%.0f%% of %.0f) | %.0f |"
-      % (sys.argv[5], rate, gflops, 100 * gflops / float(sys.argv[4]), float(sys.argv[4]), rss))
-PY
+  read -r rate gflops rss < <(python3 bench/training_rate.py "$out/metrics.jsonl" "$model/config.json" "$work/rss" \
+    $((8 * 256)) 6)
+  share=$(awk -v g="$gflops" -v s="$sgemm" 'BEGIN { printf "%.0f%% of %.0f", 100 * g / s, s }')
+  echo "| 6.8 M llama, batch 8 × 256 | ${options:-(none)} | $rate | $gflops ($share) | $rss |"
 done

@@ -39,22 +39,8 @@ for shape in "${shapes[@]}"; do
     /usr/bin/time -f "%M" -o "$work/rss" $slm finetune -m "$model" --data "$work/data.jsonl" --out "$out" \
       --max-steps "$steps" --batch-size 4 --seq-len 256 --lora-r 8 --lora-targets all-linear \
       --lr-schedule constant --threads "$threads" 2>/dev/null
-    python3 - "$out/metrics.jsonl" "$model/config.json" "$work/rss" "$shape" "$dtype" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-c = json.load(open(sys.argv[2]))
-H, I, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-hd = c.get("head_dim") or H // c["num_attention_heads"]
-q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-linear = L * (H * q + 2 * H * kv + q * H + 3 * H * I) + V * H
-# tokens/s after the first step (warm-up), from metrics.jsonl's cumulative figures
-first, last = rows[0], rows[-1]
-tokens = 4 * 256
-elapsed_last = (len(rows)) * tokens / last["tokens_per_s"]
-elapsed_first = tokens / first["tokens_per_s"]
-rate = (len(rows) - 1) * tokens / (elapsed_last - elapsed_first)
-rss = int(open(sys.argv[3]).read().split()[-1]) / 1024
-print("| %s | %s | %.0f | %.0f | %.0f |" % (sys.argv[4], sys.argv[5], rate, rate * 4 * linear / 1e9, rss))
-PY
+    read -r rate gflops rss < <(python3 bench/training_rate.py "$out/metrics.jsonl" "$model/config.json" "$work/rss" \
+      $((4 * 256)) 4)
+    echo "| $shape | $dtype | $rate | $gflops | $rss |"
   done
 done
