@@ -84,12 +84,6 @@ struct Trainer::State {
   uint64_t forward_calls = 0;  // distinguishes the dropout masks of every forward
   bool checkpointing = false;
   std::vector<float> inv_freq;
-  // Transposed copies of the frozen matrices [layer][module] and of lm_head,
-  // only where they let backward use faster kernels (bf16 with bf16 dot
-  // products): one more copy of the weights in exchange for bf16 products in dx.
-  std::vector<std::array<Tensor, train::kLoraModuleCount>> transposed;
-  Tensor lm_head_t;
-
   // Forward storage, sized for the last batch shape: the residual stream
   // entering each layer, and the activations of every layer (or, with
   // checkpointing and in evaluation, of the one being run).
@@ -133,10 +127,8 @@ struct Trainer::State {
   // dx (+)= ∂L/∂x of linear(), and the gradients of what it trains.
   void linear_backward(int64_t l, LoraModule m, const float* x, const float* dy, int64_t N, float* grad_x,
                        bool accumulate, double dropout) {
-    static const Tensor kNone;
     const Tensor& W = train::module_of(model->weights().layers[sz(l)], m);
-    const Tensor& Wt = transposed.empty() ? kNone : transposed[sz(l)][static_cast<size_t>(m)];
-    cpu::matmul_backward_input(dy, N, W, Wt, grad_x, accumulate);
+    cpu::matmul_backward_input(dy, N, W, grad_x, accumulate);
     if (full()) {
       LayerWeights& G = grads.layers[sz(l)];
       Tensor& dW = train::module_of(G, m);
@@ -223,18 +215,6 @@ Trainer::Trainer(const Model& model, const LoraOptions& lora, const OptimizerOpt
     for (LoraModule m : s.targets) {
       const Tensor& W = train::module_of(model.weights().layers[sz(l)], m);
       s.adapters[sz(l)][static_cast<size_t>(m)] = LoraAdapter(W.dim(1), W.dim(0), lora.rank, lora.alpha, rng);
-    }
-  }
-  if (cpu::transposed_backward_pays(model.dtype())) {
-    s.transposed.resize(sz(c.num_hidden_layers));
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      for (size_t m = 0; m < train::kLoraModuleCount; ++m) {
-        const Tensor& W = train::module_of(model.weights().layers[sz(l)], static_cast<LoraModule>(m));
-        s.transposed[sz(l)][m] = cpu::transpose_weight(W);
-      }
-    }
-    if (cpu::transposed_backward_pays(model.weights().lm_head.dtype())) {
-      s.lm_head_t = cpu::transpose_weight(model.weights().lm_head);
     }
   }
   for (const auto& [name, p] : s.parameters()) {
@@ -457,8 +437,7 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool back
   }
   dh.resize(sz(N * H));
   const double loss = cpu::cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(),
-                                         static_cast<float>(grad_scale), dh.data(), weight_grad(grads.lm_head), 0,
-                                         lm_head_t);
+                                         static_cast<float>(grad_scale), dh.data(), weight_grad(grads.lm_head));
   dx.resize(sz(N * H));
   cpu::rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, dx.data(),
                         weight_grad(grads.final_norm), false);

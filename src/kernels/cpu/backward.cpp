@@ -48,6 +48,13 @@ void widen_columns(const VectorKernels& kernels, const Tensor& W, int64_t k0, in
 void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* dx, bool accumulate) {
   if (W.rank() != 2) fail("matmul_backward_input: weight of shape ", W.shape_string(), " is not a matrix");
   const int64_t N = W.dim(0), K = W.dim(1);
+  if (W.dtype() == DType::BF16) {
+    if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
+      // W read as the [N][K] right-hand operand of dy·W: no transposed copy.
+      bf16_gemm_parallel(*bf16, dy, M, N, W.data_as<const uint16_t>(), K, Bf16Layout::KN, K, nullptr, dx, accumulate);
+      return;
+    }
+  }
   single_threaded_blas();
   const float beta = accumulate ? 1.0f : 0.0f;
   const int64_t blocks = (K + kColumnBlock - 1) / kColumnBlock;
@@ -75,51 +82,6 @@ void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* d
     }
   }
 }
-
-void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, const Tensor& Wt, float* dx,
-                           bool accumulate) {
-  if (Wt.empty()) {
-    matmul_backward_input(dy, M, W, dx, accumulate);
-    return;
-  }
-  if (Wt.rank() != 2 || Wt.dim(0) != W.dim(1) || Wt.dim(1) != W.dim(0)) {
-    fail("matmul_backward_input: transposed weight ", Wt.shape_string(), " does not match ", W.shape_string());
-  }
-  if (!accumulate) {
-    matmul(dy, M, Wt.dim(1), Wt, nullptr, dx);
-    return;
-  }
-  std::vector<float> product(static_cast<size_t>(M * Wt.dim(0)));
-  matmul(dy, M, Wt.dim(1), Wt, nullptr, product.data());
-  add_inplace(dx, product.data(), M * Wt.dim(0));
-}
-
-Tensor transpose_weight(const Tensor& W) {
-  if (W.rank() != 2 || is_quantized(W.dtype())) {
-    fail("transpose_weight: expected an f32, f16 or bf16 matrix, got ", dtype_name(W.dtype()), " ", W.shape_string());
-  }
-  const int64_t N = W.dim(0), K = W.dim(1);
-  Tensor t = Tensor::zeros(W.dtype(), {K, N});
-  constexpr int64_t kTile = 32;
-  auto run = [&](auto* out, const auto* in) {
-#pragma omp parallel for schedule(static)
-    for (int64_t n0 = 0; n0 < N; n0 += kTile) {
-      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
-        for (int64_t n = n0; n < std::min(N, n0 + kTile); ++n) {
-          for (int64_t k = k0; k < std::min(K, k0 + kTile); ++k) out[k * N + n] = in[n * K + k];
-        }
-      }
-    }
-  };
-  if (W.dtype() == DType::F32) {
-    run(t.data_as<float>(), W.data_as<const float>());
-  } else {
-    run(t.data_as<uint16_t>(), W.data_as<const uint16_t>());
-  }
-  return t;
-}
-
-bool transposed_backward_pays(DType dtype) { return dtype == DType::BF16 && bf16_gemm_kernels() != nullptr; }
 
 void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t N, int64_t K, float* dW,
                             bool accumulate) {
@@ -462,7 +424,7 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
 }
 
 double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets, float grad_scale,
-                     float* dhidden, float* dlm_head, int64_t chunk_rows, const Tensor& lm_head_t) {
+                     float* dhidden, float* dlm_head, int64_t chunk_rows) {
   const int64_t V = lm_head.dim(0), H = lm_head.dim(1);
   if (dlm_head && lm_head.dtype() != DType::F32) fail("cross_entropy: a trained lm_head must be f32");
   for (int64_t r = 0; r < n; ++r) {
@@ -505,7 +467,7 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
     }
     total += chunk_loss;
     if (dhidden) {
-      matmul_backward_input(logits.data(), rows, lm_head, lm_head_t, dhidden + r0 * H, false);
+      matmul_backward_input(logits.data(), rows, lm_head, dhidden + r0 * H, false);
       if (dlm_head) matmul_backward_weight(logits.data(), hidden + r0 * H, rows, V, H, dlm_head, true);
     }
   }

@@ -15,19 +15,10 @@ namespace slm::cpu {
 
 // Gradient of y[M,N] = x[M,K] · W[N,K]ᵀ with respect to x: dx = dy · W.
 // W may be any dtype (frozen weights stay as loaded). With `accumulate`,
-// dx += dy · W; otherwise dx is overwritten.
+// dx += dy · W; otherwise dx is overwritten. bf16 weights on a CPU with bf16
+// dot products go through the bf16 matrix kernels (dy rounded to bf16, f32
+// accumulation, about 4e-3 relative), reading W in place.
 void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* dx, bool accumulate);
-
-// The same product through a transposed copy Wt [K, N] of W (made once by
-// transpose_weight), which lets bf16 weights use the bf16 matrix kernels
-// (dy rounded to bf16, f32 accumulation) instead of widening W every call.
-void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, const Tensor& Wt, float* dx,
-                           bool accumulate);
-// Wt [K, N] from W [N, K], same dtype (f32, f16 or bf16).
-Tensor transpose_weight(const Tensor& W);
-// Whether a transposed copy speeds up matmul_backward_input for weights of
-// this dtype on this CPU (bf16 with bf16 dot-product instructions).
-bool transposed_backward_pays(DType dtype);
 
 // Gradient with respect to W (f32): dW[N,K] (+)= dyᵀ[N,M] · x[M,K].
 void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t N, int64_t K, float* dW,
@@ -89,8 +80,7 @@ void attention_train_backward_reference(const float* q, const float* k, const fl
 // rows). Returns the summed loss over the counted rows (in double). When dhidden is not null it receives
 // grad_scale · ∂(sum)/∂hidden (overwritten); dlm_head, when not null,
 // accumulates grad_scale · ∂(sum)/∂lm_head (lm_head must then be f32-shaped).
-// lm_head_t, when not empty, is transpose_weight(lm_head), used for dhidden.
 double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets, float grad_scale,
-                     float* dhidden, float* dlm_head, int64_t chunk_rows = 0, const Tensor& lm_head_t = Tensor());
+                     float* dhidden, float* dlm_head, int64_t chunk_rows = 0);
 
 }  // namespace slm::cpu

@@ -45,30 +45,39 @@ void check_weight(const Tensor& W, int64_t K) {
 constexpr int64_t kGemmMinRows = 4;
 constexpr int64_t kPanelRows = 64;
 
-// bf16 weights on a CPU with bf16 dot products: the activations are rounded
-// to bf16 once, then each thread takes panels of weight rows.
-void matmul_bf16_dot(const Bf16GemmKernels& bf16, const float* x, int64_t M, int64_t K, const Tensor& W,
-                     const float* bias, float* y) {
+}  // namespace
+
+// Tiles are cut in both directions so that every thread gets a fair share
+// even when N is small (k/v projections) or M is (short prompts): panels of
+// weight rows alone left one of two threads idle a third of the time on a
+// 192-row projection.
+void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K, const uint16_t* B,
+                        int64_t ldb, Bf16Layout layout, int64_t N, const float* bias, float* y, bool accumulate) {
   const int64_t lda = (K + 1) / 2 * 2;
   std::vector<uint16_t> narrowed(static_cast<size_t>(M * lda), 0);
-  for (int64_t m = 0; m < M; ++m) bf16.narrow(x + m * K, K, narrowed.data() + m * lda);
-  const int64_t N = W.dim(0);
-  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
-  const uint16_t* weights = W.data_as<const uint16_t>();
+  for (int64_t m = 0; m < M; ++m) kernels.narrow(x + m * K, K, narrowed.data() + m * lda);
+  constexpr int64_t kTileCols = 96, kMaxTileRows = 256, kMinTileRows = 32;
+  const int64_t col_tiles = (N + kTileCols - 1) / kTileCols;
+  // Enough tiles for a balanced dynamic schedule, each tall enough that
+  // repacking its weight panel stays a small share of the work.
+  int64_t tile_rows = kMaxTileRows;
+  while (tile_rows > kMinTileRows && col_tiles * ((M + tile_rows - 1) / tile_rows) < 8 * omp_get_max_threads()) {
+    tile_rows /= 2;
+  }
+  const int64_t row_tiles = (M + tile_rows - 1) / tile_rows;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t n0 = p * kPanelRows;
-    const int64_t rows = std::min(kPanelRows, N - n0);
-    bf16.gemm(narrowed.data(), M, lda, weights + n0 * K, rows, K, y + n0, N);
+  for (int64_t t = 0; t < col_tiles * row_tiles; ++t) {
+    const int64_t n0 = (t / row_tiles) * kTileCols, m0 = (t % row_tiles) * tile_rows;
+    const int64_t cols = std::min(kTileCols, N - n0), rows = std::min(tile_rows, M - m0);
+    const uint16_t* panel = layout == Bf16Layout::NK ? B + n0 * ldb : B + n0;
+    kernels.gemm(narrowed.data() + m0 * lda, rows, lda, panel, ldb, layout, cols, K, y + m0 * N + n0, N, accumulate);
     if (bias) {
-      for (int64_t m = 0; m < M; ++m) {
-        for (int64_t n = 0; n < rows; ++n) y[m * N + n0 + n] += bias[n0 + n];
+      for (int64_t m = m0; m < m0 + rows; ++m) {
+        for (int64_t n = n0; n < n0 + cols; ++n) y[m * N + n] += bias[n];
       }
     }
   }
 }
-
-}  // namespace
 
 void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections) {
   if (M >= kGemmMinRows) {
@@ -137,7 +146,7 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   }
   if (W.dtype() == DType::BF16) {
     if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
-      matmul_bf16_dot(*bf16, x, M, K, W, bias, y);
+      bf16_gemm_parallel(*bf16, x, M, K, W.data_as<const uint16_t>(), K, Bf16Layout::NK, N, bias, y, false);
       return;
     }
   }

@@ -49,14 +49,24 @@ struct VectorKernels {
 
 const VectorKernels& vector_kernels();
 
-// C[M,N] = A[M,K] · B[N,K]ᵀ with A and B in bf16 and C in f32. A has an
-// even leading dimension lda ≥ K, zero past K; B is row-major [N][K].
-// narrow() rounds f32 activations to bf16 (nearest even).
+// How a bf16 B operand is laid out: NK is [N][K] (a weight as stored, so the
+// product is A·Bᵀ), KN is [K][N] (the same weight read for the input
+// gradient dy·W, which then needs no transposed copy). ldb is the row stride.
+enum class Bf16Layout { NK, KN };
+
+// C[M,N] (+)= A[M,K] · B with A and B in bf16 and C in f32. A has an even
+// leading dimension lda ≥ K, zero past K. With `accumulate` the product is
+// added to C. narrow() rounds f32 activations to bf16 (nearest even).
 struct Bf16GemmKernels {
-  void (*gemm)(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t N, int64_t K, float* C,
-               int64_t ldc);
+  void (*gemm)(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t ldb, Bf16Layout layout,
+               int64_t N, int64_t K, float* C, int64_t ldc, bool accumulate);
   void (*narrow)(const float* x, int64_t n, uint16_t* out);
 };
+
+// y[M,N] (+)= x[M,K] · B (+ bias) on every thread, x rounded to bf16 once;
+// the work is cut into tiles of C for a balanced dynamic schedule.
+void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K, const uint16_t* B,
+                        int64_t ldb, Bf16Layout layout, int64_t N, const float* bias, float* y, bool accumulate);
 
 // Null when the active path has no bf16 dot-product instructions.
 const Bf16GemmKernels* bf16_gemm_kernels();

@@ -127,14 +127,19 @@ TEST_P(MatmulTest, GemmPathMatchesReference) {
   });
 }
 
-// Panels of 64 weight rows go to different threads: a size just past a
-// multiple of the panel and of the bf16 block (8 rows × 32 columns).
+// Sizes just past the multiples the fast paths cut along: panels of 64
+// weight rows (dot products, f32 GEMM), and for bf16 GEMM tiles of 96
+// columns × 32..256 rows shared among threads, packed panels of 48 columns,
+// blocks of 8 rows, and 16 × 16 word transposes along K (K 67: one full
+// transpose block and a ragged edge; 97: three and an odd last element).
 TEST_P(MatmulTest, PanelAndBlockBoundaries) {
   slm::test::for_each_isa([&](Isa isa) {
-    for (int64_t M : {1, 3, 8, 17}) {
-      for (int64_t N : {31, 32, 33, 63, 64, 129}) {
-        check_matmul(isa, GetParam(), M, slm::is_quantized(GetParam()) ? 96 : 97, N, true);
-        if (HasFatalFailure()) return;
+    for (int64_t K : slm::is_quantized(GetParam()) ? std::vector<int64_t>{96} : std::vector<int64_t>{67, 97}) {
+      for (int64_t M : {1, 3, 8, 17, 300}) {
+        for (int64_t N : {31, 32, 33, 47, 48, 49, 63, 64, 95, 96, 97, 129}) {
+          check_matmul(isa, GetParam(), M, K, N, true);
+          if (HasFatalFailure()) return;
+        }
       }
     }
   });
