@@ -4,19 +4,11 @@
 
 #include "kernels/cpu/kernels.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 namespace slm::train {
-
-namespace {
-
-int as_int(int64_t v) { return static_cast<int>(v); }
-
-}  // namespace
 
 std::string lora_module_path(LoraModule module) {
   const auto index = static_cast<size_t>(module);
@@ -64,16 +56,37 @@ void LoraAdapter::zero_grad() {
   std::memset(dB_.data(), 0, dB_.nbytes());
 }
 
+namespace {
+
+// Calls keep(row, column) for each input element dropout keeps. Each row of
+// the mask is drawn from its own generator, so rows go to threads freely and
+// backward draws the same mask again from the same seed.
+template <typename Keep, typename Drop>
+void for_each_mask_row(int64_t M, int64_t in, double dropout, uint64_t seed, Keep keep, Drop drop) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < M; ++r) {
+    Rng rng(mix_seed(seed, static_cast<uint64_t>(r)));
+    for (int64_t i = 0; i < in; ++i) {
+      if (rng.uniform() < dropout) {
+        drop(r * in + i);
+      } else {
+        keep(r * in + i);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 const float* LoraAdapter::dropped_input(const float* x, int64_t M, double dropout, uint64_t seed,
                                         std::vector<float>& scratch) const {
   if (dropout <= 0.0) return x;
-  scratch.resize(static_cast<size_t>(M * in_));
-  Rng rng(seed);
+  if (scratch.size() < static_cast<size_t>(M * in_)) scratch.resize(static_cast<size_t>(M * in_));
+  float* out = scratch.data();
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout));
-  for (int64_t i = 0; i < M * in_; ++i) {
-    scratch[static_cast<size_t>(i)] = rng.uniform() < dropout ? 0.0f : x[i] * keep_scale;
-  }
-  return scratch.data();
+  for_each_mask_row(
+      M, in_, dropout, seed, [&](int64_t i) { out[i] = x[i] * keep_scale; }, [&](int64_t i) { out[i] = 0.0f; });
+  return out;
 }
 
 void LoraAdapter::forward(const float* x, int64_t M, double dropout, uint64_t dropout_seed, float* u, float* y,
@@ -84,28 +97,24 @@ void LoraAdapter::forward(const float* x, int64_t M, double dropout, uint64_t dr
 void LoraAdapter::backward(const float* x, const float* u, const float* dy, int64_t M, double dropout,
                            uint64_t dropout_seed, float* dx, std::vector<float>& scratch) {
   // dB += scale · dyᵀ·u ; du = scale · dy·B ; dA += duᵀ·xd ; dx += (du·A) ⊙ dropout mask
-  std::vector<float> du(static_cast<size_t>(M * rank_));
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, as_int(out_), as_int(rank_), as_int(M), scale_, dy,
-              as_int(out_), u, as_int(rank_), 1.0f, dB_.data_as<float>(), as_int(rank_));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(M), as_int(rank_), as_int(out_), scale_, dy,
-              as_int(out_), B_.data_as<const float>(), as_int(rank_), 0.0f, du.data(), as_int(rank_));
+  // scratch: the dropped input (then du·A) [M, in], and du [M, rank].
+  scratch.resize(static_cast<size_t>(M * (in_ + rank_)));
+  float* du = scratch.data() + M * in_;
+  cpu::sgemm_parallel(true, false, out_, rank_, M, scale_, dy, out_, u, rank_, 1.0f, dB_.data_as<float>(), rank_);
+  cpu::sgemm_parallel(false, false, M, rank_, out_, scale_, dy, out_, B_.data_as<const float>(), rank_, 0.0f, du,
+                      rank_);
   const float* xd = dropped_input(x, M, dropout, dropout_seed, scratch);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, as_int(rank_), as_int(in_), as_int(M), 1.0f, du.data(),
-              as_int(rank_), xd, as_int(in_), 1.0f, dA_.data_as<float>(), as_int(in_));
+  cpu::sgemm_parallel(true, false, rank_, in_, M, 1.0f, du, rank_, xd, in_, 1.0f, dA_.data_as<float>(), in_);
   if (dropout <= 0.0) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(M), as_int(in_), as_int(rank_), 1.0f, du.data(),
-                as_int(rank_), A_.data_as<const float>(), as_int(in_), 1.0f, dx, as_int(in_));
+    cpu::sgemm_parallel(false, false, M, in_, rank_, 1.0f, du, rank_, A_.data_as<const float>(), in_, 1.0f, dx, in_);
     return;
   }
-  // ∂xd/∂x = mask / (1−p); the mask is drawn again from forward's seed.
-  std::vector<float> dxd(static_cast<size_t>(M * in_));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(M), as_int(in_), as_int(rank_), 1.0f, du.data(),
-              as_int(rank_), A_.data_as<const float>(), as_int(in_), 0.0f, dxd.data(), as_int(in_));
-  Rng rng(dropout_seed);
+  // ∂xd/∂x = mask / (1−p): du·A goes to the scratch (xd is no longer
+  // needed), then through the mask forward drew.
+  float* dxd = scratch.data();
+  cpu::sgemm_parallel(false, false, M, in_, rank_, 1.0f, du, rank_, A_.data_as<const float>(), in_, 0.0f, dxd, in_);
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout));
-  for (int64_t i = 0; i < M * in_; ++i) {
-    if (!(rng.uniform() < dropout)) dx[i] += dxd[static_cast<size_t>(i)] * keep_scale;
-  }
+  for_each_mask_row(M, in_, dropout, dropout_seed, [&](int64_t i) { dx[i] += dxd[i] * keep_scale; }, [](int64_t) {});
 }
 
 }  // namespace slm::train

@@ -91,7 +91,7 @@ class LoraAdapter {
   void zero_grad();
 
  private:
-  // x with dropout applied, in scratch (or x itself when p = 0).
+  // x with dropout applied, at the start of scratch (or x itself when p = 0).
   const float* dropped_input(const float* x, int64_t M, double dropout, uint64_t seed,
                              std::vector<float>& scratch) const;
 

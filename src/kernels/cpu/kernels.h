@@ -30,6 +30,14 @@ struct Projection {
 };
 void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections);
 
+// C[M,N] = alpha · op(A)·op(B) + beta · C (row-major, BLAS conventions) on
+// every thread: C is cut into row blocks (or column blocks when it has few
+// rows, as a rank-r gradient [r, K] does) and each block is one
+// single-threaded BLAS call. For the rank-thin products of LoRA, which one
+// thread would otherwise run while the others wait.
+void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 // y[M, N] += scale · (x·Aᵀ)·Bᵀ for a low-rank pair A [rank, K], B [N, rank]
 // (f32), the product a LoRA adapter adds beside a linear layer; u [M, rank]
 // receives x·Aᵀ. Rank-thin, so a few percent of the layer's own product.

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -203,3 +204,36 @@ TEST(Matmul, ReferenceIsXTimesWTransposed) {
 }
 
 }  // namespace
+
+// The threaded BLAS wrapper of the LoRA products, against the formula in
+// double, for every transpose and both ways of cutting C (tall: row blocks;
+// wide: column blocks), on sizes that leave ragged last blocks.
+TEST(SgemmParallel, EqualsTheFormulaForEveryTransposeAndCut) {
+  for (const auto [M, N, K] : {std::array<int64_t, 3>{300, 8, 37}, {8, 300, 37}, {1, 1, 5}, {33, 70, 1}, {17, 17, 9}}) {
+    for (bool trans_a : {false, true}) {
+      for (bool trans_b : {false, true}) {
+        const int64_t lda = (trans_a ? M : K) + 3, ldb = (trans_b ? K : N) + 2, ldc = N + 1;
+        const std::vector<float> A = random_vector((trans_a ? K : M) * lda, 7), B = random_vector((trans_b ? N : K) * ldb, 8);
+        std::vector<float> C = random_vector(M * ldc, 9);
+        const std::vector<float> C0 = C;
+        slm::cpu::sgemm_parallel(trans_a, trans_b, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), ldc);
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < N; ++n) {
+            double want = 2.0 * C0[size_t(m * ldc + n)];
+            double scale = std::fabs(want);
+            for (int64_t k = 0; k < K; ++k) {
+              const double a = A[size_t(trans_a ? k * lda + m : m * lda + k)];
+              const double b = B[size_t(trans_b ? n * ldb + k : k * ldb + n)];
+              want += 0.5 * a * b;
+              scale += std::fabs(0.5 * a * b);
+            }
+            ASSERT_NEAR(C[size_t(m * ldc + n)], want, 1e-6 * scale + 1e-30)
+                << M << "x" << N << "x" << K << " trans_a " << trans_a << " trans_b " << trans_b << " at " << m << "," << n;
+          }
+        }
+        // Padding past N in each row of C is never written.
+        for (int64_t m = 0; m < M; ++m) ASSERT_EQ(C[size_t(m * ldc + N)], C0[size_t(m * ldc + N)]);
+      }
+    }
+  }
+}
