@@ -37,6 +37,9 @@ constexpr double kLowPrecisionTolerance = 1e-2;
 // roundoff u = 2^-8); the fixtures amplify a perturbation about tenfold, so
 // rows inside the prompt are held to 10u. The last row keeps the 1e-2 bound.
 constexpr double kBf16ActivationTolerance = 10.0 / 256;
+// Eager and flash attention differ only in summation order (~1e-7); with
+// bf16 prefill that difference can tip an activation across a bf16 rounding
+// boundary (a step of u), so bf16 models get the low-precision bound there.
 constexpr double kEagerFlashTolerance = 1e-4;
 
 // Every model make_fixtures.sh writes; keep the two lists in step.
@@ -279,7 +282,7 @@ TEST_P(Parity, EagerEqualsFlash) {
     for (int64_t i = 0; i < static_cast<int64_t>(tokens.size()); ++i) {
       const double error = relative_error(row(flash, vocab_, i), row(eager, vocab_, i));
       worst = std::max(worst, error);
-      ASSERT_LE(error, kEagerFlashTolerance) << "position " << i;
+      ASSERT_LE(error, expected_.bf16 ? kLowPrecisionTolerance : kEagerFlashTolerance) << "position " << i;
     }
   }
   report("eager_vs_flash_error", worst);

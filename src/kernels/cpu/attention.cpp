@@ -1,9 +1,13 @@
+#include "kernels/cpu/flash.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
+
+#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace slm::cpu {
 
@@ -14,6 +18,11 @@ struct KeyRange {
   int64_t first;
   int64_t last;
 };
+
+// From this many queries on, attention_flash runs as matrix products over
+// tiles; below, as dot products (a matrix product per key tile costs more in
+// calls than a single query gains).
+constexpr int64_t kMinTileQueries = 8;
 
 KeyRange visible_keys(int64_t pos, int64_t window) {
   const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
@@ -60,6 +69,100 @@ class CacheRows {
 
 }  // namespace
 
+void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
+                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
+                float* scores, const FlashRows& state) {
+  const auto as_int = [](int64_t n) { return static_cast<int>(n); };
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(ni), as_int(nj), as_int(head_dim), scale, q,
+              as_int(q_stride), k, as_int(kv_stride), 0.0f, scores, as_int(nj));
+  for (int64_t r = 0; r < ni; ++r) {
+    float* row = scores + r * nj;
+    const int64_t i = i0 + r;
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < nj; ++c) {
+      if (!visible(i, j0 + c, window)) row[c] = -std::numeric_limits<float>::infinity();
+      tile_max = std::max(tile_max, row[c]);
+    }
+    const float new_max = std::max(state.row_max[r], tile_max);
+    if (new_max == -std::numeric_limits<float>::infinity()) {
+      std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
+      continue;
+    }
+    const float correction = std::exp(state.row_max[r] - new_max);
+    float sum = 0.0f;
+    for (int64_t c = 0; c < nj; ++c) {
+      row[c] = std::exp(row[c] - new_max);
+      sum += row[c];
+    }
+    state.row_sum[r] = state.row_sum[r] * correction + sum;
+    state.row_max[r] = new_max;
+    float* o = state.acc + r * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(ni), as_int(head_dim), as_int(nj), 1.0f, scores,
+              as_int(nj), v, as_int(kv_stride), 1.0f, state.acc, as_int(head_dim));
+}
+
+namespace {
+
+// attention_flash for a block of queries (a prompt): tiles of 64 queries ×
+// 64 keys through flash_tile's matrix products, which reuse each key and
+// value row across the tile's queries. Cached rows in f16/bf16 are widened
+// a tile at a time.
+void attention_flash_tiles(const float* q, const void* keys, const void* values, const AttentionShape& s, float* out) {
+  constexpr int64_t kTileQueries = 64, kTileKeys = 64;
+  single_threaded_blas();
+  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t query_tiles = (s.n_queries + kTileQueries - 1) / kTileQueries;
+  const VectorKernels& kernels = vector_kernels();
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(kTileQueries * kTileKeys)), acc(static_cast<size_t>(kTileQueries * hd));
+    std::vector<float> row_max(static_cast<size_t>(kTileQueries)), row_sum(static_cast<size_t>(kTileQueries));
+    std::vector<float> widened_k, widened_v;
+    if (s.kv_dtype != DType::F32) {
+      widened_k.resize(static_cast<size_t>(kTileKeys * hd));
+      widened_v.resize(widened_k.size());
+    }
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int64_t h = 0; h < s.heads; ++h) {
+      for (int64_t t = 0; t < query_tiles; ++t) {
+        const int64_t i0 = t * kTileQueries, ni = std::min(kTileQueries, s.n_queries - i0);
+        const int64_t first = s.q_start + i0, end_key = first + ni;  // absolute positions
+        const int64_t cache_offset = (h / group) * s.capacity * hd;
+        std::fill_n(acc.data(), ni * hd, 0.0f);
+        std::fill_n(row_max.data(), ni, -std::numeric_limits<float>::infinity());
+        std::fill_n(row_sum.data(), ni, 0.0f);
+        for (int64_t j0 = visible_keys(first, s.window).first; j0 < end_key; j0 += kTileKeys) {
+          const int64_t nj = std::min(kTileKeys, end_key - j0);
+          const float* k;
+          const float* v;
+          if (s.kv_dtype == DType::F32) {
+            k = static_cast<const float*>(keys) + cache_offset + j0 * hd;
+            v = static_cast<const float*>(values) + cache_offset + j0 * hd;
+          } else {
+            const auto widen = s.kv_dtype == DType::BF16 ? kernels.widen_bf16 : kernels.widen_f16;
+            widen(static_cast<const uint16_t*>(keys) + cache_offset + j0 * hd, nj * hd, widened_k.data());
+            widen(static_cast<const uint16_t*>(values) + cache_offset + j0 * hd, nj * hd, widened_v.data());
+            k = widened_k.data();
+            v = widened_v.data();
+          }
+          flash_tile(q + (i0 * s.heads + h) * hd, s.heads * hd, ni, first, k, v, hd, nj, j0, hd, scale, s.window,
+                     scores.data(), {acc.data(), row_max.data(), row_sum.data()});
+        }
+        for (int64_t r = 0; r < ni; ++r) {
+          const float inv = 1.0f / row_sum[static_cast<size_t>(r)];
+          float* o = out + ((i0 + r) * s.heads + h) * hd;
+          for (int64_t d = 0; d < hd; ++d) o[d] = acc[static_cast<size_t>(r * hd + d)] * inv;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void attention_eager(const float* q, const void* keys, const void* values, const AttentionShape& s,
                      std::vector<float>& scores, float* out) {
   const int64_t kv_len = s.q_start + s.n_queries;
@@ -95,9 +198,13 @@ void attention_eager(const float* q, const void* keys, const void* values, const
 }
 
 void attention_flash(const float* q, const void* keys, const void* values, const AttentionShape& s, float* out) {
-  // A tile of kQueryBlock queries × kKeyBlock keys: each key row loaded into
-  // cache is used by every query of the tile, and the running max and sum of
-  // the online softmax replace the score matrix.
+  if (s.n_queries >= kMinTileQueries) {
+    attention_flash_tiles(q, keys, values, s, out);
+    return;
+  }
+  // A few queries (decoding): per key, one dot product and one scaled row
+  // added, a tile of kQueryBlock queries × kKeyBlock keys at a time; the
+  // running max and sum of the online softmax replace the score matrix.
   constexpr int64_t kQueryBlock = 16;
   constexpr int64_t kKeyBlock = 64;
   const int64_t group = s.heads / s.kv_heads;

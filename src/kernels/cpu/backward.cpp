@@ -1,4 +1,5 @@
 #include "kernels/cpu/backward.h"
+#include "kernels/cpu/flash.h"
 
 #include <slm/error.h>
 
@@ -51,7 +52,8 @@ void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* d
   if (W.dtype() == DType::BF16) {
     if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
       // W read as the [N][K] right-hand operand of dy·W: no transposed copy.
-      bf16_gemm_parallel(*bf16, dy, M, N, W.data_as<const uint16_t>(), K, Bf16Layout::KN, K, nullptr, dx, accumulate);
+      const Bf16Operand operand{W.data_as<const uint16_t>(), K, Bf16Layout::KN, K, nullptr, dx};
+      bf16_gemm_parallel(*bf16, dy, M, N, {&operand, 1}, accumulate);
       return;
     }
   }
@@ -281,8 +283,6 @@ namespace {
 constexpr int64_t kQueryTile = 64;
 constexpr int64_t kKeyTile = 64;
 
-inline bool visible(int64_t i, int64_t j, int64_t window) { return j <= i && (window <= 0 || i - j < window); }
-
 // Row-major C[m,n] (+)= alpha · op(A) · op(B) with explicit leading dimensions.
 inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -318,34 +318,8 @@ void attention_train_forward(const float* q, const float* k, const float* v, con
           const int64_t j_begin = first_key(i0, s.window) / kKeyTile * kKeyTile;
           for (int64_t j0 = j_begin; j0 < i0 + ni; j0 += kKeyTile) {
             const int64_t nj = std::min(kKeyTile, i0 + ni - j0);
-            gemm(false, true, ni, nj, hd, scale, qt, q_stride, kb + j0 * kv_stride, kv_stride, 0.0f, scores.data(),
-                 nj);
-            for (int64_t r = 0; r < ni; ++r) {
-              float* row = scores.data() + r * nj;
-              const int64_t i = i0 + r;
-              float tile_max = -std::numeric_limits<float>::infinity();
-              for (int64_t c = 0; c < nj; ++c) {
-                if (!visible(i, j0 + c, s.window)) row[c] = -std::numeric_limits<float>::infinity();
-                tile_max = std::max(tile_max, row[c]);
-              }
-              const float new_max = std::max(row_max[static_cast<size_t>(r)], tile_max);
-              if (new_max == -std::numeric_limits<float>::infinity()) {
-                std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
-                continue;
-              }
-              const float correction = std::exp(row_max[static_cast<size_t>(r)] - new_max);
-              float sum = 0.0f;
-              for (int64_t c = 0; c < nj; ++c) {
-                row[c] = std::exp(row[c] - new_max);
-                sum += row[c];
-              }
-              row_sum[static_cast<size_t>(r)] = row_sum[static_cast<size_t>(r)] * correction + sum;
-              row_max[static_cast<size_t>(r)] = new_max;
-              float* o = acc.data() + r * hd;
-              for (int64_t d = 0; d < hd; ++d) o[d] *= correction;
-            }
-            gemm(false, false, ni, hd, nj, 1.0f, scores.data(), nj, vb + j0 * kv_stride, kv_stride, 1.0f, acc.data(),
-                 hd);
+            flash_tile(qt, q_stride, ni, i0, kb + j0 * kv_stride, vb + j0 * kv_stride, kv_stride, nj, j0, hd, scale,
+                       s.window, scores.data(), {acc.data(), row_max.data(), row_sum.data()});
           }
           for (int64_t r = 0; r < ni; ++r) {
             const float inv = 1.0f / row_sum[static_cast<size_t>(r)];

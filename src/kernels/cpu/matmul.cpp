@@ -51,8 +51,8 @@ constexpr int64_t kPanelRows = 64;
 // even when N is small (k/v projections) or M is (short prompts): panels of
 // weight rows alone left one of two threads idle a third of the time on a
 // 192-row projection.
-void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K, const uint16_t* B,
-                        int64_t ldb, Bf16Layout layout, int64_t N, const float* bias, float* y, bool accumulate) {
+void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K,
+                        std::span<const Bf16Operand> operands, bool accumulate) {
   const int64_t lda = (K + 1) / 2 * 2;
   // Reused across calls by the thread that owns the forward or backward pass:
   // a fresh buffer of megabytes per product cost page faults and zeroing
@@ -61,7 +61,8 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
   narrowed.resize(static_cast<size_t>(M * lda));
   uint16_t* a = narrowed.data();
   constexpr int64_t kTileCols = 96, kMaxTileRows = 1024, kMinTileRows = 32;
-  const int64_t col_tiles = (N + kTileCols - 1) / kTileCols;
+  int64_t col_tiles = 0;
+  for (const Bf16Operand& op : operands) col_tiles += (op.N + kTileCols - 1) / kTileCols;
   // Enough tiles for a balanced dynamic schedule, each tall enough that
   // repacking its weight panel stays a small share of the work.
   int64_t tile_rows = kMaxTileRows;
@@ -78,13 +79,18 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < col_tiles * row_tiles; ++t) {
-      const int64_t n0 = (t / row_tiles) * kTileCols, m0 = (t % row_tiles) * tile_rows;
-      const int64_t cols = std::min(kTileCols, N - n0), rows = std::min(tile_rows, M - m0);
-      const uint16_t* panel = layout == Bf16Layout::NK ? B + n0 * ldb : B + n0;
-      kernels.gemm(a + m0 * lda, rows, lda, panel, ldb, layout, cols, K, y + m0 * N + n0, N, accumulate);
-      if (bias) {
+      // Column tile t / row_tiles, counted across the operands in turn.
+      int64_t col_tile = t / row_tiles;
+      size_t o = 0;
+      while (col_tile >= (operands[o].N + kTileCols - 1) / kTileCols) col_tile -= (operands[o++].N + kTileCols - 1) / kTileCols;
+      const Bf16Operand& op = operands[o];
+      const int64_t n0 = col_tile * kTileCols, m0 = (t % row_tiles) * tile_rows;
+      const int64_t cols = std::min(kTileCols, op.N - n0), rows = std::min(tile_rows, M - m0);
+      const uint16_t* panel = op.layout == Bf16Layout::NK ? op.B + n0 * op.ldb : op.B + n0;
+      kernels.gemm(a + m0 * lda, rows, lda, panel, op.ldb, op.layout, cols, K, op.y + m0 * op.N + n0, op.N, accumulate);
+      if (op.bias) {
         for (int64_t m = m0; m < m0 + rows; ++m) {
-          for (int64_t n = n0; n < n0 + cols; ++n) y[m * N + n] += bias[n];
+          for (int64_t n = n0; n < n0 + cols; ++n) op.y[m * op.N + n] += op.bias[n];
         }
       }
     }
@@ -93,6 +99,18 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
 
 void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections) {
   if (M >= kGemmMinRows) {
+    const Bf16GemmKernels* bf16 = bf16_gemm_kernels();
+    std::vector<Bf16Operand> operands;
+    for (const Projection& p : projections) {
+      check_weight(*p.weight, K);
+      if (p.weight->dtype() == DType::BF16) {
+        operands.push_back({p.weight->data_as<const uint16_t>(), K, Bf16Layout::NK, p.weight->dim(0), p.bias, p.out});
+      }
+    }
+    if (bf16 && operands.size() == projections.size()) {
+      bf16_gemm_parallel(*bf16, x, M, K, operands, false);
+      return;
+    }
     for (const Projection& p : projections) matmul(x, M, K, *p.weight, p.bias, p.out);
     return;
   }
@@ -158,7 +176,8 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   }
   if (W.dtype() == DType::BF16) {
     if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
-      bf16_gemm_parallel(*bf16, x, M, K, W.data_as<const uint16_t>(), K, Bf16Layout::NK, N, bias, y, false);
+      const Bf16Operand operand{W.data_as<const uint16_t>(), K, Bf16Layout::NK, N, bias, y};
+      bf16_gemm_parallel(*bf16, x, M, K, {&operand, 1}, false);
       return;
     }
   }

@@ -8,6 +8,7 @@
 #include "core/quant.h"
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 namespace slm::cpu {
@@ -63,10 +64,22 @@ struct Bf16GemmKernels {
   void (*narrow)(const float* x, int64_t n, uint16_t* out);
 };
 
-// y[M,N] (+)= x[M,K] · B (+ bias) on every thread, x rounded to bf16 once;
-// the work is cut into tiles of C for a balanced dynamic schedule.
-void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K, const uint16_t* B,
-                        int64_t ldb, Bf16Layout layout, int64_t N, const float* bias, float* y, bool accumulate);
+// One right-hand operand of bf16_gemm_parallel and its product:
+// y[M,N] (+)= x · B (+ bias[N] when not null).
+struct Bf16Operand {
+  const uint16_t* B;
+  int64_t ldb;
+  Bf16Layout layout;
+  int64_t N;
+  const float* bias;
+  float* y;
+};
+
+// The products of one input x[M,K] with each operand, on every thread: x is
+// rounded to bf16 once for all of them (q/k/v and gate/up share theirs), and
+// the work is cut into tiles of each C for a balanced dynamic schedule.
+void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K,
+                        std::span<const Bf16Operand> operands, bool accumulate);
 
 // Null when the active path has no bf16 dot-product instructions.
 const Bf16GemmKernels* bf16_gemm_kernels();

@@ -133,11 +133,15 @@ TEST(Attention, EagerAndFlashMatchNaiveAttention) {
   });
 }
 
-// Odd head sizes and lengths that cross flash's 16-query and 64-key tiles.
+// Odd head sizes and lengths that cross flash's tiles: 16 queries × 64 keys
+// for a few queries (7 is the most that path takes), 64 × 64 as matrix
+// products from 8 queries on, with windows that hide whole key tiles.
 TEST(Attention, TileBoundaries) {
   for (const Case& c : {Case{2, 17, 0, 0}, Case{6, 16, 48, 0}, Case{34, 65, 63, 0}, Case{64, 129, 0, 64},
                         Case{64, 1, 200, 65}, Case{64, 33, 31, 17}, Case{34, 65, 63, 9, slm::DType::BF16},
-                        Case{6, 33, 31, 17, slm::DType::F16}}) {
+                        Case{6, 33, 31, 17, slm::DType::F16}, Case{64, 7, 70, 0}, Case{64, 8, 70, 0},
+                        Case{64, 8, 130, 3, slm::DType::BF16}, Case{64, 200, 0, 70, slm::DType::F16},
+                        Case{64, 130, 0, 0, slm::DType::BF16}}) {
     check_case(c);
     if (HasFatalFailure()) return;
   }

@@ -1,0 +1,32 @@
+// The inner step of flash attention, shared by inference (attention_flash
+// over a KV cache) and training (attention_train_forward over whole
+// sequences): one tile of queries against one tile of keys as two matrix
+// products, with the online softmax between them.
+#pragma once
+
+#include <cstdint>
+
+namespace slm::cpu {
+
+// Whether the query at absolute position i sees the key at j: causal, and
+// with window > 0 only the last `window` positions.
+inline bool visible(int64_t i, int64_t j, int64_t window) { return j <= i && (window <= 0 || i - j < window); }
+
+// The running state of ni query rows: acc [ni, head_dim] (unnormalised
+// output), row_max and row_sum [ni] (the softmax's running maximum and
+// denominator). Start with acc 0, row_max -inf, row_sum 0.
+struct FlashRows {
+  float* acc;
+  float* row_max;
+  float* row_sum;
+};
+
+// Folds keys [j0, j0+nj) into the state of queries [i0, i0+ni) (absolute
+// positions): S = scale·Q·Kᵀ, masked by `visible`, then acc = acc·correction
+// + softmax numerators·V. q rows have stride q_stride, k and v rows
+// kv_stride, all f32. `scores` holds ni·nj floats of scratch.
+void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
+                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
+                float* scores, const FlashRows& state);
+
+}  // namespace slm::cpu
