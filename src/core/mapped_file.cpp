@@ -42,6 +42,21 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) 
 MappedFile::MappedFile(std::filesystem::path path, const uint8_t* data, size_t size)
     : path_(std::move(path)), data_(data), size_(size) {}
 
+bool MappedFile::holds(const void* p, size_t n) const {
+  const auto* bytes = static_cast<const uint8_t*>(p);
+  return bytes >= data_ && n <= size_ && static_cast<size_t>(bytes - data_) <= size_ - n;
+}
+
+void MappedFile::release(const void* p, size_t n) const {
+  if (!holds(p, n) || n == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(p) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(p) + n + page - 1) / page * page;
+  // Advice only: a read-only private mapping is refilled from the file if
+  // touched again, so failure (or a page shared with a neighbour) is harmless.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -20,6 +20,12 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
+  // Whether [p, p+n) lies in this mapping.
+  bool holds(const void* p, size_t n) const;
+  // Drops the pages of [p, p+n) from this process (the page cache keeps
+  // them; a later read maps them again): weights converted at load no longer
+  // count twice in the resident memory.
+  void release(const void* p, size_t n) const;
 
  private:
   MappedFile(std::filesystem::path path, const uint8_t* data, size_t size);

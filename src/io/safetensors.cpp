@@ -243,4 +243,8 @@ std::vector<std::string> WeightFiles::names() const {
 
 std::string WeightFiles::describe() const { return description_; }
 
+void WeightFiles::release(const Tensor& view) const {
+  for (const SafetensorsFile& file : files_) file.mapping().release(view.data(), view.nbytes());
+}
+
 }  // namespace slm

@@ -38,6 +38,7 @@ class SafetensorsFile {
   // A tensor viewing the mapped bytes (no copy).
   Tensor tensor(const std::string& name) const;
   const std::filesystem::path& path() const { return file_->path(); }
+  const MappedFile& mapping() const { return *file_; }
 
  private:
   std::shared_ptr<MappedFile> file_;
@@ -62,6 +63,9 @@ class WeightFiles {
   Tensor tensor(const std::string& name) const;
   std::vector<std::string> names() const;
   std::string describe() const;  // "model.safetensors" or "3 shards of model.safetensors.index.json"
+  // Returns the pages of a tensor viewing one of the files to the page cache
+  // (MappedFile::release); for tensors that were converted and are not read again.
+  void release(const Tensor& view) const;
 
  private:
   std::vector<SafetensorsFile> files_;

@@ -26,7 +26,10 @@ class WeightReader {
 
   Tensor matrix(const std::string& name, std::vector<int64_t> shape) {
     Tensor t = checked(name, std::move(shape));
-    return dtype_ ? t.to(*dtype_) : t;
+    if (!dtype_ || *dtype_ == t.dtype()) return t;
+    Tensor converted = t.to(*dtype_);
+    files_.release(t);  // otherwise the mapped original stays resident beside the copy
+    return converted;
   }
   // Norm weights and biases are tiny and read on every token: kept in f32.
   Tensor vector_f32(const std::string& name, int64_t size) { return checked(name, {size}).to(DType::F32); }

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -143,6 +144,37 @@ TEST_F(AtomicFile, MappedFileErrorsNameThePath) {
   // An empty file maps to nothing without failing.
   slm::write_text_atomically(dir_ / "empty", "");
   EXPECT_EQ(slm::MappedFile::open(dir_ / "empty")->size(), 0u);
+}
+
+// Resident pages of this process, from /proc/self/statm.
+long resident_pages() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
+}
+
+TEST_F(AtomicFile, ReleasedPagesLeaveTheResidentSetAndReadBackUnchanged) {
+  const size_t bytes = size_t{32} << 20;
+  std::string content(bytes, '\0');
+  for (size_t i = 0; i < bytes; ++i) content[i] = static_cast<char>(i * 131 % 251);
+  slm::write_text_atomically(dir_ / "weights", content);
+  const auto mapping = slm::MappedFile::open(dir_ / "weights");
+  const auto checksum = [&] {
+    uint64_t sum = 0;
+    for (size_t i = 0; i < mapping->size(); i += 61) sum += mapping->data()[i] * (i % 7 + 1);
+    return sum;
+  };
+  const uint64_t before = checksum();  // every page touched
+  const long touched = resident_pages();
+  mapping->release(mapping->data(), mapping->size());
+  const long page_kib = ::sysconf(_SC_PAGESIZE) / 1024;
+  EXPECT_GT((touched - resident_pages()) * page_kib, 24 * 1024) << "at least 24 of the 32 MiB released";
+  EXPECT_EQ(checksum(), before);
+  // A range outside the mapping is ignored, not an error.
+  mapping->release(content.data(), 4096);
+  EXPECT_TRUE(mapping->holds(mapping->data() + 10, 20));
+  EXPECT_FALSE(mapping->holds(mapping->data() + 10, bytes));
 }
 
 }  // namespace
