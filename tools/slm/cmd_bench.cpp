@@ -60,7 +60,9 @@ int run_bench(int argc, char** argv) {
         std::printf("OpenBLAS sgemm %.0f GFLOP/s\n", limits->sgemm_gflops);
       }
     }
+    const double load_start = now_seconds();
     Model model = load_model(model_options);
+    const double load_seconds = now_seconds() - load_start;
     const ModelConfig& c = model.config();
     const int64_t capacity = std::max(prompt_len, depth + decode_len + 1);
     if (capacity > c.max_position_embeddings) {
@@ -71,9 +73,11 @@ int run_bench(int argc, char** argv) {
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(c.vocab_size));
     KVCache cache(c, capacity, *parse_dtype(model_options.kv_dtype));
 
-    // One untimed pass warms the page cache and the thread pool.
+    // The first pass is the time to first token of a fresh process (model
+    // loaded, nothing warm but the page cache); it is not counted below.
     cache.clear();
     model.forward_last_logits(std::span(tokens).first(static_cast<size_t>(prompt_len)), cache);
+    const double first_token_seconds = now_seconds() - load_start;
 
     std::vector<double> prefill, decode;
     for (int64_t r = 0; r < repetitions; ++r) {
@@ -111,6 +115,8 @@ int run_bench(int argc, char** argv) {
                                 {"decode_tokens_per_s", decode_rate},
                                 {"decode_weight_gb_per_s", decode_rate * weight_gb},
                                 {"prefill_gflops", prefill_gflops},
+                                {"load_seconds", load_seconds},
+                                {"first_token_seconds", first_token_seconds},
                                 {"peak_rss_mib", peak_rss_mib()}};
     double peak_gflops = 0;
     if (limits) {
@@ -132,6 +138,8 @@ int run_bench(int argc, char** argv) {
                   static_cast<long long>(decode_len), static_cast<long long>(depth), decode_rate, decode_rate * weight_gb);
       if (limits) std::printf(", %.0f%% of read bandwidth", 100.0 * decode_rate * weight_gb / limits->read_gb_per_s);
       std::printf(")\n");
+      std::printf("start      model loaded in %.3f s, first token of a %lld-token prompt after %.3f s\n", load_seconds,
+                  static_cast<long long>(prompt_len), first_token_seconds);
       std::printf("peak RSS   %.1f MiB\n", peak_rss_mib());
     }
     return 0;
