@@ -14,22 +14,39 @@ namespace slm::cpu {
 
 namespace {
 
+// The activations of a product in the layouts the dot products read: x
+// itself [M, K]; for bf16 weights, prepare_bf16_x's layout (row stride
+// padded_k); for q8/q4 weights on a CPU with integer dot products, q8
+// blocks (null otherwise).
+struct PreparedX {
+  const float* x;
+  const float* bf16;
+  int64_t padded_k;
+  const BlockQ8* q8;
+};
+
 // Rows [begin, end) of y[M,N] = x·Wᵀ (+ bias) for a handful of x rows, one
 // weight row at a time: a single sequential stream is what the hardware
 // prefetcher serves best (interleaving four rows measured 40% slower).
-// x_bf16 is x laid out by prepare_bf16_x (row stride padded_k), used for bf16 weights.
-void dot_rows(const VectorKernels& k, const float* x, const float* x_bf16, int64_t padded_k, int64_t M, int64_t K,
+void dot_rows(const VectorKernels& k, const QuantDotKernels* quant, const PreparedX& in, int64_t M, int64_t K,
               const Tensor& W, const float* bias, float* y, int64_t begin, int64_t end) {
-  const int64_t N = W.dim(0);
+  const int64_t N = W.dim(0), blocks = K / kQuantBlock;
+  const float* x = in.x;
   for (int64_t n = begin; n < end; ++n) {
     for (int64_t m = 0; m < M; ++m) {
       float sum = 0.0f;
       switch (W.dtype()) {
         case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
-        case DType::BF16: sum = k.bf16_prepared(x_bf16 + m * padded_k, W.data_as<const uint16_t>() + n * K, K); break;
+        case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
         case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
-        case DType::Q8: sum = k.q8(x + m * K, W.data_as<const BlockQ8>() + n * (K / kQuantBlock), K); break;
-        case DType::Q4: sum = k.q4(x + m * K, W.data_as<const BlockQ4>() + n * (K / kQuantBlock), K); break;
+        case DType::Q8:
+          sum = quant ? quant->q8(in.q8 + m * blocks, W.data_as<const BlockQ8>() + n * blocks, K)
+                      : k.q8(x + m * K, W.data_as<const BlockQ8>() + n * blocks, K);
+          break;
+        case DType::Q4:
+          sum = quant ? quant->q4(in.q8 + m * blocks, W.data_as<const BlockQ4>() + n * blocks, K)
+                      : k.q4(x + m * K, W.data_as<const BlockQ4>() + n * blocks, K);
+          break;
       }
       y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
     }
@@ -120,13 +137,29 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Pr
     total_rows += p.weight->dim(0);
   }
   const VectorKernels& kernels = vector_kernels();
+  const QuantDotKernels* quant = quant_dot_kernels();
+  bool any_bf16 = false, any_quantized = false;
+  for (const Projection& p : projections) {
+    any_bf16 |= p.weight->dtype() == DType::BF16;
+    any_quantized |= is_quantized(p.weight->dtype());
+  }
+  if (!any_quantized) quant = nullptr;
   // Called from the thread that owns the forward pass, never from inside a
-  // parallel region, so one buffer per calling thread is reused for every token.
+  // parallel region, so one buffer per calling thread is reused for every
+  // token (the workers' thread_local copies are not this one).
   thread_local std::vector<float> x_bf16;
-  const int64_t padded_k = (K + 31) / 32 * 32;
-  x_bf16.resize(static_cast<size_t>(M * padded_k));
-  for (int64_t m = 0; m < M; ++m) kernels.prepare_bf16_x(x + m * K, K, x_bf16.data() + m * padded_k);
-  const float* prepared = x_bf16.data();  // the workers' thread_local copies are not this one
+  thread_local std::vector<BlockQ8> x_q8;
+  PreparedX prepared{x, nullptr, (K + 31) / 32 * 32, nullptr};
+  if (any_bf16) {
+    x_bf16.resize(static_cast<size_t>(M * prepared.padded_k));
+    for (int64_t m = 0; m < M; ++m) kernels.prepare_bf16_x(x + m * K, K, x_bf16.data() + m * prepared.padded_k);
+    prepared.bf16 = x_bf16.data();
+  }
+  if (quant) {
+    x_q8.resize(static_cast<size_t>(M * (K / kQuantBlock)));
+    for (int64_t m = 0; m < M; ++m) quant->quantize_x(x + m * K, K, x_q8.data() + m * (K / kQuantBlock));
+    prepared.q8 = x_q8.data();
+  }
   // Each thread takes one contiguous share of all the rows, walking across
   // projection boundaries.
 #pragma omp parallel
@@ -139,7 +172,7 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Pr
     for (const Projection& p : projections) {
       const int64_t rows = p.weight->dim(0);
       const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + rows);
-      if (lo < hi) dot_rows(kernels, x, prepared, padded_k, M, K, *p.weight, p.bias, p.out, lo - offset, hi - offset);
+      if (lo < hi) dot_rows(kernels, quant, prepared, M, K, *p.weight, p.bias, p.out, lo - offset, hi - offset);
       offset += rows;
     }
   }

@@ -99,7 +99,8 @@ Isa detect() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    return __builtin_cpu_supports("avx512bf16") ? Isa::Avx512Bf16 : Isa::Avx512;
+    const bool dot_products = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+    return dot_products ? Isa::Avx512Bf16 : Isa::Avx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::Avx2;
 #endif
@@ -180,6 +181,14 @@ const VectorKernels& vector_kernels() {
 const Bf16GemmKernels* bf16_gemm_kernels() {
 #if defined(__x86_64__)
   static const Bf16GemmKernels kernels = avx512bf16_kernels();
+  if (active_isa() == Isa::Avx512Bf16) return &kernels;
+#endif
+  return nullptr;
+}
+
+const QuantDotKernels* quant_dot_kernels() {
+#if defined(__x86_64__)
+  static const QuantDotKernels kernels = avx512vnni_kernels();
   if (active_isa() == Isa::Avx512Bf16) return &kernels;
 #endif
   return nullptr;

@@ -2,7 +2,8 @@
 // file compiled for its target; `active_isa()` picks the best one the CPU
 // has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
 // to check every path on one machine).
-// SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus bf16 dot products).
+// SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus the bf16 and int8
+// dot products, AVX512_BF16 and AVX512_VNNI).
 #pragma once
 
 #include "core/quant.h"
@@ -84,11 +85,26 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
 // Null when the active path has no bf16 dot-product instructions.
 const Bf16GemmKernels* bf16_gemm_kernels();
 
+// Dot products of q8/q4 weight rows with activations quantized once per
+// product to q8 blocks (quantize_x gives exactly quantize_q8's blocks), in
+// integer arithmetic: 32 products per instruction with VNNI, against about a
+// dozen instructions to widen 32 weights to f32. The block scales multiply
+// the integer sums.
+struct QuantDotKernels {
+  void (*quantize_x)(const float* x, int64_t k, BlockQ8* out);
+  float (*q8)(const BlockQ8* x, const BlockQ8* w, int64_t k);
+  float (*q4)(const BlockQ8* x, const BlockQ4* w, int64_t k);
+};
+
+// Null when the active path has no VNNI (the top path has it).
+const QuantDotKernels* quant_dot_kernels();
+
 VectorKernels scalar_kernels();
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 VectorKernels avx512_kernels();
 Bf16GemmKernels avx512bf16_kernels();
+QuantDotKernels avx512vnni_kernels();
 #endif
 
 }  // namespace slm::cpu

@@ -7,10 +7,13 @@
 //
 // Tolerance: a sum of K f32 products has a rounding error below
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
-// counted in the scale. The one path that rounds its inputs, bf16 weights on
-// AVX512-BF16 with M >= 4, rounds the activations to bf16 (as bf16 engines
-// do): it is held to the same bound against the reference run on the rounded
-// activations, and to 2^-8·Σ|x·w| against the unrounded ones.
+// counted in the scale. Two paths read the activations at lower precision,
+// as bf16 and quantized engines do: bf16 weights on the top path with M >= 4
+// round them to bf16, and q8/q4 weights on the top path with M < 4 quantize
+// them to q8 blocks (integer dot products). Each is held to the same bound
+// against the reference run on the activations it saw; the bf16 one also to
+// 2^-8·Σ|x·w| against the unrounded ones.
+#include "core/quant.h"
 #include "kernels/cpu/kernels.h"
 #include "kernel_test_util.h"
 
@@ -65,7 +68,31 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   }
 }
 
+// The top path reads activations at lower precision in two places: the bf16
+// GEMM (M ≥ 4) rounds them to bf16, and the integer dot products of q8/q4
+// weights (M < 4) quantize them to q8 blocks. Such a product is exact for
+// the activations it saw, and within that rounding of the true ones.
 bool rounds_activations(Isa isa, DType dtype, int64_t M) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16 && M >= 4; }
+bool quantizes_activations(Isa isa, DType dtype, int64_t M) {
+  return isa == Isa::Avx512Bf16 && slm::is_quantized(dtype) && M < 4;
+}
+
+// x as the kernel for (isa, dtype, M) sees it, rows of K.
+std::vector<float> seen_activations(Isa isa, DType dtype, int64_t M, int64_t K, const std::vector<float>& x) {
+  std::vector<float> seen(x.size());
+  if (rounds_activations(isa, dtype, M)) {
+    for (size_t i = 0; i < x.size(); ++i) seen[i] = slm::bf16_to_f32(slm::f32_to_bf16(x[i]));
+  } else if (quantizes_activations(isa, dtype, M)) {
+    std::vector<slm::BlockQ8> blocks(static_cast<size_t>(K / slm::kQuantBlock));
+    for (int64_t m = 0; m < M; ++m) {
+      slm::quantize_q8(x.data() + m * K, K, blocks.data());
+      slm::dequantize_q8(blocks.data(), K, seen.data() + m * K);
+    }
+  } else {
+    seen = x;
+  }
+  return seen;
+}
 
 void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool with_bias) {
   const uint64_t seed = static_cast<uint64_t>(M * 1000003 + K * 1009 + N * 17 + static_cast<int>(dtype));
@@ -82,16 +109,12 @@ void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool wi
 
   std::vector<float> want(got.size());
   const double bound = (static_cast<double>(K) + 2) * FLT_EPSILON;
+  const std::vector<float> seen = seen_activations(isa, dtype, M, K, x);
+  slm::cpu::matmul_reference(seen.data(), M, K, W, bias, want.data());
+  expect_close(got, want, magnitudes(seen, M, K, W, bias), bound, what + " (vs the activations the kernel saw)");
   if (rounds_activations(isa, dtype, M)) {
-    std::vector<float> rounded(x.size());
-    for (size_t i = 0; i < x.size(); ++i) rounded[i] = slm::bf16_to_f32(slm::f32_to_bf16(x[i]));
-    slm::cpu::matmul_reference(rounded.data(), M, K, W, bias, want.data());
-    expect_close(got, want, magnitudes(rounded, M, K, W, bias), bound, what + " (vs bf16-rounded x)");
     slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
     expect_close(got, want, magnitudes(x, M, K, W, bias), 0x1p-8 + bound, what);
-  } else {
-    slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
-    expect_close(got, want, magnitudes(x, M, K, W, bias), bound, what);
   }
 }
 
@@ -160,12 +183,12 @@ TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
         const std::vector<float> bq = random_vector(17, 9), bv = random_vector(63, 10);
         std::vector<float> q(size_t(M * 17), NAN), k(size_t(M * 3), NAN), v(size_t(M * 63), NAN);
         slm::cpu::matmul_group(x.data(), M, K, {{&Wq, bq.data(), q.data()}, {&Wk, nullptr, k.data()}, {&Wv, bv.data(), v.data()}});
-        const double rel = rounds_activations(isa, dtype, M) ? 0x1p-8 + 70 * FLT_EPSILON : 70 * FLT_EPSILON;
+        const std::vector<float> seen = seen_activations(isa, dtype, M, K, x);
         for (const auto& [W, b, out] : {std::tuple{&Wq, bq.data(), &q}, std::tuple{&Wk, (const float*)nullptr, &k},
                                         std::tuple{&Wv, bv.data(), &v}}) {
           std::vector<float> want(out->size());
-          slm::cpu::matmul_reference(x.data(), M, K, *W, b, want.data());
-          expect_close(*out, want, magnitudes(x, M, K, *W, b), rel,
+          slm::cpu::matmul_reference(seen.data(), M, K, *W, b, want.data());
+          expect_close(*out, want, magnitudes(seen, M, K, *W, b), 70 * FLT_EPSILON,
                        "group M=" + std::to_string(M) + " N=" + std::to_string(W->dim(0)) + " " +
                            std::string(slm::dtype_name(dtype)));
           if (::testing::Test::HasFatalFailure()) return;
@@ -235,5 +258,24 @@ TEST(SgemmParallel, EqualsTheFormulaForEveryTransposeAndCut) {
         for (int64_t m = 0; m < M; ++m) ASSERT_EQ(C[size_t(m * ldc + N)], C0[size_t(m * ldc + N)]);
       }
     }
+  }
+}
+
+// The integer dot products' activations are exactly quantize_q8's blocks:
+// random rows, an all-zero block, exact halves between levels (ties round to
+// even) and values too small for an f16 scale.
+TEST(QuantDot, QuantizedActivationsAreQuantizeQ8Blocks) {
+  const slm::cpu::QuantDotKernels* quant = slm::cpu::quant_dot_kernels();
+  if (!quant) GTEST_SKIP() << "no integer dot-product instructions on this CPU";
+  std::vector<float> x = random_vector(8 * slm::kQuantBlock, 3, 5.0);
+  std::fill_n(x.begin() + 32, 32, 0.0f);
+  for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = (i == 0 ? 127.0f : static_cast<float>(i) + 0.5f);
+  for (int i = 0; i < 32; ++i) x[size_t(96 + i)] = 1e-9f * static_cast<float>(i - 16);
+  std::vector<slm::BlockQ8> want(8), got(8);
+  slm::quantize_q8(x.data(), static_cast<int64_t>(x.size()), want.data());
+  quant->quantize_x(x.data(), static_cast<int64_t>(x.size()), got.data());
+  for (size_t b = 0; b < want.size(); ++b) {
+    EXPECT_EQ(got[b].scale, want[b].scale) << "block " << b;
+    for (int i = 0; i < slm::kQuantBlock; ++i) ASSERT_EQ(got[b].q[i], want[b].q[i]) << "block " << b << " element " << i;
   }
 }
