@@ -57,6 +57,19 @@ void BM_MatmulTraining(benchmark::State& state) {
 BENCHMARK(BM_MatmulTraining)->ArgsProduct({{192, 576, 1536}, {576}, {0, 1}})->Args({576, 1536, 0})
     ->Args({576, 1536, 1})->ArgNames({"N", "K", "dx"})->UseRealTime();
 
+// What one parallel region costs (fork, a trivial body, join): decode opens
+// about five per layer per token, so this times 5 × layers is the threading
+// overhead of a token.
+void BM_ParallelRegion(benchmark::State& state) {
+  int sink = 0;
+  for (auto _ : state) {
+#pragma omp parallel reduction(+ : sink)
+    sink += 1;
+    benchmark::DoNotOptimize(sink);
+  }
+}
+BENCHMARK(BM_ParallelRegion)->UseRealTime();
+
 void BM_FlashAttentionDecode(benchmark::State& state) {
   const int64_t context = state.range(0), heads = 9, kv_heads = 3, head_dim = 64;
   std::vector<float> q(static_cast<size_t>(heads * head_dim), 0.1f), out(q.size());

@@ -78,8 +78,9 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
   narrowed.resize(static_cast<size_t>(M * lda));
   uint16_t* a = narrowed.data();
   constexpr int64_t kTileCols = 96, kMaxTileRows = 1024, kMinTileRows = 32;
+  const auto tiles_of = [](const Bf16Operand& op) { return (op.N + kTileCols - 1) / kTileCols; };
   int64_t col_tiles = 0;
-  for (const Bf16Operand& op : operands) col_tiles += (op.N + kTileCols - 1) / kTileCols;
+  for (const Bf16Operand& op : operands) col_tiles += tiles_of(op);
   // Enough tiles for a balanced dynamic schedule, each tall enough that
   // repacking its weight panel stays a small share of the work.
   int64_t tile_rows = kMaxTileRows;
@@ -99,7 +100,7 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
       // Column tile t / row_tiles, counted across the operands in turn.
       int64_t col_tile = t / row_tiles;
       size_t o = 0;
-      while (col_tile >= (operands[o].N + kTileCols - 1) / kTileCols) col_tile -= (operands[o++].N + kTileCols - 1) / kTileCols;
+      while (col_tile >= tiles_of(operands[o])) col_tile -= tiles_of(operands[o++]);
       const Bf16Operand& op = operands[o];
       const int64_t n0 = col_tile * kTileCols, m0 = (t % row_tiles) * tile_rows;
       const int64_t cols = std::min(kTileCols, op.N - n0), rows = std::min(tile_rows, M - m0);
