@@ -60,6 +60,7 @@ int run_bench(int argc, char** argv) {
         std::printf("OpenBLAS sgemm %.0f GFLOP/s\n", limits->sgemm_gflops);
       }
     }
+    reset_peak_rss();  // the probe's buffers are not the model's
     const double load_start = now_seconds();
     Model model = load_model(model_options);
     const double load_seconds = now_seconds() - load_start;

@@ -115,9 +115,19 @@ Tokenizer load_tokenizer(const std::string& dir) {
 }
 
 double peak_rss_mib() {
+  // VmHWM, which reset_peak_rss() can start over; getrusage where it is absent.
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
 }
 
 }  // namespace slm::cli

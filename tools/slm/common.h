@@ -58,5 +58,9 @@ Tokenizer load_tokenizer(const std::string& dir);
 
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();
+// Starts the peak over from the current resident memory (Linux
+// /proc/self/clear_refs), so a figure can leave out an earlier phase such as
+// slm bench --probe's bandwidth buffer.
+void reset_peak_rss();
 
 }  // namespace slm::cli
