@@ -608,12 +608,21 @@ class Lexer {
     if (c >= '0' && c <= '9') {
       size_t end = i;
       while (end < src_.size() && std::isdigit(static_cast<unsigned char>(src_[end]))) ++end;
+      auto digit = [&](size_t at) { return at < src_.size() && std::isdigit(static_cast<unsigned char>(src_[at])); };
       bool is_float = false;
-      if (end + 1 < src_.size() && src_[end] == '.' && std::isdigit(static_cast<unsigned char>(src_[end + 1])) &&
-          !(tokens_.back().type == Tok::Operator && tokens_.back().text == ".")) {
-        is_float = true;
-        ++end;
-        while (end < src_.size() && std::isdigit(static_cast<unsigned char>(src_[end]))) ++end;
+      // After '.', digits are an index (x.0.1), never a fraction.
+      if (!(tokens_.back().type == Tok::Operator && tokens_.back().text == ".")) {
+        if (end < src_.size() && src_[end] == '.' && digit(end + 1)) {
+          is_float = true;
+          ++end;
+          while (digit(end)) ++end;
+        }
+        const size_t sign = end + 1 < src_.size() && (src_[end + 1] == '+' || src_[end + 1] == '-') ? 1 : 0;
+        if (end < src_.size() && (src_[end] == 'e' || src_[end] == 'E') && digit(end + 1 + sign)) {
+          is_float = true;
+          end += 1 + sign;
+          while (digit(end)) ++end;
+        }
       }
       tokens_.push_back({is_float ? Tok::Float : Tok::Int, std::string(src_.substr(i, end - i)), i});
       return end;
@@ -758,11 +767,7 @@ class Parser {
  public:
   explicit Parser(std::vector<Token> tokens) : tokens_(std::move(tokens)) {}
 
-  Body program() {
-    Body body = block({});
-    if (peek().type != Tok::End) fail_at(peek().pos, "unexpected '{% ", tokens_[at_ + 1].text, " %}'");
-    return body;
-  }
+  Body program() { return block({}); }
 
  private:
   const Token& peek(size_t ahead = 0) const { return tokens_[std::min(at_ + ahead, tokens_.size() - 1)]; }
@@ -840,6 +845,7 @@ class Parser {
       return s;
     }
     const size_t pos = t.pos;
+    const size_t keyword_pos = peek().pos;
     const std::string keyword = expect_name("a statement name after '{%'");
     if (keyword == "if") return if_statement(pos);
     if (keyword == "for") return for_statement(pos);
@@ -858,7 +864,12 @@ class Parser {
       end_statement();
       return make(keyword == "break" ? Stmt::Type::Break : Stmt::Type::Continue, pos);
     }
-    fail_at(pos + 2, "unknown statement '", keyword, "'");
+    static constexpr std::string_view kClosers[] = {"elif", "else", "endif", "endfor", "endset", "endmacro",
+                                                    "endcall", "endfilter", "endgeneration"};
+    if (std::find(std::begin(kClosers), std::end(kClosers), keyword) != std::end(kClosers)) {
+      fail_at(pos, "unexpected '{% ", keyword, " %}'");
+    }
+    fail_at(keyword_pos, "unknown statement '", keyword, "'");
   }
 
   void close(std::string_view end) {
@@ -1130,16 +1141,22 @@ class Parser {
       if (!test_names().contains(e->name)) fail_at(name.pos, "unknown test '", e->name, "'");
       if (is_op("(")) {
         e->args = arguments();
-      } else if (peek().type == Tok::String || peek().type == Tok::Int || peek().type == Tok::Float ||
-                 (e->name != "defined" && peek().type == Tok::Name &&
-                  !is_name("and") && !is_name("or") && !is_name("else") && !is_name("if") && !is_name("is") &&
-                  !is_name("not") && !is_name("in") && test_takes_argument(e->name))) {
-        e->args.positional.push_back(primary_postfix());  // `x is divisibleby 3`
+      } else if (test_takes_argument(e->name) && starts_bare_argument()) {
+        e->args.positional.push_back(primary_postfix());  // `x is divisibleby 3`, `x is in [1, 2]`
       }
       e->items.push_back(std::move(operand));
       operand = std::move(e);
     }
     return operand;
+  }
+
+  // As Jinja decides whether a test without parentheses has an argument.
+  bool starts_bare_argument() const {
+    const Token& t = peek();
+    if (t.type == Tok::String || t.type == Tok::Int || t.type == Tok::Float) return true;
+    if (t.type == Tok::Operator) return t.text == "[" || t.text == "{";
+    return t.type == Tok::Name && !is_name("and") && !is_name("or") && !is_name("else") && !is_name("if") &&
+           !is_name("is") && !is_name("not") && !is_name("in");
   }
 
   static bool test_takes_argument(std::string_view name) {
