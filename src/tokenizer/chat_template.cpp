@@ -1224,6 +1224,7 @@ class Parser {
         const Token& name = next();
         if (name.type == Tok::Name) {
           attr->name = name.text;
+          attr->pos = name.pos;  // errors point at the attribute, not the dot
         } else if (name.type == Tok::Int) {  // x.0 as x[0]
           attr->type = Expr::Type::Index;
           auto index = node(Expr::Type::Literal, name.pos);
@@ -1264,7 +1265,7 @@ class Parser {
           e = std::move(slice);
         }
       } else if (is_op("(")) {
-        auto call = node(Expr::Type::Call, peek().pos);
+        auto call = node(Expr::Type::Call, e->pos);
         call->args = arguments();
         call->items.push_back(std::move(e));
         e = std::move(call);

@@ -205,12 +205,12 @@ TEST(ChatTemplateErrors, UnknownFiltersAndTestsAreFoundWhenParsing) {
 
 TEST(ChatTemplateErrors, RaiseExceptionGivesTheTemplatesMessage) {
   EXPECT_EQ(error_of("{% if true %}\n  {{ raise_exception('Roles must alternate') }}\n{% endif %}"),
-            "test:2:21: Roles must alternate");
+            "test:2:6: Roles must alternate");
 }
 
 TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
-  EXPECT_EQ(error_of("{{ nothing() }}"), "test:1:11: 'nothing' is undefined and cannot be called");
-  EXPECT_EQ(error_of("{{ m.content.upper() }}", {{"m", ChatJson::object()}}), "test:1:19: 'upper' is undefined and cannot be called");
+  EXPECT_EQ(error_of("{{ nothing() }}"), "test:1:4: 'nothing' is undefined and cannot be called");
+  EXPECT_EQ(error_of("{{ m.content.upper() }}", {{"m", ChatJson::object()}}), "test:1:14: 'upper' is undefined and cannot be called");
   EXPECT_EQ(error_of("{{ 1 + x }}"), "test:1:6: '+' on an undefined value");
   EXPECT_EQ(error_of("{{ 1 / 0 }}"), "test:1:6: division by zero");
   EXPECT_EQ(error_of("{{ [1] | trim }}"), "test:1:10: filter 'trim' cannot be applied to a list");
