@@ -154,18 +154,19 @@ struct Args {
   }
 };
 
+// With its article, for messages: "cannot compare an integer with a string".
 const char* kind_name(Kind kind) {
   switch (kind) {
-    case Kind::Undefined: return "undefined";
+    case Kind::Undefined: return "an undefined value";
     case Kind::None: return "none";
-    case Kind::Bool: return "boolean";
-    case Kind::Int: return "integer";
-    case Kind::Float: return "float";
-    case Kind::String: return "string";
-    case Kind::List: return "list";
-    case Kind::Dict: return "dict";
-    case Kind::Namespace: return "namespace";
-    case Kind::Function: return "function";
+    case Kind::Bool: return "a boolean";
+    case Kind::Int: return "an integer";
+    case Kind::Float: return "a float";
+    case Kind::String: return "a string";
+    case Kind::List: return "a list";
+    case Kind::Dict: return "a dict";
+    case Kind::Namespace: return "a namespace";
+    case Kind::Function: return "a function";
   }
   return "?";
 }
@@ -1424,7 +1425,7 @@ class Interpreter {
         return chars;
       }
       case Kind::Undefined: return {};  // Jinja iterates an undefined value as empty
-      default: fail_at(pos, "cannot iterate over a ", kind_name(v.kind));
+      default: fail_at(pos, "cannot iterate over ", kind_name(v.kind));
     }
   }
 
@@ -1433,7 +1434,7 @@ class Interpreter {
       scope.vars[names[0]] = item;
       return;
     }
-    if (item.kind != Kind::List) fail_at(pos, "cannot unpack a ", kind_name(item.kind), " into ", names.size(), " variables");
+    if (item.kind != Kind::List) fail_at(pos, "cannot unpack ", kind_name(item.kind), " into ", names.size(), " variables");
     if (item.list->size() != names.size()) {
       fail_at(pos, "cannot unpack ", item.list->size(), " values into ", names.size(), " variables");
     }
@@ -1537,7 +1538,7 @@ class Interpreter {
         Dict d;
         for (size_t i = 0; i < e.items.size(); i += 2) {
           const Value key = eval(*e.items[i], scope);
-          if (key.kind != Kind::String) fail_at(e.items[i]->pos, "dict keys must be strings, got a ", kind_name(key.kind));
+          if (key.kind != Kind::String) fail_at(e.items[i]->pos, "dict keys must be strings, got ", kind_name(key.kind));
           d.set(key.text, eval(*e.items[i + 1], scope));
         }
         return make_dict(std::move(d));
@@ -1553,7 +1554,7 @@ class Interpreter {
                                    : e.items[0]->type == Expr::Type::Attr ? "'" + e.items[0]->name + "'"
                                                                           : "the value";
           if (callee.kind == Kind::Undefined) fail_at(e.pos, what, " is undefined and cannot be called");
-          fail_at(e.pos, what, " is a ", kind_name(callee.kind), ", not a function");
+          fail_at(e.pos, what, " is ", kind_name(callee.kind), ", not a function");
         }
         return (*callee.function)(args, scope, e.pos);
       }
@@ -1569,7 +1570,7 @@ class Interpreter {
         if (v.kind == Kind::Int) return Value::of(e.name == "-" ? -v.integer : v.integer);
         if (v.kind == Kind::Float) return Value::of(e.name == "-" ? -v.number : v.number);
         if (v.kind == Kind::Bool) return Value::of(static_cast<int64_t>(e.name == "-" ? -v.boolean : v.boolean));
-        fail_at(e.pos, "unary '", e.name, "' needs a number, got a ", kind_name(v.kind));
+        fail_at(e.pos, "unary '", e.name, "' needs a number, got ", kind_name(v.kind));
       }
       case Expr::Type::And: {
         Value left = eval(*e.items[0], scope);
@@ -1594,7 +1595,7 @@ class Interpreter {
       if (!e.items[static_cast<size_t>(k + 1)]) continue;
       const Value v = eval(*e.items[static_cast<size_t>(k + 1)], scope);
       if (v.kind == Kind::None || v.kind == Kind::Undefined) continue;
-      if (v.kind != Kind::Int) fail_at(e.pos, "slice bounds must be integers, got a ", kind_name(v.kind));
+      if (v.kind != Kind::Int) fail_at(e.pos, "slice bounds must be integers, got ", kind_name(v.kind));
       bounds[k] = v.integer;
     }
     const int64_t step = bounds[2].value_or(1);
@@ -1604,7 +1605,7 @@ class Interpreter {
     int64_t n = 0;
     if (object.kind == Kind::List) n = static_cast<int64_t>(object.list->size());
     else if (object.kind == Kind::String) n = static_cast<int64_t>((cps = code_points(object.text)).size());
-    else fail_at(e.pos, "cannot slice a ", kind_name(object.kind));
+    else fail_at(e.pos, "cannot slice ", kind_name(object.kind));
     // Python's slice.indices.
     auto clamp = [&](std::optional<int64_t> b, int64_t absent) {
       if (!b) return absent;
@@ -1631,7 +1632,7 @@ class Interpreter {
     }
     if (object.kind == Kind::List || object.kind == Kind::String) {
       if (key.kind == Kind::String) return attribute(object, key.text);
-      if (key.kind != Kind::Int) fail_at(pos, "a ", kind_name(object.kind), " index must be an integer, got a ", kind_name(key.kind));
+      if (key.kind != Kind::Int) fail_at(pos, kind_name(object.kind), " index must be an integer, got ", kind_name(key.kind));
       if (object.kind == Kind::List) {
         const auto n = static_cast<int64_t>(object.list->size());
         const int64_t i = key.integer < 0 ? key.integer + n : key.integer;
@@ -1674,20 +1675,20 @@ int compare(const Value& a, const Value& b, size_t pos) {
     return x < y ? -1 : x > y ? 1 : 0;
   }
   if (a.kind == Kind::String && b.kind == Kind::String) return a.text < b.text ? -1 : a.text > b.text ? 1 : 0;
-  fail_at(pos, "cannot compare a ", kind_name(a.kind), " with a ", kind_name(b.kind));
+  fail_at(pos, "cannot compare ", kind_name(a.kind), " with ", kind_name(b.kind));
 }
 
 bool contains(const Value& container, const Value& item, size_t pos) {
   switch (container.kind) {
     case Kind::Undefined: return false;
     case Kind::String:
-      if (item.kind != Kind::String) fail_at(pos, "'in <string>' needs a string on the left, got a ", kind_name(item.kind));
+      if (item.kind != Kind::String) fail_at(pos, "'in <string>' needs a string on the left, got ", kind_name(item.kind));
       return container.text.find(item.text) != std::string::npos;
     case Kind::List:
       return std::any_of(container.list->begin(), container.list->end(), [&](const Value& v) { return equal(v, item); });
     case Kind::Dict:
     case Kind::Namespace: return item.kind == Kind::String && container.dict->find(item.text) != nullptr;
-    default: fail_at(pos, "'in' needs a string, list or dict on the right, got a ", kind_name(container.kind));
+    default: fail_at(pos, "'in' needs a string, list or dict on the right, got ", kind_name(container.kind));
   }
 }
 
@@ -1721,7 +1722,7 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b,
     return Value::of(std::move(out));
   }
   const bool numbers = (a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool);
-  if (!numbers) fail_at(pos, "'", op, "' between a ", kind_name(a.kind), " and a ", kind_name(b.kind));
+  if (!numbers) fail_at(pos, "'", op, "' between ", kind_name(a.kind), " and ", kind_name(b.kind));
   const bool integers = a.kind != Kind::Float && b.kind != Kind::Float;
   const double x = a.as_double(), y = b.as_double();
   const int64_t i = a.kind == Kind::Int ? a.integer : static_cast<int64_t>(a.boolean);
@@ -1753,7 +1754,7 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b,
 std::optional<std::string> optional_string(const Args& args, size_t index, std::string_view name, size_t pos) {
   const Value* v = args.get(index, name);
   if (!v || v->kind == Kind::None) return std::nullopt;
-  if (v->kind != Kind::String) fail_at(pos, "argument '", name, "' must be a string, got a ", kind_name(v->kind));
+  if (v->kind != Kind::String) fail_at(pos, "argument '", name, "' must be a string, got ", kind_name(v->kind));
   return v->text;
 }
 
@@ -1765,14 +1766,14 @@ const Value& required(const Args& args, size_t index, std::string_view name, std
 
 std::string required_string(const Args& args, size_t index, std::string_view name, std::string_view function, size_t pos) {
   const Value& v = required(args, index, name, function, pos);
-  if (v.kind != Kind::String) fail_at(pos, function, "(): '", name, "' must be a string, got a ", kind_name(v.kind));
+  if (v.kind != Kind::String) fail_at(pos, function, "(): '", name, "' must be a string, got ", kind_name(v.kind));
   return v.text;
 }
 
 int64_t optional_int(const Args& args, size_t index, std::string_view name, int64_t absent, size_t pos) {
   const Value* v = args.get(index, name);
   if (!v || v->kind == Kind::None) return absent;
-  if (v->kind != Kind::Int) fail_at(pos, "argument '", name, "' must be an integer, got a ", kind_name(v->kind));
+  if (v->kind != Kind::Int) fail_at(pos, "argument '", name, "' must be an integer, got ", kind_name(v->kind));
   return v->integer;
 }
 
@@ -1784,7 +1785,7 @@ bool optional_bool(const Args& args, size_t index, std::string_view name, bool a
 // str.startswith / endswith take one string or a tuple of them.
 bool affix_match(const std::string& s, const Value& affix, bool prefix, size_t pos) {
   auto one = [&](const Value& a) {
-    if (a.kind != Kind::String) fail_at(pos, prefix ? "startswith" : "endswith", "() needs strings, got a ", kind_name(a.kind));
+    if (a.kind != Kind::String) fail_at(pos, prefix ? "startswith" : "endswith", "() needs strings, got ", kind_name(a.kind));
     return prefix ? s.starts_with(a.text) : s.ends_with(a.text);
   };
   if (affix.kind == Kind::List) return std::any_of(affix.list->begin(), affix.list->end(), one);
@@ -1888,7 +1889,7 @@ bool Interpreter::run_test(const std::string& name, const Value& v, const Args& 
     return v.kind == Kind::String && change_case(v.text, name == "lower" ? Case::Lower : Case::Upper) == v.text;
   }
   if (name == "odd" || name == "even") {
-    if (v.kind != Kind::Int) fail_at(pos, "test '", name, "' needs an integer, got a ", kind_name(v.kind));
+    if (v.kind != Kind::Int) fail_at(pos, "test '", name, "' needs an integer, got ", kind_name(v.kind));
     return (v.integer % 2 != 0) == (name == "odd");
   }
   if (name == "divisibleby") {
@@ -1934,7 +1935,7 @@ Value attribute_path(const Value& item, const std::string& path) {
 Value Interpreter::filter(const std::string& name, const Value& v, Args& args, Scope& scope, size_t pos) {
   auto needs = [&](std::initializer_list<Kind> kinds) {
     if (std::find(kinds.begin(), kinds.end(), v.kind) == kinds.end()) {
-      fail_at(pos, "filter '", name, "' cannot be applied to a ", kind_name(v.kind));
+      fail_at(pos, "filter '", name, "' cannot be applied to ", kind_name(v.kind));
     }
   };
   auto sequence = [&]() -> std::vector<Value> {

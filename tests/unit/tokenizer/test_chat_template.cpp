@@ -216,7 +216,7 @@ TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
   EXPECT_EQ(error_of("{{ [1] | trim }}"), "test:1:10: filter 'trim' cannot be applied to a list");
   EXPECT_EQ(error_of("{% set x = 1 %}{% set x.y = 2 %}"), "test:1:16: cannot set 'x.y': 'x' is not a namespace()");
   EXPECT_EQ(error_of("{% for a, b in [[1]] %}{% endfor %}"), "test:1:1: cannot unpack 1 values into 2 variables");
-  EXPECT_EQ(error_of("{{ 1 < 'a' }}"), "test:1:6: cannot compare a integer with a string");
+  EXPECT_EQ(error_of("{{ 1 < 'a' }}"), "test:1:6: cannot compare an integer with a string");
 }
 
 TEST(ChatTemplateTokenizer, NamedTemplatesAndSpecialTokensFromTokenizerConfig) {
