@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <cmath>
 #include <ctime>
 #include <functional>
@@ -764,6 +765,10 @@ const std::unordered_set<std::string_view>& test_names() {
   return names;
 }
 
+// Templates come with model files: nesting is bounded so that no template
+// can exhaust the stack of the recursive parser or interpreter.
+constexpr int kMaxNesting = 200;
+
 class Parser {
  public:
   explicit Parser(std::vector<Token> tokens) : tokens_(std::move(tokens)) {}
@@ -833,6 +838,7 @@ class Parser {
   }
 
   std::unique_ptr<Stmt> statement() {
+    const Nesting nesting(*this, peek().pos);
     const Token& t = next();
     if (t.type == Tok::Text) {
       auto s = make(Stmt::Type::Text, t.pos);
@@ -1023,6 +1029,7 @@ class Parser {
   }
 
   ExprPtr expression() {
+    const Nesting nesting(*this, peek().pos);
     ExprPtr value = or_expression();
     if (!is_name("if")) return value;
     const size_t pos = next().pos;
@@ -1062,6 +1069,7 @@ class Parser {
 
   ExprPtr not_expression() {
     if (!is_name("not")) return comparison();
+    const Nesting nesting(*this, peek().pos);
     auto e = node(Expr::Type::Unary, next().pos);
     e->name = "not";
     e->items.push_back(not_expression());
@@ -1187,6 +1195,7 @@ class Parser {
 
   ExprPtr unary() {
     if (is_op("-") || is_op("+")) {
+      const Nesting nesting(*this, peek().pos);
       const Token& op = next();
       auto e = node(Expr::Type::Unary, op.pos);
       e->name = op.text;
@@ -1349,8 +1358,23 @@ class Parser {
     fail_at(t.pos, "expected an expression, got ", describe(t));
   }
 
+  // Counts one level of recursion while alive.
+  class Nesting {
+   public:
+    Nesting(Parser& parser, size_t pos) : depth_(parser.depth_) {
+      if (++depth_ > kMaxNesting) fail_at(pos, "nested more than ", kMaxNesting, " levels deep");
+    }
+    ~Nesting() { --depth_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+
+   private:
+    int& depth_;
+  };
+
   std::vector<Token> tokens_;
   size_t at_ = 0;
+  int depth_ = 0;
 };
 
 // ---------------------------------------------------------------- interpreter
@@ -1495,6 +1519,12 @@ class Interpreter {
   // A macro runs in a scope whose parent is the caller's, as in @huggingface/jinja.
   Value macro(const std::string& name, const std::vector<Param>& params, const Body& body) {
     return Value::of(Callable([this, name, &params, &body](Args& args, Scope& caller, size_t pos) {
+      if (macro_depth_ >= kMaxNesting) fail_at(pos, "macro '", name, "' nested more than ", kMaxNesting, " calls deep");
+      ++macro_depth_;
+      struct Leave {
+        int& depth;
+        ~Leave() { --depth; }
+      } leave{macro_depth_};
       Scope local{&caller, {}};
       if (args.positional.size() > params.size()) {
         fail_at(pos, "macro '", name, "' takes at most ", params.size(), " arguments, got ", args.positional.size());
@@ -1567,7 +1597,10 @@ class Interpreter {
       case Expr::Type::Unary: {
         const Value v = eval(*e.items[0], scope);
         if (e.name == "not") return Value::of(!truthy(v));
-        if (v.kind == Kind::Int) return Value::of(e.name == "-" ? -v.integer : v.integer);
+        if (v.kind == Kind::Int) {
+          if (e.name == "-" && v.integer == INT64_MIN) fail_at(e.pos, "integer overflow");
+          return Value::of(e.name == "-" ? -v.integer : v.integer);
+        }
         if (v.kind == Kind::Float) return Value::of(e.name == "-" ? -v.number : v.number);
         if (v.kind == Kind::Bool) return Value::of(static_cast<int64_t>(e.name == "-" ? -v.boolean : v.boolean));
         fail_at(e.pos, "unary '", e.name, "' needs a number, got ", kind_name(v.kind));
@@ -1663,6 +1696,7 @@ class Interpreter {
   static Value binary(const std::string& op, const Value& a, const Value& b, size_t pos);
 
   Value apply_filter(const Expr& filter, const Value& operand, Scope& scope);
+  int macro_depth_ = 0;
   Value filter(const std::string& name, const Value& operand, Args& args, Scope& scope, size_t pos);
   static bool run_test(const std::string& name, const Value& v, const Args& args, size_t pos);
 };
@@ -1727,26 +1761,36 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b,
   const double x = a.as_double(), y = b.as_double();
   const int64_t i = a.kind == Kind::Int ? a.integer : static_cast<int64_t>(a.boolean);
   const int64_t j = b.kind == Kind::Int ? b.integer : static_cast<int64_t>(b.boolean);
-  if (op == "+") return integers ? Value::of(i + j) : Value::of(x + y);
-  if (op == "-") return integers ? Value::of(i - j) : Value::of(x - y);
-  if (op == "*") return integers ? Value::of(i * j) : Value::of(x * y);
+  // Integers are 64-bit here (Python's are unbounded): overflow is an error, never a wrapped value.
+  int64_t r = 0;
+  auto checked = [&](bool (*operation)(int64_t, int64_t, int64_t*)) {
+    if (operation(i, j, &r)) fail_at(pos, "integer overflow");
+    return Value::of(r);
+  };
+  if (op == "+") return integers ? checked([](int64_t p, int64_t q, int64_t* o) { return __builtin_add_overflow(p, q, o); }) : Value::of(x + y);
+  if (op == "-") return integers ? checked([](int64_t p, int64_t q, int64_t* o) { return __builtin_sub_overflow(p, q, o); }) : Value::of(x - y);
+  if (op == "*") return integers ? checked([](int64_t p, int64_t q, int64_t* o) { return __builtin_mul_overflow(p, q, o); }) : Value::of(x * y);
   if (op == "**") {
-    if (integers && j >= 0) {
-      int64_t r = 1;
-      for (int64_t k = 0; k < j; ++k) r *= i;
-      return Value::of(r);
+    if (!integers || j < 0) return Value::of(std::pow(x, y));
+    r = 1;
+    for (int64_t base = i, e = j; e > 0; e >>= 1) {  // by squaring: at most 64 rounds
+      if ((e & 1) && __builtin_mul_overflow(r, base, &r)) fail_at(pos, "integer overflow");
+      if (e > 1 && __builtin_mul_overflow(base, base, &base)) fail_at(pos, "integer overflow");
     }
-    return Value::of(std::pow(x, y));
+    return Value::of(r);
   }
   if (y == 0) fail_at(pos, "division by zero");
   if (op == "/") return Value::of(x / y);
+  if (integers && i == INT64_MIN && j == -1) fail_at(pos, "integer overflow");
+  // // and % round toward negative infinity, as in Python.
   if (op == "//") {
-    if (integers) return Value::of(static_cast<int64_t>(std::floor(static_cast<double>(i) / static_cast<double>(j))));
-    return Value::of(std::floor(x / y));
+    if (!integers) return Value::of(std::floor(x / y));
+    const int64_t q = i / j;
+    return Value::of(q - ((i % j != 0 && (i < 0) != (j < 0)) ? 1 : 0));
   }
-  // %: the sign of the divisor, as in Python.
-  if (integers) return Value::of(((i % j) + j) % j);
-  return Value::of(x - y * std::floor(x / y));
+  if (!integers) return Value::of(x - y * std::floor(x / y));
+  const int64_t m = i % j;
+  return Value::of(m != 0 && (m < 0) != (j < 0) ? m + j : m);
 }
 
 // ---- methods of strings and dicts
@@ -1914,6 +1958,12 @@ Value Interpreter::apply_filter(const Expr& f, const Value& operand, Scope& scop
   return filter(f.name, operand, args, scope, f.pos);
 }
 
+// int(x) of a float: toward zero, and only where an int64 holds it.
+int64_t truncate(double d, size_t pos) {
+  if (!(std::fabs(d) < 9.2e18)) fail_at(pos, "cannot convert ", float_repr(d), " to an integer");
+  return static_cast<int64_t>(d);
+}
+
 // item.a.b for map/selectattr/sort(attribute=...): dotted keys, and list indices.
 Value attribute_path(const Value& item, const std::string& path) {
   Value v = item;
@@ -2017,8 +2067,10 @@ Value Interpreter::filter(const std::string& name, const Value& v, Args& args, S
   if (name == "int" || name == "float") {
     const Value* fallback = args.get(0, "default");
     const Value otherwise = fallback ? *fallback : name == "int" ? Value::of(int64_t{0}) : Value::of(0.0);
-    if (v.kind == Kind::Int || v.kind == Kind::Bool) return name == "int" ? Value::of(static_cast<int64_t>(v.as_double())) : Value::of(v.as_double());
-    if (v.kind == Kind::Float) return name == "int" ? Value::of(static_cast<int64_t>(v.number)) : v;
+    if (v.kind == Kind::Int || v.kind == Kind::Bool) {
+      return name == "int" ? Value::of(v.kind == Kind::Int ? v.integer : int64_t{v.boolean}) : Value::of(v.as_double());
+    }
+    if (v.kind == Kind::Float) return name == "int" ? Value::of(truncate(v.number, pos)) : v;
     if (v.kind != Kind::String) return otherwise;
     const std::string text(tok::trim_whitespace(v.text, true, true));
     if (name == "int") {
@@ -2029,7 +2081,7 @@ Value Interpreter::filter(const std::string& name, const Value& v, Args& args, S
     double d = 0;
     const auto [end, ec] = std::from_chars(text.data() + (text.starts_with('+') ? 1 : 0), text.data() + text.size(), d);
     if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return otherwise;
-    return name == "int" ? Value::of(static_cast<int64_t>(d)) : Value::of(d);
+    return name == "int" ? Value::of(truncate(d, pos)) : Value::of(d);
   }
   if (name == "abs") {
     needs({Kind::Int, Kind::Float});
@@ -2178,6 +2230,9 @@ void add_globals(Scope& globals) {
     const int64_t stop = args.positional.size() > 1 ? number(1) : number(0);
     const int64_t step = args.positional.size() > 2 ? number(2) : 1;
     if (step == 0) fail_at(pos, "range() step cannot be zero");
+    // Jinja's sandbox limit: a template cannot ask for unbounded memory.
+    constexpr int64_t kMaxRange = 100000;
+    if ((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step) > kMaxRange) fail_at(pos, "range() of more than ", kMaxRange, " items");
     Items out;
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::of(i));
     return Value::of(std::move(out));

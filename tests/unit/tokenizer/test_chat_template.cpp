@@ -219,6 +219,16 @@ TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
   EXPECT_EQ(error_of("{{ 1 < 'a' }}"), "test:1:6: cannot compare an integer with a string");
 }
 
+TEST(ChatTemplateErrors, HostileTemplatesFailInsteadOfCrashing) {
+  EXPECT_EQ(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"), "test:1:203: nested more than 200 levels deep");
+  EXPECT_EQ(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "test:1:20: macro 'f' nested more than 200 calls deep");
+  EXPECT_EQ(error_of("{{ 9223372036854775807 + 1 }}"), "test:1:24: integer overflow");
+  EXPECT_EQ(error_of("{{ 3 ** 100 }}"), "test:1:6: integer overflow");
+  EXPECT_EQ(error_of("{{ range(1000000000) | length }}"), "test:1:4: range() of more than 100000 items");
+  EXPECT_EQ(error_of("{{ 1e300 | int }}"), "test:1:12: cannot convert 1e+300 to an integer");
+  EXPECT_EQ(render("{{ -9223372036854775807 // 2 }} {{ 7 % -3 }} {{ 2 ** 62 }}"), "-4611686018427387904 -2 4611686018427387904");
+}
+
 TEST(ChatTemplateTokenizer, NamedTemplatesAndSpecialTokensFromTokenizerConfig) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / "slm_chat_template_tokenizer";
