@@ -41,8 +41,13 @@ class Tokenizer {
   std::optional<int32_t> pad_id() const;
   std::vector<int32_t> special_ids() const;
   std::string kind() const;  // e.g. "BPE (byte-level)", "BPE (SentencePiece-style, byte fallback)"
-  // The raw chat_template string from tokenizer_config.json, empty when absent.
+  // The chat_template of tokenizer_config.json, empty when absent. When the
+  // file holds a list of named templates, the one named "default".
   const std::string& chat_template() const;
+  // A special token of tokenizer_config.json ("bos_token", "eos_token",
+  // "unk_token", "pad_token") as a string, whether written as a string or as
+  // an AddedToken object; nullopt when absent or null.
+  std::optional<std::string> special_token(std::string_view name) const;
 
  private:
   struct Impl;

@@ -5,6 +5,7 @@
 // copy); inference stays on Model::forward and never allocates gradient state.
 #pragma once
 
+#include <slm/chat_template.h>
 #include <slm/model.h>
 #include <slm/tensor.h>
 
@@ -86,16 +87,28 @@ struct DatasetSummary {
 // Text to ids; add_special_tokens as Tokenizer::encode takes it.
 using TokenizeFn = std::function<std::vector<int32_t>(std::string_view text, bool add_special_tokens)>;
 
+// A conversation (a JSON array of messages) to text, as the model's chat
+// template renders it; add_generation_prompt as apply_chat_template takes it.
+using RenderChatFn = std::function<std::string(const ChatJson& messages, bool add_generation_prompt)>;
+
 // Reads a JSON-lines file, one example per line, the format recognised per line:
-//   {"text": ...}                     loss on every token
-//   {"prompt": ..., "completion": ...} loss on the completion only
+//   {"text": ...}                          loss on every token
+//   {"prompt": ..., "completion": ...}     loss on the completion only
+//   {"messages": [{"role", "content"}, ...]} loss on the assistant turns only
 // The prompt (or text) is encoded with special tokens (BOS), the completion
-// without, and `eos` (when given) is appended. Examples longer than seq_len
-// are truncated and counted. Blank lines are skipped; a bad line fails
-// naming the file and line number; an empty file fails.
+// without, and `eos` (when given) is appended unless the ids already end
+// with it. A conversation is rendered with `render_chat` (the template adds
+// BOS itself, so every piece is encoded without special tokens); the text of
+// assistant message i is what render(messages[0..i]) adds to
+// render(messages[0..i), add_generation_prompt), and both must be prefixes
+// of the whole render (docs/chat-templates.md). `eos` is appended when the
+// render, trailing whitespace aside, does not already end with it. Examples
+// longer than seq_len are truncated and counted. Blank lines are skipped; a
+// bad line (or a conversation without render_chat) fails naming the file and
+// line number; an empty file fails.
 std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, const TokenizeFn& tokenize,
                                              int64_t seq_len, std::optional<int32_t> eos,
-                                             DatasetSummary* summary = nullptr);
+                                             DatasetSummary* summary = nullptr, const RenderChatFn& render_chat = {});
 
 // The examples at `indices` as one batch, right-padded to the longest with
 // `pad_id` (label -100, so padding never counts; attention is causal, so it

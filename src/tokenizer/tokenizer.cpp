@@ -193,6 +193,7 @@ struct Tokenizer::Impl {
   bool clean_up_spaces = true;
   std::optional<int32_t> bos, eos, pad;
   std::string chat_template;
+  std::map<std::string, std::string, std::less<>> special_tokens;  // bos_token etc. as strings
   std::string kind;
   int32_t vocab_size = 0;
 
@@ -431,8 +432,22 @@ Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json, const std
     if (config.value("add_bos_token", true) && impl->bos) impl->prefix_ids.push_back(*impl->bos);
     if (config.value("add_eos_token", false) && impl->eos) impl->suffix_ids.push_back(*impl->eos);
   }
-  if (config.contains("chat_template") && config["chat_template"].is_string()) {
-    impl->chat_template = config["chat_template"].get<std::string>();
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+    if (const auto token = config_token(config, key)) impl->special_tokens[key] = *token;
+  }
+  if (config.contains("chat_template")) {
+    const json& chat = config["chat_template"];
+    if (chat.is_string()) {
+      impl->chat_template = chat.get<std::string>();
+    } else if (chat.is_array()) {
+      // [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+      for (const json& named : chat) {
+        if (named.is_object() && named.value("name", std::string()) == "default" && named.contains("template") &&
+            named["template"].is_string()) {
+          impl->chat_template = named["template"].get<std::string>();
+        }
+      }
+    }
   }
   const bool byte_level = (member("pre_tokenizer").dump() + member("decoder").dump()).find("\"ByteLevel\"") != std::string::npos;
   impl->kind = byte_level ? "BPE (byte-level)"
@@ -496,5 +511,11 @@ std::vector<int32_t> Tokenizer::special_ids() const {
 
 std::string Tokenizer::kind() const { return impl_->kind; }
 const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+
+std::optional<std::string> Tokenizer::special_token(std::string_view name) const {
+  const auto it = impl_->special_tokens.find(name);
+  if (it == impl_->special_tokens.end()) return std::nullopt;
+  return it->second;
+}
 
 }  // namespace slm

@@ -1,10 +1,9 @@
-// Training data: JSON lines of text or prompt/completion pairs, turned into
-// token ids with per-position labels, and padded batches of them.
+// Training data: JSON lines of text, prompt/completion pairs or chat
+// conversations, turned into token ids with per-position labels, and padded
+// batches of them.
 #include <slm/error.h>
 #include <slm/random.h>
 #include <slm/train.h>
-
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <fstream>
@@ -16,16 +15,88 @@ namespace {
 
 constexpr int32_t kIgnore = -100;
 
-std::string string_field(const nlohmann::json& j, const char* name, const std::string& where) {
-  const nlohmann::json& value = j[name];
+std::string string_field(const ChatJson& j, const char* name, const std::string& where) {
+  const ChatJson& value = j[name];
   if (!value.is_string()) fail(where, ": field \"", name, "\" must be a string");
   return value.get<std::string>();
+}
+
+void append(TrainExample& example, const std::vector<int32_t>& ids, bool counted) {
+  example.tokens.insert(example.tokens.end(), ids.begin(), ids.end());
+  if (counted) example.labels.insert(example.labels.end(), ids.begin(), ids.end());
+  else example.labels.resize(example.tokens.size(), kIgnore);
+}
+
+void check_messages(const ChatJson& messages, const std::string& where) {
+  if (!messages.is_array() || messages.empty()) fail(where, ": \"messages\" must be a non-empty array of messages");
+  bool has_assistant = false;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatJson& m = messages[i];
+    const std::string field = where + ": messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) fail(field, ": expected an object with \"role\" and \"content\"");
+    if (!m.contains("role") || !m["role"].is_string()) fail(field, ": \"role\" must be a string");
+    if (!m.contains("content") || !(m["content"].is_string() || m["content"].is_array())) {
+      fail(field, ": \"content\" must be a string (or a list of content parts)");
+    }
+    has_assistant = has_assistant || m["role"] == "assistant";
+  }
+  if (!has_assistant) fail(where, ": the conversation has no \"assistant\" message, so nothing to learn");
+}
+
+// One conversation: the whole render cut where each assistant message starts
+// and ends, each piece encoded on its own, labels on the assistant pieces.
+TrainExample chat_example(const ChatJson& messages, const std::string& where, const TokenizeFn& tokenize,
+                          const RenderChatFn& render_chat, std::optional<int32_t> eos) {
+  if (!render_chat) fail(where, ": {\"messages\": ...} examples need a chat template");
+  check_messages(messages, where);
+  auto render = [&](size_t count, bool add_generation_prompt) {
+    const ChatJson head(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(count));
+    try {
+      return render_chat(head, add_generation_prompt);
+    } catch (const Error& e) {
+      fail(where, ": ", e.what());
+    }
+  };
+  const std::string full = render(messages.size(), false);
+  TrainExample example;
+  size_t done = 0;  // bytes of `full` already encoded
+  auto piece = [&](size_t end, bool counted) {
+    append(example, tokenize(std::string_view(full).substr(done, end - done), false), counted);
+    done = end;
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i]["role"] != "assistant") continue;
+    const std::string before = render(i, true);
+    const std::string through = render(i + 1, false);
+    if (!full.starts_with(before) || !full.starts_with(through) || before.size() < done || through.size() < before.size()) {
+      fail(where, ": the chat template is not prefix-stable at messages[", i,
+           "]: rendering the conversation up to that message does not give the start of the whole render, so the "
+           "assistant's tokens cannot be told apart (templates that rewrite earlier turns, as Qwen3 drops the "
+           "reasoning of past turns, do this; split the conversation into one example per assistant turn)");
+    }
+    piece(before.size(), false);
+    piece(through.size(), true);
+  }
+  piece(full.size(), false);
+  if (eos) {
+    // "...<|im_end|>\n" already ends the conversation: EOS goes on only where
+    // the render, trailing whitespace aside, does not end with it.
+    const std::string_view trimmed = std::string_view(full).substr(0, full.find_last_not_of(" \t\r\n") + 1);
+    const size_t newline = trimmed.rfind('\n');
+    const std::vector<int32_t> last_line = tokenize(trimmed.substr(newline == std::string_view::npos ? 0 : newline + 1), false);
+    if (last_line.empty() || last_line.back() != *eos) {
+      example.tokens.push_back(*eos);
+      example.labels.push_back(messages.back()["role"] == "assistant" ? *eos : kIgnore);
+    }
+  }
+  return example;
 }
 
 }  // namespace
 
 std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, const TokenizeFn& tokenize,
-                                             int64_t seq_len, std::optional<int32_t> eos, DatasetSummary* summary) {
+                                             int64_t seq_len, std::optional<int32_t> eos, DatasetSummary* summary,
+                                             const RenderChatFn& render_chat) {
   if (seq_len < 2) fail("--seq-len: must be at least 2, got ", seq_len);
   std::ifstream in(path);
   if (!in) fail(path.string(), ": cannot read");
@@ -37,10 +108,11 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
     ++number;
     const std::string where = path.string() + ":" + std::to_string(number);
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
+    // Ordered: a conversation's keys reach the chat template as written.
+    ChatJson j;
     try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
+      j = ChatJson::parse(line);
+    } catch (const ChatJson::parse_error&) {
       fail(where, ": not a JSON object");
     }
     if (!j.is_object()) fail(where, ": expected a JSON object");
@@ -55,11 +127,11 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
       example.tokens.insert(example.tokens.end(), completion.begin(), completion.end());
       example.labels.insert(example.labels.end(), completion.begin(), completion.end());
     } else if (j.contains("messages")) {
-      fail(where, ": {\"messages\": ...} examples need chat templates, which slm does not apply yet");
+      example = chat_example(j["messages"], where, tokenize, render_chat, eos);
     } else {
-      fail(where, ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
+      fail(where, ": expected {\"text\": ...}, {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]}");
     }
-    if (eos && (example.tokens.empty() || example.tokens.back() != *eos)) {
+    if (!j.contains("messages") && eos && (example.tokens.empty() || example.tokens.back() != *eos)) {
       example.tokens.push_back(*eos);
       example.labels.push_back(*eos);
     }

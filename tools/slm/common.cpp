@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <slm/chat_template.h>
 #include <slm/error.h>
 #include <slm/train.h>
 
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <new>
 #include <sstream>
 
@@ -112,6 +114,29 @@ Tokenizer load_tokenizer(const std::string& dir) {
     fail(dir, ": no tokenizer.json (expected the Hugging Face tokenizer files beside the model)");
   }
   return Tokenizer::from_dir(dir);
+}
+
+RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, const std::string& template_file,
+                           const ChatJson& variables) {
+  const std::string config = (std::filesystem::path(dir) / "tokenizer_config.json").string();
+  std::shared_ptr<const ChatTemplate> chat;
+  if (!template_file.empty()) {
+    chat = std::make_shared<const ChatTemplate>(read_text_file(template_file), template_file);
+  } else if (!tokenizer.chat_template().empty()) {
+    chat = std::make_shared<const ChatTemplate>(tokenizer.chat_template(), config + ": chat_template");
+  }
+  ChatJson context = chat_template_context(tokenizer, ChatJson::array(), false);
+  for (auto it = variables.begin(); it != variables.end(); ++it) context[it.key()] = it.value();
+  return [chat, context, config](const ChatJson& messages, bool add_generation_prompt) {
+    if (!chat) {
+      fail(config, ": no chat_template, and conversations need one to be rendered: pass --chat-template FILE "
+                   "(a Jinja template, e.g. the chat template of the model this one was trained from)");
+    }
+    ChatJson with_messages = context;
+    with_messages["messages"] = messages;
+    with_messages["add_generation_prompt"] = add_generation_prompt;
+    return chat->render(with_messages);
+  };
 }
 
 double peak_rss_mib() {

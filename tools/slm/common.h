@@ -25,6 +25,7 @@ std::string read_text_file(const std::string& path);
 
 #include <slm/model.h>
 #include <slm/tokenizer.h>
+#include <slm/train.h>
 
 #include <optional>
 
@@ -55,6 +56,14 @@ void add_adapter_option(CLI::App& app, ModelOptions& options);
 Model load_model(const ModelOptions& options);
 // The tokenizer of a model folder; fails naming the folder when it has none.
 Tokenizer load_tokenizer(const std::string& dir);
+// Renders conversations with `template_file` (--chat-template, a Jinja file)
+// when given, else with the chat_template of DIR/tokenizer_config.json, and
+// the tokenizer's special tokens (bos_token, ...). The template is parsed
+// here; a model without one is an error only when a conversation is
+// rendered, naming the file and suggesting --chat-template. `variables`
+// (tools, enable_thinking, ...) join every render's context.
+RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, const std::string& template_file,
+                           const ChatJson& variables = ChatJson::object());
 
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();

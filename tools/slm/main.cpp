@@ -24,12 +24,13 @@ constexpr Command kCommands[] = {
     {"merge", "merge a LoRA adapter into its base model", slm::cli::run_merge},
     {"tokenize", "text to token ids", slm::cli::run_tokenize},
     {"detokenize", "token ids to text", slm::cli::run_detokenize},
+    {"chat-template", "render a conversation with a model's chat template", slm::cli::run_chat_template},
     {"tokenizer-train", "train a byte-level BPE tokenizer on text files", slm::cli::run_tokenizer_train},
 };
 
 void print_usage(std::FILE* out) {
   std::fprintf(out, "usage: slm COMMAND [OPTIONS]\n\ncommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  for (const Command& c : kCommands) std::fprintf(out, "  %-15s %s\n", c.name, c.summary);
   std::fprintf(out, "\nRun 'slm COMMAND --help' for the options of a command.\n");
 }
 

@@ -1,5 +1,6 @@
 // JSON-lines training data and batching, with a stand-in tokenizer (one id
 // per byte, BOS = 1 with special tokens) so the rules are visible.
+#include <slm/chat_template.h>
 #include <slm/error.h>
 #include <slm/train.h>
 
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 namespace {
 
@@ -69,6 +71,117 @@ TEST(Dataset, BadLinesNameFileAndLine) {
     }
   }
   EXPECT_THROW(slm::read_jsonl_dataset("/nonexistent/x.jsonl", byte_tokens, 16, std::nullopt), slm::Error);
+}
+
+// Conversations: a ChatML template (Qwen's layout) and a stand-in tokenizer
+// that reads "<|im_end|>" as one id, so the assistant pieces are visible.
+constexpr int32_t kImEnd = 300;
+const std::string kChatMl =
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+std::vector<int32_t> chatml_tokens(std::string_view text, bool special) {
+  std::vector<int32_t> ids;
+  if (special) ids.push_back(1);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.substr(i).starts_with("<|im_end|>")) {
+      ids.push_back(kImEnd);
+      i += std::string_view("<|im_end|>").size() - 1;
+    } else {
+      ids.push_back(static_cast<unsigned char>(text[i]));
+    }
+  }
+  return ids;
+}
+
+slm::RenderChatFn renderer(const std::string& source) {
+  auto chat = std::make_shared<slm::ChatTemplate>(source, "template.jinja");
+  return [chat](const slm::ChatJson& messages, bool add_generation_prompt) {
+    return chat->render({{"messages", messages}, {"add_generation_prompt", add_generation_prompt}});
+  };
+}
+
+// ids with labels: -100 on `context`, the ids themselves on `answer`.
+void expect_piece(const slm::TrainExample& e, size_t& at, std::string_view text, bool counted) {
+  const std::vector<int32_t> ids = chatml_tokens(text, false);
+  ASSERT_LE(at + ids.size(), e.tokens.size()) << text;
+  for (size_t k = 0; k < ids.size(); ++k, ++at) {
+    EXPECT_EQ(e.tokens[at], ids[k]) << "position " << at << " of piece " << text;
+    EXPECT_EQ(e.labels[at], counted ? ids[k] : -100) << "position " << at << " of piece " << text;
+  }
+}
+
+TEST(Dataset, MessagesCountLossOnAssistantTurnsOnly) {
+  const fs::path file = write_file(
+      "chat.jsonl",
+      R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, )"
+      R"({"role": "assistant", "content": "Hello"}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})"
+      "\n");
+  slm::DatasetSummary summary;
+  const auto examples = slm::read_jsonl_dataset(file, chatml_tokens, 256, kImEnd, &summary, renderer(kChatMl));
+  ASSERT_EQ(examples.size(), 1u);
+  const slm::TrainExample& e = examples[0];
+  size_t at = 0;
+  expect_piece(e, at, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", false);
+  expect_piece(e, at, "Hello<|im_end|>\n", true);
+  expect_piece(e, at, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n", false);
+  expect_piece(e, at, "4<|im_end|>\n", true);
+  EXPECT_EQ(at, e.tokens.size()) << "the render ends with <|im_end|>\\n: no second EOS";
+  EXPECT_EQ(summary.loss_tokens, 7 + 3);
+}
+
+TEST(Dataset, MessagesGetEosWhenTheRenderLacksIt) {
+  const fs::path file = write_file(
+      "chat_eos.jsonl", R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})" "\n");
+  const auto examples = slm::read_jsonl_dataset(file, chatml_tokens, 256, 2, nullptr,
+                                                renderer("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                                                         "{% if add_generation_prompt %}<assistant>{% endif %}"));
+  ASSERT_EQ(examples.size(), 1u);
+  size_t at = 0;
+  expect_piece(examples[0], at, "<user>Q<assistant>", false);
+  expect_piece(examples[0], at, "A", true);
+  EXPECT_EQ(examples[0].tokens.back(), 2);
+  EXPECT_EQ(examples[0].labels.back(), 2);
+  EXPECT_EQ(examples[0].tokens.size(), at + 1);
+}
+
+TEST(Dataset, BadConversationsNameFileAndLine) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"messages": "hi"})", ":1: \"messages\" must be a non-empty array"},
+      {R"({"messages": [{"content": "x"}]})", ":1: messages[0]: \"role\" must be a string"},
+      {R"({"messages": [{"role": "user", "content": 3}]})", ":1: messages[0]: \"content\" must be a string"},
+      {R"({"messages": [{"role": "user", "content": "only a question"}]})", ":1: the conversation has no \"assistant\" message"},
+  };
+  for (const auto& [text, message] : cases) {
+    const fs::path file = write_file("bad_chat.jsonl", std::string(text) + "\n");
+    try {
+      slm::read_jsonl_dataset(file, chatml_tokens, 64, std::nullopt, nullptr, renderer(kChatMl));
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const slm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("bad_chat.jsonl") + message), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Dataset, ConversationsNeedAPrefixStableTemplate) {
+  const fs::path file = write_file(
+      "chat_unstable.jsonl",
+      "\n" R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}, {"role": "user", "content": "R"}]})" "\n");
+  auto error = [&](const slm::RenderChatFn& render) {
+    try {
+      slm::read_jsonl_dataset(file, chatml_tokens, 64, std::nullopt, nullptr, render);
+    } catch (const slm::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  // The count of messages up front changes with every prefix of the conversation.
+  EXPECT_NE(error(renderer("{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}"))
+                .find("chat_unstable.jsonl:2: the chat template is not prefix-stable at messages[1]"),
+            std::string::npos);
+  const std::string raised = error(renderer("{{ raise_exception('no ' ~ messages[0].role) }}"));
+  EXPECT_NE(raised.find("chat_unstable.jsonl:2: template.jinja:1:4: no user"), std::string::npos) << raised;
+  EXPECT_NE(error({}).find("chat_unstable.jsonl:2: {\"messages\": ...} examples need a chat template"), std::string::npos);
 }
 
 TEST(Dataset, BatchesPadOnTheRightWithIgnoredLabels) {

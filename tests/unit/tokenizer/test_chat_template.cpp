@@ -1,0 +1,250 @@
+// Chat templates: the language, case by case, where the parity test
+// (tests/parity/test_chat_template_parity.cpp) cannot reach: constructs the
+// @huggingface/jinja port lacks or gets wrong against Python Jinja, and every
+// kind of error with its message and line:column.
+#include <slm/chat_template.h>
+#include <slm/error.h>
+#include <slm/tokenizer.h>
+
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+using slm::ChatJson;
+
+std::string render(std::string_view source, const ChatJson& context = ChatJson::object()) {
+  return slm::ChatTemplate(source, "test").render(context);
+}
+
+// The message of the slm::Error that parsing or rendering throws.
+std::string error_of(std::string_view source, const ChatJson& context = ChatJson::object()) {
+  try {
+    render(source, context);
+  } catch (const slm::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+const ChatJson kMessages = ChatJson::parse(R"([
+  {"role": "system", "content": "Be brief."},
+  {"role": "user", "content": "Hi"},
+  {"role": "assistant", "content": "Hello"}
+])");
+
+TEST(ChatTemplate, TextAndOutput) {
+  EXPECT_EQ(render("plain"), "plain");
+  EXPECT_EQ(render("a{{ 1 + 2 }}b"), "a3b");
+  EXPECT_EQ(render("{{ x }}", {{"x", "é"}}), "é");
+  EXPECT_EQ(render("line\n"), "line");  // the source's last newline is dropped, as in Jinja
+  EXPECT_EQ(render("line\n\n"), "line\n");
+}
+
+TEST(ChatTemplate, TrimAndLstripBlocks) {
+  EXPECT_EQ(render("  {% if true %}\n    x\n  {% endif %}\ny"), "    x\ny");
+  EXPECT_EQ(render("a {% if true %}b{% endif %}"), "a b");  // not at a line start: kept
+  EXPECT_EQ(render("  {{ 'x' }}\n"), "  x");                // expressions are not lstripped
+  EXPECT_EQ(render("{# note #}\nz"), "z");
+}
+
+TEST(ChatTemplate, WhitespaceControl) {
+  EXPECT_EQ(render("a  \n {%- if true -%} \n b \n {%- endif -%}\n c"), "abc");
+  EXPECT_EQ(render("a \n{{- 'x' -}}\n b"), "axb");
+  EXPECT_EQ(render("a \n{#- c -#}\n b"), "ab");
+}
+
+TEST(ChatTemplate, Loops) {
+  const ChatJson context = {{"messages", kMessages}};
+  EXPECT_EQ(render("{% for m in messages %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.first }}{{ loop.last }}"
+                   "{{ loop.length }},{% endfor %}",
+                   context),
+            "103truefalse3,212falsefalse3,321falsetrue3,");
+  EXPECT_EQ(render("{% for m in messages if m.role != 'system' %}{{ loop.index }}{{ m.role }} {% endfor %}", context),
+            "1user 2assistant ");
+  EXPECT_EQ(render("{% for x in [] %}x{% else %}empty{% endfor %}"), "empty");
+  EXPECT_EQ(render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}{{ v }}{% endfor %}"), "a1b2");
+  EXPECT_EQ(render("{% for x in [1, 2, 3, 4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}"
+                   "{{ x }}{% endfor %}"),
+            "13");
+  EXPECT_EQ(render("{% for c in 'ab' %}{{ c }}.{% endfor %}"), "a.b.");
+  EXPECT_EQ(render("{% for x in undefined_thing %}x{% endfor %}"), "");
+}
+
+TEST(ChatTemplate, SetNamespaceAndScopes) {
+  EXPECT_EQ(render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}"), "1");  // loops scope their sets
+  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for i in [1, 2] %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"), "3");
+  EXPECT_EQ(render("{% set block %}a{{ 1 }}b{% endset %}[{{ block }}]"), "[a1b]");
+  EXPECT_EQ(render("{% set a, b = 'x', 'y' %}{{ b }}{{ a }}"), "yx");
+}
+
+TEST(ChatTemplate, MacrosAndCall) {
+  EXPECT_EQ(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
+                   "{{ greet('Ann') }} {{ greet('Bo', '?') }} {{ greet(punct='.', name='Cy') }}"),
+            "Hi Ann! Hi Bo? Hi Cy.");
+  EXPECT_EQ(render("{% macro box() %}[{{ caller() }}]{% endmacro %}{% call box() %}inside{% endcall %}"), "[inside]");
+  EXPECT_EQ(render("{% macro row(x) %}<{{ caller(x * 2) }}>{% endmacro %}{% call(v) row(4) %}{{ v }}{% endcall %}"), "<8>");
+}
+
+TEST(ChatTemplate, Operators) {
+  EXPECT_EQ(render("{{ 7 // 2 }} {{ 7 / 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 2 ** 3 }} {{ 'ab' * 2 }} {{ 1 ~ 'x' ~ none }}"),
+            "3 3.5 -4 2 8 abab 1x");
+  EXPECT_EQ(render("{{ 1 < 2 < 3 }} {{ 'a' < 'b' }} {{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }} {{ 1 == 1.0 }}"),
+            "true true true true true");
+  EXPECT_EQ(render("{{ 'b' in 'abc' }} {{ 3 not in [1, 2] }} {{ 'k' in {'k': 0} }} {{ x in [] }}"), "true true true false");
+  EXPECT_EQ(render("{{ 0 or 'x' }} {{ 1 and 'y' }} {{ not [] }} {{ 'a' if 0 else 'b' }} [{{ 'c' if false }}]"), "x y true b []");
+  EXPECT_EQ(render("{{ (1 + 2) * 3 }} {{ -(2 + 3) }} {{ 10 - 2 - 3 }}"), "9 -5 5");
+}
+
+TEST(ChatTemplate, SubscriptsAndSlices) {
+  const ChatJson context = {{"messages", kMessages}};
+  EXPECT_EQ(render("{{ messages[-1].content }} {{ messages[0]['role'] }} {{ messages[1:] | length }} {{ messages[9] is defined }}",
+                   context),
+            "Hello system 2 false");
+  EXPECT_EQ(render("{{ 'héllo'[::-1] }} {{ 'hello'[1:-1] }} {{ [1, 2, 3, 4][::2] }} {{ [1, 2, 3][:-5] }} {{ 'abc'[-1] }}"),
+            "olléh ell [1, 3] [] c");
+}
+
+TEST(ChatTemplate, AttributesFallBackToKeysAndMissingOnesAreUndefined) {
+  const ChatJson context = {{"m", {{"role", "user"}, {"items", "a key named like a method"}}}};
+  EXPECT_EQ(render("{{ m.role }} {{ m['role'] }} {{ m.items }} {{ m.nothing is undefined }} {{ m.nothing.deeper is defined }}", context),
+            "user user a key named like a method true false");
+  EXPECT_EQ(render("{{ m.get('role') }} {{ m.get('x', 'd') }} {{ m.get('x') is none }} {{ m.keys() | join(',') }}", context),
+            "user d true role,items");
+}
+
+TEST(ChatTemplate, Literals) {
+  EXPECT_EQ(render(R"({{ "t\tn\n\u00e9\x41'\"\\" }})"), "t\tn\né" "A'\"\\");
+  EXPECT_EQ(render("{{ 'a' 'b' }} {{ 1.25 }} {{ 2.0 }} {{ 1e3 if false else 0.1 }} {{ True }} {{ none }}|{{ None }}|"), "ab 1.25 2.0 0.1 true ||");
+  EXPECT_EQ(render("{{ [1, 'a', none, false, {'k': [2]}] }} {{ (1, 2) | length }} {{ () | length }}"),
+            "[1, \"a\", null, false, {\"k\": [2]}] 2 0");
+}
+
+TEST(ChatTemplate, StringFiltersAndMethods) {
+  EXPECT_EQ(render("{{ '  x  ' | trim }}|{{ 'xxhixx' | trim('x') }}|{{ 'hELLO wORLD' | title }}|{{ 'hELLO' | capitalize }}|"
+                   "{{ 'straße' | upper }}|{{ 'ÀB' | lower }}"),
+            "x|hi|Hello World|Hello|STRASSE|àb");
+  EXPECT_EQ(render("{{ '\\nx\\n '.strip('\\n') }}|{{ 'aab'.lstrip('a') }}|{{ 'abb'.rstrip('b') }}|{{ ' y '.strip() }}"), "x\n |b|a|y");
+  EXPECT_EQ(render("{{ 'a b  c'.split() | length }} {{ 'a,b,c'.split(',', 1) | last }} {{ 'abcabc'.find('c') }} {{ 'abcabc'.count('bc') }}"
+                   " {{ 'x'.find('z') }} {{ 'hi'.startswith(('x', 'h')) }} {{ 'hi'.endswith('i') }} {{ 'aaa'.replace('a', 'b', 2) }}"),
+            "3 b,c 2 2 -1 true true bba");
+  EXPECT_EQ(render("{{ 'a\\nb\\n\\nc' | indent(2) }}|{{ 'a\\nb' | indent(1, true) }}|{{ 'x' | length }}{{ 'é' | count }}"),
+            "a\n  b\n\n  c| a\n b|11");
+}
+
+TEST(ChatTemplate, ListAndNumberFilters) {
+  const ChatJson context = {{"messages", kMessages}};
+  EXPECT_EQ(render("{{ [3, 1, 2] | sort | join(',') }} {{ ['b', 'A', 'a'] | sort | join }} {{ [1, 1, 2] | unique | list }}"
+                   " {{ [1, 2] | first }}{{ [1, 2] | last }} {{ [1, 2] | reverse | join }} {{ [4, 2, 8] | min }}{{ [4, 2, 8] | max }}"),
+            "1,2,3 Aab [1, 2] 12 21 28");
+  EXPECT_EQ(render("{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | join }}"
+                   " {{ messages | rejectattr('role', 'in', ['system', 'user']) | map(attribute='role') | join }}"
+                   " {{ [1, 2, 3, 4] | select('odd') | join }} {{ [1, 2, 3, 4] | reject('even') | join }}"
+                   " {{ ['a', 'b'] | map('upper') | join }} {{ messages | map(attribute='nope', default='-') | join }}",
+                   context),
+            "Hi assistant 13 13 AB ---");
+  EXPECT_EQ(render("{{ -3 | abs }} {{ 2.567 | round(2) }} {{ 2.5 | round }} {{ 2.4 | round(method='ceil') }} {{ '7' | int + 1 }}"
+                   " {{ 'x' | int(5) }} {{ '1.5' | float }} {{ 3.9 | int }} {{ {'a': 1} | items | list }}"),
+            "3 2.57 3.0 3.0 8 5 1.5 3 [[\"a\", 1]]");
+  EXPECT_EQ(render("{{ missing | default('d') }} {{ '' | d('e', true) }} {{ 0 | default(1) }} {{ none | default('n') }}"), "d e 0 ");
+}
+
+TEST(ChatTemplate, ToJson) {
+  const ChatJson context = {{"t", ChatJson::parse(R"({"z": 1, "a": [true, null, 2.5, "é\"\n"]})")}};
+  EXPECT_EQ(render("{{ t | tojson }}", context), R"({"z": 1, "a": [true, null, 2.5, "é\"\n"]})");
+  EXPECT_EQ(render("{{ t | tojson(indent=2) }}", context),
+            "{\n  \"z\": 1,\n  \"a\": [\n    true,\n    null,\n    2.5,\n    \"é\\\"\\n\"\n  ]\n}");
+  EXPECT_EQ(render("{{ t | tojson(sort_keys=true, ensure_ascii=true) }}", context), R"({"a": [true, null, 2.5, "\u00e9\"\n"], "z": 1})");
+  EXPECT_EQ(render("{{ t | tojson(separators=(',', ':')) }}", context), R"({"z":1,"a":[true,null,2.5,"é\"\n"]})");
+  EXPECT_EQ(render("{{ 3.0 | tojson }} {{ 1e20 | tojson if false else 0.0001 }}"), "3.0 0.0001");
+}
+
+TEST(ChatTemplate, Tests) {
+  EXPECT_EQ(render("{{ 1 is number }}{{ 1.5 is float }}{{ 1 is integer }}{{ true is boolean }}{{ 'a' is string }}{{ none is none }}"
+                   "{{ {} is mapping }}{{ [] is iterable }}{{ 'a' is sequence }}{{ x is undefined }}{{ 1 is defined }}"),
+            "truetruetruetruetruetruetruetruetruetruetrue");
+  EXPECT_EQ(render("{{ 3 is odd }}{{ 4 is even }}{{ true is true }}{{ false is false }}{{ 2 is in [1, 2] }}{{ 2 is equalto 2 }}"
+                   "{{ 6 is divisibleby(3) }}{{ 1 is not none }}{{ 'a' is not string }}"),
+            "truetruetruetruetruetruetruetruefalse");
+}
+
+TEST(ChatTemplate, GlobalsAndGenerationBlocks) {
+  char year[8];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(year, sizeof year, "%Y", std::localtime(&now));
+  EXPECT_EQ(render("{{ strftime_now('%Y') }}"), year);
+  EXPECT_EQ(render("{{ range(3) | join }} {{ range(1, 7, 2) | join(',') }} {{ dict(a=1) | tojson }}"), "012 1,3,5 {\"a\": 1}");
+  EXPECT_EQ(render("a{% generation %}b{% endgeneration %}c"), "abc");
+}
+
+TEST(ChatTemplate, ContextKeepsEveryFieldOfAMessage) {
+  const ChatJson context = {{"messages", ChatJson::parse(R"([{"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "ann"}])")}};
+  EXPECT_EQ(render("{{ messages[0].name }}:{{ messages[0].content[0].text }}:{{ messages[0].content is string }}", context), "ann:hi:false");
+}
+
+TEST(ChatTemplateErrors, SyntaxErrorsSayWhereAndWhatWasExpected) {
+  EXPECT_EQ(error_of("hello\n  {{ 1 + }}"), "test:2:10: expected an expression, got '}}'");
+  EXPECT_EQ(error_of("{% if x %}never closed"), "test:1:23: unexpected end of the template: expected '{% elif %}' or '{% else %}' or '{% endif %}'");
+  EXPECT_EQ(error_of("{% for x of y %}{% endfor %}"), "test:1:10: expected 'in' after the loop variable, got 'of'");
+  EXPECT_EQ(error_of("a\n{{ 'open"), "test:2:4: string literal is not closed: expected '");
+  EXPECT_EQ(error_of("{{ x"), "test:1:1: tag is not closed: expected '}}'");
+  EXPECT_EQ(error_of("{% frobnicate %}"), "test:1:4: unknown statement 'frobnicate'");
+  EXPECT_EQ(error_of("{{ x $ y }}"), "test:1:6: unexpected character '$'");
+  EXPECT_EQ(error_of("{# unclosed"), "test:1:1: comment is not closed: expected '#}'");
+  EXPECT_EQ(error_of("{{ 'bad \\q' }}"), "test:1:9: unknown escape \\q in a string literal");
+  EXPECT_EQ(error_of("{% endfor %}"), "test:1:1: unexpected '{% endfor %}'");
+}
+
+TEST(ChatTemplateErrors, UnknownFiltersAndTestsAreFoundWhenParsing) {
+  EXPECT_EQ(error_of("line one\n{{ messages | shuffle }}"), "test:2:15: unknown filter 'shuffle'");
+  EXPECT_EQ(error_of("{% if x is prime %}{% endif %}"), "test:1:12: unknown test 'prime'");
+}
+
+TEST(ChatTemplateErrors, RaiseExceptionGivesTheTemplatesMessage) {
+  EXPECT_EQ(error_of("{% if true %}\n  {{ raise_exception('Roles must alternate') }}\n{% endif %}"),
+            "test:2:6: Roles must alternate");
+}
+
+TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
+  EXPECT_EQ(error_of("{{ nothing() }}"), "test:1:4: 'nothing' is undefined and cannot be called");
+  EXPECT_EQ(error_of("{{ m.content.upper() }}", {{"m", ChatJson::object()}}), "test:1:14: 'upper' is undefined and cannot be called");
+  EXPECT_EQ(error_of("{{ 1 + x }}"), "test:1:6: '+' on an undefined value");
+  EXPECT_EQ(error_of("{{ 1 / 0 }}"), "test:1:6: division by zero");
+  EXPECT_EQ(error_of("{{ [1] | trim }}"), "test:1:10: filter 'trim' cannot be applied to a list");
+  EXPECT_EQ(error_of("{% set x = 1 %}{% set x.y = 2 %}"), "test:1:16: cannot set 'x.y': 'x' is not a namespace()");
+  EXPECT_EQ(error_of("{% for a, b in [[1]] %}{% endfor %}"), "test:1:1: cannot unpack 1 values into 2 variables");
+  EXPECT_EQ(error_of("{{ 1 < 'a' }}"), "test:1:6: cannot compare an integer with a string");
+}
+
+TEST(ChatTemplateErrors, HostileTemplatesFailInsteadOfCrashing) {
+  EXPECT_EQ(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"), "test:1:203: nested more than 200 levels deep");
+  EXPECT_EQ(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "test:1:20: macro 'f' nested more than 200 calls deep");
+  EXPECT_EQ(error_of("{{ 9223372036854775807 + 1 }}"), "test:1:24: integer overflow");
+  EXPECT_EQ(error_of("{{ 3 ** 100 }}"), "test:1:6: integer overflow");
+  EXPECT_EQ(error_of("{{ range(1000000000) | length }}"), "test:1:4: range() of more than 100000 items");
+  EXPECT_EQ(error_of("{{ 1e300 | int }}"), "test:1:12: cannot convert 1e+300 to an integer");
+  EXPECT_EQ(render("{{ -9223372036854775807 // 2 }} {{ 7 % -3 }} {{ 2 ** 62 }}"), "-4611686018427387904 -2 4611686018427387904");
+}
+
+TEST(ChatTemplateTokenizer, NamedTemplatesAndSpecialTokensFromTokenizerConfig) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "slm_chat_template_tokenizer";
+  fs::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2}, "merges": []},
+    "added_tokens": [{"id": 0, "content": "<s>", "special": true}, {"id": 1, "content": "</s>", "special": true}]})";
+  std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>",
+    "chat_template": [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": "{{ bos_token }}{{ messages | length }}{{ eos_token }}"}]})";
+  const slm::Tokenizer tokenizer = slm::Tokenizer::from_dir(dir);
+  EXPECT_EQ(tokenizer.special_token("bos_token"), "<s>");
+  EXPECT_EQ(tokenizer.special_token("pad_token"), std::nullopt);
+  const slm::ChatTemplate chat(tokenizer.chat_template(), "config");
+  const ChatJson context = slm::chat_template_context(tokenizer, kMessages, true);
+  EXPECT_EQ(context["add_generation_prompt"], true);
+  EXPECT_FALSE(context.contains("pad_token"));
+  EXPECT_EQ(chat.render(context), "<s>3</s>");
+}
+
+}  // namespace
