@@ -66,6 +66,28 @@ TEST(LoraAdapter, InitialisesAsPeft) {
   for (float v : y) ASSERT_EQ(v, 1.5f);
 }
 
+// With A all ones, B = 1 and scale 1, y of a row of ones counts the inputs
+// dropout kept, times 1/(1−p): the share kept is 1−p, rows differ, and the
+// same seed draws the same mask again.
+TEST(LoraAdapter, DropoutKeepsOneMinusPAndScalesByItsInverse) {
+  const int64_t M = 50, in = 1000;
+  slm::Rng rng(1);
+  LoraAdapter a(in, 1, 1, 1.0, rng);
+  std::fill_n(a.A().data_as<float>(), in, 1.0f);
+  a.B().data_as<float>()[0] = 1.0f;
+  const std::vector<float> x(static_cast<size_t>(M * in), 1.0f);
+  for (double p : {0.05, 0.5}) {
+    std::vector<float> y(M, 0.0f), again(M, 0.0f), u(M), scratch;
+    a.forward(x.data(), M, p, 7, u.data(), y.data(), scratch);
+    a.forward(x.data(), M, p, 7, u.data(), again.data(), scratch);
+    double kept = 0;
+    for (int64_t r = 0; r < M; ++r) kept += y[size_t(r)] * (1.0 - p) / in;
+    EXPECT_NEAR(kept / M, 1.0 - p, 0.01) << "p " << p;
+    EXPECT_NE(y[0], y[1]) << "every row draws its own mask";
+    EXPECT_EQ(y, again) << "the seed decides the mask";
+  }
+}
+
 // L = Σ c·y is linear in each single entry of A, B or x, so a central
 // difference is exact up to rounding.
 TEST(LoraAdapter, BackwardMatchesFiniteDifferencesWithDropout) {
