@@ -17,6 +17,7 @@ packages=(
   libgtest-dev libgmock-dev               # unit tests
   libbenchmark-dev                        # microbenchmarks
   clang libclang-rt-14-dev                # libFuzzer targets
+  g++-aarch64-linux-gnu                   # the AArch64 compile check (scripts/check_aarch64.sh)
   python3-torch python3-numpy             # PyTorch reference for parity tests
   bible-kjv-text bible-kjv fortunes       # public-domain text: tokenizer benchmarks, the default model's recipe
 )

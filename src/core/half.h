@@ -56,9 +56,15 @@ inline uint16_t f32_to_f16_portable(float f) {
   return static_cast<uint16_t>(sign | (bits >> 13));
 }
 
-#if defined(__FLT16_MAX__)
+// The compiler's own half type where C++ has it (x86-64: _Float16, compiled
+// to F16C or a library call; AArch64: __fp16, GCC 12 having no C++
+// _Float16 there), the portable bit arithmetic elsewhere.
+#if defined(__x86_64__) && defined(__FLT16_MAX__)
 inline float f16_to_f32(uint16_t h) { return static_cast<float>(std::bit_cast<_Float16>(h)); }
 inline uint16_t f32_to_f16(float f) { return std::bit_cast<uint16_t>(static_cast<_Float16>(f)); }
+#elif defined(__aarch64__)
+inline float f16_to_f32(uint16_t h) { return static_cast<float>(std::bit_cast<__fp16>(h)); }
+inline uint16_t f32_to_f16(float f) { return std::bit_cast<uint16_t>(static_cast<__fp16>(f)); }
 #else
 inline float f16_to_f32(uint16_t h) { return f16_to_f32_portable(h); }
 inline uint16_t f32_to_f16(float f) { return f32_to_f16_portable(f); }
