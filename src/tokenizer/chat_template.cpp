@@ -1529,7 +1529,8 @@ class Interpreter {
       if (args.positional.size() > params.size()) {
         fail_at(pos, "macro '", name, "' takes at most ", params.size(), " arguments, got ", args.positional.size());
       }
-      for (const auto& [key, value] : args.keyword) {
+      for (const auto& keyword : args.keyword) {
+        const std::string& key = keyword.first;  // a named variable: clang 14 cannot capture a structured binding
         if (std::none_of(params.begin(), params.end(), [&](const Param& p) { return p.name == key; })) {
           fail_at(pos, "macro '", name, "' has no parameter '", key, "'");
         }
