@@ -17,7 +17,7 @@ slm::Tensor weight(slm::DType dtype, int64_t rows, int64_t cols) {
   return f.to(dtype);
 }
 
-// Arguments: rows of activations (1 = decode), dtype.
+// Arguments: rows of activations (1 = decode), dtype (0 f32, 1 f16, 2 bf16, 3 q8, 4 q4).
 void BM_Matmul(benchmark::State& state) {
   const int64_t M = state.range(0), K = 576, N = 1536;
   const auto dtype = static_cast<slm::DType>(state.range(1));
@@ -32,7 +32,7 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(W.nbytes()), benchmark::Counter::kIsIterationInvariantRate,
                                                       benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_Matmul)->ArgsProduct({{1, 128}, {0, 1, 2}})->ArgNames({"rows", "dtype"})->UseRealTime();
+BENCHMARK(BM_Matmul)->ArgsProduct({{1, 128}, {0, 1, 2, 3, 4}})->ArgNames({"rows", "dtype"})->UseRealTime();
 
 // The products of a LoRA training step on a SmolLM2-135M shape (batch 4 × 256
 // tokens, bf16 base): k/v projections (N 192), q/o (576), gate/up (1536) and
@@ -81,5 +81,54 @@ void BM_FlashAttentionDecode(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_FlashAttentionDecode)->Arg(512)->Arg(2048)->UseRealTime();
+
+// A prompt of `n` tokens through flash attention (the tiled matrix-product
+// path), f32 cache; counts the FLOP of Q·Kᵀ and P·V over the causal half.
+void BM_FlashAttentionPrefill(benchmark::State& state) {
+  const int64_t n = state.range(0), heads = 9, kv_heads = 3, head_dim = 64;
+  std::vector<float> q(static_cast<size_t>(n * heads * head_dim), 0.1f), out(q.size());
+  std::vector<float> keys(static_cast<size_t>(kv_heads * n * head_dim), 0.01f), values(keys.size(), 0.02f);
+  const slm::cpu::AttentionShape shape{n, 0, heads, kv_heads, head_dim, n, 0};
+  for (auto _ : state) {
+    slm::cpu::attention_flash(q.data(), keys.data(), values.data(), shape, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2.0 * heads * head_dim * static_cast<double>(n * n) / 2,
+                                                  benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_FlashAttentionPrefill)->Arg(128)->Arg(512)->Arg(2048)->UseRealTime();
+
+// The elementwise kernels of a layer, for `rows` tokens of SmolLM2-135M's
+// widths (hidden 576, 9 heads of 64, MLP 1536).
+void BM_RmsNorm(benchmark::State& state) {
+  const int64_t rows = state.range(0), dim = 576;
+  std::vector<float> x(static_cast<size_t>(rows * dim), 0.5f), w(static_cast<size_t>(dim), 1.0f), out(x.size());
+  for (auto _ : state) {
+    slm::cpu::rmsnorm(x.data(), w.data(), 1e-5f, rows, dim, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_RmsNorm)->Arg(1)->Arg(128)->UseRealTime();
+
+void BM_Rope(benchmark::State& state) {
+  const int64_t rows = state.range(0), heads = 9, head_dim = 64;
+  std::vector<float> x(static_cast<size_t>(rows * heads * head_dim), 0.5f);
+  std::vector<float> cos(static_cast<size_t>(rows * head_dim / 2), 0.8f), sin(cos.size(), 0.6f);
+  for (auto _ : state) {
+    slm::cpu::rope(x.data(), rows, heads, head_dim, cos.data(), sin.data());
+    benchmark::DoNotOptimize(x.data());
+  }
+}
+BENCHMARK(BM_Rope)->Arg(1)->Arg(128)->UseRealTime();
+
+void BM_SiluMul(benchmark::State& state) {
+  const int64_t n = state.range(0) * 1536;
+  std::vector<float> gate(static_cast<size_t>(n), 0.5f), up(gate.size(), 0.25f), out(gate.size());
+  for (auto _ : state) {
+    slm::cpu::silu_mul(gate.data(), up.data(), out.data(), n);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_SiluMul)->Arg(1)->Arg(128)->UseRealTime();
 
 }  // namespace
