@@ -409,6 +409,7 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
   if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(64, (int64_t{1} << 20) / V);
   chunk_rows = std::max<int64_t>(1, std::min(chunk_rows, n));
   std::vector<float> logits(static_cast<size_t>(chunk_rows * V));
+  const VectorKernels& kernels = vector_kernels();
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, n - r0);
@@ -425,12 +426,8 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
       float max_logit = -std::numeric_limits<float>::infinity();
       for (int64_t c = 0; c < V; ++c) max_logit = std::max(max_logit, row[c]);
       const float target_logit = row[target];
-      // One exp per logit, kept in the row for the gradient; the sum in double.
-      double sum = 0.0;
-      for (int64_t c = 0; c < V; ++c) {
-        row[c] = std::exp(row[c] - max_logit);
-        sum += row[c];
-      }
+      // One exp per logit, kept in the row for the gradient.
+      const double sum = kernels.exp_shifted(row, max_logit, row, V);
       chunk_loss += max_logit + std::log(sum) - target_logit;
       if (dhidden) {
         // ∂loss/∂logit = softmax − one-hot

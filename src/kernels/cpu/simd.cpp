@@ -88,6 +88,15 @@ void scalar_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
 }
 
+double scalar_exp_shifted(const float* x, float shift, float* out, int64_t n) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = std::exp(x[i] - shift);
+    sum += out[i];
+  }
+  return sum;
+}
+
 void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
@@ -160,7 +169,8 @@ VectorKernels scalar_kernels() {
           scalar_axpy,
           scalar_axpy_bf16,
           scalar_axpy_f16,
-          scalar_silu_mul};
+          scalar_silu_mul,
+          scalar_exp_shifted};
 }
 
 const VectorKernels& vector_kernels() {

@@ -47,6 +47,10 @@ struct VectorKernels {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
   // out = gate · sigmoid(gate) · up; out may alias gate
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // out = e^(x − shift), elementwise (out may alias x); returns Σ out. For
+  // softmax numerators over finite x with shift ≥ max x (the cross-entropy
+  // over the vocabulary).
+  double (*exp_shifted)(const float* x, float shift, float* out, int64_t n);
 };
 
 const VectorKernels& vector_kernels();

@@ -129,6 +129,26 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+double exp_shifted(const float* x, float shift, float* out, int64_t n) {
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(out + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  double sum = 0.0;
+  for (float v : lanes) sum += v;
+  for (; i < n; ++i) {
+    out[i] = std::exp(x[i] - shift);
+    sum += out[i];
+  }
+  return sum;
+}
+
 }  // namespace
 
 VectorKernels avx2_kernels() {
@@ -148,7 +168,8 @@ VectorKernels avx2_kernels() {
           axpy,
           axpy_bf16,
           axpy_f16,
-          silu_mul};
+          silu_mul,
+          exp_shifted};
 }
 
 }  // namespace slm::cpu

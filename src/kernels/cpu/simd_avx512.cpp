@@ -192,6 +192,18 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+double exp_shifted(const float* x, float shift, float* out, int64_t n) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s));
+    _mm512_mask_storeu_ps(out + i, m, e);
+    acc = _mm512_mask_add_ps(acc, m, acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
 }  // namespace
 
 VectorKernels avx512_kernels() {
@@ -209,7 +221,8 @@ VectorKernels avx512_kernels() {
           axpy,
           axpy_widened<load_bf16>,
           axpy_widened<load_f16>,
-          silu_mul};
+          silu_mul,
+          exp_shifted};
 }
 
 }  // namespace slm::cpu

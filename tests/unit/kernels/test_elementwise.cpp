@@ -152,6 +152,36 @@ TEST(SiluMul, MatchesFormulaOnEveryPath) {
   });
 }
 
+// The cross-entropy's softmax numerators: e^(x − shift) for x up to the
+// shift (the row's maximum), down to where it underflows, and their sum.
+TEST(ExpShifted, MatchesExpAndSumsOnEveryPath) {
+  slm::test::for_each_isa([](Isa) {
+    for (int64_t n : {1, 7, 17, 63, 65, 49152 + 5}) {
+      auto x = random_vector(n, static_cast<uint64_t>(n), 8.0);
+      if (n > 4) {
+        x[0] = -200.0f;  // e^-210: underflows to (near) zero, never NaN
+        x[1] = 10.0f;    // the maximum: e^0 = 1
+        x[2] = 10.0f - 1e-6f;
+      }
+      std::vector<float> out(size_t(n), NAN);
+      const double sum = slm::cpu::vector_kernels().exp_shifted(x.data(), 10.0f, out.data(), n);
+      double want_sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        // Of the float difference, which every path rounds the same way.
+        const double want = std::exp(double(x[size_t(i)] - 10.0f));
+        want_sum += want;
+        ASSERT_TRUE(std::isfinite(out[size_t(i)])) << "n " << n << " i " << i;
+        ASSERT_NEAR(out[size_t(i)], want, 2e-6 * want + 1e-37) << "n " << n << " i " << i << " x " << x[size_t(i)];
+      }
+      EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum) << "n " << n;
+      // In place, as the cross-entropy calls it.
+      std::vector<float> in_place = x;
+      slm::cpu::vector_kernels().exp_shifted(in_place.data(), 10.0f, in_place.data(), n);
+      ASSERT_EQ(in_place, out) << "n " << n;
+    }
+  });
+}
+
 TEST(VectorKernels, EveryPathMatchesScalarFormulas) {
   slm::test::for_each_isa([](Isa) {
     const slm::cpu::VectorKernels& k = slm::cpu::vector_kernels();
