@@ -100,8 +100,11 @@ struct Trainer::State {
     return layers.size() == 1 ? layers.front() : layers[sz(layer)];
   }
 
-  std::vector<std::pair<std::string, Tensor>> parameters() const;
-  std::vector<std::pair<std::string, Tensor>> gradients() const;
+  // The trained tensors by name (PEFT names for adapters, Hugging Face names
+  // for full training), or their gradients in the same order.
+  std::vector<std::pair<std::string, Tensor>> named(bool gradients) const;
+  std::vector<std::pair<std::string, Tensor>> parameters() const { return named(false); }
+  std::vector<std::pair<std::string, Tensor>> gradients() const { return named(true); }
 
   uint64_t dropout_seed(int64_t layer, LoraModule m) const {
     return mix_seed(mix_seed(lora.seed, forward_calls), static_cast<uint64_t>(layer * 16 + static_cast<int64_t>(m)));
@@ -260,33 +263,19 @@ Trainer::~Trainer() = default;
 
 void Trainer::set_gradient_checkpointing(bool on) { state_->checkpointing = on; }
 
-std::vector<std::pair<std::string, Tensor>> Trainer::State::parameters() const {
+std::vector<std::pair<std::string, Tensor>> Trainer::State::named(bool gradients) const {
   std::vector<std::pair<std::string, Tensor>> out;
   if (full()) {
-    for (const auto& [name, t] : named_weights(master->weights(), master->config())) out.emplace_back(name, *t);
-    return out;
-  }
-  for (size_t l = 0; l < adapters.size(); ++l) {
-    for (LoraModule m : targets) {
-      const LoraAdapter& a = adapters[l][static_cast<size_t>(m)];
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), a.A());
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), a.B());
+    for (const auto& [name, t] : named_weights(gradients ? grads : master->weights(), master->config())) {
+      out.emplace_back(name, *t);
     }
-  }
-  return out;
-}
-
-std::vector<std::pair<std::string, Tensor>> Trainer::State::gradients() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  if (full()) {
-    for (const auto& [name, t] : named_weights(grads, master->config())) out.emplace_back(name, *t);
     return out;
   }
   for (size_t l = 0; l < adapters.size(); ++l) {
     for (LoraModule m : targets) {
       const LoraAdapter& a = adapters[l][static_cast<size_t>(m)];
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), a.grad_A());
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), a.grad_B());
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), gradients ? a.grad_A() : a.A());
+      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), gradients ? a.grad_B() : a.B());
     }
   }
   return out;

@@ -2,8 +2,6 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -72,9 +70,7 @@ class CacheRows {
 void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
                 int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
                 float* scores, const FlashRows& state) {
-  const auto as_int = [](int64_t n) { return static_cast<int>(n); };
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, as_int(ni), as_int(nj), as_int(head_dim), scale, q,
-              as_int(q_stride), k, as_int(kv_stride), 0.0f, scores, as_int(nj));
+  sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
   for (int64_t r = 0; r < ni; ++r) {
     float* row = scores + r * nj;
     const int64_t i = i0 + r;
@@ -99,8 +95,7 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
     float* o = state.acc + r * head_dim;
     for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(ni), as_int(head_dim), as_int(nj), 1.0f, scores,
-              as_int(nj), v, as_int(kv_stride), 1.0f, state.acc, as_int(head_dim));
+  sgemm(false, false, ni, head_dim, nj, 1.0f, scores, nj, v, kv_stride, 1.0f, state.acc, head_dim);
 }
 
 namespace {
@@ -111,7 +106,6 @@ namespace {
 // a tile at a time.
 void attention_flash_tiles(const float* q, const void* keys, const void* values, const AttentionShape& s, float* out) {
   constexpr int64_t kTileQueries = 64, kTileKeys = 64;
-  single_threaded_blas();
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t query_tiles = (s.n_queries + kTileQueries - 1) / kTileQueries;

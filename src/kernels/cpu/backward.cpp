@@ -6,7 +6,6 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -22,8 +21,6 @@ namespace {
 // every block of a q8/q4 row widens on its own.
 constexpr int64_t kColumnBlock = 64;
 constexpr int64_t kPanelRows = 64;
-
-int as_int(int64_t v) { return static_cast<int>(v); }
 
 // W[:, k0:k0+width] as f32 [N, width].
 void widen_columns(const VectorKernels& kernels, const Tensor& W, int64_t k0, int64_t width, float* out) {
@@ -57,7 +54,6 @@ void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* d
       return;
     }
   }
-  single_threaded_blas();
   const float beta = accumulate ? 1.0f : 0.0f;
   const int64_t blocks = (K + kColumnBlock - 1) / kColumnBlock;
   const VectorKernels& kernels = vector_kernels();
@@ -79,23 +75,20 @@ void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* d
         panel = widened.data();
         ldb = width;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, as_int(M), as_int(width), as_int(N), 1.0f, dy, as_int(N),
-                  panel, as_int(ldb), beta, dx + k0, as_int(K));
+      sgemm(false, false, M, width, N, 1.0f, dy, N, panel, ldb, beta, dx + k0, K);
     }
   }
 }
 
 void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t N, int64_t K, float* dW,
                             bool accumulate) {
-  single_threaded_blas();
   const float beta = accumulate ? 1.0f : 0.0f;
   const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t n0 = p * kPanelRows;
     const int64_t rows = std::min(kPanelRows, N - n0);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, as_int(rows), as_int(K), as_int(M), 1.0f, dy + n0, as_int(N),
-                x, as_int(K), beta, dW + n0 * K, as_int(K));
+    sgemm(true, false, rows, K, M, 1.0f, dy + n0, N, x, K, beta, dW + n0 * K, K);
   }
 }
 
@@ -283,18 +276,11 @@ namespace {
 constexpr int64_t kQueryTile = 64;
 constexpr int64_t kKeyTile = 64;
 
-// Row-major C[m,n] (+)= alpha · op(A) · op(B) with explicit leading dimensions.
-inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, as_int(m),
-              as_int(n), as_int(k), alpha, A, as_int(lda), B, as_int(ldb), beta, C, as_int(ldc));
-}
 
 }  // namespace
 
 void attention_train_forward(const float* q, const float* k, const float* v, const SequenceAttentionShape& s,
                              float* out, float* lse) {
-  single_threaded_blas();
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -336,7 +322,6 @@ void attention_train_forward(const float* q, const float* k, const float* v, con
 
 void attention_train_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
                               const float* lse, const SequenceAttentionShape& s, float* dq, float* dk, float* dv) {
-  single_threaded_blas();
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -372,8 +357,8 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
               const int64_t nj = std::min(kKeyTile, i0 + ni - j0);
               const float* kt = k + kv_base + j0 * kv_stride;
               const float* vt = v + kv_base + j0 * kv_stride;
-              gemm(false, true, ni, nj, hd, scale, qt, q_stride, kt, kv_stride, 0.0f, probs.data(), nj);
-              gemm(false, true, ni, nj, hd, 1.0f, gt, q_stride, vt, kv_stride, 0.0f, dprobs.data(), nj);
+              sgemm(false, true, ni, nj, hd, scale, qt, q_stride, kt, kv_stride, 0.0f, probs.data(), nj);
+              sgemm(false, true, ni, nj, hd, 1.0f, gt, q_stride, vt, kv_stride, 0.0f, dprobs.data(), nj);
               for (int64_t r = 0; r < ni; ++r) {
                 const int64_t i = i0 + r;
                 float* p = probs.data() + r * nj;
@@ -383,12 +368,12 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
                   dp[c] = p[c] * (dp[c] - delta[static_cast<size_t>(i)]) * scale;  // ∂L/∂(q·k)
                 }
               }
-              gemm(true, false, nj, hd, ni, 1.0f, probs.data(), nj, gt, q_stride, 1.0f, dv + kv_base + j0 * kv_stride,
-                   kv_stride);
-              gemm(false, false, ni, hd, nj, 1.0f, dprobs.data(), nj, kt, kv_stride, 1.0f, dq + q_base + i0 * q_stride,
-                   q_stride);
-              gemm(true, false, nj, hd, ni, 1.0f, dprobs.data(), nj, qt, q_stride, 1.0f, dk + kv_base + j0 * kv_stride,
-                   kv_stride);
+              sgemm(true, false, nj, hd, ni, 1.0f, probs.data(), nj, gt, q_stride, 1.0f, dv + kv_base + j0 * kv_stride,
+                    kv_stride);
+              sgemm(false, false, ni, hd, nj, 1.0f, dprobs.data(), nj, kt, kv_stride, 1.0f, dq + q_base + i0 * q_stride,
+                    q_stride);
+              sgemm(true, false, nj, hd, ni, 1.0f, dprobs.data(), nj, qt, q_stride, 1.0f, dk + kv_base + j0 * kv_stride,
+                    kv_stride);
             }
           }
         }

@@ -12,9 +12,11 @@
 
 namespace slm::cpu {
 
-// Our OpenMP loops are the parallelism: OpenBLAS runs single-threaded inside
-// them. Every kernel that calls BLAS calls this first (it acts once).
-void single_threaded_blas();
+// C[M,N] = alpha · op(A)·op(B) + beta · C (row-major, BLAS conventions) on
+// the calling thread. Our OpenMP loops are the parallelism: every kernel
+// reaches BLAS through this, which keeps OpenBLAS single-threaded inside them.
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 // y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N] when not null). W is any weight dtype.
 void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y);
@@ -30,8 +32,7 @@ struct Projection {
 };
 void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections);
 
-// C[M,N] = alpha · op(A)·op(B) + beta · C (row-major, BLAS conventions) on
-// every thread: C is cut into row blocks (or column blocks when it has few
+// sgemm on every thread: C is cut into row blocks (or column blocks when it has few
 // rows, as a rank-r gradient [r, K] does) and each block is one
 // single-threaded BLAS call. For the rank-thin products of LoRA, which one
 // thread would otherwise run while the others wait.

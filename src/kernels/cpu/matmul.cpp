@@ -133,18 +133,15 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Pr
     return;
   }
   int64_t total_rows = 0;
+  bool any_bf16 = false, any_quantized = false;
   for (const Projection& p : projections) {
     check_weight(*p.weight, K);
     total_rows += p.weight->dim(0);
-  }
-  const VectorKernels& kernels = vector_kernels();
-  const QuantDotKernels* quant = quant_dot_kernels();
-  bool any_bf16 = false, any_quantized = false;
-  for (const Projection& p : projections) {
     any_bf16 |= p.weight->dtype() == DType::BF16;
     any_quantized |= is_quantized(p.weight->dtype());
   }
-  if (!any_quantized) quant = nullptr;
+  const VectorKernels& kernels = vector_kernels();
+  const QuantDotKernels* quant = any_quantized ? quant_dot_kernels() : nullptr;
   // Called from the thread that owns the forward pass, never from inside a
   // parallel region, so one buffer per calling thread is reused for every
   // token (the workers' thread_local copies are not this one).
@@ -191,16 +188,19 @@ void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, con
   }
 }
 
-void single_threaded_blas() {
-  static const bool done = [] {
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  static const bool single_threaded = [] {
     openblas_set_num_threads(1);
     return true;
   }();
-  (void)done;
+  (void)single_threaded;
+  const auto as_int = [](int64_t v) { return static_cast<int>(v); };
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, as_int(M),
+              as_int(N), as_int(K), alpha, A, as_int(lda), B, as_int(ldb), beta, C, as_int(ldc));
 }
 
 void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
-  single_threaded_blas();
   check_weight(W, K);
   const int64_t N = W.dim(0);
   const VectorKernels& kernels = vector_kernels();
@@ -243,9 +243,7 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
         }
         panel = widened.data();
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(rows),
-                  static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f, y + n0,
-                  static_cast<int>(N));
+      sgemm(false, true, M, rows, K, 1.0f, x, K, panel, K, 0.0f, y + n0, N);
       if (bias) {
         for (int64_t m = 0; m < M; ++m) {
           for (int64_t n = 0; n < rows; ++n) y[m * N + n0 + n] += bias[n0 + n];
@@ -257,14 +255,12 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
 
 void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  single_threaded_blas();
   const bool by_rows = M >= N;
   const int64_t extent = by_rows ? M : N;
   const int64_t threads = omp_get_max_threads();
   // Blocks of at least 16 rows or columns, a few per thread for balance.
   const int64_t block = std::max<int64_t>(16, (extent + 4 * threads - 1) / (4 * threads));
   const int64_t blocks = (extent + block - 1) / block;
-  const auto as_int = [](int64_t v) { return static_cast<int>(v); };
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t i0 = b * block, count = std::min(block, extent - i0);
@@ -281,8 +277,7 @@ void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
       c = C + i0;
       n = count;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, as_int(m),
-                as_int(n), as_int(K), alpha, a, as_int(lda), bb, as_int(ldb), beta, c, as_int(ldc));
+    sgemm(trans_a, trans_b, m, n, K, alpha, a, lda, bb, ldb, beta, c, ldc);
   }
 }
 
