@@ -22,10 +22,7 @@ struct KeyRange {
 // calls than a single query gains).
 constexpr int64_t kMinTileQueries = 8;
 
-KeyRange visible_keys(int64_t pos, int64_t window) {
-  const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-  return {first, pos + 1};
-}
+KeyRange visible_keys(int64_t pos, int64_t window) { return {first_key(pos, window), pos + 1}; }
 
 // Rows of one KV head in the cache, whatever their dtype.
 class CacheRows {

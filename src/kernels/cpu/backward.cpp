@@ -173,9 +173,6 @@ void embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_
 
 namespace {
 
-// Keys [first, last] a query at i sees.
-inline int64_t first_key(int64_t i, int64_t window) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; }
-
 inline float dot(const float* a, const float* b, int64_t n) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)

@@ -4,6 +4,7 @@
 // products, with the online softmax between them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace slm::cpu {
@@ -11,6 +12,8 @@ namespace slm::cpu {
 // Whether the query at absolute position i sees the key at j: causal, and
 // with window > 0 only the last `window` positions.
 inline bool visible(int64_t i, int64_t j, int64_t window) { return j <= i && (window <= 0 || i - j < window); }
+// The first key the query at i sees (the last is i itself).
+inline int64_t first_key(int64_t i, int64_t window) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; }
 
 // The running state of ni query rows: acc [ni, head_dim] (unnormalised
 // output), row_max and row_sum [ni] (the softmax's running maximum and
