@@ -13,6 +13,8 @@
 // a header compiled under it could leak these instructions into other files.
 #pragma GCC target("avx2,fma,f16c")
 
+#include "kernels/cpu/simd_x86_inline.h"
+
 namespace slm::cpu {
 
 namespace {
@@ -37,12 +39,6 @@ struct F16Weights {
   static __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
   static float load1(const uint16_t* w) { return f16_to_f32(*w); }
 };
-
-inline float horizontal_sum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
 
 // Four independent accumulators hide the FMA latency; the tail is scalar.
 template <class Weights, class W>

@@ -14,6 +14,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "kernels/cpu/simd_x86_inline.h"
+
 namespace slm::cpu {
 
 namespace {
@@ -100,7 +102,6 @@ inline void load_q4(const BlockQ4& b, __m512& lo, __m512& hi) {
   hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble)), eight));
 }
 
-inline float scale_of(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
 template <class Block, void (*Load)(const Block&, __m512&, __m512&)>
 float dot_quantized(const float* x, const Block* w, int64_t k) {

@@ -1,0 +1,27 @@
+// Small intrinsic helpers shared by the x86 instruction-set files. Include it
+// after a file's `#pragma GCC target` (AVX and F16C at least), so it is
+// compiled for that file's target. This is the one header those files take
+// below the pragma, and it cannot leak the target into other files: its
+// functions have internal linkage (anonymous namespace), and the headers it
+// names are already included above the pragma by every includer.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace slm::cpu {
+namespace {
+
+// Sum of the 8 lanes.
+inline float horizontal_sum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// A quantized block's f16 scale as f32, in one instruction.
+inline float scale_of(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+}  // namespace
+}  // namespace slm::cpu
