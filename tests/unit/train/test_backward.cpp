@@ -4,6 +4,7 @@
 #include "kernels/cpu/backward.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
+#include "../kernels/kernel_test_util.h"
 
 #include <slm/random.h>
 #include <slm/tensor.h>
@@ -22,12 +23,7 @@ using slm::DType;
 using slm::Tensor;
 using Vec = std::vector<double>;
 
-std::vector<float> random_floats(int64_t n, uint64_t seed, double scale = 1.0) {
-  slm::Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = static_cast<float>(rng.normal() * scale);
-  return v;
-}
+using slm::test::random_vector;
 
 Vec widen(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
@@ -68,15 +64,10 @@ constexpr double kTolerance = 1e-4;
 // Holds the kernels to the AVX-512 path without bf16 dot products (when the
 // CPU has that path) for one scope: the exact checks below are for products
 // that widen bf16 weights to f32; the bf16 kernels have their own test.
-class WideningKernels {
- public:
-  WideningKernels() : saved_(slm::cpu::active_isa()) {
-    if (saved_ == slm::cpu::Isa::Avx512Bf16) slm::cpu::force_isa(slm::cpu::Isa::Avx512);
+struct WideningKernels : slm::test::IsaGuard {
+  WideningKernels() {
+    if (slm::cpu::active_isa() == slm::cpu::Isa::Avx512Bf16) slm::cpu::force_isa(slm::cpu::Isa::Avx512);
   }
-  ~WideningKernels() { slm::cpu::force_isa(saved_); }
-
- private:
-  slm::cpu::Isa saved_;
 };
 
 TEST(MatmulBackward, InputGradientForEveryWeightDtype) {
@@ -85,10 +76,10 @@ TEST(MatmulBackward, InputGradientForEveryWeightDtype) {
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4}) {
     const int64_t K = slm::is_quantized(dtype) ? 160 : 70;  // not a multiple of the 64-column block
     Tensor W32 = Tensor::zeros(DType::F32, {N, K});
-    const auto w = random_floats(N * K, 3);
+    const auto w = random_vector(N * K, 3);
     std::copy(w.begin(), w.end(), W32.data_as<float>());
     const Tensor W = W32.to(dtype);
-    const auto dy = random_floats(M * N, 4);
+    const auto dy = random_vector(M * N, 4);
     for (bool accumulate : {false, true}) {
       std::vector<float> dx(static_cast<size_t>(M * K), accumulate ? 0.5f : 1e30f);
       slm::cpu::matmul_backward_input(dy.data(), M, W, dx.data(), accumulate);
@@ -113,10 +104,10 @@ TEST(MatmulBackward, Bf16KernelsGiveTheInputGradientOfTheWideningPath) {
   if (!slm::cpu::bf16_gemm_kernels()) GTEST_SKIP() << "no bf16 dot-product instructions on this CPU";
   for (const auto [M, N, K] : {std::array<int64_t, 3>{7, 45, 70}, {300, 129, 97}, {33, 1, 200}}) {
     Tensor W32 = Tensor::zeros(DType::F32, {N, K});
-    const auto w = random_floats(N * K, 50);
+    const auto w = random_vector(N * K, 50);
     std::copy(w.begin(), w.end(), W32.data_as<float>());
     const Tensor W = W32.to(DType::BF16);
-    const auto dy = random_floats(M * N, 51);
+    const auto dy = random_vector(M * N, 51);
     for (bool accumulate : {false, true}) {
       std::vector<float> want(static_cast<size_t>(M * K), 0.5f), got = want;
       {
@@ -132,7 +123,7 @@ TEST(MatmulBackward, Bf16KernelsGiveTheInputGradientOfTheWideningPath) {
 
 TEST(MatmulBackward, WeightGradientAccumulates) {
   const int64_t M = 6, N = 70, K = 19;
-  const auto dy = random_floats(M * N, 5), x = random_floats(M * K, 6);
+  const auto dy = random_vector(M * N, 5), x = random_vector(M * K, 6);
   std::vector<float> dW(static_cast<size_t>(N * K), 0.25f);
   slm::cpu::matmul_backward_weight(dy.data(), x.data(), M, N, K, dW.data(), true);
   for (int64_t n = 0; n < N; ++n) {
@@ -147,7 +138,7 @@ TEST(MatmulBackward, WeightGradientAccumulates) {
 TEST(RmsNormBackward, MatchesFiniteDifferences) {
   const int64_t rows = 20, dim = 37;  // 20 rows: the parallel path
   const double eps = 1e-5;
-  const auto x = random_floats(rows * dim, 7, 2.0), w = random_floats(dim, 8), c = random_floats(rows * dim, 9);
+  const auto x = random_vector(rows * dim, 7, 2.0), w = random_vector(dim, 8), c = random_vector(rows * dim, 9);
   auto forward = [&](const Vec& xs, const Vec& ws) {
     Vec y(xs.size());
     for (int64_t r = 0; r < rows; ++r) {
@@ -169,7 +160,7 @@ TEST(RmsNormBackward, MatchesFiniteDifferences) {
 
 TEST(RopeBackward, IsTheTransposeOfRope) {
   const int64_t rows = 5, heads = 3, hd = 8, half = hd / 2;
-  const auto x = random_floats(rows * heads * hd, 10), c = random_floats(rows * heads * hd, 11);
+  const auto x = random_vector(rows * heads * hd, 10), c = random_vector(rows * heads * hd, 11);
   std::vector<float> cos(static_cast<size_t>(rows * half)), sin(static_cast<size_t>(rows * half));
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < half; ++i) {
@@ -189,7 +180,7 @@ TEST(RopeBackward, IsTheTransposeOfRope) {
 
 TEST(SiluMulBackward, MatchesFiniteDifferences) {
   const int64_t n = 101;
-  const auto gate = random_floats(n, 12, 3.0), up = random_floats(n, 13), c = random_floats(n, 14);
+  const auto gate = random_vector(n, 12, 3.0), up = random_vector(n, 13), c = random_vector(n, 14);
   auto forward = [&](const Vec& g, const Vec& u) {
     double s = 0;
     for (int64_t i = 0; i < n; ++i) s += g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)] * c[size_t(i)];
@@ -252,8 +243,8 @@ TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
     SCOPED_TRACE("window " + std::to_string(window));
     const slm::cpu::SequenceAttentionShape s{2, 7, 4, 2, 8, window};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
-    const auto q = random_floats(nq, 20), k = random_floats(nk, 21), v = random_floats(nk, 22);
-    const auto c = random_floats(nq, 23);
+    const auto q = random_vector(nq, 20), k = random_vector(nk, 21), v = random_vector(nk, 22);
+    const auto c = random_vector(nq, 23);
     std::vector<float> out(static_cast<size_t>(nq)), lse(static_cast<size_t>(s.batch * s.heads * s.seq));
     slm::cpu::attention_train_forward(q.data(), k.data(), v.data(), s, out.data(), lse.data());
     Vec want_lse;
@@ -283,8 +274,8 @@ TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
     SCOPED_TRACE("window " + std::to_string(window));
     const slm::cpu::SequenceAttentionShape s{2, 150, 6, 2, 16, window};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
-    const auto q = random_floats(nq, 40), k = random_floats(nk, 41), v = random_floats(nk, 42);
-    const auto g = random_floats(nq, 43);
+    const auto q = random_vector(nq, 40), k = random_vector(nk, 41), v = random_vector(nk, 42);
+    const auto g = random_vector(nq, 43);
     const size_t rows = static_cast<size_t>(s.batch * s.heads * s.seq);
     std::vector<float> out(static_cast<size_t>(nq)), lse(rows), want_out(out.size()), want_lse(rows);
     slm::cpu::attention_train_forward(q.data(), k.data(), v.data(), s, out.data(), lse.data());
@@ -305,7 +296,7 @@ TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
 
 TEST(CrossEntropy, LossAndGradientsAcrossChunks) {
   const int64_t n = 7, H = 6, V = 29;
-  const auto hidden = random_floats(n * H, 30), head = random_floats(V * H, 31);
+  const auto hidden = random_vector(n * H, 30), head = random_vector(V * H, 31);
   const std::vector<int32_t> targets = {3, -100, 28, 0, 5, -100, 17};
   Tensor W = Tensor::zeros(DType::F32, {V, H});
   std::copy(head.begin(), head.end(), W.data_as<float>());

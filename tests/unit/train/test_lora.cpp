@@ -4,6 +4,7 @@
 #include "train/lora.h"
 
 #include "trainer_fixture.h"
+#include "../kernels/kernel_test_util.h"
 
 #include <slm/error.h>
 #include <slm/model.h>
@@ -25,12 +26,7 @@ namespace {
 using slm::train::LoraAdapter;
 using slm::train::LoraModule;
 
-std::vector<float> random_floats(int64_t n, uint64_t seed) {
-  slm::Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = static_cast<float>(rng.normal());
-  return v;
-}
+using slm::test::random_vector;
 
 TEST(LoraTargets, ParsesNamesAndAllLinear) {
   EXPECT_EQ(slm::train::parse_lora_targets({"v_proj", "q_proj"}),
@@ -60,7 +56,7 @@ TEST(LoraAdapter, InitialisesAsPeft) {
   EXPECT_LT(std::fabs(sum / 800), 0.01);
   for (int64_t i = 0; i < a.B().numel(); ++i) ASSERT_EQ(a.B().at(i), 0.0f);
   // B = 0: the adapter adds nothing.
-  const auto x = random_floats(3 * 100, 2);
+  const auto x = random_vector(3 * 100, 2);
   std::vector<float> y(90, 1.5f), u(24), scratch;
   a.forward(x.data(), 3, 0.0, 0, u.data(), y.data(), scratch);
   for (float v : y) ASSERT_EQ(v, 1.5f);
@@ -96,10 +92,10 @@ TEST(LoraAdapter, BackwardMatchesFiniteDifferencesWithDropout) {
     const int64_t M = 5, in = 13, out = 7, rank = 3;
     slm::Rng rng(3);
     LoraAdapter a(in, out, rank, 6.0, rng);
-    const auto b = random_floats(out * rank, 4);
+    const auto b = random_vector(out * rank, 4);
     std::copy(b.begin(), b.end(), a.B().data_as<float>());
-    auto x = random_floats(M * in, 5);
-    const auto c = random_floats(M * out, 6);
+    auto x = random_vector(M * in, 5);
+    const auto c = random_vector(M * out, 6);
     std::vector<float> scratch, u(static_cast<size_t>(M * rank));
     auto loss = [&] {
       std::vector<float> y(static_cast<size_t>(M * out), 0.0f), uu(u.size());
