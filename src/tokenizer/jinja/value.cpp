@@ -1,0 +1,282 @@
+#include "tokenizer/jinja/value.h"
+
+#include "tokenizer/jinja/error.h"
+#include "tokenizer/jinja/strings.h"
+#include "tokenizer/unicode.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+
+namespace slm::jinja {
+
+namespace {
+
+void append_json_string(std::string& out, std::string_view s, bool ensure_ascii) {
+  out += '"';
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80 && ensure_ascii) {
+      const char32_t cp = tok::next_code_point(s, i);
+      char buffer[16];
+      if (cp >= 0x10000) {
+        const char32_t v = cp - 0x10000;
+        std::snprintf(buffer, sizeof buffer, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+      } else {
+        std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned>(cp));
+      }
+      out += buffer;
+      continue;
+    }
+    ++i;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || (c == 0x7F && ensure_ascii)) {
+          char buffer[8];
+          std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
+          out += buffer;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+Value make_dict(Dict d, Kind kind) {
+  Value v{kind};
+  v.dict = std::make_shared<Dict>(std::move(d));
+  return v;
+}
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::Undefined: return "an undefined value";
+    case Kind::None: return "none";
+    case Kind::Bool: return "a boolean";
+    case Kind::Int: return "an integer";
+    case Kind::Float: return "a float";
+    case Kind::String: return "a string";
+    case Kind::List: return "a list";
+    case Kind::Dict: return "a dict";
+    case Kind::Namespace: return "a namespace";
+    case Kind::Function: return "a function";
+  }
+  return "?";
+}
+
+bool truthy(const Value& v) {
+  switch (v.kind) {
+    case Kind::Undefined:
+    case Kind::None: return false;
+    case Kind::Bool: return v.boolean;
+    case Kind::Int: return v.integer != 0;
+    case Kind::Float: return v.number != 0.0;
+    case Kind::String: return !v.text.empty();
+    case Kind::List: return !v.list->empty();
+    case Kind::Dict: return !v.dict->items.empty();
+    case Kind::Namespace:
+    case Kind::Function: return true;
+  }
+  return false;
+}
+
+Value from_json(const ChatJson& j) {
+  switch (j.type()) {
+    case ChatJson::value_t::null: return Value::none();
+    case ChatJson::value_t::boolean: return Value::of(j.get<bool>());
+    case ChatJson::value_t::number_integer: return Value::of(j.get<int64_t>());
+    case ChatJson::value_t::number_unsigned: return Value::of(static_cast<int64_t>(j.get<uint64_t>()));
+    case ChatJson::value_t::number_float: return Value::of(j.get<double>());
+    case ChatJson::value_t::string: return Value::of(j.get<std::string>());
+    case ChatJson::value_t::array: {
+      Items items;
+      items.reserve(j.size());
+      for (const ChatJson& item : j) items.push_back(from_json(item));
+      return Value::of(std::move(items));
+    }
+    case ChatJson::value_t::object: {
+      Dict d;
+      d.items.reserve(j.size());
+      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), from_json(it.value()));
+      return make_dict(std::move(d));
+    }
+    default: return Value{};
+  }
+}
+
+std::string float_repr(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  char buffer[64];
+  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, d, std::chars_format::scientific);
+  std::string sci(buffer, end);  // e.g. "-1.25e+02"
+  const size_t e = sci.find('e');
+  const int exponent = std::stoi(sci.substr(e + 1));
+  std::string digits;
+  const bool negative = sci[0] == '-';
+  for (size_t i = negative ? 1 : 0; i < e; ++i) {
+    if (sci[i] != '.') digits += sci[i];
+  }
+  std::string out = negative ? "-" : "";
+  if (exponent < -4 || exponent >= 16) {
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) out.append(".").append(digits, 1);
+    char exp[16];
+    std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+    return out + exp;
+  }
+  if (exponent < 0) return out + "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+  const size_t point = static_cast<size_t>(exponent) + 1;
+  if (digits.size() <= point) return out + digits + std::string(point - digits.size(), '0') + ".0";
+  return out + digits.substr(0, point) + "." + digits.substr(point);
+}
+
+void append_json(std::string& out, const Value& v, const JsonStyle& style, int depth, size_t pos) {
+  auto newline = [&](int level) {
+    if (style.indent < 0) return;
+    out += '\n';
+    out.append(static_cast<size_t>(style.indent * level), ' ');
+  };
+  switch (v.kind) {
+    case Kind::Undefined:
+    case Kind::None: out += "null"; return;
+    case Kind::Bool: out += v.boolean ? "true" : "false"; return;
+    case Kind::Int: out += std::to_string(v.integer); return;
+    case Kind::Float:
+      if (!std::isfinite(v.number)) out += std::isnan(v.number) ? "NaN" : v.number < 0 ? "-Infinity" : "Infinity";
+      else out += float_repr(v.number);
+      return;
+    case Kind::String: append_json_string(out, v.text, style.ensure_ascii); return;
+    case Kind::List: {
+      out += '[';
+      for (size_t i = 0; i < v.list->size(); ++i) {
+        if (i) out += style.item_separator;
+        newline(depth + 1);
+        append_json(out, (*v.list)[i], style, depth + 1, pos);
+      }
+      if (!v.list->empty()) newline(depth);
+      out += ']';
+      return;
+    }
+    case Kind::Dict:
+    case Kind::Namespace: {
+      std::vector<const std::pair<std::string, Value>*> items;
+      for (const auto& item : v.dict->items) items.push_back(&item);
+      if (style.sort_keys) {
+        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+      }
+      out += '{';
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (i) out += style.item_separator;
+        newline(depth + 1);
+        append_json_string(out, items[i]->first, style.ensure_ascii);
+        out += style.key_separator;
+        append_json(out, items[i]->second, style, depth + 1, pos);
+      }
+      if (!items.empty()) newline(depth);
+      out += '}';
+      return;
+    }
+    case Kind::Function: fail_at(pos, "a function cannot be written as JSON");
+  }
+}
+
+std::string to_string(const Value& v, size_t pos) {
+  switch (v.kind) {
+    case Kind::Undefined:
+    case Kind::None: return "";
+    case Kind::Bool: return v.boolean ? "true" : "false";
+    case Kind::Int: return std::to_string(v.integer);
+    case Kind::Float: return float_repr(v.number);
+    case Kind::String: return v.text;
+    case Kind::Function: return "<function>";
+    default: {
+      std::string out;
+      append_json(out, v, JsonStyle{}, 0, pos);
+      return out;
+    }
+  }
+}
+
+bool equal(const Value& a, const Value& b) {
+  if ((a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool)) {
+    if (a.kind == Kind::Int && b.kind == Kind::Int) return a.integer == b.integer;
+    return a.as_double() == b.as_double();
+  }
+  if (a.kind != b.kind) return false;
+  switch (a.kind) {
+    case Kind::Undefined:
+    case Kind::None: return true;
+    case Kind::String: return a.text == b.text;
+    case Kind::List:
+      return a.list->size() == b.list->size() &&
+             std::equal(a.list->begin(), a.list->end(), b.list->begin(), [](const Value& x, const Value& y) { return equal(x, y); });
+    case Kind::Dict: {
+      if (a.dict->items.size() != b.dict->items.size()) return false;
+      for (const auto& [k, v] : a.dict->items) {
+        const Value* other = b.dict->find(k);
+        if (!other || !equal(v, *other)) return false;
+      }
+      return true;
+    }
+    default: return a.dict == b.dict && a.function == b.function;
+  }
+}
+
+int compare(const Value& a, const Value& b, size_t pos) {
+  if ((a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool)) {
+    const double x = a.as_double(), y = b.as_double();
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  if (a.kind == Kind::String && b.kind == Kind::String) return a.text < b.text ? -1 : a.text > b.text ? 1 : 0;
+  fail_at(pos, "cannot compare ", kind_name(a.kind), " with ", kind_name(b.kind));
+}
+
+bool contains(const Value& container, const Value& item, size_t pos) {
+  switch (container.kind) {
+    case Kind::Undefined: return false;
+    case Kind::String:
+      if (item.kind != Kind::String) fail_at(pos, "'in <string>' needs a string on the left, got ", kind_name(item.kind));
+      return container.text.find(item.text) != std::string::npos;
+    case Kind::List:
+      return std::any_of(container.list->begin(), container.list->end(), [&](const Value& v) { return equal(v, item); });
+    case Kind::Dict:
+    case Kind::Namespace: return item.kind == Kind::String && container.dict->find(item.text) != nullptr;
+    default: fail_at(pos, "'in' needs a string, list or dict on the right, got ", kind_name(container.kind));
+  }
+}
+
+std::vector<Value> iterate(const Value& v, size_t pos) {
+  switch (v.kind) {
+    case Kind::List: return *v.list;
+    case Kind::Dict: {
+      std::vector<Value> keys;
+      for (const auto& item : v.dict->items) keys.push_back(Value::of(item.first));
+      return keys;
+    }
+    case Kind::String: {
+      std::vector<Value> chars;
+      for (char32_t cp : code_points(v.text)) {
+        std::string c;
+        tok::append_utf8(c, cp);
+        chars.push_back(Value::of(std::move(c)));
+      }
+      return chars;
+    }
+    case Kind::Undefined: return {};  // Jinja iterates an undefined value as empty
+    default: fail_at(pos, "cannot iterate over ", kind_name(v.kind));
+  }
+}
+
+}  // namespace slm::jinja
