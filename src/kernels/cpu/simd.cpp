@@ -173,15 +173,22 @@ VectorKernels scalar_kernels() {
           scalar_exp_shifted};
 }
 
+// Each table is built on first use of its path only: the function that
+// builds it is compiled for that path's instructions, which a CPU without
+// them cannot even run to fill a table (an AVX2-only CPU died here).
 const VectorKernels& vector_kernels() {
   static const VectorKernels scalar = scalar_kernels();
 #if defined(__x86_64__)
-  static const VectorKernels avx2 = avx2_kernels();
-  static const VectorKernels avx512 = avx512_kernels();
   switch (active_isa()) {
     case Isa::Avx512Bf16:
-    case Isa::Avx512: return avx512;
-    case Isa::Avx2: return avx2;
+    case Isa::Avx512: {
+      static const VectorKernels avx512 = avx512_kernels();
+      return avx512;
+    }
+    case Isa::Avx2: {
+      static const VectorKernels avx2 = avx2_kernels();
+      return avx2;
+    }
     case Isa::Scalar: break;
   }
 #endif
@@ -190,16 +197,20 @@ const VectorKernels& vector_kernels() {
 
 const Bf16GemmKernels* bf16_gemm_kernels() {
 #if defined(__x86_64__)
-  static const Bf16GemmKernels kernels = avx512bf16_kernels();
-  if (active_isa() == Isa::Avx512Bf16) return &kernels;
+  if (active_isa() == Isa::Avx512Bf16) {
+    static const Bf16GemmKernels kernels = avx512bf16_kernels();
+    return &kernels;
+  }
 #endif
   return nullptr;
 }
 
 const QuantDotKernels* quant_dot_kernels() {
 #if defined(__x86_64__)
-  static const QuantDotKernels kernels = avx512vnni_kernels();
-  if (active_isa() == Isa::Avx512Bf16) return &kernels;
+  if (active_isa() == Isa::Avx512Bf16) {
+    static const QuantDotKernels kernels = avx512vnni_kernels();
+    return &kernels;
+  }
 #endif
   return nullptr;
 }
