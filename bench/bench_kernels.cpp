@@ -1,8 +1,8 @@
 // Microbenchmarks of the CPU kernels at the shapes of a SmolLM2-135M layer.
 #include <slm/tensor.h>
 
-#include "kernels/cpu/backward.h"
-#include "kernels/cpu/kernels.h"
+#include "backend/cpu/backward.h"
+#include "backend/cpu/kernels.h"
 
 #include <benchmark/benchmark.h>
 

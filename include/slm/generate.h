@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,7 +46,10 @@ struct TokenLogprob {
   float logprob;
 };
 
-enum class FinishReason { Length, Eos, Stop };
+// Length: max_new_tokens reached; Eos: an end-of-sequence token; Stop: a
+// stop string; Context: the model's context is full; Cancelled: stopped by
+// the caller.
+enum class FinishReason { Length, Eos, Stop, Context, Cancelled };
 std::string_view finish_reason_name(FinishReason reason);
 
 struct GenerateOptions {
@@ -69,11 +73,12 @@ struct GenerationResult {
   double decode_seconds = 0;
 };
 
-// Runs the prompt as one batch, then decodes one token at a time. `on_text`
-// receives text as it becomes final (complete UTF-8, stop strings held back).
-GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
-                          const GenerateOptions& options,
-                          const std::function<void(std::string_view)>& on_text = {});
+// One request through the engine (slm/engine.h): the prompt as one batch,
+// then one token at a time. `on_text` receives text as it becomes final
+// (complete UTF-8, stop strings held back).
+GenerationResult generate(const Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                          const GenerateOptions& options, const std::function<void(std::string_view)>& on_text = {},
+                          std::shared_ptr<const Adapter> adapter = nullptr);
 
 // The K most likely tokens of log_softmax(logits), most likely first.
 std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k);
@@ -90,6 +95,7 @@ struct PerplexityResult {
 
 // Scores `ids` in windows of `context` tokens; consecutive windows overlap by
 // one token so every token but the first is predicted exactly once.
-PerplexityResult perplexity(Model& model, std::span<const int32_t> ids, int64_t context);
+PerplexityResult perplexity(const Model& model, std::span<const int32_t> ids, int64_t context,
+                            const Adapter* adapter = nullptr);
 
 }  // namespace slm

@@ -3,6 +3,8 @@
 // per-architecture options; forward passes run over a KV cache.
 #pragma once
 
+#include <slm/adapter.h>
+#include <slm/kv_cache.h>
 #include <slm/tensor.h>
 
 #include <cstdint>
@@ -67,7 +69,6 @@ struct GenerationDefaults {
   static GenerationDefaults from_file(const std::filesystem::path& generation_config_json);
 };
 
-enum class Device { CPU, CUDA };
 enum class AttentionImpl { Eager, Flash };
 
 struct LoadOptions {
@@ -103,41 +104,35 @@ struct Weights {
 std::vector<std::pair<std::string, Tensor*>> named_weights(Weights& weights, const ModelConfig& config);
 std::vector<std::pair<std::string, const Tensor*>> named_weights(const Weights& weights, const ModelConfig& config);
 
-// A low-rank update beside a linear layer, added at run time without touching
-// the layer's weight: y += scale · B·(A·x), a LoRA adapter.
-struct LowRankUpdate {
-  Tensor A;  // [rank, in], f32
-  Tensor B;  // [out, rank], f32
-  float scale = 0.0f;
-  bool empty() const { return A.empty(); }
+// The tokens of one forward call: many sequences at once, each token with
+// its sequence, its position, whether its logits are wanted and the adapter
+// its linear layers add (null: none), as llama.cpp's llama_batch. The rows
+// of one sequence are consecutive and continue it: the first stands at
+// KVCache::length(seq). Sequences of different lengths, some prefilling and
+// some decoding, share one call.
+struct Batch {
+  std::vector<int32_t> tokens, positions, sequences;
+  std::vector<uint8_t> logits;
+  std::vector<const Adapter*> adapters;
+
+  void add(int32_t token, int32_t position, int32_t sequence, bool want_logits, const Adapter* adapter = nullptr) {
+    tokens.push_back(token);
+    positions.push_back(position);
+    sequences.push_back(sequence);
+    logits.push_back(want_logits ? 1 : 0);
+    adapters.push_back(adapter);
+  }
+  void clear() {
+    tokens.clear();
+    positions.clear();
+    sequences.clear();
+    logits.clear();
+    adapters.clear();
+  }
+  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
 };
 
-// The updates of one layer, named as its LayerWeights; empty ones are skipped.
-struct LayerAdapter {
-  LowRankUpdate q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
-};
-
-// Keys and values of every layer for positions [0, length), stored in f32,
-// f16 or bf16 (--kv-dtype). Memory is allocated once for `capacity` positions.
-class KVCache {
- public:
-  KVCache(const ModelConfig& config, int64_t capacity, DType dtype = DType::F32);
-  int64_t capacity() const { return capacity_; }
-  int64_t length() const { return length_; }
-  void set_length(int64_t length);  // truncate (e.g. to reuse a shared prefix)
-  void clear() { length_ = 0; }
-  DType dtype() const { return keys_.dtype(); }
-  // [kv_heads, capacity, head_dim] for layer l, in dtype().
-  void* keys(int64_t layer) const { return static_cast<uint8_t*>(keys_.data()) + layer * layer_bytes_; }
-  void* values(int64_t layer) const { return static_cast<uint8_t*>(values_.data()) + layer * layer_bytes_; }
-  size_t bytes() const { return keys_.nbytes() + values_.nbytes(); }
-
- private:
-  int64_t capacity_;
-  int64_t length_ = 0;
-  size_t layer_bytes_;
-  Tensor keys_, values_;
-};
+class Backend;
 
 class Model {
  public:
@@ -145,42 +140,56 @@ class Model {
   // listed in model.safetensors.index.json), memory-mapped.
   static Model load(const std::filesystem::path& dir, const LoadOptions& options = {});
   Model(ModelConfig config, Weights weights);
-  Model(Model&&) noexcept;
-  Model& operator=(Model&&) noexcept;
-  ~Model();
+  Model(Model&&) noexcept = default;
+  Model& operator=(Model&&) noexcept = default;
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
   DType dtype() const;  // the dtype of the linear weights in memory
   size_t weight_bytes() const;
-  Device device() const { return Device::CPU; }
+  Device device() const;
 
   void set_attention(AttentionImpl impl) { attention_ = impl; }
   AttentionImpl attention() const { return attention_; }
 
-  // Low-rank updates forward adds to the linear layers' outputs, one entry
-  // per layer (empty: none); the weights stay as loaded. slm::attach_adapter
-  // (slm/train.h) reads them from a PEFT folder.
-  void set_adapter(std::vector<LayerAdapter> adapter);
-  const std::vector<LayerAdapter>& adapter() const { return adapter_; }
+  // The backend every forward of this model runs on (the CPU today).
+  const Backend& backend() const { return *backend_; }
+  // Rotary inverse frequencies, head_dim/2 of them (rope scaling applied).
+  const std::vector<float>& rope_frequencies() const { return inv_freq_; }
 
-  // Runs `tokens` at positions cache.length() onward, appends their keys and
-  // values to the cache, and returns the final hidden states (after the last
-  // norm), [tokens.size(), hidden], valid until the next call.
-  std::span<const float> forward(std::span<const int32_t> tokens, KVCache& cache);
+  // Runs every token of `batch`, writing their keys and values into `cache`
+  // (which takes the blocks they need), and returns the final hidden states
+  // (after the last norm) of the rows whose logits are wanted, [rows, hidden]
+  // in batch order, valid until the cache's next forward. The model is only
+  // read: callers with their own caches may run it at once from several
+  // threads. Fails, changing nothing, when the pool lacks the blocks.
+  std::span<const float> forward(const Batch& batch, KVCache& cache) const;
+  // The same, then the logits of those rows, [rows, vocab].
+  std::span<const float> forward_logits(const Batch& batch, KVCache& cache) const;
   // Logits [rows, vocab] for `rows` consecutive hidden states.
   void logits(std::span<const float> hidden, int64_t rows, std::span<float> out) const;
-  // Convenience: forward, then the logits of the last token.
-  std::span<const float> forward_last_logits(std::span<const int32_t> tokens, KVCache& cache);
+
+  // One sequence: runs `tokens` at positions cache.length(seq) onward and
+  // returns the hidden states of every one of them, [tokens.size(), hidden].
+  std::span<const float> forward(std::span<const int32_t> tokens, KVCache& cache, const Adapter* adapter = nullptr,
+                                 int32_t seq = 0) const;
+  // One sequence: the logits of its last token.
+  std::span<const float> forward_last_logits(std::span<const int32_t> tokens, KVCache& cache,
+                                             const Adapter* adapter = nullptr, int32_t seq = 0) const;
 
  private:
-  struct Scratch;
   ModelConfig config_;
   Weights weights_;
   AttentionImpl attention_ = AttentionImpl::Flash;
-  std::vector<LayerAdapter> adapter_;
-  std::unique_ptr<Scratch> scratch_;
+  const Backend* backend_;
+  std::vector<float> inv_freq_;
 };
+
+// The PEFT adapter in `dir` (adapter_config.json + adapter_model.safetensors)
+// for `base`: every tensor checked against the layer it adapts, a missing or
+// misshapen one named with both shapes. `name` names it in a batch's
+// requests (default: the folder's name).
+Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::string name = {});
 
 }  // namespace slm
 

@@ -17,6 +17,9 @@ namespace slm {
 // src/core/quant.h); they exist only in memory, made at load.
 enum class DType : uint8_t { F32, F16, BF16, Q8, Q4 };
 
+// Where a tensor's bytes live; a backend (src/backend/) computes over its own.
+enum class Device : uint8_t { CPU, CUDA };
+
 bool is_quantized(DType dtype);
 // Bytes of `numel` elements (for Q8/Q4, numel is a multiple of 32).
 size_t dtype_bytes(DType dtype, int64_t numel);
@@ -27,13 +30,14 @@ std::optional<DType> parse_dtype(std::string_view name);
 class Tensor {
  public:
   Tensor() = default;
-  // A view of `data`, kept alive by `owner`.
-  Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner);
+  // A view of `data` (memory of `device`), kept alive by `owner`.
+  Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner, Device device = Device::CPU);
   // A fresh, zero-filled heap tensor.
   static Tensor zeros(DType dtype, std::vector<int64_t> shape);
 
   bool empty() const { return data_ == nullptr; }
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
   size_t rank() const { return shape_.size(); }
@@ -53,6 +57,7 @@ class Tensor {
 
  private:
   DType dtype_ = DType::F32;
+  Device device_ = Device::CPU;
   std::vector<int64_t> shape_;
   void* data_ = nullptr;
   std::shared_ptr<void> owner_;

@@ -1,6 +1,6 @@
 // Training: LoRA adapters on a frozen model, or every weight (full
 // fine-tuning, pretraining from a random init), with hand-written backward
-// passes (src/kernels/cpu/backward.h), AdamW and a learning-rate schedule.
+// passes (src/backend/cpu/backward.h), AdamW and a learning-rate schedule.
 // The model given is never modified (full training works on its own f32
 // copy); inference stays on Model::forward and never allocates gradient state.
 #pragma once
@@ -139,12 +139,6 @@ Model merge_adapter(const Model& base, const std::filesystem::path& adapter_dir,
 // present. Every file is written to a temporary name and renamed.
 void save_model_folder(const Model& model, const std::filesystem::path& out, DType dtype,
                        const std::filesystem::path& files_from);
-
-// A model with the PEFT adapter in `adapter_dir` applied at run time
-// (Model::set_adapter): forward adds alpha/r · B·A·x to every targeted
-// module's output, the base weights untouched. Fails naming the file and any
-// missing or misshapen tensor, as merge_adapter does.
-void attach_adapter(Model& model, const std::filesystem::path& adapter_dir);
 
 class Trainer {
  public:

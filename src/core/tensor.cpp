@@ -45,8 +45,8 @@ std::optional<DType> parse_dtype(std::string_view name) {
   return std::nullopt;
 }
 
-Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner)
-    : dtype_(dtype), shape_(std::move(shape)), data_(data), owner_(std::move(owner)) {}
+Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner, Device device)
+    : dtype_(dtype), device_(device), shape_(std::move(shape)), data_(data), owner_(std::move(owner)) {}
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   Tensor t(dtype, std::move(shape), nullptr, nullptr);

@@ -1,12 +1,12 @@
-// LoRA adapters applied to a model, merged (W' = W + scale · B·A) or at run
-// time, and a model written out as a Hugging Face folder.
+// LoRA adapters merged into a model (W' = W + scale · B·A), and a model
+// written out as a Hugging Face folder.
 #include <slm/error.h>
 #include <slm/train.h>
 
 #include "core/atomic_file.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
-#include "train/lora.h"
+#include "model/modules.h"
 
 #include <cblas.h>
 
@@ -18,7 +18,7 @@ namespace slm {
 
 namespace {
 
-Tensor merged(const Tensor& W, const LowRankUpdate& u, DType dtype) {
+Tensor merged(const Tensor& W, const LoraWeights& u, DType dtype) {
   const int64_t out = W.dim(0), in = W.dim(1), rank = u.A.dim(0);
   Tensor result = Tensor::zeros(DType::F32, W.shape());
   const Tensor wide = W.to(DType::F32);
@@ -29,63 +29,20 @@ Tensor merged(const Tensor& W, const LowRankUpdate& u, DType dtype) {
   return dtype == DType::F32 ? result : result.to(dtype);
 }
 
-// The PEFT adapter in `adapter_dir` as f32 low-rank updates per layer, every
-// tensor checked against `model`'s weights.
-std::vector<LayerAdapter> read_adapter(const Model& model, const std::filesystem::path& adapter_dir) {
-  const PeftAdapter adapter = load_peft_adapter(adapter_dir);
-  const std::string source = (adapter_dir / "adapter_model.safetensors").string();
-  const float scale = static_cast<float>(adapter.config.lora_alpha / static_cast<double>(adapter.config.r));
-  const std::vector<train::LoraModule> modules = train::parse_lora_targets(adapter.config.target_modules);
-  const std::vector<LayerWeights>& layers = model.weights().layers;
-  std::vector<LayerAdapter> updates(layers.size());
-  size_t used = 0;
-  for (size_t l = 0; l < layers.size(); ++l) {
-    for (train::LoraModule m : modules) {
-      const std::string prefix =
-          "base_model.model.model.layers." + std::to_string(l) + "." + train::lora_module_path(m) + ".lora_";
-      const Tensor& W = train::module_of(layers[l], m);
-      const auto a = adapter.tensors.find(prefix + "A.weight");
-      const auto b = adapter.tensors.find(prefix + "B.weight");
-      if (a == adapter.tensors.end()) fail(source, ": missing tensor \"", prefix, "A.weight\"");
-      if (b == adapter.tensors.end()) fail(source, ": missing tensor \"", prefix, "B.weight\"");
-      const std::vector<int64_t> want_a{adapter.config.r, W.dim(1)}, want_b{W.dim(0), adapter.config.r};
-      if (a->second.shape() != want_a) {
-        fail(source, ": tensor \"", a->first, "\" has shape ", a->second.shape_string(), ", the base model needs ",
-             Tensor(DType::F32, want_a, nullptr, nullptr).shape_string());
-      }
-      if (b->second.shape() != want_b) {
-        fail(source, ": tensor \"", b->first, "\" has shape ", b->second.shape_string(), ", the base model needs ",
-             Tensor(DType::F32, want_b, nullptr, nullptr).shape_string());
-      }
-      train::module_of(updates[l], m) = LowRankUpdate{a->second.to(DType::F32), b->second.to(DType::F32), scale};
-      used += 2;
-    }
-  }
-  if (used != adapter.tensors.size()) {
-    fail(source, ": holds ", adapter.tensors.size(), " tensors, but the model's ", layers.size(),
-         " layers and the target modules account for ", used);
-  }
-  return updates;
-}
-
 }  // namespace
 
 Model merge_adapter(const Model& base, const std::filesystem::path& adapter_dir, std::optional<DType> dtype) {
-  const std::vector<LayerAdapter> updates = read_adapter(base, adapter_dir);
+  const Adapter adapter = load_adapter(base, adapter_dir);
   Weights weights = base.weights();
   for (size_t l = 0; l < weights.layers.size(); ++l) {
-    for (int m = 0; m < train::kLoraModuleCount; ++m) {
-      const LowRankUpdate& u = train::module_of(updates[l], static_cast<train::LoraModule>(m));
+    for (int m = 0; m < kLoraModuleCount; ++m) {
+      const LoraWeights& u = adapter.at(static_cast<int64_t>(l), static_cast<LoraModule>(m));
       if (u.empty()) continue;
-      Tensor& W = train::module_of(weights.layers[l], static_cast<train::LoraModule>(m));
+      Tensor& W = module_of(weights.layers[l], static_cast<LoraModule>(m));
       W = merged(W, u, dtype.value_or(W.dtype()));
     }
   }
   return Model(base.config(), std::move(weights));
-}
-
-void attach_adapter(Model& model, const std::filesystem::path& adapter_dir) {
-  model.set_adapter(read_adapter(model, adapter_dir));
 }
 
 void save_model_folder(const Model& model, const std::filesystem::path& out, DType dtype,

@@ -1,18 +1,18 @@
 // The training step of a Llama-family decoder, with LoRA adapters or with
-// every weight trainable: a forward over whole sequences that keeps what the
-// backward needs, the backward from the loss down to every trainable tensor,
-// then AdamW. Each block's forward and backward sit side by side in the order
-// they run (llm.c style); in LoRA mode the frozen weights are only ever read.
+// every weight trainable: the one decoder's forward over whole sequences,
+// keeping what the backward needs (model/decoder.h), its backward from the
+// loss down to every trainable tensor, then AdamW, all through the model's
+// backend. In LoRA mode the frozen weights are only ever read.
 #include <slm/error.h>
+#include <slm/random.h>
 #include <slm/train.h>
 
+#include "backend/backend.h"
 #include "core/atomic_file.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
-#include "kernels/cpu/backward.h"
-#include "kernels/cpu/kernels.h"
-#include "model/rope.h"
-#include "train/lora.h"
+#include "model/decoder.h"
+#include "model/modules.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,25 +26,11 @@
 
 namespace slm {
 
-namespace train {
 namespace {
 
-using Buffer = std::vector<float>;
+using decoder::Buffer;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
-
-// What one layer's backward needs from its forward, beside the layer's input.
-// The normed inputs h1/h2 and the MLP activation are recomputed in backward
-// (cheap next to keeping them).
-struct LayerActivations {
-  Buffer q, k, v;        // after bias, q/k norm and RoPE
-  Buffer q_pre, k_pre;   // before the q/k norm (qk_norm models only)
-  Buffer attn;           // attention output, o_proj's input [N, q_dim]
-  Buffer lse;            // [B, heads, T]
-  Buffer x_mid;          // residual stream after attention
-  Buffer gate, up;       // MLP pre-activations [N, I]
-  std::array<Buffer, kLoraModuleCount> lora_u;  // A·x of each adapter [N, r]
-};
 
 std::string peft_name(int64_t layer, LoraModule m, const char* which) {
   return "base_model.model.model.layers." + std::to_string(layer) + "." + lora_module_path(m) + ".lora_" + which +
@@ -60,19 +46,14 @@ Tensor f32_copy(const Tensor& t) {
 }
 
 }  // namespace
-}  // namespace train
-
-using train::Buffer;
-using train::LoraAdapter;
-using train::LoraModule;
-using train::sz;
 
 struct Trainer::State {
   const Model* model;  // what forward reads: the frozen base, or `master`
   LoraOptions lora;
   OptimizerOptions optimizer;
   std::vector<LoraModule> targets;
-  std::vector<std::array<LoraAdapter, train::kLoraModuleCount>> adapters;  // [layer][module]; inactive if untargeted
+  // LoRA: the trained adapter and its gradients, alike in shape.
+  Adapter adapter, adapter_grads;
   // Full fine-tuning: the trained weights (f32) and their gradients, laid out
   // as the model's (a tied lm_head shares the embedding and its gradient).
   // LoRA leaves them empty (one empty LayerWeights per layer).
@@ -83,20 +64,18 @@ struct Trainer::State {
   int64_t step = 0;
   uint64_t forward_calls = 0;  // distinguishes the dropout masks of every forward
   bool checkpointing = false;
-  std::vector<float> inv_freq;
   // Forward storage, sized for the last batch shape: the residual stream
   // entering each layer, and the activations of every layer (or, with
   // checkpointing and in evaluation, of the one being run).
   std::vector<Buffer> inputs;
-  std::vector<train::LayerActivations> layers;
-  Buffer x_final, h_final, cos, sin, recomputed;
-  // Backward scratch.
-  Buffer dx, dh, h, act, dact, dgate, dup, dattn, dq, dk, dv;
-  std::vector<float> lora_scratch;
+  std::vector<decoder::LayerActivations> layers;
+  Buffer x_final, h_final, cos, sin, recomputed, h, act, dh, dx;
+  std::vector<int32_t> positions;
+  decoder::BackwardScratch backward;
+  std::vector<float> scratch, scores;
 
   bool full() const { return master.has_value(); }
-  LoraAdapter& adapter(int64_t layer, LoraModule m) { return adapters[sz(layer)][static_cast<size_t>(m)]; }
-  train::LayerActivations& activations(int64_t layer) {
+  decoder::LayerActivations& activations(int64_t layer) {
     return layers.size() == 1 ? layers.front() : layers[sz(layer)];
   }
 
@@ -106,48 +85,7 @@ struct Trainer::State {
   std::vector<std::pair<std::string, Tensor>> parameters() const { return named(false); }
   std::vector<std::pair<std::string, Tensor>> gradients() const { return named(true); }
 
-  uint64_t dropout_seed(int64_t layer, LoraModule m) const {
-    return mix_seed(mix_seed(lora.seed, forward_calls), static_cast<uint64_t>(layer * 16 + static_cast<int64_t>(m)));
-  }
-
   double run(const TrainBatch& batch, double grad_scale, bool backward);
-  void forward_layer(int64_t l, int64_t B, int64_t T, const float* x, float* x_out, double dropout);
-  void backward_layer(int64_t l, int64_t B, int64_t T, double dropout);
-
-  // y = W·x + bias of module m, plus its adapter when it has one.
-  void linear(int64_t l, LoraModule m, const float* x, int64_t N, float* y, double dropout) {
-    const LayerWeights& L = model->weights().layers[sz(l)];
-    const Tensor& W = train::module_of(L, m);
-    const Tensor* bias = train::module_bias(L, m);
-    cpu::matmul(x, N, W.dim(1), W, bias && !bias->empty() ? bias->data_as<const float>() : nullptr, y);
-    LoraAdapter& a = adapter(l, m);
-    if (a.active()) {
-      Buffer& u = activations(l).lora_u[static_cast<size_t>(m)];
-      u.resize(sz(N * a.rank()));
-      a.forward(x, N, dropout, dropout_seed(l, m), u.data(), y, lora_scratch);
-    }
-  }
-  // dx (+)= ∂L/∂x of linear(), and the gradients of what it trains.
-  void linear_backward(int64_t l, LoraModule m, const float* x, const float* dy, int64_t N, float* grad_x,
-                       bool accumulate, double dropout) {
-    const Tensor& W = train::module_of(model->weights().layers[sz(l)], m);
-    cpu::matmul_backward_input(dy, N, W, grad_x, accumulate);
-    if (full()) {
-      LayerWeights& G = grads.layers[sz(l)];
-      Tensor& dW = train::module_of(G, m);
-      cpu::matmul_backward_weight(dy, x, N, dW.dim(0), dW.dim(1), dW.data_as<float>(), true);
-      if (Tensor* db = train::module_bias(G, m); db && !db->empty()) {
-        cpu::bias_backward(dy, N, db->dim(0), db->data_as<float>());
-      }
-    }
-    LoraAdapter& a = adapter(l, m);
-    if (a.active()) {
-      a.backward(x, activations(l).lora_u[static_cast<size_t>(m)].data(), dy, N, dropout, dropout_seed(l, m), grad_x,
-                 lora_scratch);
-    }
-  }
-  // Where the gradient of a weight accumulates; null when the weights are frozen.
-  float* weight_grad(Tensor& g) { return full() ? g.data_as<float>() : nullptr; }
 };
 
 LrSchedule parse_lr_schedule(const std::string& name) {
@@ -187,12 +125,6 @@ void check_optimizer(const OptimizerOptions& optimizer) {
   }
 }
 
-void check_trainable(const Model& model) {
-  if (!model.adapter().empty()) {
-    fail("the model has a run-time adapter; merge it first (slm merge) to train on top of it");
-  }
-}
-
 }  // namespace
 
 Trainer::Trainer(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -205,19 +137,21 @@ Trainer::Trainer(const Model& model, const LoraOptions& lora, const OptimizerOpt
   if (!(lora.alpha > 0)) fail("--lora-alpha: must be positive, got ", lora.alpha);
   if (!(lora.dropout >= 0 && lora.dropout < 1)) fail("--lora-dropout: must be in [0, 1), got ", lora.dropout);
   check_optimizer(optimizer);
-  check_trainable(model);
   s.model = &model;
   s.lora = lora;
   s.optimizer = optimizer;
-  s.targets = train::parse_lora_targets(lora.targets);
-  s.inv_freq = rope_inverse_frequencies(c);
+  s.targets = parse_lora_targets(lora.targets);
   Rng rng(lora.seed);
-  s.adapters.resize(sz(c.num_hidden_layers));
+  s.adapter = Adapter(c.num_hidden_layers, "trained");
+  s.adapter_grads = Adapter(c.num_hidden_layers, "gradients");
   s.grads.layers.resize(sz(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     for (LoraModule m : s.targets) {
-      const Tensor& W = train::module_of(model.weights().layers[sz(l)], m);
-      s.adapters[sz(l)][static_cast<size_t>(m)] = LoraAdapter(W.dim(1), W.dim(0), lora.rank, lora.alpha, rng);
+      const Tensor& W = module_of(model.weights().layers[sz(l)], m);
+      LoraWeights& w = s.adapter.at(l, m);
+      w = lora_init(W.dim(1), W.dim(0), lora.rank, lora.alpha, rng);
+      s.adapter_grads.at(l, m) = {Tensor::zeros(DType::F32, w.A.shape()), Tensor::zeros(DType::F32, w.B.shape()),
+                                  w.scale};
     }
   }
   for (const auto& [name, p] : s.parameters()) {
@@ -231,17 +165,14 @@ Trainer Trainer::full(const Model& model, const OptimizerOptions& optimizer, DTy
     fail("--save-dtype: expected f32, f16 or bf16, got ", dtype_name(save_dtype));
   }
   check_optimizer(optimizer);
-  check_trainable(model);
   auto state = std::make_unique<State>();
   State& s = *state;
   const ModelConfig& c = model.config();
   s.optimizer = optimizer;
   s.save_dtype = save_dtype;
-  s.inv_freq = rope_inverse_frequencies(c);
-  s.adapters.resize(sz(c.num_hidden_layers));
   Weights master = model.weights();
   Weights grads = model.weights();
-  for (auto& [name, t] : named_weights(master, c)) *t = train::f32_copy(*t);
+  for (auto& [name, t] : named_weights(master, c)) *t = f32_copy(*t);
   for (auto& [name, t] : named_weights(grads, c)) *t = Tensor::zeros(DType::F32, t->shape());
   if (c.tie_word_embeddings) {
     master.lm_head = master.embed_tokens;
@@ -271,114 +202,20 @@ std::vector<std::pair<std::string, Tensor>> Trainer::State::named(bool gradients
     }
     return out;
   }
-  for (size_t l = 0; l < adapters.size(); ++l) {
+  for (int64_t l = 0; l < adapter.layers(); ++l) {
     for (LoraModule m : targets) {
-      const LoraAdapter& a = adapters[l][static_cast<size_t>(m)];
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "A"), gradients ? a.grad_A() : a.A());
-      out.emplace_back(train::peft_name(static_cast<int64_t>(l), m, "B"), gradients ? a.grad_B() : a.B());
+      const LoraWeights& w = (gradients ? adapter_grads : adapter).at(l, m);
+      out.emplace_back(peft_name(l, m, "A"), w.A);
+      out.emplace_back(peft_name(l, m, "B"), w.B);
     }
   }
   return out;
 }
 
-void Trainer::State::forward_layer(int64_t l, int64_t B, int64_t T, const float* x, float* x_out, double dropout) {
+double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with_backward) {
   const ModelConfig& c = model->config();
-  const LayerWeights& W = model->weights().layers[sz(l)];
-  train::LayerActivations& a = activations(l);
-  const int64_t N = B * T, H = c.hidden_size, hd = c.head_dim;
-  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd, I = c.intermediate_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  a.q.resize(sz(N * q_dim));
-  a.k.resize(sz(N * kv_dim));
-  a.v.resize(sz(N * kv_dim));
-  a.attn.resize(sz(N * q_dim));
-  a.lse.resize(sz(B * c.num_attention_heads * T));
-  a.x_mid.resize(sz(N * H));
-  a.gate.resize(sz(N * I));
-  a.up.resize(sz(N * I));
-  h.resize(sz(N * std::max(H, I)));
-  act.resize(sz(N * I));
-
-  // Attention block.
-  cpu::rmsnorm(x, W.attn_norm.data_as<const float>(), eps, N, H, h.data());
-  linear(l, LoraModule::Q, h.data(), N, a.q.data(), dropout);
-  linear(l, LoraModule::K, h.data(), N, a.k.data(), dropout);
-  linear(l, LoraModule::V, h.data(), N, a.v.data(), dropout);
-  if (c.qk_norm) {
-    a.q_pre = a.q;
-    a.k_pre = a.k;
-    cpu::rmsnorm(a.q_pre.data(), W.q_norm.data_as<const float>(), eps, N * c.num_attention_heads, hd, a.q.data());
-    cpu::rmsnorm(a.k_pre.data(), W.k_norm.data_as<const float>(), eps, N * c.num_key_value_heads, hd, a.k.data());
-  }
-  cpu::rope(a.q.data(), N, c.num_attention_heads, hd, cos.data(), sin.data());
-  cpu::rope(a.k.data(), N, c.num_key_value_heads, hd, cos.data(), sin.data());
-  const cpu::SequenceAttentionShape shape{B, T, c.num_attention_heads, c.num_key_value_heads, hd, c.layer_window(l)};
-  cpu::attention_train_forward(a.q.data(), a.k.data(), a.v.data(), shape, a.attn.data(), a.lse.data());
-  linear(l, LoraModule::O, a.attn.data(), N, a.x_mid.data(), dropout);
-  cpu::add_inplace(a.x_mid.data(), x, N * H);
-
-  // MLP block.
-  cpu::rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, h.data());
-  linear(l, LoraModule::Gate, h.data(), N, a.gate.data(), dropout);
-  linear(l, LoraModule::Up, h.data(), N, a.up.data(), dropout);
-  cpu::silu_mul(a.gate.data(), a.up.data(), act.data(), N * I);
-  linear(l, LoraModule::Down, act.data(), N, x_out, dropout);
-  cpu::add_inplace(x_out, a.x_mid.data(), N * H);
-}
-
-// On entry dx holds ∂L/∂(layer output); on exit ∂L/∂(layer input).
-void Trainer::State::backward_layer(int64_t l, int64_t B, int64_t T, double dropout) {
-  const ModelConfig& c = model->config();
-  const LayerWeights& W = model->weights().layers[sz(l)];
-  LayerWeights& G = grads.layers[sz(l)];
-  const train::LayerActivations& a = activations(l);
-  const float* x_in = inputs[sz(l)].data();
-  const int64_t N = B * T, H = c.hidden_size, hd = c.head_dim;
-  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd, I = c.intermediate_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  dh.resize(sz(N * H));
-  dact.resize(sz(N * I));
-  dgate.resize(sz(N * I));
-  dup.resize(sz(N * I));
-  dattn.resize(sz(N * q_dim));
-  dq.resize(sz(N * q_dim));
-  dk.resize(sz(N * kv_dim));
-  dv.resize(sz(N * kv_dim));
-
-  // MLP block: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm(x_mid).
-  cpu::silu_mul(a.gate.data(), a.up.data(), act.data(), N * I);
-  linear_backward(l, LoraModule::Down, act.data(), dx.data(), N, dact.data(), false, dropout);
-  cpu::silu_mul_backward(a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(), N * I);
-  cpu::rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, h.data());
-  linear_backward(l, LoraModule::Gate, h.data(), dgate.data(), N, dh.data(), false, dropout);
-  linear_backward(l, LoraModule::Up, h.data(), dup.data(), N, dh.data(), true, dropout);
-  cpu::rmsnorm_backward(dh.data(), a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, dx.data(),
-                        weight_grad(G.mlp_norm), true);
-
-  // Attention block: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in).
-  linear_backward(l, LoraModule::O, a.attn.data(), dx.data(), N, dattn.data(), false, dropout);
-  const cpu::SequenceAttentionShape shape{B, T, c.num_attention_heads, c.num_key_value_heads, hd, c.layer_window(l)};
-  cpu::attention_train_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), dattn.data(), a.lse.data(), shape,
-                                dq.data(), dk.data(), dv.data());
-  cpu::rope_backward(dq.data(), N, c.num_attention_heads, hd, cos.data(), sin.data());
-  cpu::rope_backward(dk.data(), N, c.num_key_value_heads, hd, cos.data(), sin.data());
-  if (c.qk_norm) {
-    cpu::rmsnorm_backward(dq.data(), a.q_pre.data(), W.q_norm.data_as<const float>(), eps, N * c.num_attention_heads,
-                          hd, dq.data(), weight_grad(G.q_norm), false);
-    cpu::rmsnorm_backward(dk.data(), a.k_pre.data(), W.k_norm.data_as<const float>(), eps, N * c.num_key_value_heads,
-                          hd, dk.data(), weight_grad(G.k_norm), false);
-  }
-  cpu::rmsnorm(x_in, W.attn_norm.data_as<const float>(), eps, N, H, h.data());
-  linear_backward(l, LoraModule::Q, h.data(), dq.data(), N, dh.data(), false, dropout);
-  linear_backward(l, LoraModule::K, h.data(), dk.data(), N, dh.data(), true, dropout);
-  linear_backward(l, LoraModule::V, h.data(), dv.data(), N, dh.data(), true, dropout);
-  cpu::rmsnorm_backward(dh.data(), x_in, W.attn_norm.data_as<const float>(), eps, N, H, dx.data(),
-                        weight_grad(G.attn_norm), true);
-}
-
-double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool backward) {
-  const ModelConfig& c = model->config();
-  const int64_t B = batch.batch, T = batch.seq, N = B * T, H = c.hidden_size, half = c.head_dim / 2;
+  const Backend& be = model->backend();
+  const int64_t B = batch.batch, T = batch.seq, N = B * T, H = c.hidden_size;
   const int64_t layer_count = c.num_hidden_layers;
   if (B <= 0 || T <= 0) fail("training batch: empty (", B, " sequences of ", T, " tokens)");
   if (static_cast<int64_t>(batch.tokens.size()) != N || static_cast<int64_t>(batch.labels.size()) != N) {
@@ -388,21 +225,18 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool back
   for (int32_t id : batch.tokens) {
     if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
   }
-  const double dropout = backward ? lora.dropout : 0.0;
   ++forward_calls;
   // Every layer's activations only when backward reads them without recomputing.
-  layers.resize(backward && !checkpointing ? sz(layer_count) : 1);
+  layers.resize(with_backward && !checkpointing ? sz(layer_count) : 1);
   inputs.resize(sz(layer_count));
-  cos.resize(sz(N * half));
-  sin.resize(sz(N * half));
-  for (int64_t r = 0; r < N; ++r) {
-    const float position = static_cast<float>(r % T);
-    for (int64_t j = 0; j < half; ++j) {
-      const float angle = position * inv_freq[sz(j)];
-      cos[sz(r * half + j)] = std::cos(angle);
-      sin[sz(r * half + j)] = std::sin(angle);
-    }
-  }
+  positions.resize(sz(N));
+  for (int64_t r = 0; r < N; ++r) positions[sz(r)] = static_cast<int32_t>(r % T);
+  decoder::rope_angles(model->rope_frequencies(), positions.data(), N, cos, sin);
+  // Training's [B, T] batch is one run of rows adding the trained adapter (or none).
+  const decoder::AdapterRun rows{0, N, full() ? nullptr : &adapter};
+  const decoder::Pass pass{*model, N, cos.data(), sin.data(), std::span(&rows, 1), nullptr, {}, B, T,
+                           with_backward ? lora.dropout : 0.0, mix_seed(lora.seed, forward_calls), h, act, scratch,
+                           scores};
   // Next-token targets: position t predicts labels[t+1]; the last position of each sequence predicts nothing.
   std::vector<int32_t> next_tokens(sz(N), -100);
   for (int64_t b = 0; b < B; ++b) {
@@ -410,35 +244,34 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool back
   }
 
   inputs[0].resize(sz(N * H));
-  cpu::embedding(model->weights().embed_tokens, batch.tokens.data(), N, inputs[0].data());
+  be.embedding(model->weights().embed_tokens, batch.tokens.data(), N, inputs[0].data());
   x_final.resize(sz(N * H));
   for (int64_t l = 0; l < layer_count; ++l) {
     Buffer& out = l + 1 < layer_count ? inputs[sz(l + 1)] : x_final;
     out.resize(sz(N * H));
-    forward_layer(l, B, T, inputs[sz(l)].data(), out.data(), dropout);
+    decoder::layer_forward(pass, l, inputs[sz(l)].data(), out.data(), activations(l));
   }
   h_final.resize(sz(N * H));
   const Weights& w = model->weights();
   const float eps = static_cast<float>(c.rms_norm_eps);
-  cpu::rmsnorm(x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, h_final.data());
-  if (!backward) {
-    return cpu::cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), 1.0f, nullptr, nullptr);
-  }
+  be.rmsnorm(x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, h_final.data());
+  if (!with_backward) return be.cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), 1.0f, nullptr, nullptr);
+  const decoder::Gradients g{full() ? &grads : nullptr, full() ? nullptr : &adapter, full() ? nullptr : &adapter_grads};
   dh.resize(sz(N * H));
-  const double loss = cpu::cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(),
-                                         static_cast<float>(grad_scale), dh.data(), weight_grad(grads.lm_head));
+  const double loss = be.cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), static_cast<float>(grad_scale),
+                                       dh.data(), full() ? grads.lm_head.data_as<float>() : nullptr);
   dx.resize(sz(N * H));
-  cpu::rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, dx.data(),
-                        weight_grad(grads.final_norm), false);
+  be.rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, dx.data(),
+                      full() ? grads.final_norm.data_as<float>() : nullptr, false);
   for (int64_t l = layer_count - 1; l >= 0; --l) {
     // The last layer's activations are still those forward left.
     if (checkpointing && l + 1 < layer_count) {
       recomputed.resize(sz(N * H));
-      forward_layer(l, B, T, inputs[sz(l)].data(), recomputed.data(), dropout);
+      decoder::layer_forward(pass, l, inputs[sz(l)].data(), recomputed.data(), activations(l));
     }
-    backward_layer(l, B, T, dropout);
+    decoder::layer_backward(pass, l, inputs[sz(l)].data(), activations(l), g, dx, backward);
   }
-  if (full()) cpu::embedding_backward(dx.data(), batch.tokens.data(), N, H, grads.embed_tokens.data_as<float>());
+  if (full()) be.embedding_backward(dx.data(), batch.tokens.data(), N, H, grads.embed_tokens.data_as<float>());
   return loss;
 }
 
@@ -452,33 +285,13 @@ void Trainer::zero_grad() {
   for (const auto& [name, g] : state_->gradients()) std::memset(g.data(), 0, g.nbytes());
 }
 
-namespace {
-
-// Σ x² in double, over fixed blocks summed in order, so the result does not
-// depend on how the threads share the work (resumed runs stay bit-identical).
-double sum_of_squares(const float* x, int64_t n) {
-  constexpr int64_t kBlock = 1 << 14;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(sz(blocks));
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double sum = 0.0;
-    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) sum += static_cast<double>(x[i]) * x[i];
-    partial[sz(b)] = sum;
-  }
-  double total = 0.0;
-  for (double p : partial) total += p;
-  return total;
-}
-
-}  // namespace
-
 StepStats Trainer::step() {
   State& s = *state_;
   const OptimizerOptions& o = s.optimizer;
   const auto params = s.parameters(), grads = s.gradients();
   double sum_sq = 0.0;
-  for (const auto& [name, g] : grads) sum_sq += sum_of_squares(g.data_as<const float>(), g.numel());
+  const Backend& be = s.model->backend();
+  for (const auto& [name, g] : grads) sum_sq += be.sum_of_squares(g.data_as<const float>(), g.numel());
   StepStats stats;
   stats.grad_norm = std::sqrt(sum_sq);
   if (!std::isfinite(stats.grad_norm)) fail("the gradient is not finite at step ", s.step + 1);
@@ -501,20 +314,9 @@ StepStats Trainer::step() {
     const Tensor& param = params[p].second;
     // Matrices decay; biases and norm weights do not (transformers' Trainer groups them so).
     const float decay = param.rank() == 2 ? static_cast<float>(1.0 - stats.lr * o.weight_decay) : 1.0f;
-    float* w = param.data_as<float>();
-    float* g = grads[p].second.data_as<float>();
-    float* m = s.moment1[p].data_as<float>();
-    float* v = s.moment2[p].data_as<float>();
-    const int64_t n = param.numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i] * clip;
-      w[i] *= decay;
-      m[i] = b1 * m[i] + (1.0f - b1) * gi;
-      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      w[i] -= step_size * m[i] / (std::sqrt(v[i]) / bias2_sqrt + eps);
-      g[i] = 0.0f;
-    }
+    be.adamw(param.data_as<float>(), grads[p].second.data_as<float>(), s.moment1[p].data_as<float>(),
+             s.moment2[p].data_as<float>(), param.numel(),
+             {clip, decay, b1, b2, eps, step_size, bias2_sqrt});
   }
   stats.step = s.step;
   return stats;
@@ -547,7 +349,7 @@ const LoraOptions& Trainer::lora_options() const { return state_->lora; }
 
 std::vector<std::string> Trainer::target_modules() const {
   std::vector<std::string> names;
-  for (LoraModule m : state_->targets) names.emplace_back(train::kLoraModuleNames[static_cast<size_t>(m)]);
+  for (LoraModule m : state_->targets) names.emplace_back(kLoraModuleNames[static_cast<size_t>(m)]);
   return names;
 }
 
@@ -589,7 +391,7 @@ void Trainer::load_adapter(const std::filesystem::path& dir) {
   if (adapter.config.lora_alpha != state_->lora.alpha) {
     fail(source, ": lora_alpha is ", adapter.config.lora_alpha, ", the trainer's is ", state_->lora.alpha);
   }
-  if (train::parse_lora_targets(adapter.config.target_modules) != state_->targets) {
+  if (parse_lora_targets(adapter.config.target_modules, source + ": target_modules") != state_->targets) {
     std::string theirs, ours;
     for (const std::string& t : adapter.config.target_modules) theirs += (theirs.empty() ? "" : ",") + t;
     for (const std::string& t : target_modules()) ours += (ours.empty() ? "" : ",") + t;

@@ -56,4 +56,34 @@ run -p "$long" -n 4 --truncate --output-format json > "$SLM_WORK/truncated.json"
 "$SLM_BIN" info -m "$model" --output-format json > "$SLM_WORK/info.json"
 [ "$(json_get "$SLM_WORK/info.json" 'j["model_type"] == "llama" and j["tokenizer"]["vocab_size"] == 32000')" = True ] \
   && pass "info" || fail "info"
+
+# --batch-file: every line through one engine, one result per line in input
+# order, each the object the same prompt alone prints (same seed, same text).
+cat > "$SLM_WORK/batch.jsonl" <<'JSONL'
+{"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0}
+{"prompt": "Hello", "max_tokens": 12, "temperature": 1.0, "seed": 5}
+{"prompt": "The weather today is", "max_tokens": 9, "temperature": 0.8, "top_p": 0.9, "seed": 3, "stop": ["xyz"]}
+{"prompt": 42}
+JSONL
+if run --batch-file "$SLM_WORK/batch.jsonl" --ignore-eos --logprobs 3 > "$SLM_WORK/batch.out"; then
+  fail "a bad line should make the batch exit 1"
+else
+  pass "a bad line exits 1"
+fi
+[ "$(wc -l < "$SLM_WORK/batch.out")" = 4 ] && pass "one result per input line" || fail "$(wc -l < "$SLM_WORK/batch.out") result lines"
+alone() { run -p "$1" -n "$2" --temperature "$3" --seed "${4:-0}" ${5:+--top-p $5} --ignore-eos --logprobs 3 --output-format json; }
+i=0
+while IFS='|' read -r prompt n temp seed top_p; do
+  i=$((i + 1))
+  alone "$prompt" "$n" "$temp" "$seed" "$top_p" > "$SLM_WORK/alone$i.json"
+  [ "$(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(open(sys.argv[2]).read().splitlines()[int(sys.argv[3])]); print(a["tokens"] == b["tokens"] and a["text"] == b["text"] and a["finish_reason"] == b["finish_reason"])' "$SLM_WORK/alone$i.json" "$SLM_WORK/batch.out" $((i - 1)))" = True ] \
+    && pass "batch line $i equals the prompt alone" || fail "batch line $i differs from the prompt alone"
+done <<'ROWS'
+Once upon a time|16|0|0|
+Hello|12|1.0|5|
+The weather today is|9|0.8|3|0.9
+ROWS
+[ "$(python3 -c 'import json,sys; print("prompt" in json.loads(open(sys.argv[1]).read().splitlines()[3])["error"])' "$SLM_WORK/batch.out")" = True ] \
+  && pass "the bad line gets an error naming the field" || fail "bad line error"
+
 finish

@@ -25,6 +25,37 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Decode steps of `sequences` sequences at once, each after a prompt of
+// depth + 1 tokens: returns the aggregate tokens/s.
+double concurrent_decode_rate(const Model& model, int64_t sequences, int64_t depth, int64_t steps, DType kv_dtype,
+                              const std::vector<int32_t>& tokens) {
+  const ModelConfig& c = model.config();
+  constexpr int64_t kBlock = 16;
+  KVCache cache(c, sequences * ((depth + steps + kBlock) / kBlock) * kBlock, kv_dtype, kBlock);
+  Batch batch;
+  for (int64_t s = 0; s < sequences; ++s) {
+    for (int64_t t = 0; t <= depth; ++t) {
+      batch.add(tokens[static_cast<size_t>((t + s) % static_cast<int64_t>(tokens.size()))], static_cast<int32_t>(t),
+                static_cast<int32_t>(s), t == depth);
+    }
+  }
+  std::span<const float> logits = model.forward_logits(batch, cache);
+  const double t0 = now_seconds();
+  for (int64_t step = 0; step < steps; ++step) {
+    std::vector<int32_t> next(static_cast<size_t>(sequences));
+    for (int64_t s = 0; s < sequences; ++s) {
+      const auto row = logits.subspan(static_cast<size_t>(s * c.vocab_size), static_cast<size_t>(c.vocab_size));
+      next[static_cast<size_t>(s)] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+    }
+    batch.clear();
+    for (int64_t s = 0; s < sequences; ++s) {
+      batch.add(next[static_cast<size_t>(s)], static_cast<int32_t>(depth + 1 + step), static_cast<int32_t>(s), true);
+    }
+    logits = model.forward_logits(batch, cache);
+  }
+  return static_cast<double>(sequences * steps) / (now_seconds() - t0);
+}
+
 }  // namespace
 
 int run_bench(int argc, char** argv) {
@@ -40,6 +71,12 @@ int run_bench(int argc, char** argv) {
   app.add_option("--depth", depth, "tokens already in the KV cache when decoding starts")->check(CLI::NonNegativeNumber);
   app.add_option("-r,--repetitions", repetitions, "runs of each measurement (the median is reported)")->check(CLI::Range(1, 100));
   app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  std::vector<int64_t> concurrency;
+  app.add_option("--concurrency", concurrency,
+                 "also decode this many sequences together (comma-separated levels, e.g. 1,4,16,64): aggregate and "
+                 "per-sequence tokens/s")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
 
   return run_command(app, argc, argv, [&] {
     if (model_options.threads > 0) set_num_threads(model_options.threads);
@@ -126,6 +163,19 @@ int run_bench(int argc, char** argv) {
       out["decode_bandwidth_percent"] = 100.0 * decode_rate * weight_gb / limits->read_gb_per_s;
       out["prefill_peak_percent"] = peak_gflops > 0 ? nlohmann::json(100.0 * prefill_gflops / peak_gflops) : nullptr;
     }
+    nlohmann::json levels = nlohmann::json::array();
+    for (int64_t level : concurrency) {
+      std::vector<double> rates;
+      for (int64_t r = 0; r < repetitions; ++r) {
+        rates.push_back(concurrent_decode_rate(model, level, depth, decode_len, *parse_dtype(model_options.kv_dtype),
+                                               tokens));
+      }
+      const double aggregate = median(rates);
+      levels.push_back({{"concurrency", level},
+                        {"aggregate_decode_tokens_per_s", aggregate},
+                        {"per_sequence_decode_tokens_per_s", aggregate / static_cast<double>(level)}});
+    }
+    if (!concurrency.empty()) out["concurrency"] = levels;
     if (output_format == "json") {
       std::cout << out.dump() << "\n";
     } else {
@@ -141,6 +191,12 @@ int run_bench(int argc, char** argv) {
       std::printf(")\n");
       std::printf("start      model loaded in %.3f s, first token of a %lld-token prompt after %.3f s\n", load_seconds,
                   static_cast<long long>(prompt_len), first_token_seconds);
+      for (const auto& level : levels) {
+        std::printf("batch      %3lld sequences decoding together: %.1f tokens/s in all, %.1f per sequence\n",
+                    static_cast<long long>(level["concurrency"].get<int64_t>()),
+                    level["aggregate_decode_tokens_per_s"].get<double>(),
+                    level["per_sequence_decode_tokens_per_s"].get<double>());
+      }
       std::printf("peak RSS   %.1f MiB\n", peak_rss_mib());
     }
     return 0;

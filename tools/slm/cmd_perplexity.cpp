@@ -26,7 +26,9 @@ int run_perplexity(int argc, char** argv) {
     Model model = load_model(model_options);
     const Tokenizer tokenizer = load_tokenizer(model_options.dir);
     const std::vector<int32_t> ids = tokenizer.encode(text, true);
-    const PerplexityResult r = perplexity(model, ids, context > 0 ? context : model.config().max_position_embeddings);
+    const auto adapter = load_adapter_option(model, model_options);
+    const PerplexityResult r =
+        perplexity(model, ids, context > 0 ? context : model.config().max_position_embeddings, adapter.get());
     if (output_format == "json") {
       std::cout << nlohmann::json{{"tokens", r.tokens}, {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}}.dump()
                 << "\n";

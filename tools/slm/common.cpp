@@ -105,8 +105,12 @@ Model load_model(const ModelOptions& options) {
   load.device = options.device;
   Model model = Model::load(options.dir, load);
   model.set_attention(parse_attention(options.attention));
-  if (!options.adapter.empty()) attach_adapter(model, options.adapter);
   return model;
+}
+
+std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const ModelOptions& options) {
+  if (options.adapter.empty()) return nullptr;
+  return std::make_shared<const Adapter>(load_adapter(model, options.adapter));
 }
 
 Tokenizer load_tokenizer(const std::string& dir) {

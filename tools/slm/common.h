@@ -27,6 +27,7 @@ std::string read_text_file(const std::string& path);
 #include <slm/tokenizer.h>
 #include <slm/train.h>
 
+#include <memory>
 #include <optional>
 
 namespace slm::cli {
@@ -51,9 +52,10 @@ std::string default_model_dir();
 void add_model_options(CLI::App& app, ModelOptions& options);
 // --adapter DIR: a PEFT LoRA adapter that load_model applies at run time.
 void add_adapter_option(CLI::App& app, ModelOptions& options);
-// Applies --threads, then loads the model with --dtype, --device and --attn,
-// and attaches --adapter when given.
+// Applies --threads, then loads the model with --dtype, --device and --attn.
 Model load_model(const ModelOptions& options);
+// The --adapter for `model`, or null when none was given.
+std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const ModelOptions& options);
 // The tokenizer of a model folder; fails naming the folder when it has none.
 Tokenizer load_tokenizer(const std::string& dir);
 // Renders conversations with `template_file` (--chat-template, a Jinja file)

@@ -123,7 +123,7 @@ TEST_F(Decode, ChunkedPrefillEqualsOnePass) {
 
 TEST_F(Decode, ForwardRejectsBadInput) {
   Model model = make("llama");
-  KVCache cache(model.config(), 4);
+  KVCache cache(model.config(), 4, slm::DType::F32, 4);  // one block of four positions
   const std::vector<int32_t> too_many{1, 2, 3, 4, 5};
   EXPECT_THROW(model.forward(too_many, cache), slm::Error);
   const std::vector<int32_t> out_of_vocab{1, 512};

@@ -123,7 +123,7 @@ TEST_F(GenerateLoop, MaxNewTokensIsRespected) {
   const auto r = run("Hello", greedy(1000));
   // The last of 64 positions still yields one token (sampled, never fed back).
   EXPECT_EQ(r.prompt_tokens.size() + r.tokens.size(), 65u);
-  EXPECT_EQ(r.finish_reason, slm::FinishReason::Length);
+  EXPECT_EQ(r.finish_reason, slm::FinishReason::Context);
 }
 
 TEST_F(GenerateLoop, EosEndsGenerationUnlessIgnored) {

@@ -6,7 +6,7 @@
 #include <slm/tensor.h>
 
 #include "core/half.h"
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <gtest/gtest.h>
 

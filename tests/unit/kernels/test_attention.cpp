@@ -1,10 +1,12 @@
-// attention_eager and attention_flash against a naive double-precision
-// causal attention: grouped-query (heads / kv_heads = 3), queries that start
-// past 0 (decoding against a cache), sliding windows shorter than the
-// sequence, head_dim 64 and 128, 1 and 37 queries. Values ~ N(0,1), scores
-// of order 1: tolerance 2e-5 absolute on outputs of order 1. Caches in f16
-// and bf16 are compared with the reference on the values they hold.
-#include "kernels/cpu/kernels.h"
+// attention_eager and attention_flash over the paged cache against a naive
+// double-precision causal attention: grouped-query (heads / kv_heads = 3),
+// queries that start past 0 (decoding against a cache), sliding windows
+// shorter than the sequence, head_dim 64 and 128, 1 and 37 queries, blocks
+// of 16, 64 and more tokens laid out in a shuffled order among unused
+// blocks, and several sequences in one batch. Values ~ N(0,1), scores of
+// order 1: tolerance 2e-5 absolute on outputs of order 1. Caches in f16 and
+// bf16 are compared with the reference on the values they hold.
+#include "backend/cpu/kernels.h"
 #include "kernel_test_util.h"
 
 #include <gtest/gtest.h>
@@ -16,8 +18,14 @@
 
 namespace {
 
-using slm::cpu::AttentionShape;
 using slm::test::random_vector;
+
+// One sequence's attention problem, keys and values laid out logically
+// [kv_heads, kv_len, head_dim].
+struct AttentionShape {
+  int64_t n_queries, q_start, heads, kv_heads, head_dim, capacity, window;
+  slm::DType kv_dtype = slm::DType::F32;
+};
 
 constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
 
@@ -57,6 +65,7 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
 struct Case {
   int64_t head_dim, n_queries, q_start, window;
   slm::DType kv_dtype = slm::DType::F32;
+  int64_t block_tokens = 64;
 };
 
 // The cache as the kernels read it (f32, f16 or bf16 bytes), and `values`
@@ -75,8 +84,52 @@ std::vector<uint8_t> to_cache(std::vector<float>& values, slm::DType dtype) {
   return bytes;
 }
 
+// The logical [kv_heads, capacity, head_dim] rows scattered into a paged
+// cache of `block_tokens`-token blocks: the sequence's blocks sit in reverse
+// order after `offset` unused blocks that hold NaN, so a wrong block, slot or
+// stride poisons the output.
+struct Paged {
+  std::vector<uint8_t> keys, values;
+  std::vector<int32_t> table;
+  slm::PagedKV view;
+};
+Paged to_paged(const std::vector<uint8_t>& keys, const std::vector<uint8_t>& values, const AttentionShape& s,
+               int64_t block_tokens, int64_t offset) {
+  const size_t elem = s.kv_dtype == slm::DType::F32 ? 4 : 2;
+  const int64_t blocks = (s.capacity + block_tokens - 1) / block_tokens;
+  const int64_t total = blocks + offset + 1;
+  Paged p;
+  const float nan = kPoison;
+  std::vector<uint8_t> poison(elem);
+  if (elem == 4) {
+    std::memcpy(poison.data(), &nan, 4);
+  } else {
+    const uint16_t h = 0x7fc0;
+    std::memcpy(poison.data(), &h, 2);
+  }
+  const size_t bytes = size_t(total * s.kv_heads * block_tokens * s.head_dim) * elem;
+  p.keys.resize(bytes);
+  p.values.resize(bytes);
+  for (size_t i = 0; i < bytes; i += elem) {
+    std::memcpy(p.keys.data() + i, poison.data(), elem);
+    std::memcpy(p.values.data() + i, poison.data(), elem);
+  }
+  for (int64_t b = 0; b < blocks; ++b) p.table.push_back(static_cast<int32_t>(offset + blocks - 1 - b));
+  for (int64_t g = 0; g < s.kv_heads; ++g) {
+    for (int64_t j = 0; j < s.capacity; ++j) {
+      const int64_t block = p.table[size_t(j / block_tokens)];
+      const size_t to = size_t(((block * s.kv_heads + g) * block_tokens + j % block_tokens) * s.head_dim) * elem;
+      const size_t from = size_t((g * s.capacity + j) * s.head_dim) * elem;
+      std::memcpy(p.keys.data() + to, keys.data() + from, size_t(s.head_dim) * elem);
+      std::memcpy(p.values.data() + to, values.data() + from, size_t(s.head_dim) * elem);
+    }
+  }
+  p.view = {p.keys.data(), p.values.data(), s.kv_dtype, block_tokens, s.kv_heads, s.head_dim};
+  return p;
+}
+
 std::string name(const Case& c) {
-  return std::string(slm::dtype_name(c.kv_dtype)) + " head_dim " + std::to_string(c.head_dim) + " n " + std::to_string(c.n_queries) + " q_start " +
+  return std::string(slm::dtype_name(c.kv_dtype)) + " block " + std::to_string(c.block_tokens) + " head_dim " + std::to_string(c.head_dim) + " n " + std::to_string(c.n_queries) + " q_start " +
          std::to_string(c.q_start) + " window " + std::to_string(c.window);
 }
 
@@ -106,9 +159,12 @@ void check_case(const Case& c) {
   const std::vector<uint8_t> value_cache = to_cache(values, c.kv_dtype);
   const std::vector<double> want = naive_attention(q, keys, values, shape);
 
+  const Paged paged = to_paged(key_cache, value_cache, shape, c.block_tokens, 2);
+  slm::AttentionRun run{0, c.n_queries, c.q_start, paged.table.data()};
+  const slm::AttentionBatch batch{std::span(&run, 1), heads, c.window};
   std::vector<float> eager(want.size(), kPoison), flash(want.size(), kPoison), scores;
-  slm::cpu::attention_eager(q.data(), key_cache.data(), value_cache.data(), shape, scores, eager.data());
-  slm::cpu::attention_flash(q.data(), key_cache.data(), value_cache.data(), shape, flash.data());
+  slm::cpu::attention_eager(q.data(), paged.view, batch, scores, eager.data());
+  slm::cpu::attention_flash(q.data(), paged.view, batch, flash.data());
   EXPECT_EQ(scores.size(), size_t(heads * c.n_queries * kv_len)) << "eager materialises [heads, n, kv_len]";
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_NEAR(eager[i], want[i], 2e-5) << "eager " << name(c) << " element " << i;
@@ -123,8 +179,10 @@ TEST(Attention, EagerAndFlashMatchNaiveAttention) {
         for (int64_t q_start : {0, 50}) {
           for (int64_t window : {0, 1, 5, 20}) {
             for (slm::DType kv : {slm::DType::F32, slm::DType::F16, slm::DType::BF16}) {
-              check_case({head_dim, n, q_start, window, kv});
-              if (::testing::Test::HasFatalFailure()) return;
+              for (int64_t block : {16, 64, 4096}) {
+                check_case({head_dim, n, q_start, window, kv, block});
+                if (::testing::Test::HasFatalFailure()) return;
+              }
             }
           }
         }
@@ -141,9 +199,60 @@ TEST(Attention, TileBoundaries) {
                         Case{64, 1, 200, 65}, Case{64, 33, 31, 17}, Case{34, 65, 63, 9, slm::DType::BF16},
                         Case{6, 33, 31, 17, slm::DType::F16}, Case{64, 7, 70, 0}, Case{64, 8, 70, 0},
                         Case{64, 8, 130, 3, slm::DType::BF16}, Case{64, 200, 0, 70, slm::DType::F16},
-                        Case{64, 130, 0, 0, slm::DType::BF16}}) {
+                        Case{64, 130, 0, 0, slm::DType::BF16}, Case{64, 130, 5, 0, slm::DType::F32, 16},
+                        Case{34, 65, 63, 9, slm::DType::BF16, 16}, Case{64, 7, 70, 30, slm::DType::F16, 16},
+                        Case{6, 200, 0, 70, slm::DType::F32, 1}}) {
     check_case(c);
     if (HasFatalFailure()) return;
+  }
+}
+
+// Several sequences in one call, prefilling and decoding, each with its own
+// blocks, give each exactly what it gives alone.
+TEST(Attention, BatchOfSequencesEqualsEachAlone) {
+  const int64_t hd = 64, heads = 6, kv_heads = 2, bt = 16;
+  const std::vector<AttentionShape> shapes{{1, 40, heads, kv_heads, hd, 41, 0},
+                                           {37, 0, heads, kv_heads, hd, 37, 0},
+                                           {1, 3, heads, kv_heads, hd, 4, 0},
+                                           {20, 17, heads, kv_heads, hd, 37, 0}};
+  std::vector<Paged> caches;
+  std::vector<std::vector<float>> queries;
+  int64_t rows = 0, offset = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const AttentionShape& s = shapes[i];
+    auto keys = random_vector(kv_heads * s.capacity * hd, 10 + i, 0.7);
+    auto values = random_vector(kv_heads * s.capacity * hd, 20 + i);
+    caches.push_back(to_paged(to_cache(keys, s.kv_dtype), to_cache(values, s.kv_dtype), s, bt, 0));
+    queries.push_back(random_vector(s.n_queries * heads * hd, 30 + i, 0.7));
+    rows += s.n_queries;
+  }
+  // One pool: every sequence's blocks side by side, its table shifted to them.
+  std::vector<uint8_t> pool_k, pool_v;
+  std::vector<std::vector<int32_t>> tables;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    pool_k.insert(pool_k.end(), caches[i].keys.begin(), caches[i].keys.end());
+    pool_v.insert(pool_v.end(), caches[i].values.begin(), caches[i].values.end());
+    std::vector<int32_t> t = caches[i].table;
+    for (int32_t& b : t) b += static_cast<int32_t>(offset);
+    tables.push_back(t);
+    offset += int64_t(caches[i].keys.size() / 4) / (kv_heads * bt * hd);
+  }
+  const slm::PagedKV pool{pool_k.data(), pool_v.data(), slm::DType::F32, bt, kv_heads, hd};
+  std::vector<float> q;
+  std::vector<slm::AttentionRun> runs;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    runs.push_back({int64_t(q.size()) / (heads * hd), shapes[i].n_queries, shapes[i].q_start, tables[i].data()});
+    q.insert(q.end(), queries[i].begin(), queries[i].end());
+  }
+  std::vector<float> together(size_t(rows * heads * hd), kPoison);
+  slm::cpu::attention_flash(q.data(), pool, {runs, heads, 0}, together.data());
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    slm::AttentionRun alone{0, shapes[i].n_queries, shapes[i].q_start, caches[i].table.data()};
+    std::vector<float> out(queries[i].size(), kPoison);
+    slm::cpu::attention_flash(queries[i].data(), caches[i].view, {std::span(&alone, 1), heads, 0}, out.data());
+    for (size_t e = 0; e < out.size(); ++e) {
+      ASSERT_EQ(together[size_t(runs[i].row0 * heads * hd) + e], out[e]) << "sequence " << i << " element " << e;
+    }
   }
 }
 
@@ -152,14 +261,17 @@ TEST(Attention, WindowOfOneReturnsOwnValue) {
   const int64_t hd = 64;
   const AttentionShape shape{3, 4, 3, 1, hd, 7, 1};
   const auto q = random_vector(3 * 3 * hd, 1, 10.0);
-  const auto keys = random_vector(7 * hd, 2, 10.0);
-  const auto values = random_vector(7 * hd, 3);
+  auto keys = random_vector(7 * hd, 2, 10.0);
+  auto values = random_vector(7 * hd, 3);
+  const Paged paged = to_paged(to_cache(keys, shape.kv_dtype), to_cache(values, shape.kv_dtype), shape, 4, 1);
+  slm::AttentionRun run{0, 3, 4, paged.table.data()};
+  const slm::AttentionBatch batch{std::span(&run, 1), 3, 1};
   std::vector<float> out(3 * 3 * hd), scores;
   for (int impl = 0; impl < 2; ++impl) {
     if (impl == 0) {
-      slm::cpu::attention_eager(q.data(), keys.data(), values.data(), shape, scores, out.data());
+      slm::cpu::attention_eager(q.data(), paged.view, batch, scores, out.data());
     } else {
-      slm::cpu::attention_flash(q.data(), keys.data(), values.data(), shape, out.data());
+      slm::cpu::attention_flash(q.data(), paged.view, batch, out.data());
     }
     for (int64_t i = 0; i < 3; ++i) {
       for (int64_t h = 0; h < 3; ++h) {

@@ -1,6 +1,6 @@
 // rmsnorm, rope, silu_mul, embedding, add and the raw vector loops of each
 // instruction-set path, against direct double-precision formulas.
-#include "kernels/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 #include "kernel_test_util.h"
 
 #include <gtest/gtest.h>

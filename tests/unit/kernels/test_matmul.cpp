@@ -14,7 +14,7 @@
 // against the reference run on the activations it saw; the bf16 one also to
 // 2^-8·Σ|x·w| against the unrounded ones.
 #include "core/quant.h"
-#include "kernels/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 #include "kernel_test_util.h"
 
 #include <slm/error.h>
@@ -182,7 +182,8 @@ TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
                      Wv = random_weight(dtype, 63, K, 8);
         const std::vector<float> bq = random_vector(17, 9), bv = random_vector(63, 10);
         std::vector<float> q(size_t(M * 17), NAN), k(size_t(M * 3), NAN), v(size_t(M * 63), NAN);
-        slm::cpu::matmul_group(x.data(), M, K, {{&Wq, bq.data(), q.data()}, {&Wk, nullptr, k.data()}, {&Wv, bv.data(), v.data()}});
+        const slm::Projection projections[] = {{&Wq, bq.data(), q.data()}, {&Wk, nullptr, k.data()}, {&Wv, bv.data(), v.data()}};
+        slm::cpu::matmul_group(x.data(), M, K, projections);
         const std::vector<float> seen = seen_activations(isa, dtype, M, K, x);
         for (const auto& [W, b, out] : {std::tuple{&Wq, bq.data(), &q}, std::tuple{&Wk, (const float*)nullptr, &k},
                                         std::tuple{&Wv, bv.data(), &v}}) {

@@ -1,9 +1,9 @@
 // Every backward kernel against central finite differences of a
 // double-precision forward written out here (or, for the linear ones, against
 // the exact formula), on odd sizes that cross the kernels' block edges.
-#include "kernels/cpu/backward.h"
-#include "kernels/cpu/kernels.h"
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/backward.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/simd.h"
 #include "../kernels/kernel_test_util.h"
 
 #include <slm/random.h>
@@ -204,7 +204,7 @@ TEST(EmbeddingBackward, ScatterAddsRepeatedIds) {
 }
 
 // Double-precision attention with the same layout and masking as the kernel.
-Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::cpu::SequenceAttentionShape& s,
+Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::SequenceAttentionShape& s,
                         Vec* lse = nullptr) {
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads, qs = s.heads * hd, ks = s.kv_heads * hd;
   Vec out(q.size(), 0.0);
@@ -241,7 +241,7 @@ Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::cpu
 TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
   for (int64_t window : {0, 3}) {
     SCOPED_TRACE("window " + std::to_string(window));
-    const slm::cpu::SequenceAttentionShape s{2, 7, 4, 2, 8, window};
+    const slm::SequenceAttentionShape s{2, 7, 4, 2, 8, window};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
     const auto q = random_vector(nq, 20), k = random_vector(nk, 21), v = random_vector(nk, 22);
     const auto c = random_vector(nq, 23);
@@ -272,7 +272,7 @@ TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
 TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
   for (int64_t window : {0, 37, 64}) {
     SCOPED_TRACE("window " + std::to_string(window));
-    const slm::cpu::SequenceAttentionShape s{2, 150, 6, 2, 16, window};
+    const slm::SequenceAttentionShape s{2, 150, 6, 2, 16, window};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
     const auto q = random_vector(nq, 40), k = random_vector(nk, 41), v = random_vector(nk, 42);
     const auto g = random_vector(nq, 43);

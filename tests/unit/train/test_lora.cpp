@@ -1,8 +1,7 @@
 // LoRA adapters, the learning-rate schedules and the Trainer's whole-model
 // gradient with adapters, each against a direct computation or finite
 // differences; merged and run-time adapters against the trainer's forward.
-#include "train/lora.h"
-
+#include "backend/backend.h"
 #include "trainer_fixture.h"
 #include "../kernels/kernel_test_util.h"
 
@@ -23,18 +22,25 @@
 
 namespace {
 
-using slm::train::LoraAdapter;
-using slm::train::LoraModule;
+using slm::LoraModule;
+using slm::LoraWeights;
+
+const slm::Backend& cpu() { return slm::backend_for(slm::Device::CPU); }
+
+void forward(const LoraWeights& w, const float* x, int64_t M, double p, uint64_t seed, float* u, float* y,
+             std::vector<float>& scratch) {
+  cpu().lora_forward(x, M, w, {p, seed}, u, y, scratch);
+}
 
 using slm::test::random_vector;
 
 TEST(LoraTargets, ParsesNamesAndAllLinear) {
-  EXPECT_EQ(slm::train::parse_lora_targets({"v_proj", "q_proj"}),
+  EXPECT_EQ(slm::parse_lora_targets({"v_proj", "q_proj"}),
             (std::vector<LoraModule>{LoraModule::Q, LoraModule::V}));
-  EXPECT_EQ(slm::train::parse_lora_targets({"all-linear"}).size(), 7u);
-  EXPECT_EQ(slm::train::lora_module_path(LoraModule::Down), "mlp.down_proj");
+  EXPECT_EQ(slm::parse_lora_targets({"all-linear"}).size(), 7u);
+  EXPECT_EQ(slm::lora_module_path(LoraModule::Down), "mlp.down_proj");
   try {
-    slm::train::parse_lora_targets({"qkv_proj"});
+    slm::parse_lora_targets({"qkv_proj"});
     FAIL() << "accepted an unknown module";
   } catch (const slm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("qkv_proj"), std::string::npos);
@@ -42,40 +48,40 @@ TEST(LoraTargets, ParsesNamesAndAllLinear) {
   }
 }
 
-TEST(LoraAdapter, InitialisesAsPeft) {
+TEST(LoraWeights, InitialisesAsPeft) {
   slm::Rng rng(1);
-  const LoraAdapter a(100, 30, 8, 16.0, rng);
-  EXPECT_FLOAT_EQ(a.scale(), 2.0f);
+  const LoraWeights a = slm::lora_init(100, 30, 8, 16.0, rng);
+  EXPECT_FLOAT_EQ(a.scale, 2.0f);
   double max_abs = 0, sum = 0;
-  for (int64_t i = 0; i < a.A().numel(); ++i) {
-    max_abs = std::max(max_abs, std::fabs(double(a.A().at(i))));
-    sum += a.A().at(i);
+  for (int64_t i = 0; i < a.A.numel(); ++i) {
+    max_abs = std::max(max_abs, std::fabs(double(a.A.at(i))));
+    sum += a.A.at(i);
   }
   EXPECT_LE(max_abs, 0.1);  // U(±1/√in)
   EXPECT_GT(max_abs, 0.09);
   EXPECT_LT(std::fabs(sum / 800), 0.01);
-  for (int64_t i = 0; i < a.B().numel(); ++i) ASSERT_EQ(a.B().at(i), 0.0f);
+  for (int64_t i = 0; i < a.B.numel(); ++i) ASSERT_EQ(a.B.at(i), 0.0f);
   // B = 0: the adapter adds nothing.
   const auto x = random_vector(3 * 100, 2);
   std::vector<float> y(90, 1.5f), u(24), scratch;
-  a.forward(x.data(), 3, 0.0, 0, u.data(), y.data(), scratch);
+  forward(a, x.data(), 3, 0.0, 0, u.data(), y.data(), scratch);
   for (float v : y) ASSERT_EQ(v, 1.5f);
 }
 
 // With A all ones, B = 1 and scale 1, y of a row of ones counts the inputs
 // dropout kept, times 1/(1−p): the share kept is 1−p, rows differ, and the
 // same seed draws the same mask again.
-TEST(LoraAdapter, DropoutKeepsOneMinusPAndScalesByItsInverse) {
+TEST(LoraWeights, DropoutKeepsOneMinusPAndScalesByItsInverse) {
   const int64_t M = 50, in = 1000;
   slm::Rng rng(1);
-  LoraAdapter a(in, 1, 1, 1.0, rng);
-  std::fill_n(a.A().data_as<float>(), in, 1.0f);
-  a.B().data_as<float>()[0] = 1.0f;
+  LoraWeights a = slm::lora_init(in, 1, 1, 1.0, rng);
+  std::fill_n(a.A.data_as<float>(), in, 1.0f);
+  a.B.data_as<float>()[0] = 1.0f;
   const std::vector<float> x(static_cast<size_t>(M * in), 1.0f);
   for (double p : {0.05, 0.5}) {
     std::vector<float> y(M, 0.0f), again(M, 0.0f), u(M), scratch;
-    a.forward(x.data(), M, p, 7, u.data(), y.data(), scratch);
-    a.forward(x.data(), M, p, 7, u.data(), again.data(), scratch);
+    forward(a, x.data(), M, p, 7, u.data(), y.data(), scratch);
+    forward(a, x.data(), M, p, 7, u.data(), again.data(), scratch);
     double kept = 0;
     for (int64_t r = 0; r < M; ++r) kept += y[size_t(r)] * (1.0 - p) / in;
     EXPECT_NEAR(kept / M, 1.0 - p, 0.01) << "p " << p;
@@ -86,28 +92,29 @@ TEST(LoraAdapter, DropoutKeepsOneMinusPAndScalesByItsInverse) {
 
 // L = Σ c·y is linear in each single entry of A, B or x, so a central
 // difference is exact up to rounding.
-TEST(LoraAdapter, BackwardMatchesFiniteDifferencesWithDropout) {
+TEST(LoraWeights, BackwardMatchesFiniteDifferencesWithDropout) {
   for (double dropout : {0.0, 0.3}) {
     SCOPED_TRACE("dropout " + std::to_string(dropout));
     const int64_t M = 5, in = 13, out = 7, rank = 3;
     slm::Rng rng(3);
-    LoraAdapter a(in, out, rank, 6.0, rng);
+    LoraWeights a = slm::lora_init(in, out, rank, 6.0, rng);
+    LoraWeights gradient{slm::Tensor::zeros(slm::DType::F32, a.A.shape()), slm::Tensor::zeros(slm::DType::F32, a.B.shape()),
+                     a.scale};
     const auto b = random_vector(out * rank, 4);
-    std::copy(b.begin(), b.end(), a.B().data_as<float>());
+    std::copy(b.begin(), b.end(), a.B.data_as<float>());
     auto x = random_vector(M * in, 5);
     const auto c = random_vector(M * out, 6);
     std::vector<float> scratch, u(static_cast<size_t>(M * rank));
     auto loss = [&] {
       std::vector<float> y(static_cast<size_t>(M * out), 0.0f), uu(u.size());
-      a.forward(x.data(), M, dropout, 42, uu.data(), y.data(), scratch);
+      forward(a, x.data(), M, dropout, 42, uu.data(), y.data(), scratch);
       double s = 0;
       for (size_t i = 0; i < y.size(); ++i) s += double(y[i]) * c[i];
       return s;
     };
     std::vector<float> y(static_cast<size_t>(M * out), 0.0f), dx(static_cast<size_t>(M * in), 0.0f);
-    a.forward(x.data(), M, dropout, 42, u.data(), y.data(), scratch);
-    a.zero_grad();
-    a.backward(x.data(), u.data(), c.data(), M, dropout, 42, dx.data(), scratch);
+    forward(a, x.data(), M, dropout, 42, u.data(), y.data(), scratch);
+    cpu().lora_backward(x.data(), u.data(), c.data(), M, a, {dropout, 42}, gradient, dx.data(), scratch);
     auto check = [&](float* values, const float* grad, int64_t n, const char* what) {
       for (int64_t i = 0; i < n; ++i) {
         const float saved = values[i];
@@ -119,8 +126,8 @@ TEST(LoraAdapter, BackwardMatchesFiniteDifferencesWithDropout) {
         ASSERT_NEAR(grad[i], (up - down), 1e-4 * (1 + std::fabs(up - down))) << what << " " << i;
       }
     };
-    check(a.A().data_as<float>(), a.grad_A().data_as<const float>(), a.A().numel(), "A");
-    check(a.B().data_as<float>(), a.grad_B().data_as<const float>(), a.B().numel(), "B");
+    check(a.A.data_as<float>(), gradient.A.data_as<const float>(), a.A.numel(), "A");
+    check(a.B.data_as<float>(), gradient.B.data_as<const float>(), a.B.numel(), "B");
     check(x.data(), dx.data(), M * in, "x");
   }
 }
@@ -320,10 +327,10 @@ TEST_F(TrainerTest, RuntimeAdapterMatchesMergedModel) {
     const auto dir = work_dir() / "runtime_adapter";
     trainer.save_adapter(dir, "tiny");
     slm::Model merged = slm::merge_adapter(base, dir);
-    slm::Model adapted = tiny_model(arch);
-    slm::attach_adapter(adapted, dir);
+    const slm::Model adapted = tiny_model(arch);
+    const slm::Adapter adapter = slm::load_adapter(adapted, dir);
     const slm::TrainBatch b = batch();
-    const std::vector<float> want = forward_logits(merged, b), got = forward_logits(adapted, b);
+    const std::vector<float> want = forward_logits(merged, b), got = forward_logits(adapted, b, &adapter);
     double error = 0, scale = 0;
     for (size_t i = 0; i < want.size(); ++i) {
       error = std::max(error, double(std::fabs(got[i] - want[i])));
@@ -334,25 +341,24 @@ TEST_F(TrainerTest, RuntimeAdapterMatchesMergedModel) {
     slm::KVCache cache(adapted.config(), b.seq);
     const int64_t V = adapted.config().vocab_size;
     for (int64_t t = 0; t < b.seq; ++t) {
-      const auto row = adapted.forward_last_logits(std::span<const int32_t>(&b.tokens[size_t(t)], 1), cache);
+      const auto row = adapted.forward_last_logits(std::span<const int32_t>(&b.tokens[size_t(t)], 1), cache, &adapter);
       for (int64_t c = 0; c < V; ++c) ASSERT_NEAR(row[size_t(c)], want[size_t(t * V + c)], 1e-5 * scale) << t;
     }
     const double trained = trainer.evaluate(b);
-    EXPECT_NEAR(forward_loss(adapted, b), trained, 1e-4 * std::fabs(trained));
+    EXPECT_NEAR(forward_loss(adapted, b, &adapter), trained, 1e-4 * std::fabs(trained));
     const slm::Model fresh = tiny_model(arch);
     const slm::Tensor& q = adapted.weights().layers[0].q_proj;
     EXPECT_EQ(std::memcmp(q.data(), fresh.weights().layers[0].q_proj.data(), q.nbytes()), 0);
   }
 
-  slm::Model model = tiny_model("llama");
+  const slm::Model model = tiny_model("llama");
   const auto missing = work_dir() / "no_adapter_here";
   try {
-    slm::attach_adapter(model, missing);
-    FAIL() << "attached a missing adapter";
+    slm::load_adapter(model, missing);
+    FAIL() << "loaded a missing adapter";
   } catch (const slm::Error& e) {
     EXPECT_NE(std::string(e.what()).find((missing / "adapter_config.json").string()), std::string::npos) << e.what();
   }
-  EXPECT_TRUE(model.adapter().empty());
 }
 
 // Stop after three steps, checkpoint, resume in a fresh trainer: the result is

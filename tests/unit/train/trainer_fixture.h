@@ -54,22 +54,25 @@ class TrainerTest : public ::testing::Test {
     return b;
   }
   // The logits of every position of the batch, [batch·seq, vocab], by Model::forward.
-  static std::vector<float> forward_logits(slm::Model& model, const slm::TrainBatch& b) {
-    const int64_t V = model.config().vocab_size;
-    std::vector<float> logits(static_cast<size_t>(b.batch * b.seq * V));
+  // Every sequence of the batch in one inference forward (sequence s is the
+  // KV cache's sequence s), every row's logits.
+  static std::vector<float> forward_logits(const slm::Model& model, const slm::TrainBatch& b,
+                                           const slm::Adapter* adapter = nullptr) {
+    slm::KVCache cache(model.config(), b.batch * b.seq, slm::DType::F32, 16);
+    slm::Batch batch;
     for (int64_t s = 0; s < b.batch; ++s) {
-      slm::KVCache cache(model.config(), b.seq);
-      const auto tokens = std::span<const int32_t>(b.tokens).subspan(static_cast<size_t>(s * b.seq),
-                                                                     static_cast<size_t>(b.seq));
-      const auto hidden = model.forward(tokens, cache);
-      model.logits(hidden, b.seq, std::span<float>(logits).subspan(static_cast<size_t>(s * b.seq * V)));
+      for (int64_t t = 0; t < b.seq; ++t) {
+        batch.add(b.tokens[static_cast<size_t>(s * b.seq + t)], static_cast<int32_t>(t), static_cast<int32_t>(s), true,
+                  adapter);
+      }
     }
-    return logits;
+    const auto logits = model.forward_logits(batch, cache);
+    return {logits.begin(), logits.end()};
   }
   // The summed next-token loss over the batch's counted positions, by Model::forward.
-  static double forward_loss(slm::Model& model, const slm::TrainBatch& b) {
+  static double forward_loss(const slm::Model& model, const slm::TrainBatch& b, const slm::Adapter* adapter = nullptr) {
     const int64_t V = model.config().vocab_size;
-    const std::vector<float> logits = forward_logits(model, b);
+    const std::vector<float> logits = forward_logits(model, b, adapter);
     double loss = 0;
     for (int64_t r = 0; r + 1 < b.batch * b.seq; ++r) {
       const int32_t target = b.labels[static_cast<size_t>(r + 1)];

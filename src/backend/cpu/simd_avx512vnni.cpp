@@ -5,7 +5,7 @@
 // integer sum is scaled by the product of its two f16 scales and accumulated
 // in f32.
 #if defined(__x86_64__)
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include "core/half.h"
 
@@ -16,7 +16,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#include "kernels/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_x86_inline.h"
 
 namespace slm::cpu {
 

@@ -2,7 +2,7 @@
 // whose cost is known exactly, so benchmarks can be read as a share of them.
 #include <slm/machine.h>
 
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -6,8 +6,10 @@
 
 #include <slm/tensor.h>
 
+#include "backend/backend.h"
+
 #include <cstdint>
-#include <initializer_list>
+#include <span>
 #include <vector>
 
 namespace slm::cpu {
@@ -25,12 +27,7 @@ void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, con
 // Several products of the same input (q/k/v, gate/up) in one pass over the
 // threads: decode issues hundreds of products per token, and each parallel
 // region costs a barrier.
-struct Projection {
-  const Tensor* weight;
-  const float* bias;  // may be null
-  float* out;
-};
-void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections);
+void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projection> projections);
 
 // sgemm on every thread: C is cut into row blocks (or column blocks when it has few
 // rows, as a rank-r gradient [r, K] does) and each block is one
@@ -63,27 +60,16 @@ void add_inplace(float* x, const float* y, int64_t n);
 // Writes n floats as row `row` of a [.., n] table of f32, f16 or bf16.
 void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row);
 
-// Attention of n queries at absolute positions [q_start, q_start+n) against
-// keys/values [0, q_start+n) of a cache laid out [kv_heads, capacity, head_dim]
-// in kv_dtype (f32, f16 or bf16). Causal; with window > 0 a query at i sees
-// keys j with i-j < window.
-struct AttentionShape {
-  int64_t n_queries;
-  int64_t q_start;
-  int64_t heads;
-  int64_t kv_heads;
-  int64_t head_dim;
-  int64_t capacity;
-  int64_t window;
-  DType kv_dtype = DType::F32;
-};
+// Writes k and v rows [rows, kv_heads·head_dim] into the paged cache at the
+// positions their runs give them.
+void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs, const PagedKV& cache);
 
-// Materialises the full score matrix [heads, n, q_start+n] in `scores`
-// (resized as needed), as eager attention does.
-void attention_eager(const float* q, const void* keys, const void* values, const AttentionShape& shape,
-                     std::vector<float>& scores, float* out);
-// Walks keys and values in blocks with an online softmax; extra memory is a
-// small tile per thread, whatever the length.
-void attention_flash(const float* q, const void* keys, const void* values, const AttentionShape& shape, float* out);
+// Attention of a batch's query rows over the paged cache (AttentionBatch).
+// Eager materialises each run's score matrix [heads, n, q_start+n] in
+// `scores` (resized as needed): the reference. Flash walks the keys a tile
+// at a time with an online softmax; extra memory is a small tile per thread.
+void attention_eager(const float* q, const PagedKV& cache, const AttentionBatch& batch, std::vector<float>& scores,
+                     float* out);
+void attention_flash(const float* q, const PagedKV& cache, const AttentionBatch& batch, float* out);
 
 }  // namespace slm::cpu

@@ -1,8 +1,8 @@
-#include "kernels/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 
 #include <slm/error.h>
 
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -115,7 +115,7 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
   }
 }
 
-void matmul_group(const float* x, int64_t M, int64_t K, std::initializer_list<Projection> projections) {
+void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projection> projections) {
   if (M >= kGemmMinRows) {
     const Bf16GemmKernels* bf16 = bf16_gemm_kernels();
     std::vector<Bf16Operand> operands;
@@ -205,7 +205,8 @@ void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* 
   const int64_t N = W.dim(0);
   const VectorKernels& kernels = vector_kernels();
   if (M < kGemmMinRows) {
-    matmul_group(x, M, K, {{&W, bias, y}});
+    const Projection one{&W, bias, y};
+    matmul_group(x, M, K, std::span(&one, 1));
     return;
   }
   if (W.dtype() == DType::BF16) {

@@ -1,10 +1,11 @@
-// The Llama-family decoder: one description with per-architecture options
-// (q/k/v bias, q/k norm, sliding window, tied head, rope scaling).
+// Model: loading a Hugging Face folder, and forward passes over a batch of
+// sequences through the one decoder (model/decoder.h).
 #include <slm/error.h>
 #include <slm/model.h>
 
+#include "backend/backend.h"
 #include "io/safetensors.h"
-#include "kernels/cpu/kernels.h"
+#include "model/decoder.h"
 #include "model/rope.h"
 
 #include <algorithm>
@@ -139,15 +140,6 @@ std::vector<std::pair<std::string, T*>> list_weights(W& w, const ModelConfig& c)
   return out;
 }
 
-void check_update(const LowRankUpdate& u, const Tensor& W, int64_t layer, const char* module) {
-  if (u.empty()) return;
-  if (u.A.dtype() != DType::F32 || u.B.dtype() != DType::F32 || u.A.rank() != 2 || u.B.rank() != 2 ||
-      u.A.dim(1) != W.dim(1) || u.B.dim(0) != W.dim(0) || u.A.dim(0) != u.B.dim(1)) {
-    fail("adapter of layer ", layer, " ", module, ": A ", u.A.shape_string(), " and B ", u.B.shape_string(),
-         " (f32) do not fit the weight ", W.shape_string());
-  }
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor*>> named_weights(Weights& weights, const ModelConfig& config) {
@@ -164,35 +156,11 @@ AttentionImpl parse_attention(const std::string& name) {
   fail("--attn: unknown attention implementation \"", name, "\" (expected eager, flash or auto)");
 }
 
-KVCache::KVCache(const ModelConfig& config, int64_t capacity, DType dtype) : capacity_(capacity) {
-  if (capacity <= 0) fail("KV cache capacity must be positive, got ", capacity);
-  if (is_quantized(dtype)) fail("--kv-dtype: expected f32, f16 or bf16, got ", dtype_name(dtype));
-  const std::vector<int64_t> shape{config.num_hidden_layers, config.num_key_value_heads, capacity, config.head_dim};
-  keys_ = Tensor::zeros(dtype, shape);
-  values_ = Tensor::zeros(dtype, shape);
-  layer_bytes_ = keys_.nbytes() / static_cast<size_t>(config.num_hidden_layers);
-}
-
-void KVCache::set_length(int64_t length) {
-  if (length < 0 || length > capacity_) fail("KV cache length ", length, " outside [0, ", capacity_, "]");
-  length_ = length;
-}
-
-struct Model::Scratch {
-  std::vector<float> inv_freq;
-  std::vector<float> cos, sin;
-  std::vector<float> x, h, q, k, v, attn, gate, up, scores, last_logits;
-  std::vector<float> adapter_u;  // A·x of the adapter being applied
-};
-
 Model::Model(ModelConfig config, Weights weights)
-    : config_(std::move(config)), weights_(std::move(weights)), scratch_(std::make_unique<Scratch>()) {
-  scratch_->inv_freq = rope_inverse_frequencies(config_);
-}
-
-Model::Model(Model&&) noexcept = default;
-Model& Model::operator=(Model&&) noexcept = default;
-Model::~Model() = default;
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      backend_(&backend_for(Device::CPU)),
+      inv_freq_(rope_inverse_frequencies(config_)) {}
 
 Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   if (options.device.starts_with("cuda")) {
@@ -216,118 +184,119 @@ size_t Model::weight_bytes() const {
   return total;
 }
 
-void Model::set_adapter(std::vector<LayerAdapter> adapter) {
-  if (!adapter.empty() && adapter.size() != weights_.layers.size()) {
-    fail("adapter for ", adapter.size(), " layers, the model has ", weights_.layers.size());
+Device Model::device() const { return backend_->device(); }
+
+namespace {
+
+// The runs of a batch: each sequence's consecutive rows, checked to continue
+// what the cache holds; and the runs of rows that add the same adapter.
+void plan_batch(const ModelConfig& c, const Batch& b, const KVCache& cache, decoder::Workspace& w) {
+  const int64_t n = b.size();
+  if (n == 0) fail("forward: no tokens");
+  if (b.positions.size() != b.tokens.size() || b.sequences.size() != b.tokens.size() ||
+      b.logits.size() != b.tokens.size() || b.adapters.size() != b.tokens.size()) {
+    fail("forward: the batch's tokens, positions, sequences, logits and adapters differ in length");
   }
-  for (size_t l = 0; l < adapter.size(); ++l) {
-    const LayerAdapter& a = adapter[l];
-    const LayerWeights& L = weights_.layers[l];
-    const auto layer = static_cast<int64_t>(l);
-    check_update(a.q_proj, L.q_proj, layer, "q_proj");
-    check_update(a.k_proj, L.k_proj, layer, "k_proj");
-    check_update(a.v_proj, L.v_proj, layer, "v_proj");
-    check_update(a.o_proj, L.o_proj, layer, "o_proj");
-    check_update(a.gate_proj, L.gate_proj, layer, "gate_proj");
-    check_update(a.up_proj, L.up_proj, layer, "up_proj");
-    check_update(a.down_proj, L.down_proj, layer, "down_proj");
+  w.runs.clear();
+  w.run_sequences.clear();
+  w.adapters.clear();
+  w.output_rows.clear();
+  for (int64_t r = 0; r < n; ++r) {
+    const int32_t id = b.tokens[static_cast<size_t>(r)];
+    if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+    const int32_t seq = b.sequences[static_cast<size_t>(r)];
+    const int32_t pos = b.positions[static_cast<size_t>(r)];
+    if (w.runs.empty() || w.run_sequences.back() != seq) {
+      if (std::find(w.run_sequences.begin(), w.run_sequences.end(), seq) != w.run_sequences.end()) {
+        fail("forward: the rows of sequence ", seq, " are not consecutive in the batch");
+      }
+      if (seq < 0) fail("forward: sequence id ", seq, " is negative");
+      if (pos != cache.length(seq)) {
+        fail("forward: sequence ", seq, " continues at position ", cache.length(seq), ", the batch gives ", pos);
+      }
+      w.runs.push_back({r, 0, pos, nullptr});
+      w.run_sequences.push_back(seq);
+    } else if (pos != w.runs.back().q_start + w.runs.back().n_queries) {
+      fail("forward: positions of sequence ", seq, " are not consecutive at row ", r);
+    }
+    ++w.runs.back().n_queries;
+    const Adapter* adapter = b.adapters[static_cast<size_t>(r)];
+    if (adapter && adapter->layers() != c.num_hidden_layers) {
+      fail("forward: adapter \"", adapter->name(), "\" has ", adapter->layers(), " layers, the model ",
+           c.num_hidden_layers);
+    }
+    if (w.adapters.empty() || w.adapters.back().adapter != adapter) w.adapters.push_back({r, 0, adapter});
+    ++w.adapters.back().rows;
+    if (b.logits[static_cast<size_t>(r)]) w.output_rows.push_back(r);
   }
-  adapter_ = std::move(adapter);
+  for (const auto& run : w.runs) {
+    if (run.q_start + run.n_queries > c.max_position_embeddings) {
+      fail("context is full: sequence at ", run.q_start, " + ", run.n_queries, " tokens exceeds the model's context of ",
+           c.max_position_embeddings, " (max_position_embeddings)");
+    }
+  }
 }
 
-std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& cache) {
+}  // namespace
+
+std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
   const ModelConfig& c = config_;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t pos0 = cache.length();
-  if (n == 0) fail("forward: no tokens");
-  if (pos0 + n > cache.capacity()) {
-    fail("context is full: ", pos0, " + ", n, " tokens exceed the KV cache capacity of ", cache.capacity());
+  decoder::Workspace& w = cache.workspace();
+  plan_batch(c, b, cache, w);
+  int64_t needed = 0;
+  for (size_t i = 0; i < w.runs.size(); ++i) {
+    needed += cache.blocks_needed(w.run_sequences[i], w.runs[i].q_start + w.runs[i].n_queries);
   }
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+  if (needed > cache.free_blocks()) {
+    fail("the KV cache is full: the batch needs ", needed, " more blocks of ", cache.block_tokens(),
+         " tokens, ", cache.free_blocks(), " of ", cache.block_count(), " are free");
   }
-  const int64_t H = c.hidden_size, hd = c.head_dim, half = hd / 2;
-  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd;
-  Scratch& s = *scratch_;
-  auto size = [](int64_t count) { return static_cast<size_t>(count); };
-  s.x.resize(size(n * H));
-  s.h.resize(size(n * H));
-  s.q.resize(size(n * q_dim));
-  s.k.resize(size(n * kv_dim));
-  s.v.resize(size(n * kv_dim));
-  s.attn.resize(size(n * q_dim));
-  s.gate.resize(size(n * c.intermediate_size));
-  s.up.resize(size(n * c.intermediate_size));
-  s.cos.resize(size(n * half));
-  s.sin.resize(size(n * half));
-  for (int64_t i = 0; i < n; ++i) {
-    const float position = static_cast<float>(pos0 + i);
-    for (int64_t j = 0; j < half; ++j) {
-      const float angle = position * s.inv_freq[size(j)];
-      s.cos[size(i * half + j)] = std::cos(angle);
-      s.sin[size(i * half + j)] = std::sin(angle);
-    }
+  for (size_t i = 0; i < w.runs.size(); ++i) {
+    cache.reserve(w.run_sequences[i], w.runs[i].q_start + w.runs[i].n_queries);
   }
+  for (size_t i = 0; i < w.runs.size(); ++i) w.runs[i].block_table = cache.block_table(w.run_sequences[i]);
 
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  cpu::embedding(weights_.embed_tokens, tokens.data(), n, s.x.data());
-  static const LayerAdapter kNoAdapter;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const LayerWeights& L = weights_.layers[size(l)];
-    const LayerAdapter& A = adapter_.empty() ? kNoAdapter : adapter_[size(l)];
-    auto bias = [](const Tensor& b) { return b.empty() ? nullptr : b.data_as<const float>(); };
-    auto adapt = [&](const LowRankUpdate& u, const float* in, float* out) {
-      if (u.empty()) return;
-      s.adapter_u.resize(size(n * u.A.dim(0)));
-      cpu::low_rank_add(in, n, u.A, u.B, u.scale, s.adapter_u.data(), out);
-    };
-    cpu::rmsnorm(s.x.data(), L.attn_norm.data_as<const float>(), eps, n, H, s.h.data());
-    cpu::matmul_group(s.h.data(), n, H,
-                      {{&L.q_proj, bias(L.q_bias), s.q.data()},
-                       {&L.k_proj, bias(L.k_bias), s.k.data()},
-                       {&L.v_proj, bias(L.v_bias), s.v.data()}});
-    adapt(A.q_proj, s.h.data(), s.q.data());
-    adapt(A.k_proj, s.h.data(), s.k.data());
-    adapt(A.v_proj, s.h.data(), s.v.data());
-    if (c.qk_norm) {
-      cpu::rmsnorm(s.q.data(), L.q_norm.data_as<const float>(), eps, n * c.num_attention_heads, hd, s.q.data());
-      cpu::rmsnorm(s.k.data(), L.k_norm.data_as<const float>(), eps, n * c.num_key_value_heads, hd, s.k.data());
-    }
-    cpu::rope(s.q.data(), n, c.num_attention_heads, hd, s.cos.data(), s.sin.data());
-    cpu::rope(s.k.data(), n, c.num_key_value_heads, hd, s.cos.data(), s.sin.data());
-
-    void* keys = cache.keys(l);
-    void* values = cache.values(l);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
-        const int64_t row = g * cache.capacity() + pos0 + i;
-        cpu::store_row(s.k.data() + (i * c.num_key_value_heads + g) * hd, hd, cache.dtype(), keys, row);
-        cpu::store_row(s.v.data() + (i * c.num_key_value_heads + g) * hd, hd, cache.dtype(), values, row);
-      }
-    }
-    const cpu::AttentionShape shape{n,  pos0, c.num_attention_heads, c.num_key_value_heads, hd, cache.capacity(),
-                                    c.layer_window(l), cache.dtype()};
-    if (attention_ == AttentionImpl::Eager) {
-      cpu::attention_eager(s.q.data(), keys, values, shape, s.scores, s.attn.data());
-    } else {
-      cpu::attention_flash(s.q.data(), keys, values, shape, s.attn.data());
-    }
-    cpu::matmul(s.attn.data(), n, q_dim, L.o_proj, bias(L.o_bias), s.h.data());
-    adapt(A.o_proj, s.attn.data(), s.h.data());
-    cpu::add_inplace(s.x.data(), s.h.data(), n * H);
-
-    cpu::rmsnorm(s.x.data(), L.mlp_norm.data_as<const float>(), eps, n, H, s.h.data());
-    cpu::matmul_group(s.h.data(), n, H, {{&L.gate_proj, nullptr, s.gate.data()}, {&L.up_proj, nullptr, s.up.data()}});
-    adapt(A.gate_proj, s.h.data(), s.gate.data());
-    adapt(A.up_proj, s.h.data(), s.up.data());
-    cpu::silu_mul(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
-    cpu::matmul(s.gate.data(), n, c.intermediate_size, L.down_proj, nullptr, s.h.data());
-    adapt(A.down_proj, s.gate.data(), s.h.data());
-    cpu::add_inplace(s.x.data(), s.h.data(), n * H);
+  const int64_t n = b.size(), H = c.hidden_size;
+  decoder::rope_angles(inv_freq_, b.positions.data(), n, w.cos, w.sin);
+  w.x.resize(static_cast<size_t>(n * H));
+  backend_->embedding(weights_.embed_tokens, b.tokens.data(), n, w.x.data());
+  const decoder::Pass pass{*this, n, w.cos.data(), w.sin.data(), w.adapters, &cache, w.runs, 0, 0, 0.0, 0,
+                           w.h, w.act, w.scratch, w.scores};
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) decoder::layer_forward(pass, l, w.x.data(), w.x.data(), w.layer);
+  for (size_t i = 0; i < w.runs.size(); ++i) {
+    const auto& run = w.runs[i];
+    cache.append(w.run_sequences[i], std::span(b.tokens).subspan(static_cast<size_t>(run.row0),
+                                                                  static_cast<size_t>(run.n_queries)));
   }
-  cache.set_length(pos0 + n);
-  cpu::rmsnorm(s.x.data(), weights_.final_norm.data_as<const float>(), eps, n, H, s.h.data());
-  return {s.h.data(), size(n * H)};
+  // Only the rows whose logits are wanted go through the final norm.
+  const auto out_rows = static_cast<int64_t>(w.output_rows.size());
+  w.hidden.resize(static_cast<size_t>(out_rows * H));
+  for (int64_t i = 0; i < out_rows; ++i) {
+    std::copy_n(w.x.data() + w.output_rows[static_cast<size_t>(i)] * H, H, w.h.data() + i * H);
+  }
+  backend_->rmsnorm(w.h.data(), weights_.final_norm.data_as<const float>(), static_cast<float>(c.rms_norm_eps),
+                    out_rows, H, w.hidden.data());
+  return {w.hidden.data(), w.hidden.size()};
+}
+
+std::span<const float> Model::forward_logits(const Batch& b, KVCache& cache) const {
+  const std::span<const float> hidden = forward(b, cache);
+  decoder::Workspace& w = cache.workspace();
+  const auto rows = static_cast<int64_t>(hidden.size()) / config_.hidden_size;
+  w.logits.resize(static_cast<size_t>(rows * config_.vocab_size));
+  logits(hidden, rows, w.logits);
+  return {w.logits.data(), w.logits.size()};
+}
+
+std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& cache, const Adapter* adapter,
+                                      int32_t seq) const {
+  Batch& b = cache.workspace().single;
+  b.clear();
+  const int64_t start = cache.length(seq);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    b.add(tokens[i], static_cast<int32_t>(start + static_cast<int64_t>(i)), seq, true, adapter);
+  }
+  return forward(b, cache);
 }
 
 void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float> out) const {
@@ -335,17 +304,18 @@ void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float>
   if (static_cast<int64_t>(hidden.size()) < rows * H || static_cast<int64_t>(out.size()) < rows * config_.vocab_size) {
     fail("logits: buffers too small for ", rows, " rows");
   }
-  cpu::matmul(hidden.data(), rows, H, weights_.lm_head, nullptr, out.data());
+  backend_->matmul(hidden.data(), rows, H, weights_.lm_head, nullptr, out.data());
 }
 
-std::span<const float> Model::forward_last_logits(std::span<const int32_t> tokens, KVCache& cache) {
-  const std::span<const float> hidden = forward(tokens, cache);
-  const int64_t H = config_.hidden_size;
-  Scratch& s = *scratch_;
-  s.last_logits.resize(static_cast<size_t>(config_.vocab_size));
-  std::span<float> out(s.last_logits);
-  logits(hidden.subspan(hidden.size() - static_cast<size_t>(H)), 1, out);
-  return out;
+std::span<const float> Model::forward_last_logits(std::span<const int32_t> tokens, KVCache& cache,
+                                                  const Adapter* adapter, int32_t seq) const {
+  Batch& b = cache.workspace().single;
+  b.clear();
+  const int64_t start = cache.length(seq);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    b.add(tokens[i], static_cast<int32_t>(start + static_cast<int64_t>(i)), seq, i + 1 == tokens.size(), adapter);
+  }
+  return forward_logits(b, cache);
 }
 
 }  // namespace slm

@@ -1,4 +1,4 @@
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <slm/error.h>
 

@@ -2,7 +2,7 @@
 // baseline; only called when the CPU reports the features. Tails use masked
 // loads, so no scalar remainder loop.
 #if defined(__x86_64__)
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <immintrin.h>
 
@@ -14,7 +14,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#include "kernels/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_x86_inline.h"
 
 namespace slm::cpu {
 

@@ -1,9 +1,9 @@
-#include "kernels/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 
 #include <slm/error.h>
 
 #include "core/half.h"
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>

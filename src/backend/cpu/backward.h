@@ -9,6 +9,8 @@
 
 #include <slm/tensor.h>
 
+#include "backend/backend.h"
+
 #include <cstdint>
 
 namespace slm::cpu {
@@ -45,19 +47,8 @@ void silu_mul_backward(const float* gate, const float* up, const float* dout, fl
 // dtable[V, D] += rows of dout scattered by ids.
 void embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t dim, float* dtable);
 
-// Causal (optionally sliding-window) grouped-query attention over `batch`
-// independent sequences of `seq` tokens, as training runs it. q is
-// [batch·seq, heads·head_dim], k and v [batch·seq, kv_heads·head_dim], out
-// like q, lse [batch, heads, seq] (log of each row's softmax denominator, in
-// units of scaled scores). Extra memory is one row of scores per thread.
-struct SequenceAttentionShape {
-  int64_t batch;
-  int64_t seq;
-  int64_t heads;
-  int64_t kv_heads;
-  int64_t head_dim;
-  int64_t window;  // 0: full causal attention
-};
+// Training attention over `batch` sequences of `seq` tokens
+// (SequenceAttentionShape, backend.h). Extra memory is one tile per thread.
 // Tiles of queries × keys as matrix products, online softmax (flash attention).
 void attention_train_forward(const float* q, const float* k, const float* v, const SequenceAttentionShape& shape,
                              float* out, float* lse);

@@ -1,7 +1,7 @@
 // AVX2 + FMA + F16C path. Compiled for that target whatever the build's
 // baseline; only called when the CPU reports the features.
 #if defined(__x86_64__)
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include "core/half.h"
 
@@ -13,7 +13,7 @@
 // a header compiled under it could leak these instructions into other files.
 #pragma GCC target("avx2,fma,f16c")
 
-#include "kernels/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_x86_inline.h"
 
 namespace slm::cpu {
 

@@ -3,7 +3,7 @@
 // activations are rounded to bf16 once per product, the way bf16 inference
 // engines do; accumulation stays f32.
 #if defined(__x86_64__)
-#include "kernels/cpu/simd.h"
+#include "backend/cpu/simd.h"
 
 #include "core/half.h"
 

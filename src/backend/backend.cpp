@@ -1,0 +1,16 @@
+#include "backend/backend.h"
+
+#include <slm/error.h>
+
+namespace slm {
+
+namespace cpu {
+const Backend& backend();
+}
+
+const Backend& backend_for(Device device) {
+  if (device == Device::CPU) return cpu::backend();
+  fail("--device cuda: this build of slm has no CUDA backend (only the CPU is available)");
+}
+
+}  // namespace slm

@@ -1,0 +1,321 @@
+#include "backend/cpu/flash.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/simd.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace slm::cpu {
+
+namespace {
+
+// From this many queries on, a run is attended as matrix products over
+// tiles; below, as dot products (a matrix product per key tile costs more in
+// calls than a single query gains).
+constexpr int64_t kMinTileQueries = 8;
+constexpr int64_t kTileQueries = 64, kTileKeys = 64;
+// Queries a dot-product work item takes at once.
+constexpr int64_t kQueryBlock = 16;
+
+// Element offset of (block, head, slot) in a layer's pages.
+int64_t cache_offset(const PagedKV& c, int32_t block, int64_t head, int64_t slot) {
+  return ((static_cast<int64_t>(block) * c.kv_heads + head) * c.block_tokens + slot) * c.head_dim;
+}
+
+// Consecutive key rows of one KV head inside one block, whatever their dtype.
+class BlockRows {
+ public:
+  BlockRows(const void* base, const PagedKV& c, int32_t block, int64_t head, int64_t slot)
+      : kernels_(vector_kernels()), dtype_(c.dtype), head_dim_(c.head_dim) {
+    const int64_t offset = cache_offset(c, block, head, slot);
+    if (dtype_ == DType::F32) {
+      f32_ = static_cast<const float*>(base) + offset;
+    } else {
+      half_ = static_cast<const uint16_t*>(base) + offset;
+    }
+  }
+
+  float dot(const float* q, int64_t row) const {
+    switch (dtype_) {
+      case DType::BF16: return kernels_.bf16(q, half_ + row * head_dim_, head_dim_);
+      case DType::F16: return kernels_.f16(q, half_ + row * head_dim_, head_dim_);
+      default: return kernels_.f32(q, f32_ + row * head_dim_, head_dim_);
+    }
+  }
+
+  // out += p · row
+  void accumulate(float p, int64_t row, float* out) const {
+    switch (dtype_) {
+      case DType::BF16: kernels_.axpy_bf16(p, half_ + row * head_dim_, out, head_dim_); break;
+      case DType::F16: kernels_.axpy_f16(p, half_ + row * head_dim_, out, head_dim_); break;
+      default: kernels_.axpy(p, f32_ + row * head_dim_, out, head_dim_); break;
+    }
+  }
+
+  // `rows` rows as f32: in place for an f32 cache, else widened into `buffer`.
+  const float* widened(int64_t rows, float* buffer) const {
+    if (dtype_ == DType::F32) return f32_;
+    (dtype_ == DType::BF16 ? kernels_.widen_bf16 : kernels_.widen_f16)(half_, rows * head_dim_, buffer);
+    return buffer;
+  }
+
+ private:
+  const VectorKernels& kernels_;
+  DType dtype_;
+  int64_t head_dim_;
+  const float* f32_ = nullptr;
+  const uint16_t* half_ = nullptr;
+};
+
+// Keys [j, j + count) of a run that lie in one block and one key tile.
+int64_t keys_in_block(const PagedKV& c, int64_t j, int64_t end_key) {
+  return std::min({kTileKeys, c.block_tokens - j % c.block_tokens, end_key - j});
+}
+
+int64_t query_tile(const AttentionRun& run) { return run.n_queries >= kMinTileQueries ? kTileQueries : kQueryBlock; }
+
+// Numbers the work items (head × query tile of each run) and returns their count.
+int64_t number_work(std::span<AttentionRun> runs, int64_t heads) {
+  int64_t total = 0;
+  for (AttentionRun& run : runs) {
+    run.work_begin = total;
+    total += heads * ((run.n_queries + query_tile(run) - 1) / query_tile(run));
+  }
+  return total;
+}
+
+// The run, head and first query of work item `item`.
+struct WorkItem {
+  const AttentionRun* run;
+  int64_t head;
+  int64_t i0;
+};
+WorkItem work_item(std::span<const AttentionRun> runs, int64_t item) {
+  const auto it = std::upper_bound(runs.begin(), runs.end(), item,
+                                   [](int64_t value, const AttentionRun& r) { return value < r.work_begin; });
+  const AttentionRun& run = *(it - 1);
+  const int64_t tiles = (run.n_queries + query_tile(run) - 1) / query_tile(run);
+  const int64_t local = item - run.work_begin;
+  return {&run, local / tiles, (local % tiles) * query_tile(run)};
+}
+
+}  // namespace
+
+void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs, const PagedKV& c) {
+  const int64_t row_width = c.kv_heads * c.head_dim;
+  for (const AttentionRun& run : runs) {
+    for (int64_t i = 0; i < run.n_queries; ++i) {
+      const int64_t pos = run.q_start + i;
+      const int32_t block = run.block_table[pos / c.block_tokens];
+      for (int64_t g = 0; g < c.kv_heads; ++g) {
+        const int64_t row = cache_offset(c, block, g, pos % c.block_tokens) / c.head_dim;
+        const int64_t from = (run.row0 + i) * row_width + g * c.head_dim;
+        store_row(k + from, c.head_dim, c.dtype, c.keys, row);
+        store_row(v + from, c.head_dim, c.dtype, c.values, row);
+      }
+    }
+  }
+}
+
+void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
+                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
+                float* scores, const FlashRows& state) {
+  sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
+  for (int64_t r = 0; r < ni; ++r) {
+    float* row = scores + r * nj;
+    const int64_t i = i0 + r;
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < nj; ++c) {
+      if (!visible(i, j0 + c, window)) row[c] = -std::numeric_limits<float>::infinity();
+      tile_max = std::max(tile_max, row[c]);
+    }
+    const float new_max = std::max(state.row_max[r], tile_max);
+    if (new_max == -std::numeric_limits<float>::infinity()) {
+      std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
+      continue;
+    }
+    const float correction = std::exp(state.row_max[r] - new_max);
+    float sum = 0.0f;
+    for (int64_t c = 0; c < nj; ++c) {
+      row[c] = std::exp(row[c] - new_max);
+      sum += row[c];
+    }
+    state.row_sum[r] = state.row_sum[r] * correction + sum;
+    state.row_max[r] = new_max;
+    float* o = state.acc + r * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction;
+  }
+  sgemm(false, false, ni, head_dim, nj, 1.0f, scores, nj, v, kv_stride, 1.0f, state.acc, head_dim);
+}
+
+
+void attention_eager(const float* q, const PagedKV& c, const AttentionBatch& batch, std::vector<float>& scores,
+                     float* out) {
+  const int64_t hd = c.head_dim, group = batch.heads / c.kv_heads, bt = c.block_tokens;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Run r's score rows start at its work_begin (here: offset into `scores`).
+  int64_t total = 0;
+  for (AttentionRun& run : batch.runs) {
+    run.work_begin = total;
+    total += batch.heads * run.n_queries * (run.q_start + run.n_queries);
+  }
+  scores.resize(static_cast<size_t>(total));
+  for (const AttentionRun& run : batch.runs) {
+    const int64_t kv_len = run.q_start + run.n_queries;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t h = 0; h < batch.heads; ++h) {
+      for (int64_t i = 0; i < run.n_queries; ++i) {
+        const int64_t pos = run.q_start + i;
+        const float* qi = q + ((run.row0 + i) * batch.heads + h) * hd;
+        float* row = scores.data() + run.work_begin + (h * run.n_queries + i) * kv_len;
+        const int64_t first = first_key(pos, batch.window);
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < kv_len; ++j) {
+          const BlockRows k(c.keys, c, run.block_table[j / bt], h / group, j % bt);
+          row[j] = j >= first && j <= pos ? k.dot(qi, 0) * scale : -std::numeric_limits<float>::infinity();
+          max_score = std::max(max_score, row[j]);
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < kv_len; ++j) {
+          row[j] = std::exp(row[j] - max_score);
+          sum += row[j];
+        }
+        float* o = out + ((run.row0 + i) * batch.heads + h) * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int64_t j = first; j <= pos; ++j) {
+          const BlockRows v(c.values, c, run.block_table[j / bt], h / group, j % bt);
+          v.accumulate(row[j] / sum, 0, o);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// One work item of a long run: a tile of up to 64 queries of one head
+// against every key it sees, through flash_tile's matrix products, which reuse
+// each key and value row across the tile's queries. Key tiles never cross a
+// block; cached rows in f16/bf16 are widened a tile at a time.
+struct TileScratch {
+  std::vector<float> scores, acc, row_max, row_sum, widened_k, widened_v;
+  explicit TileScratch(int64_t head_dim)
+      : scores(static_cast<size_t>(kTileQueries * kTileKeys)),
+        acc(static_cast<size_t>(kTileQueries * head_dim)),
+        row_max(static_cast<size_t>(kTileQueries)),
+        row_sum(static_cast<size_t>(kTileQueries)),
+        widened_k(static_cast<size_t>(kTileKeys * head_dim)),
+        widened_v(static_cast<size_t>(kTileKeys * head_dim)) {}
+};
+
+void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w,
+                      TileScratch& t, float* out) {
+  const AttentionRun& run = *w.run;
+  const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0);
+  const int64_t first = run.q_start + w.i0, end_key = first + ni;  // absolute positions
+  std::fill_n(t.acc.data(), ni * hd, 0.0f);
+  std::fill_n(t.row_max.data(), ni, -std::numeric_limits<float>::infinity());
+  std::fill_n(t.row_sum.data(), ni, 0.0f);
+  for (int64_t j0 = first_key(first, batch.window); j0 < end_key;) {
+    const int64_t nj = keys_in_block(c, j0, end_key);
+    const int32_t block = run.block_table[j0 / c.block_tokens];
+    const int64_t slot = j0 % c.block_tokens;
+    const float* k = BlockRows(c.keys, c, block, g, slot).widened(nj, t.widened_k.data());
+    const float* v = BlockRows(c.values, c, block, g, slot).widened(nj, t.widened_v.data());
+    flash_tile(q + ((run.row0 + w.i0) * batch.heads + w.head) * hd, batch.heads * hd, ni, first, k, v, hd, nj, j0, hd,
+               scale, batch.window, t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
+    j0 += nj;
+  }
+  for (int64_t r = 0; r < ni; ++r) {
+    const float inv = 1.0f / t.row_sum[static_cast<size_t>(r)];
+    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+    for (int64_t d = 0; d < hd; ++d) o[d] = t.acc[static_cast<size_t>(r * hd + d)] * inv;
+  }
+}
+
+// One work item of a short run (decoding): up to 16 queries of one head, per
+// key one dot product and one scaled row added; the running max and sum of
+// the online softmax replace the score matrix.
+void flash_query_block(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w, float* out) {
+  const AttentionRun& run = *w.run;
+  const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t rows = std::min(kQueryBlock, run.n_queries - w.i0);
+  const int64_t end_key = run.q_start + w.i0 + rows;
+  float tile[kQueryBlock * kTileKeys];
+  float running_max[kQueryBlock];
+  float running_sum[kQueryBlock];
+  for (int64_t r = 0; r < rows; ++r) {
+    running_max[r] = -std::numeric_limits<float>::infinity();
+    running_sum[r] = 0.0f;
+    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+    std::fill(o, o + hd, 0.0f);
+  }
+  for (int64_t j0 = first_key(run.q_start + w.i0, batch.window); j0 < end_key;) {
+    const int64_t cols = keys_in_block(c, j0, end_key);
+    const int32_t block = run.block_table[j0 / c.block_tokens];
+    const BlockRows k(c.keys, c, block, g, j0 % c.block_tokens), v(c.values, c, block, g, j0 % c.block_tokens);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pos = run.q_start + w.i0 + r, first = first_key(pos, batch.window);
+      const float* qi = q + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+      float* scores = tile + r * kTileKeys;
+      float block_max = -std::numeric_limits<float>::infinity();
+      for (int64_t col = 0; col < cols; ++col) {
+        const int64_t j = j0 + col;
+        scores[col] = j >= first && j <= pos ? k.dot(qi, col) * scale : -std::numeric_limits<float>::infinity();
+        block_max = std::max(block_max, scores[col]);
+      }
+      if (block_max == -std::numeric_limits<float>::infinity()) continue;
+      const float new_max = std::max(running_max[r], block_max);
+      const float correction = std::exp(running_max[r] - new_max);
+      float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+      if (correction != 1.0f) {
+        for (int64_t d = 0; d < hd; ++d) o[d] *= correction;
+      }
+      float block_sum = 0.0f;
+      for (int64_t col = 0; col < cols; ++col) {
+        const float p = std::exp(scores[col] - new_max);
+        if (p == 0.0f) continue;
+        block_sum += p;
+        v.accumulate(p, col, o);
+      }
+      running_sum[r] = running_sum[r] * correction + block_sum;
+      running_max[r] = new_max;
+    }
+    j0 += cols;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+    const float inv = 1.0f / running_sum[r];
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+  }
+}
+
+}  // namespace
+
+void attention_flash(const float* q, const PagedKV& c, const AttentionBatch& batch, float* out) {
+  const int64_t items = number_work(batch.runs, batch.heads);
+  bool tiled = false;
+  for (const AttentionRun& run : batch.runs) tiled = tiled || run.n_queries >= kMinTileQueries;
+#pragma omp parallel if (items > 1)
+  {
+    std::optional<TileScratch> scratch;
+    if (tiled) scratch.emplace(c.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const WorkItem w = work_item(batch.runs, item);
+      if (w.run->n_queries >= kMinTileQueries) {
+        flash_query_tile(q, c, batch, w, *scratch, out);
+      } else {
+        flash_query_block(q, c, batch, w, out);
+      }
+    }
+  }
+}
+
+}  // namespace slm::cpu

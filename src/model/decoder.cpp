@@ -1,0 +1,214 @@
+#include "model/decoder.h"
+
+#include <slm/random.h>
+
+#include "model/modules.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace slm::decoder {
+
+namespace {
+
+size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+const float* bias_of(const Tensor* b) { return b && !b->empty() ? b->data_as<const float>() : nullptr; }
+
+LoraDropout dropout_of(const Pass& p, int64_t layer, LoraModule m) {
+  return {p.dropout, mix_seed(p.dropout_seed, static_cast<uint64_t>(layer * 16 + static_cast<int64_t>(m)))};
+}
+
+// The widest rank any run adds to module m of this layer: run r keeps its
+// A·x at row0 · rank_stride of lora_u, so runs of different ranks never overlap.
+int64_t rank_stride(const Pass& p, int64_t layer, LoraModule m) {
+  int64_t rank = 0;
+  for (const AdapterRun& run : p.adapters) {
+    if (run.adapter) rank = std::max(rank, run.adapter->at(layer, m).rank());
+  }
+  return rank;
+}
+
+// y += each run's adapter update of module m (y = W·x was computed for every row at once).
+void add_adapters(const Pass& p, int64_t layer, LoraModule m, const float* x, int64_t in, float* y, int64_t out,
+                  LayerActivations& a) {
+  const int64_t stride = rank_stride(p, layer, m);
+  if (stride == 0) return;
+  Buffer& u = a.lora_u[static_cast<size_t>(m)];
+  u.resize(sz(p.rows * stride));
+  for (const AdapterRun& run : p.adapters) {
+    if (!run.adapter || run.adapter->at(layer, m).empty()) continue;
+    p.model.backend().lora_forward(x + run.row0 * in, run.rows, run.adapter->at(layer, m), dropout_of(p, layer, m),
+                                   u.data() + run.row0 * stride, y + run.row0 * out, p.scratch);
+  }
+}
+
+// Products of one input by several modules (q/k/v, gate/up) in one pass, then their adapters.
+void linear_group(const Pass& p, int64_t layer, std::initializer_list<std::pair<LoraModule, float*>> modules,
+                  const float* x, LayerActivations& a) {
+  const LayerWeights& L = p.model.weights().layers[sz(layer)];
+  std::array<Projection, 3> projections{};
+  size_t count = 0;
+  for (const auto& [m, y] : modules) projections[count++] = {&module_of(L, m), bias_of(module_bias(L, m)), y};
+  const int64_t in = projections[0].weight->dim(1);
+  p.model.backend().matmul_group(x, p.rows, in, std::span(projections.data(), count));
+  for (const auto& [m, y] : modules) add_adapters(p, layer, m, x, in, y, module_of(L, m).dim(0), a);
+}
+
+void linear(const Pass& p, int64_t layer, LoraModule m, const float* x, float* y, LayerActivations& a) {
+  linear_group(p, layer, {{m, y}}, x, a);
+}
+
+// dx (+)= ∂L/∂x of linear(), and the gradients of what the pass trains.
+void linear_backward(const Pass& p, int64_t layer, LoraModule m, const float* x, const float* dy, float* dx,
+                     bool accumulate, const LayerActivations& a, const Gradients& g) {
+  const Backend& be = p.model.backend();
+  const Tensor& W = module_of(p.model.weights().layers[sz(layer)], m);
+  const int64_t out = W.dim(0), in = W.dim(1);
+  be.matmul_backward_input(dy, p.rows, W, dx, accumulate);
+  if (g.weights) {
+    LayerWeights& G = g.weights->layers[sz(layer)];
+    Tensor& dW = module_of(G, m);
+    be.matmul_backward_weight(dy, x, p.rows, out, in, dW.data_as<float>(), true);
+    if (Tensor* db = module_bias(G, m); db && !db->empty()) be.bias_backward(dy, p.rows, out, db->data_as<float>());
+  }
+  if (!g.adapter) return;
+  const int64_t stride = rank_stride(p, layer, m);
+  for (const AdapterRun& run : p.adapters) {
+    if (run.adapter != g.trained || run.adapter->at(layer, m).empty()) continue;
+    be.lora_backward(x + run.row0 * in, a.lora_u[static_cast<size_t>(m)].data() + run.row0 * stride,
+                     dy + run.row0 * out, run.rows, run.adapter->at(layer, m), dropout_of(p, layer, m),
+                     g.adapter->at(layer, m), dx + run.row0 * in, p.scratch);
+  }
+}
+
+float* weight_grad(const Gradients& g, Tensor LayerWeights::*member, int64_t layer) {
+  return g.weights ? (g.weights->layers[sz(layer)].*member).data_as<float>() : nullptr;
+}
+
+}  // namespace
+
+void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int64_t n, Buffer& cos, Buffer& sin) {
+  const auto half = static_cast<int64_t>(inv_freq.size());
+  cos.resize(sz(n * half));
+  sin.resize(sz(n * half));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto position = static_cast<float>(positions[i]);
+    for (int64_t j = 0; j < half; ++j) {
+      const float angle = position * inv_freq[sz(j)];
+      cos[sz(i * half + j)] = std::cos(angle);
+      sin[sz(i * half + j)] = std::sin(angle);
+    }
+  }
+}
+
+void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, LayerActivations& a) {
+  const ModelConfig& c = p.model.config();
+  const Backend& be = p.model.backend();
+  const LayerWeights& W = p.model.weights().layers[sz(l)];
+  const int64_t N = p.rows, H = c.hidden_size, hd = c.head_dim, I = c.intermediate_size;
+  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
+  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  a.q.resize(sz(N * q_dim));
+  a.k.resize(sz(N * kv_dim));
+  a.v.resize(sz(N * kv_dim));
+  a.attn.resize(sz(N * q_dim));
+  a.x_mid.resize(sz(N * H));
+  a.gate.resize(sz(N * I));
+  a.up.resize(sz(N * I));
+  p.h.resize(sz(N * std::max(H, I)));
+  p.act.resize(sz(N * I));
+
+  // Attention block: x_mid = x + o(attention(rope(q(h)), rope(k(h)), v(h))), h = norm(x).
+  be.rmsnorm(x, W.attn_norm.data_as<const float>(), eps, N, H, p.h.data());
+  linear_group(p, l, {{LoraModule::Q, a.q.data()}, {LoraModule::K, a.k.data()}, {LoraModule::V, a.v.data()}},
+               p.h.data(), a);
+  if (c.qk_norm) {
+    const bool keep = p.cache == nullptr;  // the backward reads the values before the norm
+    if (keep) {
+      a.q_pre = a.q;
+      a.k_pre = a.k;
+    }
+    be.rmsnorm(keep ? a.q_pre.data() : a.q.data(), W.q_norm.data_as<const float>(), eps, N * heads, hd, a.q.data());
+    be.rmsnorm(keep ? a.k_pre.data() : a.k.data(), W.k_norm.data_as<const float>(), eps, N * kv_heads, hd, a.k.data());
+  }
+  be.rope(a.q.data(), N, heads, hd, p.cos, p.sin);
+  be.rope(a.k.data(), N, kv_heads, hd, p.cos, p.sin);
+  if (p.cache) {
+    const PagedKV kv{p.cache->keys(l), p.cache->values(l), p.cache->dtype(), p.cache->block_tokens(), kv_heads, hd};
+    be.store_kv(a.k.data(), a.v.data(), p.runs, kv);
+    const AttentionBatch batch{p.runs, heads, c.layer_window(l)};
+    if (p.model.attention() == AttentionImpl::Eager) {
+      be.attention_eager(a.q.data(), kv, batch, a.attn.data(), p.scores);
+    } else {
+      be.attention_flash(a.q.data(), kv, batch, a.attn.data());
+    }
+  } else {
+    a.lse.resize(sz(N * heads));
+    const SequenceAttentionShape shape{p.train_batch, p.train_seq, heads, kv_heads, hd, c.layer_window(l)};
+    be.attention_train_forward(a.q.data(), a.k.data(), a.v.data(), shape, a.attn.data(), a.lse.data());
+  }
+  linear(p, l, LoraModule::O, a.attn.data(), a.x_mid.data(), a);
+  be.add_inplace(a.x_mid.data(), x, N * H);
+
+  // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid).
+  be.rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, p.h.data());
+  linear_group(p, l, {{LoraModule::Gate, a.gate.data()}, {LoraModule::Up, a.up.data()}}, p.h.data(), a);
+  be.silu_mul(a.gate.data(), a.up.data(), p.act.data(), N * I);
+  linear(p, l, LoraModule::Down, p.act.data(), x_out, a);
+  be.add_inplace(x_out, a.x_mid.data(), N * H);
+}
+
+void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActivations& a, const Gradients& g,
+                    Buffer& dx, BackwardScratch& s) {
+  const ModelConfig& c = p.model.config();
+  const Backend& be = p.model.backend();
+  const LayerWeights& W = p.model.weights().layers[sz(l)];
+  const int64_t N = p.rows, H = c.hidden_size, hd = c.head_dim, I = c.intermediate_size;
+  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
+  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  s.dh.resize(sz(N * H));
+  s.dact.resize(sz(N * I));
+  s.dgate.resize(sz(N * I));
+  s.dup.resize(sz(N * I));
+  s.dattn.resize(sz(N * q_dim));
+  s.dq.resize(sz(N * q_dim));
+  s.dk.resize(sz(N * kv_dim));
+  s.dv.resize(sz(N * kv_dim));
+  p.h.resize(sz(N * std::max(H, I)));
+  p.act.resize(sz(N * I));
+
+  // MLP block.
+  be.silu_mul(a.gate.data(), a.up.data(), p.act.data(), N * I);
+  linear_backward(p, l, LoraModule::Down, p.act.data(), dx.data(), s.dact.data(), false, a, g);
+  be.silu_mul_backward(a.gate.data(), a.up.data(), s.dact.data(), s.dgate.data(), s.dup.data(), N * I);
+  be.rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, p.h.data());
+  linear_backward(p, l, LoraModule::Gate, p.h.data(), s.dgate.data(), s.dh.data(), false, a, g);
+  linear_backward(p, l, LoraModule::Up, p.h.data(), s.dup.data(), s.dh.data(), true, a, g);
+  be.rmsnorm_backward(s.dh.data(), a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, dx.data(),
+                      weight_grad(g, &LayerWeights::mlp_norm, l), true);
+
+  // Attention block.
+  linear_backward(p, l, LoraModule::O, a.attn.data(), dx.data(), s.dattn.data(), false, a, g);
+  const SequenceAttentionShape shape{p.train_batch, p.train_seq, heads, kv_heads, hd, c.layer_window(l)};
+  be.attention_train_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), s.dattn.data(), a.lse.data(), shape,
+                              s.dq.data(), s.dk.data(), s.dv.data());
+  be.rope_backward(s.dq.data(), N, heads, hd, p.cos, p.sin);
+  be.rope_backward(s.dk.data(), N, kv_heads, hd, p.cos, p.sin);
+  if (c.qk_norm) {
+    be.rmsnorm_backward(s.dq.data(), a.q_pre.data(), W.q_norm.data_as<const float>(), eps, N * heads, hd, s.dq.data(),
+                        weight_grad(g, &LayerWeights::q_norm, l), false);
+    be.rmsnorm_backward(s.dk.data(), a.k_pre.data(), W.k_norm.data_as<const float>(), eps, N * kv_heads, hd,
+                        s.dk.data(), weight_grad(g, &LayerWeights::k_norm, l), false);
+  }
+  be.rmsnorm(x_in, W.attn_norm.data_as<const float>(), eps, N, H, p.h.data());
+  linear_backward(p, l, LoraModule::Q, p.h.data(), s.dq.data(), s.dh.data(), false, a, g);
+  linear_backward(p, l, LoraModule::K, p.h.data(), s.dk.data(), s.dh.data(), true, a, g);
+  linear_backward(p, l, LoraModule::V, p.h.data(), s.dv.data(), s.dh.data(), true, a, g);
+  be.rmsnorm_backward(s.dh.data(), x_in, W.attn_norm.data_as<const float>(), eps, N, H, dx.data(),
+                      weight_grad(g, &LayerWeights::attn_norm, l), true);
+}
+
+}  // namespace slm::decoder
