@@ -54,6 +54,10 @@ struct ModelConfig {
   static ModelConfig from_json(const std::string& text, const std::string& source);
   // The config.json text Hugging Face transformers reads back to the same model.
   std::string to_json() const;
+  // Sets the bias and q/k-norm options as model_type's family has them
+  // (attention_bias where the family makes biases optional); fails for an
+  // unknown model_type.
+  void set_family_options(bool attention_bias);
   // Sliding window of layer `layer` (0 = full attention).
   int64_t layer_window(int64_t layer) const;
   // Number of parameters the weights hold.

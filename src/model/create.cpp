@@ -33,9 +33,7 @@ ModelConfig base(const char* type, int64_t hidden, int64_t layers, int64_t heads
   c.intermediate_size = inter;
   c.vocab_size = vocab;
   c.head_dim = hidden / heads;
-  c.attention_bias = c.model_type == "qwen2";
-  c.output_bias = false;
-  c.qk_norm = c.model_type == "qwen3";
+  c.set_family_options(false);
   return c;
 }
 

@@ -88,9 +88,7 @@ int run_create(int argc, char** argv) {
       config.head_dim = config.hidden_size / config.num_attention_heads;
     }
     if (tie) config.tie_word_embeddings = true;
-    config.attention_bias = config.model_type == "qwen2" || (config.model_type != "mistral" && bias);
-    config.output_bias = config.attention_bias && config.model_type != "qwen2";
-    config.qk_norm = config.model_type == "qwen3";
+    config.set_family_options(bias);
     if (app.count("--sliding-window")) {
       config.sliding_window = c.sliding_window;
       config.max_window_layers = 0;

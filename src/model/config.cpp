@@ -1,7 +1,11 @@
 // config.json and generation_config.json, read with every field a decoder
-// needs checked against what the Llama family allows.
+// needs checked; what differs between families comes from their
+// Architecture (model/arch/).
 #include <slm/error.h>
 #include <slm/model.h>
+
+#include "io/json_fields.h"
+#include "model/arch/architecture.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,91 +17,6 @@ namespace slm {
 namespace {
 
 using json = nlohmann::json;
-
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail(path.string(), ": cannot open (expected a Hugging Face ", path.filename().string(), ")");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path.string(), ": not valid JSON: ", e.what());
-  }
-}
-
-class Fields {
- public:
-  Fields(const json& object, std::string file) : object_(object), file_(std::move(file)) {
-    if (!object_.is_object()) fail(file_, ": expected a JSON object");
-  }
-
-  bool has(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
-
-  int64_t integer(const char* key, int64_t low, int64_t high, std::optional<int64_t> fallback = std::nullopt) const {
-    if (!has(key)) {
-      if (fallback) return *fallback;
-      fail(file_, ": missing field \"", key, "\" (expected an integer)");
-    }
-    const json& v = object_[key];
-    if (!v.is_number_integer()) fail(file_, ": field \"", key, "\" must be an integer, got ", v.dump());
-    const int64_t value = v.get<int64_t>();
-    if (value < low || value > high) {
-      fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
-    }
-    return value;
-  }
-
-  double number(const char* key, double low, double high, double fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = object_[key];
-    if (!v.is_number()) fail(file_, ": field \"", key, "\" must be a number, got ", v.dump());
-    const double value = v.get<double>();
-    if (!(value >= low && value <= high)) {
-      fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
-    }
-    return value;
-  }
-
-  bool boolean(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
-    if (!object_[key].is_boolean()) fail(file_, ": field \"", key, "\" must be true or false");
-    return object_[key].get<bool>();
-  }
-
-  std::string string(const char* key, std::optional<std::string> fallback = std::nullopt) const {
-    if (!has(key)) {
-      if (fallback) return *fallback;
-      fail(file_, ": missing field \"", key, "\" (expected a string)");
-    }
-    if (!object_[key].is_string()) fail(file_, ": field \"", key, "\" must be a string");
-    return object_[key].get<std::string>();
-  }
-
-  // A token id or a list of them.
-  std::vector<int32_t> ids(const char* key) const {
-    std::vector<int32_t> out;
-    if (!has(key)) return out;
-    const json& v = object_[key];
-    auto one = [&](const json& x) {
-      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX) {
-        fail(file_, ": field \"", key, "\" must be a token id or a list of token ids, got ", v.dump());
-      }
-      out.push_back(static_cast<int32_t>(x.get<int64_t>()));
-    };
-    if (v.is_array()) {
-      for (const json& x : v) one(x);
-    } else {
-      one(v);
-    }
-    return out;
-  }
-
-  const json& raw(const char* key) const { return object_[key]; }
-  const std::string& file() const { return file_; }
-
- private:
-  const json& object_;
-  std::string file_;
-};
 
 constexpr int64_t kMaxDim = 1 << 17;
 constexpr int64_t kMaxVocab = 1 << 22;
@@ -118,13 +37,10 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   } catch (const json::exception& e) {
     fail(source, ": not valid JSON: ", e.what());
   }
-  const Fields f(root, source);
+  const JsonFields f(root, source);
   ModelConfig c;
   c.model_type = f.string("model_type");
-  const bool is_qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
-  if (c.model_type != "llama" && c.model_type != "mistral" && !is_qwen) {
-    fail(f.file(), ": unknown model_type \"", c.model_type, "\" (supported: llama, mistral, qwen2, qwen3)");
-  }
+  const Architecture& arch = architecture(c.model_type, f.file());
   const std::string act = f.string("hidden_act", "silu");
   if (act != "silu") fail(f.file(), ": hidden_act \"", act, "\" is not supported (expected silu)");
 
@@ -158,14 +74,10 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   c.rope_theta = f.number("rope_theta", 1.0, 1e12, 10000.0);
   c.initializer_range = f.number("initializer_range", 0.0, 10.0, 0.02);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
-  // Qwen2 always has q/k/v biases and never an o_proj bias; Mistral has
-  // none; Llama and Qwen3 put one on all four projections when attention_bias.
-  c.attention_bias = c.model_type == "qwen2" || (c.model_type != "mistral" && f.boolean("attention_bias", false));
-  c.output_bias = c.attention_bias && c.model_type != "qwen2";
-  c.qk_norm = c.model_type == "qwen3";
+  arch.set_options(c, f.boolean("attention_bias", false));
 
   if (f.has("rope_scaling")) {
-    const Fields rs(f.raw("rope_scaling"), f.file() + ": rope_scaling");
+    const JsonFields rs(f.raw("rope_scaling"), f.file() + ": rope_scaling");
     const std::string type = rs.has("rope_type") ? rs.string("rope_type") : rs.string("type", "default");
     if (type == "linear") {
       c.rope_scaling = RopeScaling::Linear;
@@ -185,12 +97,7 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
     }
   }
 
-  if (c.model_type == "mistral") {
-    c.sliding_window = f.integer("sliding_window", 1, 1 << 24, int64_t{0});
-  } else if (is_qwen && f.boolean("use_sliding_window", false)) {
-    c.sliding_window = f.integer("sliding_window", 1, 1 << 24, int64_t{0});
-    c.max_window_layers = f.integer("max_window_layers", 0, 1024, c.num_hidden_layers);
-  }
+  arch.read_window(f, c);
 
   c.bos_token_ids = f.ids("bos_token_id");
   c.eos_token_ids = f.ids("eos_token_id");
@@ -203,10 +110,10 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   return c;
 }
 
+void ModelConfig::set_family_options(bool bias) { architecture(model_type, "model_type").set_options(*this, bias); }
+
 int64_t ModelConfig::layer_window(int64_t layer) const {
-  if (sliding_window == 0) return 0;
-  if ((model_type == "qwen2" || model_type == "qwen3") && layer < max_window_layers) return 0;
-  return sliding_window;
+  return sliding_window == 0 ? 0 : architecture(model_type).layer_window(*this, layer);
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -223,14 +130,9 @@ int64_t ModelConfig::parameter_count() const {
 }
 
 std::string ModelConfig::to_json() const {
-  static const char* kArchitectures[][2] = {{"llama", "LlamaForCausalLM"},
-                                            {"mistral", "MistralForCausalLM"},
-                                            {"qwen2", "Qwen2ForCausalLM"},
-                                            {"qwen3", "Qwen3ForCausalLM"}};
+  const Architecture& arch = architecture(model_type);
   json j;
-  for (const auto& [type, arch] : kArchitectures) {
-    if (model_type == type) j["architectures"] = {arch};
-  }
+  j["architectures"] = {arch.hf_class};
   j["model_type"] = model_type;
   j["hidden_size"] = hidden_size;
   j["intermediate_size"] = intermediate_size;
@@ -245,7 +147,6 @@ std::string ModelConfig::to_json() const {
   j["hidden_act"] = "silu";
   j["initializer_range"] = initializer_range;
   j["tie_word_embeddings"] = tie_word_embeddings;
-  if (model_type == "llama" || model_type == "qwen3") j["attention_bias"] = attention_bias;
   j["attention_dropout"] = 0.0;
   if (rope_scaling == RopeScaling::Linear) {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_factor}};
@@ -258,13 +159,7 @@ std::string ModelConfig::to_json() const {
   } else {
     j["rope_scaling"] = nullptr;
   }
-  if (model_type == "mistral") {
-    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
-  } else if (model_type == "qwen2" || model_type == "qwen3") {
-    j["use_sliding_window"] = sliding_window > 0;
-    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
-    j["max_window_layers"] = sliding_window > 0 ? max_window_layers : num_hidden_layers;
-  }
+  arch.write_fields(*this, j);
   auto ids = [](const std::vector<int32_t>& v) -> json {
     if (v.empty()) return nullptr;
     if (v.size() == 1) return v[0];
@@ -280,7 +175,7 @@ std::string ModelConfig::to_json() const {
 
 GenerationDefaults GenerationDefaults::from_file(const std::filesystem::path& generation_config_json) {
   const json root = read_json(generation_config_json);
-  const Fields f(root, generation_config_json.string());
+  const JsonFields f(root, generation_config_json.string());
   GenerationDefaults g;
   g.eos_token_ids = f.ids("eos_token_id");
   if (f.has("do_sample")) g.do_sample = f.boolean("do_sample", false);
