@@ -82,6 +82,20 @@ void linear_backward(const Pass& p, int64_t layer, LoraModule m, const float* x,
   }
 }
 
+// The sizes a block works with, and the pass's scratch grown to them.
+struct BlockShape {
+  int64_t N, H, hd, I, heads, kv_heads, q_dim, kv_dim;
+  float eps;
+};
+BlockShape block_shape(const Pass& p) {
+  const ModelConfig& c = p.model.config();
+  const int64_t N = p.rows, H = c.hidden_size, I = c.intermediate_size;
+  p.h.resize(sz(N * std::max(H, I)));
+  p.act.resize(sz(N * I));
+  return {N, H, c.head_dim, I, c.num_attention_heads, c.num_key_value_heads, c.num_attention_heads * c.head_dim,
+          c.num_key_value_heads * c.head_dim, static_cast<float>(c.rms_norm_eps)};
+}
+
 float* weight_grad(const Gradients& g, Tensor LayerWeights::*member, int64_t layer) {
   return g.weights ? (g.weights->layers[sz(layer)].*member).data_as<float>() : nullptr;
 }
@@ -106,10 +120,7 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
   const ModelConfig& c = p.model.config();
   const Backend& be = p.model.backend();
   const LayerWeights& W = p.model.weights().layers[sz(l)];
-  const int64_t N = p.rows, H = c.hidden_size, hd = c.head_dim, I = c.intermediate_size;
-  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
-  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto [N, H, hd, I, heads, kv_heads, q_dim, kv_dim, eps] = block_shape(p);
   a.q.resize(sz(N * q_dim));
   a.k.resize(sz(N * kv_dim));
   a.v.resize(sz(N * kv_dim));
@@ -117,8 +128,6 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
   a.x_mid.resize(sz(N * H));
   a.gate.resize(sz(N * I));
   a.up.resize(sz(N * I));
-  p.h.resize(sz(N * std::max(H, I)));
-  p.act.resize(sz(N * I));
 
   // Attention block: x_mid = x + o(attention(rope(q(h)), rope(k(h)), v(h))), h = norm(x).
   be.rmsnorm(x, W.attn_norm.data_as<const float>(), eps, N, H, p.h.data());
@@ -165,10 +174,7 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   const ModelConfig& c = p.model.config();
   const Backend& be = p.model.backend();
   const LayerWeights& W = p.model.weights().layers[sz(l)];
-  const int64_t N = p.rows, H = c.hidden_size, hd = c.head_dim, I = c.intermediate_size;
-  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
-  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto [N, H, hd, I, heads, kv_heads, q_dim, kv_dim, eps] = block_shape(p);
   s.dh.resize(sz(N * H));
   s.dact.resize(sz(N * I));
   s.dgate.resize(sz(N * I));
@@ -177,8 +183,6 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   s.dq.resize(sz(N * q_dim));
   s.dk.resize(sz(N * kv_dim));
   s.dv.resize(sz(N * kv_dim));
-  p.h.resize(sz(N * std::max(H, I)));
-  p.act.resize(sz(N * I));
 
   // MLP block.
   be.silu_mul(a.gate.data(), a.up.data(), p.act.data(), N * I);
