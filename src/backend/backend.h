@@ -93,6 +93,9 @@ class Backend {
   virtual void lora_backward(const float* x, const float* u, const float* dy, int64_t M, const LoraWeights& w,
                              const LoraDropout& dropout, LoraWeights& grad, float* dx,
                              std::vector<float>& scratch) const = 0;
+  // C[M,N] = alpha · op(A)·op(B) + beta · C, f32, row-major (BLAS conventions), on every thread.
+  virtual void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) const = 0;
   // dx (+)= dy · W for y = x·Wᵀ.
   virtual void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* dx, bool accumulate) const = 0;
   // dW[N,K] (+)= dyᵀ · x.

@@ -3,12 +3,11 @@
 #include <slm/error.h>
 #include <slm/train.h>
 
+#include "backend/backend.h"
 #include "core/atomic_file.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/modules.h"
-
-#include <cblas.h>
 
 #include <cstring>
 #include <fstream>
@@ -18,14 +17,13 @@ namespace slm {
 
 namespace {
 
-Tensor merged(const Tensor& W, const LoraWeights& u, DType dtype) {
+Tensor merged(const Backend& backend, const Tensor& W, const LoraWeights& u, DType dtype) {
   const int64_t out = W.dim(0), in = W.dim(1), rank = u.A.dim(0);
   Tensor result = Tensor::zeros(DType::F32, W.shape());
   const Tensor wide = W.to(DType::F32);
   std::memcpy(result.data(), wide.data(), result.nbytes());
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(out), static_cast<int>(in),
-              static_cast<int>(rank), u.scale, u.B.data_as<const float>(), static_cast<int>(rank),
-              u.A.data_as<const float>(), static_cast<int>(in), 1.0f, result.data_as<float>(), static_cast<int>(in));
+  backend.sgemm(false, false, out, in, rank, u.scale, u.B.data_as<const float>(), rank, u.A.data_as<const float>(), in,
+                1.0f, result.data_as<float>(), in);
   return dtype == DType::F32 ? result : result.to(dtype);
 }
 
@@ -39,7 +37,7 @@ Model merge_adapter(const Model& base, const std::filesystem::path& adapter_dir,
       const LoraWeights& u = adapter.at(static_cast<int64_t>(l), static_cast<LoraModule>(m));
       if (u.empty()) continue;
       Tensor& W = module_of(weights.layers[l], static_cast<LoraModule>(m));
-      W = merged(W, u, dtype.value_or(W.dtype()));
+      W = merged(base.backend(), W, u, dtype.value_or(W.dtype()));
     }
   }
   return Model(base.config(), std::move(weights));

@@ -93,6 +93,10 @@ class CpuBackend final : public Backend {
     for_each_mask_row(M, in, dropout, [&](int64_t i) { dx[i] += dxd[i] * keep_scale; }, [](int64_t) {});
   }
 
+  void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) const override {
+    cpu::sgemm_parallel(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   void matmul_backward_input(const float* dy, int64_t M, const Tensor& W, float* dx, bool accumulate) const override {
     cpu::matmul_backward_input(dy, M, W, dx, accumulate);
   }
