@@ -1,108 +1,17 @@
+// Which path the CPU runs: detection once, SLM_CPU_ISA to force a lower one,
+// and the dispatch tables (the paths themselves are simd_portable.cpp and
+// simd_<isa>.cpp).
 #include "backend/cpu/simd.h"
 
 #include <slm/error.h>
 
-#include "core/half.h"
-
-#include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdlib>
 #include <string>
 
 namespace slm::cpu {
 
 namespace {
-
-// The portable path: plain loops the compiler may vectorize for the baseline
-// target (SSE2 on x86-64, NEON on aarch64).
-float scalar_dot_f32(const float* x, const float* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * w[i];
-  return sum;
-}
-
-float scalar_dot_bf16(const float* x, const uint16_t* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * bf16_to_f32(w[i]);
-  return sum;
-}
-
-float scalar_dot_f16(const float* x, const uint16_t* w, int64_t k) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < k; ++i) sum += x[i] * f16_to_f32(w[i]);
-  return sum;
-}
-
-float scalar_dot_q8(const float* x, const BlockQ8* w, int64_t k) {
-  float sum = 0.0f;
-  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    float block = 0.0f;
-    for (int i = 0; i < kQuantBlock; ++i) block += x[b * kQuantBlock + i] * static_cast<float>(w[b].q[i]);
-    sum += block * f16_to_f32(w[b].scale);
-  }
-  return sum;
-}
-
-float scalar_dot_q4(const float* x, const BlockQ4* w, int64_t k) {
-  constexpr int64_t half = kQuantBlock / 2;
-  float sum = 0.0f;
-  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    const float* xb = x + b * kQuantBlock;
-    float block = 0.0f;
-    for (int i = 0; i < half; ++i) {
-      block += xb[i] * static_cast<float>((w[b].q[i] & 0x0f) - 8) + xb[i + half] * static_cast<float>((w[b].q[i] >> 4) - 8);
-    }
-    sum += block * f16_to_f32(w[b].scale);
-  }
-  return sum;
-}
-
-void scalar_widen_bf16(const uint16_t* w, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(w[i]);
-}
-
-void scalar_widen_f16(const uint16_t* w, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(w[i]);
-}
-
-void copy_padded(const float* x, int64_t k, float* out) {
-  std::copy(x, x + k, out);
-  std::fill(out + k, out + (k + 31) / 32 * 32, 0.0f);
-}
-
-void scalar_axpy(float a, const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-void scalar_axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
-}
-
-void scalar_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
-}
-
-double scalar_exp_shifted(const float* x, float shift, float* out, int64_t n) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = std::exp(x[i] - shift);
-    sum += out[i];
-  }
-  return sum;
-}
-
-void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
-}
 
 Isa detect() {
 #if defined(__x86_64__)
@@ -154,30 +63,11 @@ void force_isa(Isa isa) {
   chosen().store(isa < best ? isa : best, std::memory_order_relaxed);
 }
 
-VectorKernels scalar_kernels() {
-  return {scalar_dot_f32,
-          scalar_dot_bf16,
-          copy_padded,
-          scalar_dot_bf16,
-          scalar_dot_f16,
-          scalar_dot_q8,
-          scalar_dot_q4,
-          scalar_widen_bf16,
-          scalar_widen_f16,
-          dequantize_q8,
-          dequantize_q4,
-          scalar_axpy,
-          scalar_axpy_bf16,
-          scalar_axpy_f16,
-          scalar_silu_mul,
-          scalar_exp_shifted};
-}
-
 // Each table is built on first use of its path only: the function that
 // builds it is compiled for that path's instructions, which a CPU without
 // them cannot even run to fill a table (an AVX2-only CPU died here).
 const VectorKernels& vector_kernels() {
-  static const VectorKernels scalar = scalar_kernels();
+  static const VectorKernels portable = portable_kernels();
 #if defined(__x86_64__)
   switch (active_isa()) {
     case Isa::Avx512Bf16:
@@ -192,7 +82,7 @@ const VectorKernels& vector_kernels() {
     case Isa::Scalar: break;
   }
 #endif
-  return scalar;
+  return portable;
 }
 
 const Bf16GemmKernels* bf16_gemm_kernels() {

@@ -103,7 +103,7 @@ struct QuantDotKernels {
 // Null when the active path has no VNNI (the top path has it).
 const QuantDotKernels* quant_dot_kernels();
 
-VectorKernels scalar_kernels();
+VectorKernels portable_kernels();
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 VectorKernels avx512_kernels();

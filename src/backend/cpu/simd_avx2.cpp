@@ -149,7 +149,7 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
 
 VectorKernels avx2_kernels() {
   // Quantized rows use the portable loops on this path.
-  const VectorKernels portable = scalar_kernels();
+  const VectorKernels portable = portable_kernels();
   return {dot_f32,
           dot_bf16,
           copy_padded,
