@@ -30,9 +30,9 @@ class KVCache {
   static constexpr int64_t kDefaultBlockTokens = 64;
 
   // A pool of at least `capacity_tokens` positions (rounded up to whole
-  // blocks), in f32, f16 or bf16.
+  // blocks), in f32, f16 or bf16, in memory of `device` (the model's).
   KVCache(const ModelConfig& config, int64_t capacity_tokens, DType dtype = DType::F32,
-          int64_t block_tokens = kDefaultBlockTokens);
+          int64_t block_tokens = kDefaultBlockTokens, Device device = Device::CPU);
   KVCache(KVCache&&) noexcept;
   KVCache& operator=(KVCache&&) noexcept;
   ~KVCache();

@@ -32,8 +32,8 @@ class Tensor {
   Tensor() = default;
   // A view of `data` (memory of `device`), kept alive by `owner`.
   Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner, Device device = Device::CPU);
-  // A fresh, zero-filled heap tensor.
-  static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+  // A fresh, zero-filled tensor in memory of `device` (from its allocator).
+  static Tensor zeros(DType dtype, std::vector<int64_t> shape, Device device = Device::CPU);
 
   bool empty() const { return data_ == nullptr; }
   DType dtype() const { return dtype_; }

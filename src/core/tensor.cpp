@@ -1,9 +1,11 @@
 #include <slm/error.h>
 #include <slm/tensor.h>
 
+#include "core/allocator.h"
 #include "core/half.h"
 #include "core/quant.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -48,15 +50,36 @@ std::optional<DType> parse_dtype(std::string_view name) {
 Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner, Device device)
     : dtype_(dtype), device_(device), shape_(std::move(shape)), data_(data), owner_(std::move(owner)) {}
 
-Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
-  Tensor t(dtype, std::move(shape), nullptr, nullptr);
-  // 64-byte alignment so vector loads never straddle a cache line start.
-  const size_t bytes = (t.nbytes() + 63) / 64 * 64;
-  void* memory = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+namespace {
+
+// 64-byte alignment so vector loads never straddle a cache line start.
+std::shared_ptr<void> allocate_cpu(size_t bytes) {
+  const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  void* memory = std::aligned_alloc(64, rounded);
   if (!memory) throw std::bad_alloc();
-  std::memset(memory, 0, bytes == 0 ? 64 : bytes);
-  t.data_ = memory;
-  t.owner_ = std::shared_ptr<void>(memory, std::free);
+  std::memset(memory, 0, rounded);
+  return std::shared_ptr<void>(memory, std::free);
+}
+
+std::array<DeviceAllocator, 2>& allocators() {
+  static std::array<DeviceAllocator, 2> table{allocate_cpu, nullptr};
+  return table;
+}
+
+}  // namespace
+
+void register_allocator(Device device, DeviceAllocator allocate) { allocators()[static_cast<size_t>(device)] = allocate; }
+
+std::shared_ptr<void> allocate_on(Device device, size_t bytes) {
+  const DeviceAllocator allocate = allocators()[static_cast<size_t>(device)];
+  if (!allocate) fail("no memory allocator for device ", device == Device::CUDA ? "cuda" : "cpu", " in this build");
+  return allocate(bytes);
+}
+
+Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape, Device device) {
+  Tensor t(dtype, std::move(shape), nullptr, nullptr, device);
+  t.owner_ = allocate_on(device, t.nbytes());
+  t.data_ = t.owner_.get();
   return t;
 }
 

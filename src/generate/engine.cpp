@@ -100,7 +100,7 @@ Engine::Engine(const Model& model, const Tokenizer& tokenizer, const EngineOptio
                  ? options.kv_cache_tokens
                  : std::min<int64_t>(model.config().max_position_embeddings * std::max<int64_t>(1, options.max_sequences),
                                      int64_t{1} << 16),
-             options.kv_dtype, options.kv_block_tokens) {
+             options.kv_dtype, options.kv_block_tokens, model.device()) {
   if (options.max_sequences <= 0) fail("engine: max_sequences must be positive, got ", options.max_sequences);
   if (options.max_batch_tokens <= 0) fail("engine: max_batch_tokens must be positive, got ", options.max_batch_tokens);
   for (int32_t s = static_cast<int32_t>(options.max_sequences) - 1; s >= 0; --s) free_sequences_.push_back(s);

@@ -23,7 +23,7 @@ uint64_t hash_block(uint64_t parent, std::span<const int32_t> tokens) {
 
 }  // namespace
 
-KVCache::KVCache(const ModelConfig& config, int64_t capacity_tokens, DType dtype, int64_t block_tokens)
+KVCache::KVCache(const ModelConfig& config, int64_t capacity_tokens, DType dtype, int64_t block_tokens, Device device)
     : block_tokens_(block_tokens), workspace_(std::make_unique<decoder::Workspace>()) {
   if (capacity_tokens <= 0) fail("KV cache capacity must be positive, got ", capacity_tokens);
   if (block_tokens <= 0) fail("KV cache block size must be positive, got ", block_tokens);
@@ -32,8 +32,8 @@ KVCache::KVCache(const ModelConfig& config, int64_t capacity_tokens, DType dtype
   if (block_count_ > (int64_t{1} << 30)) fail("KV cache of ", capacity_tokens, " tokens is too large");
   const std::vector<int64_t> shape{config.num_hidden_layers, block_count_, config.num_key_value_heads, block_tokens,
                                    config.head_dim};
-  keys_ = Tensor::zeros(dtype, shape);
-  values_ = Tensor::zeros(dtype, shape);
+  keys_ = Tensor::zeros(dtype, shape, device);
+  values_ = Tensor::zeros(dtype, shape, device);
   layer_bytes_ = keys_.nbytes() / static_cast<size_t>(config.num_hidden_layers);
   blocks_.resize(static_cast<size_t>(block_count_));
   for (int32_t b = 0; b < static_cast<int32_t>(block_count_); ++b) push_back(b, free_head_, free_tail_, free_count_);
