@@ -108,10 +108,11 @@ Request batch_request(const std::string& line, size_t number, const std::string&
 // --batch-file: every prompt through one engine at once, one JSON result per
 // input line, in input order. A line that fails gets {"error": ...}.
 int run_batch(const Model& model, const Tokenizer& tokenizer, const std::string& file, const GenerateOptions& defaults,
-              const ModelOptions& model_options, int64_t parallel, double load_seconds) {
+              const ModelOptions& model_options, int64_t parallel, int64_t kv_cache_tokens, double load_seconds) {
   std::istringstream lines(file == "-" ? read_text_file("-") : read_text_file(file));
   EngineOptions engine_options;
   engine_options.max_sequences = parallel;
+  engine_options.kv_cache_tokens = kv_cache_tokens;
   engine_options.kv_dtype = defaults.kv_dtype;
   Engine engine(model, tokenizer, engine_options);
   std::map<std::string, std::shared_ptr<const Adapter>> adapters;
@@ -163,6 +164,10 @@ int run_generate(int argc, char** argv) {
       ->excludes(prompt_opt)
       ->excludes(file_opt);
   app.add_option("--parallel", parallel, "with --batch-file: sequences decoded at once")->check(CLI::Range(1, 4096));
+  std::string kv_cache;
+  app.add_option("--kv-cache", kv_cache,
+                 "with --batch-file: the KV cache pool, in positions (8192) or memory (512MiB); default: the context "
+                 "for each --parallel sequence, at most 64K positions");
   app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
   app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
@@ -194,7 +199,8 @@ int run_generate(int argc, char** argv) {
     options.skip_special_tokens = !no_skip_special;
     options.kv_dtype = *parse_dtype(model_options.kv_dtype);
     if (!batch_file.empty()) {
-      return run_batch(model, tokenizer, batch_file, options, model_options, parallel, load_seconds);
+      const int64_t pool = kv_cache.empty() ? 0 : parse_kv_cache_size(kv_cache, model.config(), options.kv_dtype);
+      return run_batch(model, tokenizer, batch_file, options, model_options, parallel, pool, load_seconds);
     }
     const std::string text = app.count("--file") ? read_text_file(prompt_file) : prompt;
     std::vector<int32_t> ids = tokenizer.encode(text, true);
@@ -210,6 +216,10 @@ int run_generate(int argc, char** argv) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }, adapter);
+    if (result.finish_reason == FinishReason::Context) {
+      std::fprintf(stderr, "slm generate: stopped after %zu tokens: the model's context of %lld tokens is full\n",
+                   result.tokens.size(), static_cast<long long>(model.config().max_position_embeddings));
+    }
     const double prefill_rate = static_cast<double>(ids.size()) / std::max(result.prefill_seconds, 1e-9);
     const double decode_steps = static_cast<double>(std::max<size_t>(result.tokens.size(), 1) - 1);
     const double decode_rate = decode_steps / std::max(result.decode_seconds, 1e-9);

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -106,6 +107,32 @@ Model load_model(const ModelOptions& options) {
   Model model = Model::load(options.dir, load);
   model.set_attention(parse_attention(options.attention));
   return model;
+}
+
+int64_t parse_kv_cache_size(const std::string& text, const ModelConfig& config, DType kv_dtype) {
+  static const std::pair<const char*, double> kUnits[] = {{"GiB", 1073741824.0}, {"MiB", 1048576.0}, {"KiB", 1024.0},
+                                                          {"GB", 1e9},          {"MB", 1e6},         {"KB", 1e3}};
+  double scale = 0;
+  std::string number = text;
+  for (const auto& [unit, bytes] : kUnits) {
+    if (text.size() > std::strlen(unit) && text.ends_with(unit)) {
+      scale = bytes;
+      number = text.substr(0, text.size() - std::strlen(unit));
+      break;
+    }
+  }
+  char* end = nullptr;
+  const double value = std::strtod(number.c_str(), &end);
+  if (number.empty() || end != number.c_str() + number.size() || !(value > 0) || value > 1e15) {
+    fail("--kv-cache must be a number of positions (8192) or a size (512MiB, 2GiB), got \"", text, "\"");
+  }
+  if (scale == 0) return static_cast<int64_t>(value);
+  const double per_position = 2.0 * static_cast<double>(config.num_hidden_layers * config.num_key_value_heads *
+                                                        config.head_dim) *
+                              static_cast<double>(dtype_bytes(kv_dtype, 1));
+  const auto positions = static_cast<int64_t>(value * scale / per_position);
+  if (positions < 1) fail("--kv-cache ", text, " holds no position of this model (", per_position, " bytes each)");
+  return positions;
 }
 
 std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const ModelOptions& options) {

@@ -54,6 +54,9 @@ void add_model_options(CLI::App& app, ModelOptions& options);
 void add_adapter_option(CLI::App& app, ModelOptions& options);
 // Applies --threads, then loads the model with --dtype, --device and --attn.
 Model load_model(const ModelOptions& options);
+// --kv-cache: positions ("8192") or memory ("512MiB", "2GiB", "100MB") of
+// the KV cache pool, as positions for `config` with keys and values in `kv_dtype`.
+int64_t parse_kv_cache_size(const std::string& text, const ModelConfig& config, DType kv_dtype);
 // The --adapter for `model`, or null when none was given.
 std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const ModelOptions& options);
 // The tokenizer of a model folder; fails naming the folder when it has none.
