@@ -1,0 +1,103 @@
+// The training loop as a library function, in the spirit of mlx-lm's
+// tuner.trainer.train: slm::train owns epochs, batching, gradient
+// accumulation, the eval cadence, checkpoints and resume, metrics.jsonl and
+// loss.svg; the caller builds the Trainer and the data, and hears about the
+// run through callbacks (printing, stopping on a signal).
+//
+// What a run writes in TrainingOptions::out:
+//   the last checkpoint   Trainer::save_checkpoint's files (the adapter or
+//                         model folder, optimizer.safetensors,
+//                         trainer_state.json) and data_state.json (the
+//                         position in the data)
+//   metrics.jsonl         one line per step and per evaluation
+//   loss.svg              the loss, written at the end
+#pragma once
+
+#include <slm/train.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace slm {
+
+struct TrainingOptions {
+  int64_t epochs = 1;      // passes over the data, unless max_steps is set
+  int64_t max_steps = 0;   // > 0: optimizer steps in all, whatever the epochs
+  int64_t batch_size = 4;  // examples per micro-batch
+  int64_t grad_accum = 1;  // micro-batches per optimizer step
+  uint64_t seed = 0;       // the data order (epoch_order)
+  int32_t pad_id = 0;      // pads a micro-batch to its longest example
+  int64_t eval_every = 0;  // evaluate every N steps; 0: only at the end
+  int64_t save_every = 0;  // checkpoint every N steps; 0: only at the end (and when stopped)
+  std::filesystem::path out;
+  // base_model_name_or_path of a LoRA checkpoint; the folder whose tokenizer
+  // and generation config files a full checkpoint copies.
+  std::string base_model;
+  // An earlier run's `out` to continue from its checkpoint; this run's
+  // metrics are appended to out/metrics.jsonl. Empty: a fresh run.
+  std::filesystem::path resume;
+};
+
+struct ProgressInfo {
+  int64_t step = 0;  // steps done, resumed ones included
+  int64_t total_steps = 0;
+  int64_t epoch = 0;  // 1-based
+  double loss = 0.0;  // mean over the step's counted tokens
+  double lr = 0.0;
+  double grad_norm = 0.0;  // before clipping
+  double tokens_per_s = 0.0;  // training tokens (padding included) since this call started
+  double seconds_left = 0.0;  // at this call's pace so far
+};
+
+struct EvalInfo {
+  int64_t step = 0;
+  double loss = 0.0;  // mean per counted token
+};
+
+struct SaveInfo {
+  int64_t step = 0;
+  std::filesystem::path dir;  // the folder holding the checkpoint
+};
+
+struct ResumeInfo {
+  int64_t step = 0;
+  std::filesystem::path dir;  // the checkpoint folder loaded
+};
+
+struct TrainingCallbacks {
+  std::function<void(const ResumeInfo&)> on_resume;
+  std::function<void(const ProgressInfo&)> on_progress;  // after every step
+  std::function<void(const EvalInfo&)> on_eval;
+  std::function<void(const SaveInfo&)> on_save;
+  // Asked after every step (so a request while loading still trains one):
+  // true saves a checkpoint and returns with TrainingSummary::stopped.
+  std::function<bool()> should_stop;
+};
+
+struct TrainingSummary {
+  int64_t steps = 0;  // steps done, resumed ones included
+  bool stopped = false;  // should_stop ended the run early; a checkpoint of `steps` is saved
+  std::optional<double> best_eval_loss;  // over this call's evaluations
+};
+
+// Optimizer steps a run of these options takes over `examples` examples:
+// max_steps, or epochs × max(1, ⌈examples / batch_size⌉ / grad_accum). What
+// OptimizerOptions::total_steps of a linear or cosine schedule should be.
+int64_t total_training_steps(const TrainingOptions& options, size_t examples);
+
+// Mean loss per counted token over `examples`, in batches of `batch_size`,
+// without gradients.
+double evaluate_loss(Trainer& trainer, const std::vector<TrainExample>& examples, int64_t batch_size, int32_t pad_id);
+
+// Trains `trainer` on `train_data` until total_training_steps (evaluating on
+// `eval_data` when given), writing `options.out` as described above. A
+// non-finite loss fails without saving.
+TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_data,
+                      const std::vector<TrainExample>* eval_data, const TrainingOptions& options,
+                      const TrainingCallbacks& callbacks = {});
+
+}  // namespace slm

@@ -1,0 +1,257 @@
+// slm::train: the loop over steps (batching, gradient accumulation, eval
+// cadence), checkpoints and resume, metrics.jsonl and loss.svg
+// (include/slm/training.h).
+#include <slm/error.h>
+#include <slm/training.h>
+
+#include "core/atomic_file.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <utility>
+
+namespace slm {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+void check_options(const TrainingOptions& o, const std::vector<TrainExample>& train_data,
+                   const std::vector<TrainExample>* eval_data) {
+  if (o.epochs < 1 && o.max_steps < 1) fail("--epochs: must be positive, got ", o.epochs);
+  if (o.max_steps < 0) fail("--max-steps: must be positive, got ", o.max_steps);
+  if (o.batch_size < 1) fail("--batch-size: must be positive, got ", o.batch_size);
+  if (o.grad_accum < 1) fail("--grad-accum: must be positive, got ", o.grad_accum);
+  if (o.eval_every < 0) fail("--eval-every: must be 0 or more, got ", o.eval_every);
+  if (o.save_every < 0) fail("--save-every: must be 0 or more, got ", o.save_every);
+  if (o.out.empty()) fail("--out: no folder given");
+  if (train_data.empty()) fail("training data: no examples");
+  if (eval_data && eval_data->empty()) fail("evaluation data: no examples");
+}
+
+// What data_state.json holds beside the Trainer's own files.
+struct DataState {
+  int64_t epoch = 0;
+  int64_t cursor = 0;  // examples of the epoch's order already trained on
+};
+
+void write_data_state(const fs::path& dir, const DataState& state) {
+  const nlohmann::json j = {{"epoch", state.epoch}, {"cursor", state.cursor}};
+  write_text_atomically(dir / "data_state.json", j.dump(2) + "\n");
+}
+
+DataState read_data_state(const fs::path& dir) {
+  const fs::path path = dir / "data_state.json";
+  std::ifstream in(path);
+  if (!in) fail(path.string(), ": cannot read");
+  DataState state;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(in);
+    state.epoch = j.at("epoch").get<int64_t>();
+    state.cursor = j.at("cursor").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), ": expected {\"epoch\", \"cursor\"} (", e.what(), ")");
+  }
+  return state;
+}
+
+void save_checkpoint(const Trainer& trainer, const TrainingOptions& options, const DataState& state) {
+  trainer.save_checkpoint(options.out, options.base_model);
+  write_data_state(options.out, state);
+}
+
+// metrics.jsonl and what loss.svg plots from it.
+class Metrics {
+ public:
+  // A resumed run appends to the file.
+  Metrics(const fs::path& out, bool resumed)
+      : file_(out / "metrics.jsonl", resumed ? std::ios::app : std::ios::trunc) {
+    if (!file_) fail(out.string(), ": cannot write metrics.jsonl");
+  }
+
+  void write(const nlohmann::json& line) {
+    file_ << line.dump() << std::endl;
+    remember(line);
+  }
+
+  std::optional<double> best_eval_loss() const {
+    if (evals_.empty()) return std::nullopt;
+    double best = std::numeric_limits<double>::infinity();
+    for (const auto& [step, loss] : evals_) best = std::min(best, loss);
+    return best;
+  }
+
+  // loss.svg: the training loss per step (and eval points), a plain polyline
+  // any browser shows.
+  std::string svg() const {
+    constexpr double kWidth = 640, kHeight = 360, kMargin = 48;
+    double low = std::numeric_limits<double>::infinity(), high = -low;
+    for (const auto& [step, l] : losses_) low = std::min(low, l), high = std::max(high, l);
+    for (const auto& [step, l] : evals_) low = std::min(low, l), high = std::max(high, l);
+    if (!(high > low)) high = low + 1.0;
+    const int64_t last_step = losses_.empty() ? 0 : losses_.back().first;
+    const double steps = static_cast<double>(std::max<int64_t>(2, last_step));
+    auto x = [&](int64_t step) {
+      return kMargin + static_cast<double>(step - 1) / (steps - 1) * (kWidth - 2 * kMargin);
+    };
+    auto y = [&](double loss) { return kHeight - kMargin - (loss - low) / (high - low) * (kHeight - 2 * kMargin); };
+    std::string svg;
+    char buffer[160];
+    std::snprintf(buffer, sizeof buffer,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                  "font-family=\"sans-serif\" font-size=\"12\">\n",
+                  kWidth, kHeight);
+    svg += buffer;
+    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" points=\"";
+    for (const auto& [step, l] : losses_) {
+      std::snprintf(buffer, sizeof buffer, "%.1f,%.1f ", x(step), y(l));
+      svg += buffer;
+    }
+    svg += "\"/>\n";
+    for (const auto& [step, l] : evals_) {
+      std::snprintf(buffer, sizeof buffer, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#d62728\"/>\n", x(step),
+                    y(l));
+      svg += buffer;
+    }
+    std::snprintf(buffer, sizeof buffer,
+                  "<text x=\"%.0f\" y=\"20\">loss (blue: train, red: eval) from %.4g to %.4g over %lld steps</text>\n",
+                  kMargin, high, low, static_cast<long long>(last_step));
+    svg += buffer;
+    return svg + "</svg>\n";
+  }
+
+ private:
+  void remember(const nlohmann::json& line) {
+    const int64_t step = line.at("step").get<int64_t>();
+    if (line.contains("loss")) losses_.emplace_back(step, line["loss"].get<double>());
+    if (line.contains("eval_loss")) evals_.emplace_back(step, line["eval_loss"].get<double>());
+  }
+
+  std::ofstream file_;
+  std::vector<std::pair<int64_t, double>> losses_, evals_;  // by step
+};
+
+}  // namespace
+
+int64_t total_training_steps(const TrainingOptions& options, size_t examples) {
+  if (options.max_steps > 0) return options.max_steps;
+  const int64_t batches_per_epoch = (static_cast<int64_t>(examples) + options.batch_size - 1) / options.batch_size;
+  return options.epochs * std::max<int64_t>(1, batches_per_epoch / options.grad_accum);
+}
+
+double evaluate_loss(Trainer& trainer, const std::vector<TrainExample>& examples, int64_t batch_size, int32_t pad_id) {
+  double total = 0.0;
+  int64_t counted = 0;
+  for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<size_t> indices;
+    for (size_t i = start; i < std::min(examples.size(), start + static_cast<size_t>(batch_size)); ++i) {
+      indices.push_back(i);
+    }
+    const TrainBatch batch = make_batch(examples, indices, pad_id);
+    total += trainer.evaluate(batch);
+    counted += batch.counted_tokens();
+  }
+  return total / static_cast<double>(std::max<int64_t>(1, counted));
+}
+
+TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_data,
+                      const std::vector<TrainExample>* eval_data, const TrainingOptions& options,
+                      const TrainingCallbacks& callbacks) {
+  check_options(options, train_data, eval_data);
+  const int64_t total_steps = total_training_steps(options, train_data.size());
+  DataState state;
+  if (!options.resume.empty()) {
+    trainer.load_checkpoint(options.resume);
+    state = read_data_state(options.resume);
+    if (callbacks.on_resume) callbacks.on_resume({trainer.steps_done(), options.resume});
+  }
+  std::error_code ec;
+  fs::create_directories(options.out, ec);
+  if (ec) fail(options.out.string(), ": cannot create folder: ", ec.message());
+  Metrics metrics(options.out, !options.resume.empty());
+
+  TrainingSummary summary;
+  int64_t saved_step = -1;
+  const auto save = [&] {
+    save_checkpoint(trainer, options, state);
+    saved_step = trainer.steps_done();
+    if (callbacks.on_save) callbacks.on_save({saved_step, options.out});
+  };
+  const auto run_eval = [&](int64_t step) {
+    const double loss = evaluate_loss(trainer, *eval_data, options.batch_size, options.pad_id);
+    metrics.write({{"step", step}, {"eval_loss", loss}, {"eval_perplexity", std::exp(loss)}});
+    if (callbacks.on_eval) callbacks.on_eval({step, loss});
+  };
+
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t first_step = trainer.steps_done();
+  int64_t tokens_seen = 0;
+  std::vector<size_t> order = epoch_order(train_data.size(), options.seed, state.epoch);
+  for (int64_t step = first_step; step < total_steps; ++step) {
+    std::vector<TrainBatch> micro;
+    int64_t counted = 0;
+    for (int64_t m = 0; m < options.grad_accum; ++m) {
+      if (state.cursor >= static_cast<int64_t>(order.size())) {
+        order = epoch_order(train_data.size(), options.seed, ++state.epoch);
+        state.cursor = 0;
+      }
+      const auto end = std::min<int64_t>(static_cast<int64_t>(order.size()), state.cursor + options.batch_size);
+      micro.push_back(make_batch(train_data, {order.begin() + state.cursor, order.begin() + end}, options.pad_id));
+      state.cursor = end;
+      counted += micro.back().counted_tokens();
+      tokens_seen += micro.back().batch * micro.back().seq;
+    }
+    double loss = 0.0;
+    for (const TrainBatch& batch : micro) {
+      loss += trainer.accumulate_gradients(batch, 1.0 / static_cast<double>(std::max<int64_t>(1, counted)));
+    }
+    loss /= static_cast<double>(std::max<int64_t>(1, counted));
+    if (!std::isfinite(loss)) {
+      fail("the loss became ", loss, " at step ", step + 1, "; stopped without saving (", options.out.string(),
+           " keeps the last --save-every checkpoint, if any)");
+    }
+    const StepStats stats = trainer.step();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    ProgressInfo progress;
+    progress.step = step + 1;
+    progress.total_steps = total_steps;
+    progress.epoch = state.epoch + 1;
+    progress.loss = loss;
+    progress.lr = stats.lr;
+    progress.grad_norm = stats.grad_norm;
+    progress.tokens_per_s = static_cast<double>(tokens_seen) / std::max(elapsed, 1e-9);
+    progress.seconds_left =
+        elapsed / static_cast<double>(step + 1 - first_step) * static_cast<double>(total_steps - step - 1);
+    metrics.write({{"step", progress.step},
+                   {"epoch", progress.epoch},
+                   {"loss", loss},
+                   {"lr", stats.lr},
+                   {"grad_norm", stats.grad_norm},
+                   {"tokens_per_s", progress.tokens_per_s}});
+    if (callbacks.on_progress) callbacks.on_progress(progress);
+    if (eval_data && options.eval_every > 0 && (step + 1) % options.eval_every == 0) run_eval(step + 1);
+    const bool stop = callbacks.should_stop && callbacks.should_stop();
+    if (stop || (options.save_every > 0 && (step + 1) % options.save_every == 0)) save();
+    if (stop) {
+      summary.steps = step + 1;
+      summary.stopped = true;
+      summary.best_eval_loss = metrics.best_eval_loss();
+      return summary;
+    }
+  }
+  if (eval_data && (options.eval_every == 0 || total_steps % options.eval_every != 0)) run_eval(total_steps);
+  if (saved_step != total_steps) save();
+  write_text_atomically(options.out / "loss.svg", metrics.svg());
+  summary.steps = total_steps;
+  summary.best_eval_loss = metrics.best_eval_loss();
+  return summary;
+}
+
+}  // namespace slm

@@ -1,0 +1,231 @@
+// slm::train, the loop slm finetune runs (include/slm/training.h): what it
+// writes, its callbacks, and stopping, killing and resuming a run, which must
+// end where an uninterrupted one ends, with every step logged once.
+#include "trainer_fixture.h"
+
+#include <slm/error.h>
+#include <slm/training.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <set>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kSteps = 12;
+
+class TrainingLoop : public TrainerTest {
+ protected:
+  void SetUp() override {
+    root_ = work_dir() / ("loop_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(root_);
+    model_.emplace(tiny_model("llama"));
+  }
+
+  // Short random sequences, their first two labels masked.
+  static std::vector<slm::TrainExample> examples(int count, uint64_t seed) {
+    slm::Rng rng(seed);
+    std::vector<slm::TrainExample> out(static_cast<size_t>(count));
+    for (slm::TrainExample& e : out) {
+      const size_t length = 4 + rng.next() % 9;
+      for (size_t i = 0; i < length; ++i) e.tokens.push_back(static_cast<int32_t>(rng.next() % 50));
+      e.labels = e.tokens;
+      e.labels[0] = e.labels[1] = -100;
+    }
+    return out;
+  }
+
+  // Dropout on and a decaying schedule, so a resume that lost any state shows.
+  slm::Trainer trainer() const {
+    slm::LoraOptions lora;
+    lora.rank = 4;
+    lora.dropout = 0.1;
+    lora.seed = 3;
+    lora.targets = {"q_proj", "v_proj", "down_proj"};
+    slm::OptimizerOptions opt;
+    opt.lr = 1e-2;
+    opt.schedule = slm::LrSchedule::Cosine;
+    opt.total_steps = kSteps;
+    return slm::Trainer(*model_, lora, opt);
+  }
+
+  slm::TrainingOptions options(const std::string& out) const {
+    slm::TrainingOptions o;
+    o.max_steps = kSteps;
+    o.batch_size = 3;
+    o.grad_accum = 2;
+    o.seed = 5;
+    o.eval_every = 4;
+    o.out = root_ / out;
+    o.base_model = "tiny";
+    return o;
+  }
+
+  slm::TrainingSummary run(const slm::TrainingOptions& o, const slm::TrainingCallbacks& callbacks = {}) {
+    slm::Trainer t = trainer();
+    return slm::train(t, data_, &eval_, o, callbacks);
+  }
+
+  // A run of `o` that stops after `steps` steps.
+  void run_until(const slm::TrainingOptions& o, int64_t steps) {
+    slm::TrainingCallbacks callbacks;
+    int64_t done = 0;
+    callbacks.on_progress = [&](const slm::ProgressInfo& p) { done = p.step; };
+    callbacks.should_stop = [&] { return done == steps; };
+    const slm::TrainingSummary summary = run(o, callbacks);
+    ASSERT_TRUE(summary.stopped);
+    ASSERT_EQ(summary.steps, steps);
+  }
+
+  // The finished run every interrupted one must end as.
+  const fs::path& reference() {
+    if (reference_.empty()) {
+      reference_ = options("reference").out;
+      run(options("reference"));
+    }
+    return reference_;
+  }
+
+  static std::string read(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    EXPECT_TRUE(in) << p;
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+  static std::vector<nlohmann::json> metrics(const fs::path& out) {
+    std::vector<nlohmann::json> lines;
+    std::ifstream in(out / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+    return lines;
+  }
+  // (step, loss) of every training line and (step, eval_loss) of every eval line, in file order.
+  static std::vector<std::pair<int64_t, double>> logged(const fs::path& out, const char* key) {
+    std::vector<std::pair<int64_t, double>> values;
+    for (const nlohmann::json& j : metrics(out)) {
+      if (j.contains(key)) values.emplace_back(j["step"].get<int64_t>(), j[key].get<double>());
+    }
+    return values;
+  }
+  static std::set<std::string> entries(const fs::path& dir) {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
+    return names;
+  }
+  static int64_t trainer_step(const fs::path& checkpoint) {
+    return nlohmann::json::parse(read(checkpoint / "trainer_state.json"))["step"].get<int64_t>();
+  }
+  static std::string error_of(const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const slm::Error& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "expected slm::Error";
+    return "";
+  }
+  // The run in `out` ended exactly as the reference: the same adapter, the
+  // same loss at every step, each step and evaluation logged once.
+  void expect_same_as_reference(const fs::path& out) {
+    const fs::path& want = reference();
+    EXPECT_EQ(read(out / "adapter_model.safetensors"), read(want / "adapter_model.safetensors"));
+    EXPECT_EQ(logged(out, "loss"), logged(want, "loss"));
+    EXPECT_EQ(logged(out, "eval_loss"), logged(want, "eval_loss"));
+  }
+
+  std::optional<slm::Model> model_;
+  fs::path root_, reference_;
+  const std::vector<slm::TrainExample> data_ = examples(16, 1), eval_ = examples(4, 2);
+};
+
+TEST_F(TrainingLoop, WritesTheResultTheCheckpointMetricsAndPlot) {
+  slm::TrainingCallbacks callbacks;
+  std::vector<int64_t> steps, evals, saves;
+  callbacks.on_progress = [&](const slm::ProgressInfo& p) {
+    steps.push_back(p.step);
+    EXPECT_EQ(p.total_steps, kSteps);
+    EXPECT_TRUE(std::isfinite(p.loss) && p.lr > 0 && p.tokens_per_s > 0) << p.step;
+  };
+  callbacks.on_eval = [&](const slm::EvalInfo& e) { evals.push_back(e.step); };
+  callbacks.on_save = [&](const slm::SaveInfo& s) {
+    saves.push_back(s.step);
+    EXPECT_EQ(s.dir, options("run").out);
+  };
+  const slm::TrainingSummary summary = run(options("run"), callbacks);
+  const fs::path out = options("run").out;
+  EXPECT_EQ(summary.steps, kSteps);
+  EXPECT_FALSE(summary.stopped);
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(evals, (std::vector<int64_t>{4, 8, 12})) << "the last step's evaluation is the final one";
+  EXPECT_EQ(saves, (std::vector<int64_t>{kSteps}));
+
+  EXPECT_EQ(entries(out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors",
+                                                 "data_state.json", "optimizer.safetensors", "trainer_state.json",
+                                                 "loss.svg", "metrics.jsonl"}));
+  EXPECT_EQ(trainer_step(out), kSteps);
+
+  const auto losses = logged(out, "loss"), eval_losses = logged(out, "eval_loss");
+  ASSERT_EQ(losses.size(), static_cast<size_t>(kSteps));
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i].first, static_cast<int64_t>(i + 1));
+  EXPECT_LT(losses.back().second, losses.front().second);
+  ASSERT_EQ(eval_losses.size(), 3u);
+  ASSERT_TRUE(summary.best_eval_loss);
+  EXPECT_EQ(*summary.best_eval_loss, std::min({eval_losses[0].second, eval_losses[1].second, eval_losses[2].second}));
+  const std::string svg = read(out / "loss.svg");
+  const size_t from = svg.find("points=\""), to = svg.find('"', from + 8);
+  const std::string points = svg.substr(from + 8, to - from - 8);
+  EXPECT_EQ(std::count(points.begin(), points.end(), ','), kSteps);
+  EXPECT_NE(svg.find("over 12 steps"), std::string::npos);
+}
+
+TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
+  slm::TrainingOptions o = options("stopped");
+  run_until(o, 5);
+  EXPECT_EQ(trainer_step(o.out), 5);
+  o.resume = o.out;
+  slm::TrainingCallbacks callbacks;
+  int64_t resumed_at = -1, first_step = -1;
+  callbacks.on_resume = [&](const slm::ResumeInfo& r) {
+    resumed_at = r.step;
+    EXPECT_EQ(r.dir, o.out);
+  };
+  callbacks.on_progress = [&](const slm::ProgressInfo& p) {
+    if (first_step < 0) first_step = p.step;
+  };
+  run(o, callbacks);
+  EXPECT_EQ(resumed_at, 5);
+  EXPECT_EQ(first_step, 6);
+  expect_same_as_reference(o.out);
+}
+
+TEST_F(TrainingLoop, TotalStepsFollowEpochsBatchesAndAccumulation) {
+  slm::TrainingOptions o;
+  o.epochs = 3;
+  o.batch_size = 3;
+  o.grad_accum = 2;
+  EXPECT_EQ(slm::total_training_steps(o, 10), 6) << "4 micro-batches an epoch, 2 steps";
+  EXPECT_EQ(slm::total_training_steps(o, 1), 3) << "at least one step an epoch";
+  o.max_steps = 7;
+  EXPECT_EQ(slm::total_training_steps(o, 10), 7);
+}
+
+TEST_F(TrainingLoop, RejectsBadOptions) {
+  slm::TrainingOptions o = options("bad");
+  o.batch_size = 0;
+  EXPECT_NE(error_of([&] { run(o); }).find("--batch-size"), std::string::npos);
+  o = options("bad");
+  o.out.clear();
+  EXPECT_NE(error_of([&] { run(o); }).find("--out"), std::string::npos);
+  o = options("bad");
+  const std::string empty = error_of([&] {
+    slm::Trainer t = trainer();
+    slm::train(t, {}, nullptr, o);
+  });
+  EXPECT_NE(empty.find("no examples"), std::string::npos) << empty;
+}
+
+}  // namespace
