@@ -21,11 +21,11 @@ with open(f"{work}/eval.jsonl", "w") as f:
     f.write(json.dumps({"text": "The number 4 is written as 4."}) + "\n")
 PY
 
+args=(-m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --max-steps 40 --lr 1e-2
+  --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
 out="$SLM_WORK/adapter"
 rm -rf "$out"
-if "$SLM_BIN" finetune -m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --out "$out" \
-  --max-steps 40 --lr 1e-2 --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj \
-  --eval-every 20 --threads 2 2>"$SLM_WORK/finetune.err"; then
+if "$SLM_BIN" finetune "${args[@]}" --out "$out" 2>"$SLM_WORK/finetune.err"; then
   pass "finetune exits 0"
 else
   fail "finetune failed: $(tail -3 "$SLM_WORK/finetune.err")"
@@ -60,30 +60,52 @@ PY
 )
 [ "$learned" = True ] && pass "the loss falls and eval runs twice" || fail "loss did not fall: $(head -c 300 "$out/metrics.jsonl")"
 
-# Interrupted (Ctrl-C) and resumed, the run ends with the same adapter as the
-# uninterrupted one, wherever the interruption fell.
-resumed="$SLM_WORK/resumed"
-rm -rf "$resumed"
-args=(-m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --max-steps 40 --lr 1e-2
-  --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
-"$SLM_BIN" finetune "${args[@]}" --out "$resumed" 2>"$SLM_WORK/interrupted.err" &
-pid=$!
-sleep 0.7
-kill -INT "$pid" 2>/dev/null || true
-set +e
-wait "$pid"
-rc=$?
-set -e
-if [ "$rc" = 130 ]; then
-  grep -q "interrupted: checkpoint of step" "$SLM_WORK/interrupted.err" && pass "Ctrl-C saves a checkpoint (exit 130)" \
-    || fail "interrupted without the checkpoint message: $(tail -2 "$SLM_WORK/interrupted.err")"
-  "$SLM_BIN" finetune "${args[@]}" --out "$resumed" --resume "$resumed" 2>"$SLM_WORK/resume.err" \
-    || fail "resume failed: $(tail -2 "$SLM_WORK/resume.err")"
-else
-  echo "note: the run finished (exit $rc) before the interrupt arrived; comparing the uninterrupted runs only"
-fi
-cmp -s "$out/adapter_model.safetensors" "$resumed/adapter_model.safetensors" \
-  && pass "resumed run ends with the same adapter" || fail "resumed adapter differs from the uninterrupted one"
+# start_run OUT [options...]: a run of "${args[@]}" in the background ($pid),
+# its messages in OUT.err. wait_for_steps OUT N: until OUT/metrics.jsonl logs N
+# steps or the run ends.
+start_run() {
+  local dir=$1
+  shift
+  rm -rf "$dir"
+  "$SLM_BIN" finetune "${args[@]}" --out "$dir" "$@" 2>"$dir.err" &
+  pid=$!
+}
+steps_logged() {
+  local n
+  n=$(grep -c '"loss"' "$1/metrics.jsonl" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+wait_for_steps() {
+  while kill -0 "$pid" 2>/dev/null && [ "$(steps_logged "$1")" -lt "$2" ]; do sleep 0.02; done
+}
+# Leaves the exit status of the run in $rc.
+wait_run() {
+  set +e
+  wait "$pid"
+  rc=$?
+  set -e
+}
+
+# Interrupted (Ctrl-C, or a plain kill as a job scheduler sends) and resumed,
+# the run ends with the same adapter as the uninterrupted one.
+for signal in INT TERM; do
+  resumed="$SLM_WORK/resumed-$signal"
+  start_run "$resumed"
+  wait_for_steps "$resumed" 3
+  kill -"$signal" "$pid" 2>/dev/null || true
+  wait_run
+  code=$((128 + $(kill -l "$signal")))
+  if [ "$rc" = "$code" ] && [ "$(steps_logged "$resumed")" -lt 40 ]; then
+    grep -q "interrupted: checkpoint of step" "$resumed.err" && pass "SIG$signal saves a checkpoint (exit $code)" \
+      || fail "SIG$signal ended the run without the checkpoint message: $(tail -2 "$resumed.err")"
+    "$SLM_BIN" finetune "${args[@]}" --out "$resumed" --resume "$resumed" 2>"$resumed.resume.err" \
+      || fail "resume after SIG$signal failed: $(tail -2 "$resumed.resume.err")"
+    cmp -s "$out/adapter_model.safetensors" "$resumed/adapter_model.safetensors" \
+      && pass "resumed after SIG$signal: the same adapter" || fail "adapter resumed after SIG$signal differs"
+  else
+    echo "note: the run ended (exit $rc) before SIG$signal could interrupt it"
+  fi
+done
 
 # slm merge: the merged folder, read by the PyTorch reference, predicts what the
 # base plus the adapter (read from the PEFT files) predicts.

@@ -41,8 +41,21 @@ std::string format_duration(double seconds) {
   return text;
 }
 
-volatile std::sig_atomic_t interrupted = 0;
-void on_interrupt(int) { interrupted = 1; }
+// The number of the signal that asked the run to stop; 0 while none has.
+volatile std::sig_atomic_t stop_signal = 0;
+void on_stop_signal(int signal_number) { stop_signal = signal_number; }
+
+// Ctrl-C and a plain kill (SIGTERM, as from a job scheduler) both end the run
+// with a checkpoint after the current step. SA_RESETHAND: a second one ends
+// the process at once.
+void install_stop_handlers() {
+  stop_signal = 0;
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  for (const int signal_number : {SIGINT, SIGTERM}) ::sigaction(signal_number, &action, nullptr);
+}
 
 }  // namespace
 
@@ -118,8 +131,7 @@ int run_finetune(int argc, char** argv) {
     }
     const auto started = std::chrono::steady_clock::now();
     // From the start, so a Ctrl-C while loading still ends with a checkpoint after one step.
-    interrupted = 0;
-    std::signal(SIGINT, on_interrupt);
+    install_stop_handlers();
     Model model = load_model(model_options);
     const Tokenizer tokenizer = load_tokenizer(model_options.dir);
     const RenderChatFn render_chat = chat_renderer(model_options.dir, tokenizer, chat_template);
@@ -167,13 +179,13 @@ int run_finetune(int argc, char** argv) {
       std::fprintf(stderr, "step %lld: eval loss %.4f, perplexity %.3f\n", static_cast<long long>(e.step), e.loss,
                    std::exp(e.loss));
     };
-    callbacks.should_stop = [] { return interrupted != 0; };
+    callbacks.should_stop = [] { return stop_signal != 0; };
     const TrainingSummary summary =
         slm::train(trainer, train.examples, eval ? &eval->examples : nullptr, loop, callbacks);
     if (summary.stopped) {
       std::fprintf(stderr, "interrupted: checkpoint of step %lld saved in %s (continue with --resume %s)\n",
                    static_cast<long long>(summary.steps), out.c_str(), out.c_str());
-      return 130;
+      return 128 + static_cast<int>(stop_signal);
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::fprintf(stderr, "saved %s after %lld steps in %s", out.c_str(), static_cast<long long>(summary.steps),
