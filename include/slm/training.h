@@ -5,12 +5,15 @@
 // run through callbacks (printing, stopping on a signal).
 //
 // What a run writes in TrainingOptions::out:
-//   the last checkpoint   Trainer::save_checkpoint's files (the adapter or
-//                         model folder, optimizer.safetensors,
-//                         trainer_state.json) and data_state.json (the
-//                         position in the data)
-//   metrics.jsonl         one line per step and per evaluation
-//   loss.svg              the loss, written at the end
+//   checkpoint/        the last checkpoint, replaced as one unit (below)
+//   adapter files      (LoRA) or a model folder (full): the trained result of
+//                      the last checkpoint, hard links to checkpoint/'s files
+//   metrics.jsonl      one line per step and per evaluation
+//   loss.svg           the loss, written at the end
+// A checkpoint is written into checkpoint.tmp-STEP; the previous one is then
+// renamed to checkpoint.old-STEP, the new one to checkpoint, and the old one
+// removed, so checkpoint/ always holds one step whole (Trainer's files plus
+// data_state.json: the position in the data).
 #pragma once
 
 #include <slm/train.h>
@@ -60,7 +63,7 @@ struct EvalInfo {
 
 struct SaveInfo {
   int64_t step = 0;
-  std::filesystem::path dir;  // the folder holding the checkpoint
+  std::filesystem::path dir;  // the checkpoint folder
 };
 
 struct ResumeInfo {

@@ -1,6 +1,6 @@
 // slm::train: the loop over steps (batching, gradient accumulation, eval
-// cadence), checkpoints and resume, metrics.jsonl and loss.svg
-// (include/slm/training.h).
+// cadence), the checkpoint folder replaced as one unit, resume,
+// metrics.jsonl and loss.svg (include/slm/training.h).
 #include <slm/error.h>
 #include <slm/training.h>
 
@@ -9,11 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <string_view>
 #include <utility>
 
 namespace slm {
@@ -21,6 +23,14 @@ namespace slm {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr std::string_view kCheckpoint = "checkpoint";
+constexpr std::string_view kFreshPrefix = "checkpoint.tmp-";
+constexpr std::string_view kOldPrefix = "checkpoint.old-";
+// The files of a checkpoint only resuming reads; the rest is the trained
+// result, published beside the checkpoint.
+constexpr std::array<std::string_view, 3> kResumeState = {"optimizer.safetensors", "trainer_state.json",
+                                                          "data_state.json"};
 
 void check_options(const TrainingOptions& o, const std::vector<TrainExample>& train_data,
                    const std::vector<TrainExample>* eval_data) {
@@ -61,9 +71,60 @@ DataState read_data_state(const fs::path& dir) {
   return state;
 }
 
-void save_checkpoint(const Trainer& trainer, const TrainingOptions& options, const DataState& state) {
-  trainer.save_checkpoint(options.out, options.base_model);
-  write_data_state(options.out, state);
+// The checkpoint of an earlier run's folder. A save killed between its two
+// renames leaves no checkpoint/, but the previous one whole as checkpoint.old-N.
+fs::path find_checkpoint(const fs::path& run) {
+  if (fs::is_directory(run / kCheckpoint)) return run / kCheckpoint;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(run, ec)) {
+    if (entry.is_directory() && entry.path().filename().string().starts_with(kOldPrefix)) return entry.path();
+  }
+  fail("--resume ", run.string(), ": no checkpoint in it (expected the folder ", (run / kCheckpoint).string(),
+       ", which a run writes every --save-every steps, when stopped and at the end)");
+}
+
+void rename_into_place(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) fail(to.string(), ": cannot rename ", from.string(), " to it: ", ec.message());
+}
+
+// Folders of saves that did not finish: killed while writing, or between the renames.
+void remove_unfinished_saves(const fs::path& out) {
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(kFreshPrefix) || name.starts_with(kOldPrefix)) stale.push_back(entry.path());
+  }
+  // A folder that cannot be removed now is tried again at the next save.
+  std::error_code ignored;
+  for (const fs::path& dir : stale) fs::remove_all(dir, ignored);
+}
+
+// out/checkpoint replaced as one unit (include/slm/training.h), then its
+// trained result published in `out`.
+fs::path save_checkpoint_folder(const Trainer& trainer, const TrainingOptions& options, const DataState& state) {
+  const std::string step = std::to_string(trainer.steps_done());
+  const fs::path fresh = options.out / (std::string(kFreshPrefix) + step);
+  const fs::path old = options.out / (std::string(kOldPrefix) + step);
+  const fs::path current = options.out / kCheckpoint;
+  std::error_code ec;
+  fs::remove_all(fresh, ec);  // a run killed while writing this very step
+  fs::create_directories(fresh, ec);
+  if (ec) fail(fresh.string(), ": cannot create folder: ", ec.message());
+  trainer.save_checkpoint(fresh, options.base_model);
+  write_data_state(fresh, state);
+  // A directory cannot be renamed over a non-empty one: the old one goes aside first.
+  if (fs::exists(current)) rename_into_place(current, old);
+  rename_into_place(fresh, current);
+  remove_unfinished_saves(options.out);
+  for (const auto& entry : fs::directory_iterator(current)) {
+    const std::string name = entry.path().filename().string();
+    if (std::find(kResumeState.begin(), kResumeState.end(), name) == kResumeState.end()) {
+      link_file_atomically(entry.path(), options.out / name);
+    }
+  }
+  return current;
 }
 
 // metrics.jsonl and what loss.svg plots from it.
@@ -168,9 +229,10 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
   const int64_t total_steps = total_training_steps(options, train_data.size());
   DataState state;
   if (!options.resume.empty()) {
-    trainer.load_checkpoint(options.resume);
-    state = read_data_state(options.resume);
-    if (callbacks.on_resume) callbacks.on_resume({trainer.steps_done(), options.resume});
+    const fs::path checkpoint = find_checkpoint(options.resume);
+    state = read_data_state(checkpoint);
+    trainer.load_checkpoint(checkpoint);
+    if (callbacks.on_resume) callbacks.on_resume({trainer.steps_done(), checkpoint});
   }
   std::error_code ec;
   fs::create_directories(options.out, ec);
@@ -180,9 +242,9 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
   TrainingSummary summary;
   int64_t saved_step = -1;
   const auto save = [&] {
-    save_checkpoint(trainer, options, state);
+    const fs::path dir = save_checkpoint_folder(trainer, options, state);
     saved_step = trainer.steps_done();
-    if (callbacks.on_save) callbacks.on_save({saved_step, options.out});
+    if (callbacks.on_save) callbacks.on_save({saved_step, dir});
   };
   const auto run_eval = [&](int64_t step) {
     const double loss = evaluate_loss(trainer, *eval_data, options.batch_size, options.pad_id);

@@ -107,6 +107,16 @@ for signal in INT TERM; do
   fi
 done
 
+# The layout: the trained adapter, metrics and plot, and the last checkpoint
+# as one folder, nothing half-saved beside it.
+for file in adapter_config.json adapter_model.safetensors optimizer.safetensors trainer_state.json data_state.json; do
+  [ -f "$out/checkpoint/$file" ] || fail "no checkpoint/$file"
+done
+leftovers=$(ls "$out" | grep -v -x -e adapter_config.json -e adapter_model.safetensors -e checkpoint -e metrics.jsonl \
+  -e loss.svg || true)
+[ -z "$leftovers" ] && pass "--out holds the adapter, metrics.jsonl, loss.svg and checkpoint/" \
+  || fail "--out also holds: $leftovers"
+
 # slm merge: the merged folder, read by the PyTorch reference, predicts what the
 # base plus the adapter (read from the PEFT files) predicts.
 merged="$SLM_WORK/merged"
@@ -195,8 +205,9 @@ if "$SLM_BIN" finetune --full -m "$model" --data "$SLM_WORK/train.jsonl" --out "
 else
   fail "finetune --full failed: $(tail -3 "$SLM_WORK/full.err")"
 fi
-for file in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json \
-  optimizer.safetensors trainer_state.json data_state.json metrics.jsonl loss.svg; do
+for file in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json metrics.jsonl \
+  loss.svg checkpoint/config.json checkpoint/model.safetensors checkpoint/optimizer.safetensors \
+  checkpoint/trainer_state.json checkpoint/data_state.json; do
   [ -f "$full/$file" ] || fail "finetune --full did not write $file"
 done
 [ "$(json_get "$full/config.json" 'j["torch_dtype"]')" = bfloat16 ] && pass "--save-dtype bf16 is the folder's dtype" \
@@ -244,4 +255,5 @@ expect_error 2 "--lr" -- --data "$SLM_WORK/train.jsonl" --lr -1
 expect_error 2 "--full excludes --lora-r" -- --data "$SLM_WORK/train.jsonl" --full --lora-r 4
 expect_error 2 "--save-dtype requires --full" -- --data "$SLM_WORK/train.jsonl" --save-dtype bf16
 expect_error 1 "is the base model's folder" -- --data "$SLM_WORK/train.jsonl" --full --out "$model"
+expect_error 1 "$SLM_WORK/nowhere/checkpoint" -- --data "$SLM_WORK/train.jsonl" --resume "$SLM_WORK/nowhere"
 finish

@@ -47,7 +47,8 @@ void on_stop_signal(int signal_number) { stop_signal = signal_number; }
 
 // Ctrl-C and a plain kill (SIGTERM, as from a job scheduler) both end the run
 // with a checkpoint after the current step. SA_RESETHAND: a second one ends
-// the process at once.
+// the process at once (the checkpoint folder is replaced in one rename, so
+// the last whole checkpoint survives it).
 void install_stop_handlers() {
   stop_signal = 0;
   struct sigaction action {};
@@ -122,7 +123,7 @@ int run_finetune(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--pack", pack, "several short examples per sequence (up to --seq-len tokens)");
   app.add_option("--resume", resume,
-                 "continue from a checkpoint folder (an --out of an earlier run with the same options)");
+                 "continue the run whose --out this is, from its checkpoint/ folder, with the same options");
 
   return run_command(app, argc, argv, [&] {
     if (full && std::filesystem::exists(out) && std::filesystem::exists(model_options.dir) &&

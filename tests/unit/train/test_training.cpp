@@ -153,7 +153,7 @@ TEST_F(TrainingLoop, WritesTheResultTheCheckpointMetricsAndPlot) {
   callbacks.on_eval = [&](const slm::EvalInfo& e) { evals.push_back(e.step); };
   callbacks.on_save = [&](const slm::SaveInfo& s) {
     saves.push_back(s.step);
-    EXPECT_EQ(s.dir, options("run").out);
+    EXPECT_EQ(s.dir, options("run").out / "checkpoint");
   };
   const slm::TrainingSummary summary = run(options("run"), callbacks);
   const fs::path out = options("run").out;
@@ -163,10 +163,13 @@ TEST_F(TrainingLoop, WritesTheResultTheCheckpointMetricsAndPlot) {
   EXPECT_EQ(evals, (std::vector<int64_t>{4, 8, 12})) << "the last step's evaluation is the final one";
   EXPECT_EQ(saves, (std::vector<int64_t>{kSteps}));
 
-  EXPECT_EQ(entries(out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors",
-                                                 "data_state.json", "optimizer.safetensors", "trainer_state.json",
+  EXPECT_EQ(entries(out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors", "checkpoint",
                                                  "loss.svg", "metrics.jsonl"}));
-  EXPECT_EQ(trainer_step(out), kSteps);
+  EXPECT_EQ(entries(out / "checkpoint"),
+            (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors", "data_state.json",
+                                   "optimizer.safetensors", "trainer_state.json"}));
+  EXPECT_TRUE(fs::equivalent(out / "adapter_model.safetensors", out / "checkpoint" / "adapter_model.safetensors"));
+  EXPECT_EQ(trainer_step(out / "checkpoint"), kSteps);
 
   const auto losses = logged(out, "loss"), eval_losses = logged(out, "eval_loss");
   ASSERT_EQ(losses.size(), static_cast<size_t>(kSteps));
@@ -185,13 +188,13 @@ TEST_F(TrainingLoop, WritesTheResultTheCheckpointMetricsAndPlot) {
 TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
   slm::TrainingOptions o = options("stopped");
   run_until(o, 5);
-  EXPECT_EQ(trainer_step(o.out), 5);
+  EXPECT_EQ(trainer_step(o.out / "checkpoint"), 5);
   o.resume = o.out;
   slm::TrainingCallbacks callbacks;
   int64_t resumed_at = -1, first_step = -1;
   callbacks.on_resume = [&](const slm::ResumeInfo& r) {
     resumed_at = r.step;
-    EXPECT_EQ(r.dir, o.out);
+    EXPECT_EQ(r.dir, o.out / "checkpoint");
   };
   callbacks.on_progress = [&](const slm::ProgressInfo& p) {
     if (first_step < 0) first_step = p.step;
@@ -200,6 +203,45 @@ TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
   EXPECT_EQ(resumed_at, 5);
   EXPECT_EQ(first_step, 6);
   expect_same_as_reference(o.out);
+}
+
+// Every save replaces checkpoint/ whole and leaves nothing beside it; a kill
+// between the two renames of a save leaves the previous checkpoint as
+// checkpoint.old-N (and the new one, whole or not, as checkpoint.tmp-N),
+// which a resume reads and the next save clears away.
+TEST_F(TrainingLoop, CheckpointIsReplacedAsOneFolder) {
+  slm::TrainingOptions o = options("atomic");
+  o.save_every = 3;
+  slm::TrainingCallbacks callbacks;
+  std::vector<int64_t> saved;
+  callbacks.on_save = [&](const slm::SaveInfo& s) {
+    saved.push_back(s.step);
+    EXPECT_EQ(trainer_step(s.dir), s.step);
+    EXPECT_EQ(entries(o.out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors",
+                                                     "checkpoint", "metrics.jsonl"}))
+        << "step " << s.step;
+  };
+  int64_t done = 0;
+  callbacks.on_progress = [&](const slm::ProgressInfo& p) { done = p.step; };
+  callbacks.should_stop = [&] { return done == 6; };
+  run(o, callbacks);
+  EXPECT_EQ(saved, (std::vector<int64_t>{3, 6}));
+
+  fs::rename(o.out / "checkpoint", o.out / "checkpoint.old-9");
+  fs::create_directories(o.out / "checkpoint.tmp-9");
+  std::ofstream(o.out / "checkpoint.tmp-9" / "adapter_config.json") << "{\"r\": ";
+  o.resume = o.out;
+  slm::TrainingCallbacks resumed;
+  int64_t resumed_at = -1;
+  resumed.on_resume = [&](const slm::ResumeInfo& r) {
+    resumed_at = r.step;
+    EXPECT_EQ(r.dir, o.out / "checkpoint.old-9");
+  };
+  run(o, resumed);
+  EXPECT_EQ(resumed_at, 6);
+  expect_same_as_reference(o.out);
+  EXPECT_EQ(entries(o.out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors", "checkpoint",
+                                                   "loss.svg", "metrics.jsonl"}));
 }
 
 TEST_F(TrainingLoop, TotalStepsFollowEpochsBatchesAndAccumulation) {
@@ -213,7 +255,7 @@ TEST_F(TrainingLoop, TotalStepsFollowEpochsBatchesAndAccumulation) {
   EXPECT_EQ(slm::total_training_steps(o, 10), 7);
 }
 
-TEST_F(TrainingLoop, RejectsBadOptions) {
+TEST_F(TrainingLoop, RejectsBadOptionsAndAMissingCheckpoint) {
   slm::TrainingOptions o = options("bad");
   o.batch_size = 0;
   EXPECT_NE(error_of([&] { run(o); }).find("--batch-size"), std::string::npos);
@@ -226,6 +268,9 @@ TEST_F(TrainingLoop, RejectsBadOptions) {
     slm::train(t, {}, nullptr, o);
   });
   EXPECT_NE(empty.find("no examples"), std::string::npos) << empty;
+  o.resume = root_ / "nowhere";
+  const std::string missing = error_of([&] { run(o); });
+  EXPECT_NE(missing.find((root_ / "nowhere" / "checkpoint").string()), std::string::npos) << missing;
 }
 
 }  // namespace
