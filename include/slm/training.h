@@ -9,7 +9,7 @@
 //   adapter files      (LoRA) or a model folder (full): the trained result of
 //                      the last checkpoint, hard links to checkpoint/'s files
 //   metrics.jsonl      one line per step and per evaluation
-//   loss.svg           the loss, written at the end
+//   loss.svg           the whole run's loss, written at the end
 // A checkpoint is written into checkpoint.tmp-STEP; the previous one is then
 // renamed to checkpoint.old-STEP, the new one to checkpoint, and the old one
 // removed, so checkpoint/ always holds one step whole (Trainer's files plus
@@ -40,8 +40,9 @@ struct TrainingOptions {
   // base_model_name_or_path of a LoRA checkpoint; the folder whose tokenizer
   // and generation config files a full checkpoint copies.
   std::string base_model;
-  // An earlier run's `out` to continue from its checkpoint; this run's
-  // metrics are appended to out/metrics.jsonl. Empty: a fresh run.
+  // An earlier run's `out` to continue: its checkpoint is loaded and its
+  // metrics.jsonl, up to the checkpoint's step, starts this run's. Empty: a
+  // fresh run.
   std::filesystem::path resume;
 };
 
@@ -84,7 +85,7 @@ struct TrainingCallbacks {
 struct TrainingSummary {
   int64_t steps = 0;  // steps done, resumed ones included
   bool stopped = false;  // should_stop ended the run early; a checkpoint of `steps` is saved
-  std::optional<double> best_eval_loss;  // over this call's evaluations
+  std::optional<double> best_eval_loss;  // over the whole run, earlier metrics of a resumed one included
 };
 
 // Optimizer steps a run of these options takes over `examples` examples:

@@ -130,9 +130,27 @@ fs::path save_checkpoint_folder(const Trainer& trainer, const TrainingOptions& o
 // metrics.jsonl and what loss.svg plots from it.
 class Metrics {
  public:
-  // A resumed run appends to the file.
-  Metrics(const fs::path& out, bool resumed)
-      : file_(out / "metrics.jsonl", resumed ? std::ios::app : std::ios::trunc) {
+  // A resumed run starts from the earlier run's lines up to the checkpoint's
+  // step: the steps after it are trained again and would otherwise be logged
+  // twice. A line cut short by a kill is not JSON and is dropped; a run
+  // folder without metrics.jsonl starts an empty one.
+  Metrics(const fs::path& out, const fs::path& resumed_run, int64_t resumed_step) {
+    const fs::path path = out / "metrics.jsonl";
+    std::string kept;
+    if (!resumed_run.empty()) {
+      std::ifstream in(resumed_run / "metrics.jsonl");
+      for (std::string line; std::getline(in, line);) {
+        const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer() ||
+            j["step"].get<int64_t>() > resumed_step) {
+          continue;
+        }
+        remember(j);
+        kept += line + "\n";
+      }
+    }
+    write_text_atomically(path, kept);
+    file_.open(path, std::ios::app);
     if (!file_) fail(out.string(), ": cannot write metrics.jsonl");
   }
 
@@ -140,6 +158,8 @@ class Metrics {
     file_ << line.dump() << std::endl;
     remember(line);
   }
+
+  int64_t last_eval_step() const { return evals_.empty() ? -1 : evals_.back().first; }
 
   std::optional<double> best_eval_loss() const {
     if (evals_.empty()) return std::nullopt;
@@ -191,8 +211,10 @@ class Metrics {
  private:
   void remember(const nlohmann::json& line) {
     const int64_t step = line.at("step").get<int64_t>();
-    if (line.contains("loss")) losses_.emplace_back(step, line["loss"].get<double>());
-    if (line.contains("eval_loss")) evals_.emplace_back(step, line["eval_loss"].get<double>());
+    if (line.contains("loss") && line["loss"].is_number()) losses_.emplace_back(step, line["loss"].get<double>());
+    if (line.contains("eval_loss") && line["eval_loss"].is_number()) {
+      evals_.emplace_back(step, line["eval_loss"].get<double>());
+    }
   }
 
   std::ofstream file_;
@@ -237,7 +259,7 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
   std::error_code ec;
   fs::create_directories(options.out, ec);
   if (ec) fail(options.out.string(), ": cannot create folder: ", ec.message());
-  Metrics metrics(options.out, !options.resume.empty());
+  Metrics metrics(options.out, options.resume, trainer.steps_done());
 
   TrainingSummary summary;
   int64_t saved_step = -1;
@@ -308,7 +330,9 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
       return summary;
     }
   }
-  if (eval_data && (options.eval_every == 0 || total_steps % options.eval_every != 0)) run_eval(total_steps);
+  // Once per step, a resumed run included: the checkpoint of a finished run
+  // follows its last evaluation.
+  if (eval_data && metrics.last_eval_step() != total_steps) run_eval(total_steps);
   if (saved_step != total_steps) save();
   write_text_atomically(options.out / "loss.svg", metrics.svg());
   summary.steps = total_steps;

@@ -117,6 +117,33 @@ leftovers=$(ls "$out" | grep -v -x -e adapter_config.json -e adapter_model.safet
 [ -z "$leftovers" ] && pass "--out holds the adapter, metrics.jsonl, loss.svg and checkpoint/" \
   || fail "--out also holds: $leftovers"
 
+# Killed outright (SIGKILL, out of memory) after a --save-every checkpoint,
+# then resumed: every step is logged once, with the uninterrupted run's loss,
+# and loss.svg plots the whole run.
+killed="$SLM_WORK/killed"
+start_run "$killed" --save-every 5
+wait_for_steps "$killed" 8
+kill -KILL "$pid" 2>/dev/null || true
+wait_run
+if [ "$rc" = 137 ]; then
+  "$SLM_BIN" finetune "${args[@]}" --save-every 5 --out "$killed" --resume "$killed" 2>"$killed.resume.err" \
+    || fail "resume after SIGKILL failed: $(tail -2 "$killed.resume.err")"
+  once=$(python3 - "$killed/metrics.jsonl" "$out/metrics.jsonl" <<'PY'
+import json, sys
+got, want = ([(r["step"], r.get("loss"), r.get("eval_loss")) for r in map(json.loads, open(p))] for p in sys.argv[1:3])
+print("ok" if got == want else [step for step, _, _ in got])
+PY
+)
+  [ "$once" = ok ] && pass "killed and resumed: metrics.jsonl logs each step once, as the uninterrupted run" \
+    || fail "killed and resumed: metrics.jsonl steps $once"
+  cmp -s "$out/loss.svg" "$killed/loss.svg" && pass "killed and resumed: loss.svg plots the whole run" \
+    || fail "killed and resumed: loss.svg differs from the uninterrupted run's"
+  cmp -s "$out/adapter_model.safetensors" "$killed/adapter_model.safetensors" \
+    && pass "killed and resumed: the same adapter" || fail "adapter resumed after SIGKILL differs"
+else
+  echo "note: the run ended (exit $rc) before SIGKILL"
+fi
+
 # slm merge: the merged folder, read by the PyTorch reference, predicts what the
 # base plus the adapter (read from the PEFT files) predicts.
 merged="$SLM_WORK/merged"

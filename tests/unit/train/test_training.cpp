@@ -13,6 +13,7 @@
 #include <iterator>
 #include <optional>
 #include <set>
+#include <stdexcept>
 
 namespace {
 
@@ -129,12 +130,13 @@ class TrainingLoop : public TrainerTest {
     return "";
   }
   // The run in `out` ended exactly as the reference: the same adapter, the
-  // same loss at every step, each step and evaluation logged once.
+  // same loss at every step, each step and evaluation logged once, the same plot.
   void expect_same_as_reference(const fs::path& out) {
     const fs::path& want = reference();
     EXPECT_EQ(read(out / "adapter_model.safetensors"), read(want / "adapter_model.safetensors"));
     EXPECT_EQ(logged(out, "loss"), logged(want, "loss"));
     EXPECT_EQ(logged(out, "eval_loss"), logged(want, "eval_loss"));
+    EXPECT_EQ(read(out / "loss.svg"), read(want / "loss.svg"));
   }
 
   std::optional<slm::Model> model_;
@@ -203,6 +205,41 @@ TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
   EXPECT_EQ(resumed_at, 5);
   EXPECT_EQ(first_step, 6);
   expect_same_as_reference(o.out);
+}
+
+// A kill (simulated by a callback that throws) after the step-8 checkpoint:
+// steps 9 and 10 were logged, then trained again after the resume.
+TEST_F(TrainingLoop, KilledAndResumedLogsEveryStepOnce) {
+  slm::TrainingOptions o = options("killed");
+  o.save_every = 4;
+  slm::TrainingCallbacks callbacks;
+  callbacks.on_progress = [](const slm::ProgressInfo& p) {
+    if (p.step == 10) throw std::runtime_error("killed");
+  };
+  EXPECT_THROW(run(o, callbacks), std::runtime_error);
+  EXPECT_EQ(logged(o.out, "loss").size(), 10u);
+  EXPECT_EQ(trainer_step(o.out / "checkpoint"), 8);
+  o.resume = o.out;
+  run(o);
+  expect_same_as_reference(o.out);
+}
+
+// The resume source may be another folder: its metrics up to the checkpoint
+// start the new folder's, and the source is left as it was.
+TEST_F(TrainingLoop, ResumesFromAnotherFolder) {
+  slm::TrainingOptions o = options("source");
+  o.save_every = 4;
+  slm::TrainingCallbacks callbacks;
+  callbacks.on_progress = [](const slm::ProgressInfo& p) {
+    if (p.step == 6) throw std::runtime_error("killed");
+  };
+  EXPECT_THROW(run(o, callbacks), std::runtime_error);
+  const std::string source_metrics = read(o.out / "metrics.jsonl");
+  o.resume = o.out;
+  o.out = root_ / "continued";
+  run(o);
+  expect_same_as_reference(o.out);
+  EXPECT_EQ(read(o.resume / "metrics.jsonl"), source_metrics);
 }
 
 // Every save replaces checkpoint/ whole and leaves nothing beside it; a kill
