@@ -13,7 +13,7 @@
 // A checkpoint is written into checkpoint.tmp-STEP; the previous one is then
 // renamed to checkpoint.old-STEP, the new one to checkpoint, and the old one
 // removed, so checkpoint/ always holds one step whole (Trainer's files plus
-// data_state.json: the position in the data).
+// data_state.json: the position in the data and the settings).
 #pragma once
 
 #include <slm/train.h>
@@ -23,6 +23,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace slm {
@@ -44,6 +45,15 @@ struct TrainingOptions {
   // metrics.jsonl, up to the checkpoint's step, starts this run's. Empty: a
   // fresh run.
   std::filesystem::path resume;
+  // Resume even where the checkpoint's settings differ from this run's.
+  bool resume_override = false;
+  // The settings beyond these options that change what training computes
+  // (learning rate, schedule, base model, LoRA shape, ...), as name and
+  // value, named as the user gives them ("--lr"). Every checkpoint records
+  // them with the loop's own (--seed, --batch-size, --grad-accum and the
+  // training examples' fingerprint as --data); resuming with any of them
+  // different fails, naming each with both values, unless resume_override.
+  std::vector<std::pair<std::string, std::string>> settings;
 };
 
 struct ProgressInfo {
@@ -70,6 +80,9 @@ struct SaveInfo {
 struct ResumeInfo {
   int64_t step = 0;
   std::filesystem::path dir;  // the checkpoint folder loaded
+  // The settings that differ from the checkpoint's, as "--lr 0.01 (this
+  // run: 0.02)"; not empty only with resume_override.
+  std::vector<std::string> overridden;
 };
 
 struct TrainingCallbacks {
@@ -99,7 +112,8 @@ double evaluate_loss(Trainer& trainer, const std::vector<TrainExample>& examples
 
 // Trains `trainer` on `train_data` until total_training_steps (evaluating on
 // `eval_data` when given), writing `options.out` as described above. A
-// non-finite loss fails without saving.
+// non-finite loss fails without saving. Resuming fails when the checkpoint's
+// settings differ (unless resume_override) or its step is past the run's last.
 TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_data,
                       const std::vector<TrainExample>* eval_data, const TrainingOptions& options,
                       const TrainingCallbacks& callbacks = {});

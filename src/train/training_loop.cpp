@@ -1,6 +1,6 @@
 // slm::train: the loop over steps (batching, gradient accumulation, eval
-// cadence), the checkpoint folder replaced as one unit, resume,
-// metrics.jsonl and loss.svg (include/slm/training.h).
+// cadence), the checkpoint folder replaced as one unit, resume with its
+// settings checked, metrics.jsonl and loss.svg (include/slm/training.h).
 #include <slm/error.h>
 #include <slm/training.h>
 
@@ -24,6 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using Settings = std::vector<std::pair<std::string, std::string>>;
+
 constexpr std::string_view kCheckpoint = "checkpoint";
 constexpr std::string_view kFreshPrefix = "checkpoint.tmp-";
 constexpr std::string_view kOldPrefix = "checkpoint.old-";
@@ -45,14 +47,47 @@ void check_options(const TrainingOptions& o, const std::vector<TrainExample>& tr
   if (eval_data && eval_data->empty()) fail("evaluation data: no examples");
 }
 
+// The examples' ids and labels, FNV-1a: a changed data file, --seq-len,
+// --pack or chat template all change it.
+std::string fingerprint(const std::vector<TrainExample>& examples) {
+  uint64_t hash = 14695981039346656037ull;
+  const auto mix = [&](int64_t value) {
+    for (int byte = 0; byte < 8; ++byte) {
+      hash ^= static_cast<uint64_t>(value) >> (8 * byte) & 0xff;
+      hash *= 1099511628211ull;
+    }
+  };
+  for (const TrainExample& e : examples) {
+    mix(static_cast<int64_t>(e.tokens.size()));
+    for (int32_t id : e.tokens) mix(id);
+    for (int32_t label : e.labels) mix(label);
+  }
+  char text[64];
+  std::snprintf(text, sizeof text, "%zu examples, fingerprint %016llx", examples.size(),
+                static_cast<unsigned long long>(hash));
+  return text;
+}
+
+Settings recorded_settings(const TrainingOptions& o, const std::vector<TrainExample>& train_data) {
+  Settings settings = {{"--seed", std::to_string(o.seed)},
+                       {"--batch-size", std::to_string(o.batch_size)},
+                       {"--grad-accum", std::to_string(o.grad_accum)},
+                       {"--data", fingerprint(train_data)}};
+  settings.insert(settings.end(), o.settings.begin(), o.settings.end());
+  return settings;
+}
+
 // What data_state.json holds beside the Trainer's own files.
 struct DataState {
+  int64_t step = 0;  // the Trainer's, here too so that resuming can check it before loading
   int64_t epoch = 0;
   int64_t cursor = 0;  // examples of the epoch's order already trained on
+  nlohmann::json settings = nlohmann::json::object();
 };
 
 void write_data_state(const fs::path& dir, const DataState& state) {
-  const nlohmann::json j = {{"epoch", state.epoch}, {"cursor", state.cursor}};
+  const nlohmann::json j = {
+      {"step", state.step}, {"epoch", state.epoch}, {"cursor", state.cursor}, {"settings", state.settings}};
   write_text_atomically(dir / "data_state.json", j.dump(2) + "\n");
 }
 
@@ -63,12 +98,39 @@ DataState read_data_state(const fs::path& dir) {
   DataState state;
   try {
     const nlohmann::json j = nlohmann::json::parse(in);
+    state.step = j.at("step").get<int64_t>();
     state.epoch = j.at("epoch").get<int64_t>();
     state.cursor = j.at("cursor").get<int64_t>();
+    state.settings = j.at("settings");
   } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), ": expected {\"epoch\", \"cursor\"} (", e.what(), ")");
+    fail(path.string(), ": expected {\"step\", \"epoch\", \"cursor\", \"settings\"} (", e.what(), ")");
   }
+  if (!state.settings.is_object()) fail(path.string(), ": \"settings\" must be an object of option names");
   return state;
+}
+
+nlohmann::json to_json(const Settings& settings) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, value] : settings) j[name] = value;
+  return j;
+}
+
+// Each setting whose value differs from the checkpoint's, as "--lr 0.01 (this run: 0.02)".
+std::vector<std::string> differences(const nlohmann::json& recorded, const Settings& now) {
+  const auto text = [](const nlohmann::json& value) {
+    return value.is_string() ? value.get<std::string>() : value.dump();
+  };
+  std::vector<std::string> changed;
+  for (const auto& [name, value] : now) {
+    const auto it = recorded.find(name);
+    const std::string then = it == recorded.end() ? "not recorded" : text(*it);
+    if (then != value) changed.push_back(name + " " + then + " (this run: " + value + ")");
+  }
+  for (const auto& [name, value] : recorded.items()) {
+    const bool known = std::any_of(now.begin(), now.end(), [&](const auto& s) { return s.first == name; });
+    if (!known) changed.push_back(name + " " + text(value) + " (this run: not set)");
+  }
+  return changed;
 }
 
 // The checkpoint of an earlier run's folder. A save killed between its two
@@ -103,8 +165,9 @@ void remove_unfinished_saves(const fs::path& out) {
 
 // out/checkpoint replaced as one unit (include/slm/training.h), then its
 // trained result published in `out`.
-fs::path save_checkpoint_folder(const Trainer& trainer, const TrainingOptions& options, const DataState& state) {
-  const std::string step = std::to_string(trainer.steps_done());
+fs::path save_checkpoint_folder(const Trainer& trainer, const TrainingOptions& options, DataState state) {
+  state.step = trainer.steps_done();
+  const std::string step = std::to_string(state.step);
   const fs::path fresh = options.out / (std::string(kFreshPrefix) + step);
   const fs::path old = options.out / (std::string(kOldPrefix) + step);
   const fs::path current = options.out / kCheckpoint;
@@ -249,12 +312,29 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
                       const TrainingCallbacks& callbacks) {
   check_options(options, train_data, eval_data);
   const int64_t total_steps = total_training_steps(options, train_data.size());
+  const Settings settings = recorded_settings(options, train_data);
   DataState state;
+  state.settings = to_json(settings);
   if (!options.resume.empty()) {
     const fs::path checkpoint = find_checkpoint(options.resume);
-    state = read_data_state(checkpoint);
+    const DataState resumed = read_data_state(checkpoint);
+    // First: no setting lets a run end before the step it resumes from.
+    if (resumed.step > total_steps) {
+      fail("--resume ", options.resume.string(), ": the checkpoint is at step ", resumed.step,
+           ", past this run's last step ", total_steps, " (--max-steps or --epochs must give at least ", resumed.step,
+           " steps)");
+    }
+    const std::vector<std::string> changed = differences(resumed.settings, settings);
+    if (!changed.empty() && !options.resume_override) {
+      std::string list;
+      for (const std::string& c : changed) list += (list.empty() ? "" : "; ") + c;
+      fail("--resume ", options.resume.string(), ": the checkpoint was made with other settings: ", list,
+           ". Resume with the checkpoint's settings, or add --resume-override to continue with this run's");
+    }
     trainer.load_checkpoint(checkpoint);
-    if (callbacks.on_resume) callbacks.on_resume({trainer.steps_done(), checkpoint});
+    state.epoch = resumed.epoch;
+    state.cursor = resumed.cursor;
+    if (callbacks.on_resume) callbacks.on_resume({trainer.steps_done(), checkpoint, changed});
   }
   std::error_code ec;
   fs::create_directories(options.out, ec);

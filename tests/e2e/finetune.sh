@@ -21,8 +21,10 @@ with open(f"{work}/eval.jsonl", "w") as f:
     f.write(json.dumps({"text": "The number 4 is written as 4."}) + "\n")
 PY
 
-args=(-m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --max-steps 40 --lr 1e-2
-  --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
+# The run's options; common leaves out the ones the resume checks below change.
+common=(-m "$model" --eval-data "$SLM_WORK/eval.jsonl" --batch-size 4 --lora-r 4 --lora-alpha 8
+  --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
+args=("${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 40 --lr 1e-2)
 out="$SLM_WORK/adapter"
 rm -rf "$out"
 if "$SLM_BIN" finetune "${args[@]}" --out "$out" 2>"$SLM_WORK/finetune.err"; then
@@ -143,6 +145,41 @@ PY
 else
   echo "note: the run ended (exit $rc) before SIGKILL"
 fi
+
+# --resume refuses what would change the arithmetic, naming each difference
+# with both values, unless --resume-override; and a run that ends before the
+# checkpoint's step.
+python3 -c "import sys; sys.stdout.write(open(sys.argv[1]).read() + '{\"text\": \"one more\"}\n')" \
+  "$SLM_WORK/train.jsonl" >"$SLM_WORK/train-more.jsonl"
+rm -rf "$SLM_WORK/changed"
+set +e
+"$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train-more.jsonl" --max-steps 40 --lr 2e-2 --seed 1 \
+  --resume "$out" --out "$SLM_WORK/changed" 2>"$SLM_WORK/changed.err"
+rc=$?
+set -e
+refused=True
+for part in "--lr 0.01 (this run: 0.02)" "--seed 0 (this run: 1)" "--data 20 examples, fingerprint" \
+  "(this run: 21 examples, fingerprint" "--resume-override"; do
+  grep -qF -- "$part" "$SLM_WORK/changed.err" || refused=False
+done
+[ "$rc" = 1 ] && [ "$refused" = True ] && [ ! -e "$SLM_WORK/changed" ] \
+  && pass "--resume refuses changed settings: $(tail -1 "$SLM_WORK/changed.err")" \
+  || fail "--resume with changed settings: exit $rc, $(cat "$SLM_WORK/changed.err")"
+if "$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 40 --lr 2e-2 --resume "$out" \
+  --resume-override --out "$SLM_WORK/changed" 2>"$SLM_WORK/changed.err" \
+  && grep -qF -- "--resume-override: --lr 0.01 (this run: 0.02)" "$SLM_WORK/changed.err"; then
+  pass "--resume-override continues with this run's settings and says which"
+else
+  fail "--resume-override: $(cat "$SLM_WORK/changed.err")"
+fi
+set +e
+"$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 30 --lr 1e-2 --resume "$out" \
+  --out "$SLM_WORK/shorter" 2>"$SLM_WORK/shorter.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -qF "the checkpoint is at step 40, past this run's last step 30" "$SLM_WORK/shorter.err" \
+  && pass "--resume refuses --max-steps below the checkpoint's step: $(tail -1 "$SLM_WORK/shorter.err")" \
+  || fail "--resume with --max-steps 30: exit $rc, $(cat "$SLM_WORK/shorter.err")"
 
 # slm merge: the merged folder, read by the PyTorch reference, predicts what the
 # base plus the adapter (read from the PEFT files) predicts.
@@ -282,5 +319,6 @@ expect_error 2 "--lr" -- --data "$SLM_WORK/train.jsonl" --lr -1
 expect_error 2 "--full excludes --lora-r" -- --data "$SLM_WORK/train.jsonl" --full --lora-r 4
 expect_error 2 "--save-dtype requires --full" -- --data "$SLM_WORK/train.jsonl" --save-dtype bf16
 expect_error 1 "is the base model's folder" -- --data "$SLM_WORK/train.jsonl" --full --out "$model"
+expect_error 2 "--resume-override requires --resume" -- --data "$SLM_WORK/train.jsonl" --resume-override
 expect_error 1 "$SLM_WORK/nowhere/checkpoint" -- --data "$SLM_WORK/train.jsonl" --resume "$SLM_WORK/nowhere"
 finish

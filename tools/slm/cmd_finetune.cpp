@@ -8,6 +8,7 @@
 #include <slm/training.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -56,6 +57,13 @@ void install_stop_handlers() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESETHAND;
   for (const int signal_number : {SIGINT, SIGTERM}) ::sigaction(signal_number, &action, nullptr);
+}
+
+// Shortest text that reads back as the same double.
+std::string number_text(double value) {
+  char text[32];
+  const auto result = std::to_chars(text, text + sizeof text, value);
+  return {text, result.ptr};
 }
 
 }  // namespace
@@ -122,8 +130,13 @@ int run_finetune(int argc, char** argv) {
   app.add_option("--save-every", loop.save_every, "save the adapter every N steps (0: only at the end)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--pack", pack, "several short examples per sequence (up to --seq-len tokens)");
-  app.add_option("--resume", resume,
-                 "continue the run whose --out this is, from its checkpoint/ folder, with the same options");
+  CLI::Option* resume_option = app.add_option(
+      "--resume", resume,
+      "continue the run whose --out this is, from its checkpoint/ folder, with the same options");
+  app.add_flag("--resume-override", loop.resume_override,
+               "resume even though the checkpoint was made with other settings (learning rate, schedule, seed, "
+               "data, ...), which are then this run's")
+      ->needs(resume_option);
 
   return run_command(app, argc, argv, [&] {
     if (full && std::filesystem::exists(out) && std::filesystem::exists(model_options.dir) &&
@@ -166,9 +179,34 @@ int run_finetune(int argc, char** argv) {
                  static_cast<long long>(seq_len), static_cast<long long>(opt.total_steps),
                  static_cast<long long>(trainer.trainable_parameters()), share);
 
+    // What else decides the arithmetic (the loop adds --seed, --batch-size,
+    // --grad-accum and the examples themselves). The schedule's length only
+    // matters where the schedule decays.
+    loop.settings = {{"-m", std::filesystem::absolute(model_options.dir).lexically_normal().string()},
+                     {"--dtype", model_options.dtype},
+                     {"--full", full ? "yes" : "no"},
+                     {"--lr", number_text(opt.lr)},
+                     {"--lr-schedule", opt.schedule == LrSchedule::Constant
+                                           ? schedule
+                                           : schedule + " over " + std::to_string(opt.total_steps) + " steps"},
+                     {"--warmup-steps", std::to_string(opt.warmup_steps)},
+                     {"--weight-decay", number_text(opt.weight_decay)},
+                     {"--max-grad-norm", number_text(opt.max_grad_norm)},
+                     {"--seq-len", std::to_string(seq_len)},
+                     {"--pack", pack ? "yes" : "no"}};
+    if (!full) {
+      std::string targets;
+      for (const std::string& t : trainer.target_modules()) targets += (targets.empty() ? "" : ",") + t;
+      loop.settings.insert(loop.settings.end(), {{"--lora-r", std::to_string(lora.rank)},
+                                                 {"--lora-alpha", number_text(lora.alpha)},
+                                                 {"--lora-dropout", number_text(lora.dropout)},
+                                                 {"--lora-targets", targets}});
+    }
+
     TrainingCallbacks callbacks;
     callbacks.on_resume = [&](const ResumeInfo& info) {
       std::fprintf(stderr, "resuming %s at step %lld\n", resume.c_str(), static_cast<long long>(info.step));
+      for (const std::string& change : info.overridden) std::fprintf(stderr, "--resume-override: %s\n", change.c_str());
     };
     callbacks.on_progress = [](const ProgressInfo& p) {
       std::fprintf(stderr, "step %lld/%lld  epoch %lld  loss %.4f  lr %.3g  %.1f tok/s  %s left\n",

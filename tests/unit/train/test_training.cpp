@@ -65,6 +65,7 @@ class TrainingLoop : public TrainerTest {
     o.eval_every = 4;
     o.out = root_ / out;
     o.base_model = "tiny";
+    o.settings = {{"--lr", "0.01"}};
     return o;
   }
 
@@ -197,6 +198,7 @@ TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
   callbacks.on_resume = [&](const slm::ResumeInfo& r) {
     resumed_at = r.step;
     EXPECT_EQ(r.dir, o.out / "checkpoint");
+    EXPECT_TRUE(r.overridden.empty());
   };
   callbacks.on_progress = [&](const slm::ProgressInfo& p) {
     if (first_step < 0) first_step = p.step;
@@ -279,6 +281,63 @@ TEST_F(TrainingLoop, CheckpointIsReplacedAsOneFolder) {
   expect_same_as_reference(o.out);
   EXPECT_EQ(entries(o.out), (std::set<std::string>{"adapter_config.json", "adapter_model.safetensors", "checkpoint",
                                                    "loss.svg", "metrics.jsonl"}));
+}
+
+TEST_F(TrainingLoop, ResumeRefusesOtherSettingsUnlessOverridden) {
+  slm::TrainingOptions o = options("settings");
+  run_until(o, 4);
+  o.resume = o.out;
+  o.seed = 6;
+  o.settings = {{"--lr", "0.02"}, {"--warmup-steps", "2"}};
+  const std::string message = error_of([&] { run(o); });
+  for (const char* part : {"--resume ", "other settings", "--seed 5 (this run: 6)", "--lr 0.01 (this run: 0.02)",
+                           "--warmup-steps not recorded (this run: 2)", "--resume-override"}) {
+    EXPECT_NE(message.find(part), std::string::npos) << part << " in: " << message;
+  }
+  EXPECT_EQ(message.find("--batch-size"), std::string::npos) << message;
+
+  // Other data: the examples' count and fingerprint both ways.
+  slm::TrainingOptions same = options("settings");
+  same.resume = same.out;
+  const std::vector<slm::TrainExample> other = examples(17, 1);
+  const std::string data_message = error_of([&] {
+    slm::Trainer t = trainer();
+    slm::train(t, other, &eval_, same);
+  });
+  EXPECT_NE(data_message.find("--data 16 examples, fingerprint "), std::string::npos) << data_message;
+  EXPECT_NE(data_message.find("(this run: 17 examples, fingerprint "), std::string::npos) << data_message;
+
+  o.resume_override = true;
+  std::vector<std::string> overridden;
+  slm::TrainingCallbacks callbacks;
+  callbacks.on_resume = [&](const slm::ResumeInfo& r) { overridden = r.overridden; };
+  run(o, callbacks);
+  EXPECT_EQ(overridden.size(), 3u);
+  const nlohmann::json state = nlohmann::json::parse(read(o.out / "checkpoint" / "data_state.json"));
+  EXPECT_EQ(state["settings"]["--lr"], "0.02") << "the checkpoint records the settings it was trained on last";
+  EXPECT_EQ(state["settings"]["--seed"], "6");
+}
+
+TEST_F(TrainingLoop, ResumeRefusesARunThatEndsBeforeTheCheckpoint) {
+  slm::TrainingOptions o = options("short");
+  run_until(o, 8);
+  o.resume = o.out;
+  o.max_steps = 6;
+  o.settings = {{"--lr", "0.02"}};  // refused first for the steps, which no override allows
+  o.resume_override = true;
+  const std::string message = error_of([&] { run(o); });
+  EXPECT_NE(message.find("the checkpoint is at step 8, past this run's last step 6"), std::string::npos) << message;
+  EXPECT_NE(message.find("--max-steps"), std::string::npos) << message;
+  // Ending at the checkpoint's step trains nothing more and finishes the run.
+  o = options("short");
+  o.resume = o.out;
+  o.max_steps = 8;
+  slm::TrainingCallbacks callbacks;
+  callbacks.on_progress = [](const slm::ProgressInfo& p) { ADD_FAILURE() << "step " << p.step; };
+  EXPECT_EQ(run(o, callbacks).steps, 8);
+  EXPECT_TRUE(fs::exists(o.out / "loss.svg"));
+  EXPECT_EQ(logged(o.out, "loss").size(), 8u);
+  EXPECT_EQ(logged(o.out, "eval_loss").size(), 2u) << "steps 4 and 8: the final evaluation, at 8, is not repeated";
 }
 
 TEST_F(TrainingLoop, TotalStepsFollowEpochsBatchesAndAccumulation) {
