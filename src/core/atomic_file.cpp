@@ -75,11 +75,17 @@ class PendingGuard {
   PendingFile* slot_ = nullptr;
 };
 
+// Beside the file, unique to this process.
+std::filesystem::path temporary_name(const std::filesystem::path& path) {
+  std::filesystem::path temp = path;
+  temp += ".tmp" + std::to_string(::getpid());
+  return temp;
+}
+
 }  // namespace
 
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(std::ostream&)>& write) {
-  std::filesystem::path temp = path;
-  temp += ".tmp" + std::to_string(::getpid());
+  const std::filesystem::path temp = temporary_name(path);
   const PendingGuard pending(temp);
   try {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
@@ -100,6 +106,23 @@ void write_file_atomically(const std::filesystem::path& path, const std::functio
 
 void write_text_atomically(const std::filesystem::path& path, std::string_view text) {
   write_file_atomically(path, [&](std::ostream& out) { out.write(text.data(), static_cast<std::streamsize>(text.size())); });
+}
+
+void link_file_atomically(const std::filesystem::path& from, const std::filesystem::path& to) {
+  const std::filesystem::path temp = temporary_name(to);
+  const PendingGuard pending(temp);
+  std::error_code ec;
+  std::filesystem::remove(temp, ec);
+  std::filesystem::create_hard_link(from, temp, ec);
+  // File systems without hard links (FAT, some network mounts) get a copy.
+  if (ec) std::filesystem::copy_file(from, temp, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) fail(to.string(), ": cannot link or copy ", from.string(), ": ", ec.message());
+  std::filesystem::rename(temp, to, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    fail(to.string(), ": cannot rename temporary file into place: ", ec.message());
+  }
 }
 
 }  // namespace slm

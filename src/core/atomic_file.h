@@ -11,5 +11,9 @@ namespace slm {
 
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(std::ostream&)>& write);
 void write_text_atomically(const std::filesystem::path& path, std::string_view text);
+// `to` becomes `from`'s content in the same way: a hard link (no second copy
+// on disk; both names then share one file, so neither may be written in
+// place) or, where the file system has none, a copy.
+void link_file_atomically(const std::filesystem::path& from, const std::filesystem::path& to);
 
 }  // namespace slm

@@ -21,11 +21,13 @@ with open(f"{work}/eval.jsonl", "w") as f:
     f.write(json.dumps({"text": "The number 4 is written as 4."}) + "\n")
 PY
 
+# The run's options; common leaves out the ones the resume checks below change.
+common=(-m "$model" --eval-data "$SLM_WORK/eval.jsonl" --batch-size 4 --lora-r 4 --lora-alpha 8
+  --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
+args=("${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 40 --lr 1e-2)
 out="$SLM_WORK/adapter"
 rm -rf "$out"
-if "$SLM_BIN" finetune -m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --out "$out" \
-  --max-steps 40 --lr 1e-2 --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj \
-  --eval-every 20 --threads 2 2>"$SLM_WORK/finetune.err"; then
+if "$SLM_BIN" finetune "${args[@]}" --out "$out" 2>"$SLM_WORK/finetune.err"; then
   pass "finetune exits 0"
 else
   fail "finetune failed: $(tail -3 "$SLM_WORK/finetune.err")"
@@ -60,30 +62,124 @@ PY
 )
 [ "$learned" = True ] && pass "the loss falls and eval runs twice" || fail "loss did not fall: $(head -c 300 "$out/metrics.jsonl")"
 
-# Interrupted (Ctrl-C) and resumed, the run ends with the same adapter as the
-# uninterrupted one, wherever the interruption fell.
-resumed="$SLM_WORK/resumed"
-rm -rf "$resumed"
-args=(-m "$model" --data "$SLM_WORK/train.jsonl" --eval-data "$SLM_WORK/eval.jsonl" --max-steps 40 --lr 1e-2
-  --batch-size 4 --lora-r 4 --lora-alpha 8 --lora-targets q_proj,v_proj,down_proj --eval-every 20 --threads 2)
-"$SLM_BIN" finetune "${args[@]}" --out "$resumed" 2>"$SLM_WORK/interrupted.err" &
-pid=$!
-sleep 0.7
-kill -INT "$pid" 2>/dev/null || true
+# start_run OUT [options...]: a run of "${args[@]}" in the background ($pid),
+# its messages in OUT.err. wait_for_steps OUT N: until OUT/metrics.jsonl logs N
+# steps or the run ends.
+start_run() {
+  local dir=$1
+  shift
+  rm -rf "$dir"
+  "$SLM_BIN" finetune "${args[@]}" --out "$dir" "$@" 2>"$dir.err" &
+  pid=$!
+}
+steps_logged() {
+  local n
+  n=$(grep -c '"loss"' "$1/metrics.jsonl" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+wait_for_steps() {
+  while kill -0 "$pid" 2>/dev/null && [ "$(steps_logged "$1")" -lt "$2" ]; do sleep 0.02; done
+}
+# Leaves the exit status of the run in $rc.
+wait_run() {
+  set +e
+  wait "$pid"
+  rc=$?
+  set -e
+}
+
+# Interrupted (Ctrl-C, or a plain kill as a job scheduler sends) and resumed,
+# the run ends with the same adapter as the uninterrupted one.
+for signal in INT TERM; do
+  resumed="$SLM_WORK/resumed-$signal"
+  start_run "$resumed"
+  wait_for_steps "$resumed" 3
+  kill -"$signal" "$pid" 2>/dev/null || true
+  wait_run
+  code=$((128 + $(kill -l "$signal")))
+  if [ "$rc" = "$code" ] && [ "$(steps_logged "$resumed")" -lt 40 ]; then
+    grep -q "interrupted: checkpoint of step" "$resumed.err" && pass "SIG$signal saves a checkpoint (exit $code)" \
+      || fail "SIG$signal ended the run without the checkpoint message: $(tail -2 "$resumed.err")"
+    "$SLM_BIN" finetune "${args[@]}" --out "$resumed" --resume "$resumed" 2>"$resumed.resume.err" \
+      || fail "resume after SIG$signal failed: $(tail -2 "$resumed.resume.err")"
+    cmp -s "$out/adapter_model.safetensors" "$resumed/adapter_model.safetensors" \
+      && pass "resumed after SIG$signal: the same adapter" || fail "adapter resumed after SIG$signal differs"
+  else
+    echo "note: the run ended (exit $rc) before SIG$signal could interrupt it"
+  fi
+done
+
+# The layout: the trained adapter, metrics and plot, and the last checkpoint
+# as one folder, nothing half-saved beside it.
+for file in adapter_config.json adapter_model.safetensors optimizer.safetensors trainer_state.json data_state.json; do
+  [ -f "$out/checkpoint/$file" ] || fail "no checkpoint/$file"
+done
+leftovers=$(ls "$out" | grep -v -x -e adapter_config.json -e adapter_model.safetensors -e checkpoint -e metrics.jsonl \
+  -e loss.svg || true)
+[ -z "$leftovers" ] && pass "--out holds the adapter, metrics.jsonl, loss.svg and checkpoint/" \
+  || fail "--out also holds: $leftovers"
+
+# Killed outright (SIGKILL, out of memory) after a --save-every checkpoint,
+# then resumed: every step is logged once, with the uninterrupted run's loss,
+# and loss.svg plots the whole run.
+killed="$SLM_WORK/killed"
+start_run "$killed" --save-every 5
+wait_for_steps "$killed" 8
+kill -KILL "$pid" 2>/dev/null || true
+wait_run
+if [ "$rc" = 137 ]; then
+  "$SLM_BIN" finetune "${args[@]}" --save-every 5 --out "$killed" --resume "$killed" 2>"$killed.resume.err" \
+    || fail "resume after SIGKILL failed: $(tail -2 "$killed.resume.err")"
+  once=$(python3 - "$killed/metrics.jsonl" "$out/metrics.jsonl" <<'PY'
+import json, sys
+got, want = ([(r["step"], r.get("loss"), r.get("eval_loss")) for r in map(json.loads, open(p))] for p in sys.argv[1:3])
+print("ok" if got == want else [step for step, _, _ in got])
+PY
+)
+  [ "$once" = ok ] && pass "killed and resumed: metrics.jsonl logs each step once, as the uninterrupted run" \
+    || fail "killed and resumed: metrics.jsonl steps $once"
+  cmp -s "$out/loss.svg" "$killed/loss.svg" && pass "killed and resumed: loss.svg plots the whole run" \
+    || fail "killed and resumed: loss.svg differs from the uninterrupted run's"
+  cmp -s "$out/adapter_model.safetensors" "$killed/adapter_model.safetensors" \
+    && pass "killed and resumed: the same adapter" || fail "adapter resumed after SIGKILL differs"
+else
+  echo "note: the run ended (exit $rc) before SIGKILL"
+fi
+
+# --resume refuses what would change the arithmetic, naming each difference
+# with both values, unless --resume-override; and a run that ends before the
+# checkpoint's step.
+python3 -c "import sys; sys.stdout.write(open(sys.argv[1]).read() + '{\"text\": \"one more\"}\n')" \
+  "$SLM_WORK/train.jsonl" >"$SLM_WORK/train-more.jsonl"
+rm -rf "$SLM_WORK/changed"
 set +e
-wait "$pid"
+"$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train-more.jsonl" --max-steps 40 --lr 2e-2 --seed 1 \
+  --resume "$out" --out "$SLM_WORK/changed" 2>"$SLM_WORK/changed.err"
 rc=$?
 set -e
-if [ "$rc" = 130 ]; then
-  grep -q "interrupted: checkpoint of step" "$SLM_WORK/interrupted.err" && pass "Ctrl-C saves a checkpoint (exit 130)" \
-    || fail "interrupted without the checkpoint message: $(tail -2 "$SLM_WORK/interrupted.err")"
-  "$SLM_BIN" finetune "${args[@]}" --out "$resumed" --resume "$resumed" 2>"$SLM_WORK/resume.err" \
-    || fail "resume failed: $(tail -2 "$SLM_WORK/resume.err")"
+refused=True
+for part in "--lr 0.01 (this run: 0.02)" "--seed 0 (this run: 1)" "--data 20 examples, fingerprint" \
+  "(this run: 21 examples, fingerprint" "--resume-override"; do
+  grep -qF -- "$part" "$SLM_WORK/changed.err" || refused=False
+done
+[ "$rc" = 1 ] && [ "$refused" = True ] && [ ! -e "$SLM_WORK/changed" ] \
+  && pass "--resume refuses changed settings: $(tail -1 "$SLM_WORK/changed.err")" \
+  || fail "--resume with changed settings: exit $rc, $(cat "$SLM_WORK/changed.err")"
+if "$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 40 --lr 2e-2 --resume "$out" \
+  --resume-override --out "$SLM_WORK/changed" 2>"$SLM_WORK/changed.err" \
+  && grep -qF -- "--resume-override: --lr 0.01 (this run: 0.02)" "$SLM_WORK/changed.err"; then
+  pass "--resume-override continues with this run's settings and says which"
 else
-  echo "note: the run finished (exit $rc) before the interrupt arrived; comparing the uninterrupted runs only"
+  fail "--resume-override: $(cat "$SLM_WORK/changed.err")"
 fi
-cmp -s "$out/adapter_model.safetensors" "$resumed/adapter_model.safetensors" \
-  && pass "resumed run ends with the same adapter" || fail "resumed adapter differs from the uninterrupted one"
+set +e
+"$SLM_BIN" finetune "${common[@]}" --data "$SLM_WORK/train.jsonl" --max-steps 30 --lr 1e-2 --resume "$out" \
+  --out "$SLM_WORK/shorter" 2>"$SLM_WORK/shorter.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -qF "the checkpoint is at step 40, past this run's last step 30" "$SLM_WORK/shorter.err" \
+  && pass "--resume refuses --max-steps below the checkpoint's step: $(tail -1 "$SLM_WORK/shorter.err")" \
+  || fail "--resume with --max-steps 30: exit $rc, $(cat "$SLM_WORK/shorter.err")"
 
 # slm merge: the merged folder, read by the PyTorch reference, predicts what the
 # base plus the adapter (read from the PEFT files) predicts.
@@ -173,8 +269,9 @@ if "$SLM_BIN" finetune --full -m "$model" --data "$SLM_WORK/train.jsonl" --out "
 else
   fail "finetune --full failed: $(tail -3 "$SLM_WORK/full.err")"
 fi
-for file in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json \
-  optimizer.safetensors trainer_state.json data_state.json metrics.jsonl loss.svg; do
+for file in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json metrics.jsonl \
+  loss.svg checkpoint/config.json checkpoint/model.safetensors checkpoint/optimizer.safetensors \
+  checkpoint/trainer_state.json checkpoint/data_state.json; do
   [ -f "$full/$file" ] || fail "finetune --full did not write $file"
 done
 [ "$(json_get "$full/config.json" 'j["torch_dtype"]')" = bfloat16 ] && pass "--save-dtype bf16 is the folder's dtype" \
@@ -222,4 +319,6 @@ expect_error 2 "--lr" -- --data "$SLM_WORK/train.jsonl" --lr -1
 expect_error 2 "--full excludes --lora-r" -- --data "$SLM_WORK/train.jsonl" --full --lora-r 4
 expect_error 2 "--save-dtype requires --full" -- --data "$SLM_WORK/train.jsonl" --save-dtype bf16
 expect_error 1 "is the base model's folder" -- --data "$SLM_WORK/train.jsonl" --full --out "$model"
+expect_error 2 "--resume-override requires --resume" -- --data "$SLM_WORK/train.jsonl" --resume-override
+expect_error 1 "$SLM_WORK/nowhere/checkpoint" -- --data "$SLM_WORK/train.jsonl" --resume "$SLM_WORK/nowhere"
 finish

@@ -1,5 +1,5 @@
-// write_file_atomically: readers see the old file or the whole new one, and
-// no temporary file is ever left behind.
+// write_file_atomically and link_file_atomically: readers see the old file or
+// the whole new one, and no temporary file is ever left behind.
 #include "core/atomic_file.h"
 #include "core/mapped_file.h"
 
@@ -62,6 +62,29 @@ TEST_F(AtomicFile, ReplacesExistingFile) {
   slm::write_text_atomically(target, "new");
   EXPECT_EQ(read(target), "new");
   EXPECT_TRUE(others("config.json").empty());
+}
+
+// A training run publishes its checkpoint's result this way: the next
+// checkpoint replaces the source files by rename, never in place, so the
+// published name keeps what it was linked to.
+TEST_F(AtomicFile, LinkReplacesTheTargetWithTheSourcesContent) {
+  const fs::path source = dir_ / "source", target = dir_ / "target";
+  slm::write_text_atomically(source, "checkpoint of step 10");
+  slm::write_text_atomically(target, "an older result");
+  slm::link_file_atomically(source, target);
+  EXPECT_EQ(read(target), "checkpoint of step 10");
+  EXPECT_TRUE(fs::equivalent(source, target)) << "a hard link, not a second copy";
+  slm::write_text_atomically(source, "checkpoint of step 20");
+  EXPECT_EQ(read(target), "checkpoint of step 10");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 2);
+  try {
+    slm::link_file_atomically(dir_ / "missing", target);
+    FAIL() << "expected slm::Error";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read(target), "checkpoint of step 10");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 2);
 }
 
 TEST_F(AtomicFile, ThrowingWriterKeepsOldFileAndRemovesTemporary) {
