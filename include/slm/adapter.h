@@ -47,9 +47,13 @@ LoraWeights lora_init(int64_t in, int64_t out, int64_t rank, double alpha, Rng& 
 
 class Adapter {
  public:
-  Adapter() = default;
-  explicit Adapter(int64_t layers, std::string name = {}) : name_(std::move(name)), layers_(static_cast<size_t>(layers)) {}
+  Adapter() : id_(next_id()) {}
+  explicit Adapter(int64_t layers, std::string name = {})
+      : name_(std::move(name)), id_(next_id()), layers_(static_cast<size_t>(layers)) {}
 
+  // Unique in the process (copies share it, as they share the weights): what
+  // tells a KV cache whose keys and values an adapter's requests may reuse.
+  uint64_t id() const { return id_; }
   int64_t layers() const { return static_cast<int64_t>(layers_.size()); }
   const std::string& name() const { return name_; }
   LoraWeights& at(int64_t layer, LoraModule m) { return layers_.at(static_cast<size_t>(layer))[static_cast<size_t>(m)]; }
@@ -60,7 +64,9 @@ class Adapter {
   std::vector<LoraModule> modules() const;
 
  private:
+  static uint64_t next_id();
   std::string name_;
+  uint64_t id_;
   std::vector<std::array<LoraWeights, kLoraModuleCount>> layers_;
 };
 

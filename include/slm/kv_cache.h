@@ -57,14 +57,18 @@ class KVCache {
   // nothing taken, when the pool has too few.
   bool reserve(int32_t seq, int64_t length);
 
+  // Keys and values depend on the tokens and on a `context`: what else shaped
+  // them (the adapter that computed them, Adapter::id(); 0 for the base).
+  // Blocks are reused only within the same context.
+  //
   // For an empty `seq` about to hold `tokens`: takes every cached full block
   // that begins those tokens and returns how many positions they hold. At
   // least one token is always left to compute (its logits are needed).
-  int64_t reuse_prefix(int32_t seq, std::span<const int32_t> tokens);
+  int64_t reuse_prefix(int32_t seq, std::span<const int32_t> tokens, uint64_t context = 0);
   // Records that positions [length(seq), length(seq) + tokens.size()) now
-  // hold `tokens`, whose keys and values forward has written; blocks they
-  // fill become reusable by later sequences.
-  void append(int32_t seq, std::span<const int32_t> tokens);
+  // hold `tokens`, whose keys and values forward has written in `context`;
+  // blocks they fill become reusable by later sequences.
+  void append(int32_t seq, std::span<const int32_t> tokens, uint64_t context = 0);
 
   // Where layer l's blocks live: [block][kv_heads][block_tokens][head_dim],
   // in dtype(), and the block list of a sequence.
@@ -90,10 +94,11 @@ class KVCache {
     // Once the block is full: its tokens, and while it is reusable the hash of
     // them and of every token before them (0: not reusable) and the block
     // before it, which a match compares too, so a hash collision cannot hand
-    // out wrong keys.
+    // out wrong keys, and the context they were computed in.
     std::vector<int32_t> tokens;
     uint64_t hash = 0;
     int32_t parent = -1;
+    uint64_t context = 0;
     int32_t prev = -1, next = -1;  // in the free or evictable list
   };
   Sequence& sequence(int32_t seq);

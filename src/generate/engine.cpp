@@ -152,7 +152,8 @@ void Engine::admit() {
   while (!waiting_.empty() && !free_sequences_.empty()) {
     Request& r = waiting_.front().second;
     const int32_t seq = free_sequences_.back();
-    const int64_t reused = options_.prefix_caching ? cache_.reuse_prefix(seq, r.prompt) : 0;
+    const int64_t reused =
+        options_.prefix_caching ? cache_.reuse_prefix(seq, r.prompt, r.adapter ? r.adapter->id() : 0) : 0;
     // Every block the request may need is taken now, so a running request never finds the pool full.
     if (!cache_.reserve(seq, positions_needed(r, model_.config().max_position_embeddings))) {
       cache_.clear(seq);

@@ -8,6 +8,7 @@
 #include "model/modules.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 namespace slm {
@@ -49,6 +50,11 @@ LoraWeights lora_init(int64_t in, int64_t out, int64_t rank, double alpha, Rng& 
   float* a = w.A.data_as<float>();
   for (int64_t i = 0; i < w.A.numel(); ++i) a[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
   return w;
+}
+
+uint64_t Adapter::next_id() {
+  static std::atomic<uint64_t> counter{0};
+  return ++counter;
 }
 
 std::vector<LoraModule> Adapter::modules() const {

@@ -110,10 +110,10 @@ void KVCache::set_length(int64_t length, int32_t seq) {
   s.length = length;
 }
 
-int64_t KVCache::reuse_prefix(int32_t seq, std::span<const int32_t> tokens) {
+int64_t KVCache::reuse_prefix(int32_t seq, std::span<const int32_t> tokens, uint64_t context) {
   Sequence& s = sequence(seq);
   if (s.length != 0) fail("KV cache: reuse_prefix on sequence ", seq, ", which is not empty");
-  uint64_t chain = 0;
+  uint64_t chain = context;
   int32_t parent = -1;
   int64_t reused = 0;
   const auto bt = static_cast<size_t>(block_tokens_);
@@ -123,7 +123,10 @@ int64_t KVCache::reuse_prefix(int32_t seq, std::span<const int32_t> tokens) {
     const auto it = cached_.find(h);
     if (it == cached_.end()) break;
     Block& b = blocks_[static_cast<size_t>(it->second)];
-    if (b.parent != parent || !std::equal(block_tokens.begin(), block_tokens.end(), b.tokens.begin())) break;
+    if (b.parent != parent || b.context != context ||
+        !std::equal(block_tokens.begin(), block_tokens.end(), b.tokens.begin())) {
+      break;
+    }
     if (b.refs == 0) unlink(it->second, evictable_head_, evictable_tail_, evictable_count_);
     ++b.refs;
     s.blocks.push_back(it->second);
@@ -136,7 +139,7 @@ int64_t KVCache::reuse_prefix(int32_t seq, std::span<const int32_t> tokens) {
   return reused;
 }
 
-void KVCache::append(int32_t seq, std::span<const int32_t> tokens) {
+void KVCache::append(int32_t seq, std::span<const int32_t> tokens, uint64_t context) {
   Sequence& s = sequence(seq);
   const int64_t end = s.length + static_cast<int64_t>(tokens.size());
   if (end > static_cast<int64_t>(s.blocks.size()) * block_tokens_) {
@@ -149,15 +152,17 @@ void KVCache::append(int32_t seq, std::span<const int32_t> tokens) {
     const size_t index = static_cast<size_t>(s.length / block_tokens_ - 1);
     const int32_t id = s.blocks[index];
     const int32_t parent = index > 0 ? s.blocks[index - 1] : -1;
-    const uint64_t chain = parent >= 0 ? blocks_[static_cast<size_t>(parent)].hash : 0;
+    const uint64_t chain = parent >= 0 ? blocks_[static_cast<size_t>(parent)].hash : context;
     Block& b = blocks_[static_cast<size_t>(id)];
     b.tokens = s.partial;
-    // Reusable only after a reusable parent: a chain is matched from its start.
-    if (parent < 0 || chain != 0) {
+    // Reusable only after a reusable parent (a chain is matched from its
+    // start) of the same context.
+    if (parent < 0 || (chain != 0 && blocks_[static_cast<size_t>(parent)].context == context)) {
       const uint64_t h = hash_block(chain, s.partial);
       if (cached_.emplace(h, id).second) {
         b.hash = h;
         b.parent = parent;
+        b.context = context;
       }
     }
     s.partial.clear();

@@ -265,8 +265,10 @@ std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) decoder::layer_forward(pass, l, w.x.data(), w.x.data(), w.layer);
   for (size_t i = 0; i < w.runs.size(); ++i) {
     const auto& run = w.runs[i];
-    cache.append(w.run_sequences[i], std::span(b.tokens).subspan(static_cast<size_t>(run.row0),
-                                                                  static_cast<size_t>(run.n_queries)));
+    const Adapter* adapter = b.adapters[static_cast<size_t>(run.row0)];
+    cache.append(w.run_sequences[i],
+                 std::span(b.tokens).subspan(static_cast<size_t>(run.row0), static_cast<size_t>(run.n_queries)),
+                 adapter ? adapter->id() : 0);
   }
   // Only the rows whose logits are wanted go through the final norm.
   const auto out_rows = static_cast<int64_t>(w.output_rows.size());

@@ -247,7 +247,7 @@ TEST_F(Engine, BatchOfRequestsEqualsEachAlone) {
 TEST_F(Engine, PrefixReuseEqualsRecomputation) {
   auto requests = mixed_requests(adapters_);
   requests.resize(2);
-  requests[1].adapter = requests[0].adapter;  // the cache is per adapter only through the tokens: same adapter here
+  requests[1].adapter = requests[0].adapter;  // blocks are reused within one adapter only
   slm::EngineOptions options;
   options.kv_block_tokens = 16;
   options.max_sequences = 1;  // the second starts after the first has filled its blocks
@@ -261,6 +261,7 @@ TEST_F(Engine, PrefixReuseEqualsRecomputation) {
 // Reuse is counted: the second request skips 144 of its 151 prompt tokens (nine blocks of 16).
 TEST_F(Engine, PrefixReuseSkipsTheSharedBlocks) {
   auto requests = mixed_requests(adapters_);
+  requests[1].adapter = requests[0].adapter;
   slm::EngineOptions options;
   options.kv_block_tokens = 16;
   options.max_sequences = 1;
@@ -271,6 +272,30 @@ TEST_F(Engine, PrefixReuseSkipsTheSharedBlocks) {
   engine.add_request(requests[1]);
   engine.run();
   EXPECT_EQ(engine.cache().reused_tokens(), 144);
+}
+
+// Keys computed with one adapter are never reused for another (or the base):
+// the same 150-token start under another adapter computes its own blocks.
+TEST_F(Engine, PrefixIsReusedOnlyUnderTheSameAdapter) {
+  auto requests = mixed_requests(adapters_);
+  requests.resize(2);
+  requests[0].adapter = adapters_[0];
+  requests[1].adapter = adapters_[1];
+  slm::EngineOptions options;
+  options.kv_block_tokens = 16;
+  options.max_sequences = 1;
+  slm::Engine engine(*model_, *tokenizer_, options);
+  std::vector<slm::GenerationResult> results;
+  for (auto& r : requests) {
+    r.on_done = [&](const slm::GenerationResult& g) { results.push_back(g); };
+    engine.add_request(r);
+  }
+  engine.run();
+  EXPECT_EQ(engine.cache().reused_tokens(), 0);
+  const slm::GenerationResult alone =
+      slm::generate(*model_, *tokenizer_, requests[1].prompt, requests[1].options, {}, requests[1].adapter);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[1].tokens, alone.tokens);
 }
 
 // A request cancelled mid-stream frees its blocks at once and changes nothing for the others.
