@@ -1,4 +1,5 @@
 // Microbenchmarks of the CPU kernels at the shapes of a SmolLM2-135M layer.
+#include <slm/kv_cache.h>
 #include <slm/tensor.h>
 
 #include "backend/cpu/backward.h"
@@ -70,13 +71,28 @@ void BM_ParallelRegion(benchmark::State& state) {
 }
 BENCHMARK(BM_ParallelRegion)->UseRealTime();
 
+// One sequence's keys and values in the paged layout, in consecutive blocks
+// of the default size.
+struct PagedCache {
+  std::vector<float> keys, values;
+  std::vector<int32_t> table;
+  slm::PagedKV view;
+  PagedCache(int64_t positions, int64_t kv_heads, int64_t head_dim) {
+    const int64_t bt = slm::KVCache::kDefaultBlockTokens, blocks = (positions + bt - 1) / bt;
+    keys.assign(static_cast<size_t>(blocks * kv_heads * bt * head_dim), 0.01f);
+    values.assign(keys.size(), 0.02f);
+    for (int32_t b = 0; b < blocks; ++b) table.push_back(b);
+    view = {keys.data(), values.data(), slm::DType::F32, bt, kv_heads, head_dim};
+  }
+};
+
 void BM_FlashAttentionDecode(benchmark::State& state) {
   const int64_t context = state.range(0), heads = 9, kv_heads = 3, head_dim = 64;
   std::vector<float> q(static_cast<size_t>(heads * head_dim), 0.1f), out(q.size());
-  std::vector<float> keys(static_cast<size_t>(kv_heads * context * head_dim), 0.01f), values(keys.size(), 0.02f);
-  const slm::cpu::AttentionShape shape{1, context - 1, heads, kv_heads, head_dim, context, 0};
+  const PagedCache cache(context, kv_heads, head_dim);
+  slm::AttentionRun run{0, 1, context - 1, cache.table.data()};
   for (auto _ : state) {
-    slm::cpu::attention_flash(q.data(), keys.data(), values.data(), shape, out.data());
+    slm::cpu::attention_flash(q.data(), cache.view, {std::span(&run, 1), heads, 0}, out.data());
     benchmark::DoNotOptimize(out.data());
   }
 }
@@ -87,10 +103,10 @@ BENCHMARK(BM_FlashAttentionDecode)->Arg(512)->Arg(2048)->UseRealTime();
 void BM_FlashAttentionPrefill(benchmark::State& state) {
   const int64_t n = state.range(0), heads = 9, kv_heads = 3, head_dim = 64;
   std::vector<float> q(static_cast<size_t>(n * heads * head_dim), 0.1f), out(q.size());
-  std::vector<float> keys(static_cast<size_t>(kv_heads * n * head_dim), 0.01f), values(keys.size(), 0.02f);
-  const slm::cpu::AttentionShape shape{n, 0, heads, kv_heads, head_dim, n, 0};
+  const PagedCache cache(n, kv_heads, head_dim);
+  slm::AttentionRun run{0, n, 0, cache.table.data()};
   for (auto _ : state) {
-    slm::cpu::attention_flash(q.data(), keys.data(), values.data(), shape, out.data());
+    slm::cpu::attention_flash(q.data(), cache.view, {std::span(&run, 1), heads, 0}, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2.0 * heads * head_dim * static_cast<double>(n * n) / 2,
