@@ -237,6 +237,20 @@ void plan_batch(const ModelConfig& c, const Batch& b, const KVCache& cache, deco
   }
 }
 
+// `tokens` continuing sequence `seq` as the cache's own batch; every row's
+// logits wanted, or only the last one's.
+const Batch& single_sequence(std::span<const int32_t> tokens, KVCache& cache, const Adapter* adapter, int32_t seq,
+                             bool every_row) {
+  Batch& b = cache.workspace().single;
+  b.clear();
+  const int64_t start = cache.length(seq);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    b.add(tokens[i], static_cast<int32_t>(start + static_cast<int64_t>(i)), seq, every_row || i + 1 == tokens.size(),
+          adapter);
+  }
+  return b;
+}
+
 }  // namespace
 
 std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
@@ -292,13 +306,7 @@ std::span<const float> Model::forward_logits(const Batch& b, KVCache& cache) con
 
 std::span<const float> Model::forward(std::span<const int32_t> tokens, KVCache& cache, const Adapter* adapter,
                                       int32_t seq) const {
-  Batch& b = cache.workspace().single;
-  b.clear();
-  const int64_t start = cache.length(seq);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    b.add(tokens[i], static_cast<int32_t>(start + static_cast<int64_t>(i)), seq, true, adapter);
-  }
-  return forward(b, cache);
+  return forward(single_sequence(tokens, cache, adapter, seq, true), cache);
 }
 
 void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float> out) const {
@@ -311,13 +319,7 @@ void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float>
 
 std::span<const float> Model::forward_last_logits(std::span<const int32_t> tokens, KVCache& cache,
                                                   const Adapter* adapter, int32_t seq) const {
-  Batch& b = cache.workspace().single;
-  b.clear();
-  const int64_t start = cache.length(seq);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    b.add(tokens[i], static_cast<int32_t>(start + static_cast<int64_t>(i)), seq, i + 1 == tokens.size(), adapter);
-  }
-  return forward_logits(b, cache);
+  return forward_logits(single_sequence(tokens, cache, adapter, seq, false), cache);
 }
 
 }  // namespace slm
