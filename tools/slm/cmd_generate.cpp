@@ -49,10 +49,17 @@ std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& di
   return ids;
 }
 
+// Prompt tokens per second of prefill, and generated tokens per second of
+// decode (the first token comes from the prefill).
+std::pair<double, double> rates(const GenerationResult& result) {
+  const double decode_steps = static_cast<double>(std::max<size_t>(result.tokens.size(), 1) - 1);
+  return {static_cast<double>(result.prompt_tokens.size()) / std::max(result.prefill_seconds, 1e-9),
+          decode_steps / std::max(result.decode_seconds, 1e-9)};
+}
+
 // The object --output-format json prints for one prompt.
 nlohmann::json result_json(const GenerationResult& result, double load_seconds) {
-  const double prefill_rate = static_cast<double>(result.prompt_tokens.size()) / std::max(result.prefill_seconds, 1e-9);
-  const double decode_steps = static_cast<double>(std::max<size_t>(result.tokens.size(), 1) - 1);
+  const auto [prefill_rate, decode_rate] = rates(result);
   nlohmann::json out;
   out["text"] = result.text;
   out["prompt_tokens"] = result.prompt_tokens;
@@ -66,7 +73,7 @@ nlohmann::json result_json(const GenerationResult& result, double load_seconds) 
   }
   out["timings"] = {{"load_s", load_seconds},
                     {"prefill_tokens_per_s", prefill_rate},
-                    {"decode_tokens_per_s", decode_steps / std::max(result.decode_seconds, 1e-9)}};
+                    {"decode_tokens_per_s", decode_rate}};
   out["peak_rss_mib"] = peak_rss_mib();
   return out;
 }
@@ -220,9 +227,7 @@ int run_generate(int argc, char** argv) {
       std::fprintf(stderr, "slm generate: stopped after %zu tokens: the model's context of %lld tokens is full\n",
                    result.tokens.size(), static_cast<long long>(model.config().max_position_embeddings));
     }
-    const double prefill_rate = static_cast<double>(ids.size()) / std::max(result.prefill_seconds, 1e-9);
-    const double decode_steps = static_cast<double>(std::max<size_t>(result.tokens.size(), 1) - 1);
-    const double decode_rate = decode_steps / std::max(result.decode_seconds, 1e-9);
+    const auto [prefill_rate, decode_rate] = rates(result);
     if (stream) {
       std::printf("\n");
       std::fflush(stdout);  // the text's last line before the summary on stderr
