@@ -36,6 +36,13 @@ double relative_error(std::span<const float> got, std::span<const float> want) {
   return error / scale;
 }
 
+// n token ids in the default model's vocabulary, different for each salt.
+std::vector<int32_t> prompt(int n, int salt) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>(5 + (i * 37 + salt * 101) % 4000));
+  return ids;
+}
+
 class Engine : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -65,12 +72,6 @@ class Engine : public ::testing::Test {
     tokenizer_.reset();
   }
 
-  static std::vector<int32_t> prompt(int n, int salt) {
-    std::vector<int32_t> ids;
-    for (int i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>(5 + (i * 37 + salt * 101) % 4000));
-    return ids;
-  }
-
   static slm::GenerateOptions greedy(int64_t n) {
     slm::GenerateOptions o;
     o.max_new_tokens = n;
@@ -93,11 +94,6 @@ void check_batched_forward(const slm::Model& model, const std::vector<std::share
     std::vector<int32_t> tokens;
     int64_t cached;  // run before the batch
     const slm::Adapter* adapter;
-  };
-  auto prompt = [](int n, int salt) {
-    std::vector<int32_t> ids;
-    for (int i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>(5 + (i * 37 + salt * 101) % 4000));
-    return ids;
   };
   const std::vector<Seq> seqs{{prompt(70, 1), 69, adapters[0].get()}, {prompt(9, 2), 0, nullptr},
                               {prompt(130, 3), 100, adapters[1].get()}, {prompt(1, 4), 0, adapters[0].get()},
