@@ -135,7 +135,7 @@ RequestId Engine::add_request(Request request) {
     if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
   }
   const int64_t needed = positions_needed(request, c.max_position_embeddings);
-  if (cache_.blocks_needed(-1, needed) > cache_.block_count()) {
+  if (needed > cache_.capacity()) {
     fail("the request needs ", needed, " positions of KV cache, the whole pool holds ", cache_.capacity(),
          " (--kv-cache)");
   }
