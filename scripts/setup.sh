@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every package slm needs to build, test and benchmark on Debian 12,
-# then the npm packages of the tokenizer reference (from the committed lock file).
+# then the npm packages of the references and of the server's test clients
+# (from the committed lock files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,16 @@ packages=(
   libpcre2-dev                            # Unicode regular expressions of pre-tokenizers
   libutf8proc-dev                         # Unicode normalization (NFC, NFKC, ...)
   libopenblas-dev                         # f32 matrix products for prefill
+  libcpp-httplib-dev                      # HTTP/1.1 server of slm serve (threads, keep-alive, chunked streaming)
   libgtest-dev libgmock-dev               # unit tests
   libbenchmark-dev                        # microbenchmarks
   clang libclang-rt-14-dev                # libFuzzer targets
   g++-aarch64-linux-gnu                   # the AArch64 compile check (scripts/check_aarch64.sh)
   python3-torch python3-numpy             # PyTorch reference for parity tests
   bible-kjv-text bible-kjv fortunes       # public-domain text: tokenizer benchmarks, the default model's recipe
+  chromium fonts-dejavu-core              # headless browser for the web chat's end-to-end test
+  tmux                                    # drives slm chat in a terminal for its interactive test
+  ccache                                  # compiler cache: a rebuild of unchanged sources is a cache hit
 )
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   packages+=(nodejs npm)                  # tokenizer reference (@huggingface/tokenizers)
@@ -34,7 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if [ -f tests/reference/package-lock.json ]; then
-  (cd tests/reference && npm ci --no-audit --no-fund --loglevel=error)
-fi
+for dir in tests/reference tests/serve; do
+  if [ -f "$dir/package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 echo "setup: all dependencies installed"
