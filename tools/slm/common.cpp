@@ -170,6 +170,64 @@ RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, c
   };
 }
 
+namespace {
+
+// Sampling settings: explicit options win, then generation_config.json, then
+// Hugging Face's default (greedy).
+SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given) {
+  const auto path = dir / "generation_config.json";
+  if (!std::filesystem::exists(path)) {
+    if (app.count("--temperature") == 0) given.temperature = 0;
+    return given;
+  }
+  const GenerationDefaults defaults = GenerationDefaults::from_file(path);
+  if (app.count("--temperature") == 0) {
+    given.temperature = defaults.do_sample.value_or(false) ? defaults.temperature.value_or(1.0) : 0.0;
+  }
+  if (app.count("--top-k") == 0 && defaults.top_k) given.top_k = *defaults.top_k;
+  if (app.count("--top-p") == 0 && defaults.top_p) given.top_p = *defaults.top_p;
+  if (app.count("--min-p") == 0 && defaults.min_p) given.min_p = *defaults.min_p;
+  if (app.count("--repeat-penalty") == 0 && defaults.repetition_penalty) {
+    given.repetition_penalty = *defaults.repetition_penalty;
+  }
+  return given;
+}
+
+std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir) {
+  std::vector<int32_t> ids = model.config().eos_token_ids;
+  const auto path = dir / "generation_config.json";
+  if (std::filesystem::exists(path)) {
+    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
+  }
+  return ids;
+}
+
+}  // namespace
+
+void add_generation_options(CLI::App& app, GenerationFlags& flags) {
+  GenerateOptions& options = flags.options;
+  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
+  app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
+  app.add_option("--top-p", options.sampling.top_p, "keep the most likely tokens up to this mass (1 = off)");
+  app.add_option("--min-p", options.sampling.min_p, "drop tokens below this fraction of the top probability (0 = off)");
+  app.add_option("--repeat-penalty", options.sampling.repetition_penalty, "penalise tokens already present (1 = off)");
+  app.add_option("--seed", options.sampling.seed, "random seed; the same seed gives the same sample");
+  app.add_option("--stop", options.stop_strings, "stop when this text appears (repeatable; not printed)");
+  app.add_flag("--ignore-eos", options.ignore_eos, "keep generating past end-of-sequence tokens");
+  app.add_flag("--no-skip-special", flags.print_special, "print special tokens");
+}
+
+GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFlags& flags, const Model& model,
+                                         const ModelOptions& model_options) {
+  GenerateOptions options = flags.options;
+  options.sampling = resolve_sampling(app, model_options.dir, options.sampling);
+  options.eos_ids = eos_ids(model, model_options.dir);
+  options.skip_special_tokens = !flags.print_special;
+  options.kv_dtype = *parse_dtype(model_options.kv_dtype);
+  return options;
+}
+
 double peak_rss_mib() {
   // VmHWM, which reset_peak_rss() can start over; getrusage where it is absent.
   std::ifstream status("/proc/self/status");

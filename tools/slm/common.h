@@ -23,6 +23,7 @@ std::string read_text_file(const std::string& path);
 
 }  // namespace slm::cli
 
+#include <slm/generate.h>
 #include <slm/model.h>
 #include <slm/tokenizer.h>
 #include <slm/train.h>
@@ -69,6 +70,20 @@ Tokenizer load_tokenizer(const std::string& dir);
 // (tools, enable_thinking, ...) join every render's context.
 RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, const std::string& template_file,
                            const ChatJson& variables = ChatJson::object());
+
+// The generation options that slm generate and slm chat share.
+struct GenerationFlags {
+  GenerateOptions options;
+  bool print_special = false;  // --no-skip-special
+};
+// -n, --temperature, --top-k, --top-p, --min-p, --repeat-penalty, --seed,
+// --stop, --ignore-eos and --no-skip-special, into `flags`.
+void add_generation_options(CLI::App& app, GenerationFlags& flags);
+// What a request runs with: the sampling options given on the command line,
+// then those of DIR/generation_config.json, then Hugging Face's default
+// (greedy); the eos ids of config.json and generation_config.json; --kv-dtype.
+GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFlags& flags, const Model& model,
+                                         const ModelOptions& model_options);
 
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();
