@@ -164,8 +164,12 @@ class Chat {
       history_.erase(history_.end() - 1);  // a template error: the turn never happened
       throw;
     }
+    // The reply may take what the prompt leaves of the context, so a pool
+    // (--kv-cache) smaller than the model's context holds any -n.
+    GenerateOptions options = options_;
+    options.max_new_tokens = std::min(options_.max_new_tokens, context_ - static_cast<int64_t>(prompt.size()));
     GenerationResult result;
-    Request request{std::move(prompt), options_, adapter_, [](std::string_view piece) { write_out(piece); },
+    Request request{std::move(prompt), options, adapter_, [](std::string_view piece) { write_out(piece); },
                     [&result](const GenerationResult& done) { result = done; }};
     interrupted.store(false);
     const RequestId id = engine_.add_request(std::move(request));
@@ -175,7 +179,10 @@ class Chat {
     interrupted.store(false);  // a Ctrl-C as the reply ended was meant for the reply
     write_out("\n");
     if (result.finish_reason == FinishReason::Cancelled) note("(reply stopped)");
-    if (result.finish_reason == FinishReason::Context) {
+    const bool context_full =
+        result.finish_reason == FinishReason::Context ||
+        (result.finish_reason == FinishReason::Length && options.max_new_tokens < options_.max_new_tokens);
+    if (context_full) {
       note("(reply stopped: the context of " + std::to_string(context_) + " tokens is full)");
     }
     history_.push_back({{"role", "assistant"}, {"content", result.text}});
@@ -277,7 +284,9 @@ int run_chat(int argc, char** argv) {
     EngineOptions engine_options;
     engine_options.max_sequences = 1;
     engine_options.kv_dtype = options.kv_dtype;
-    if (!kv_cache.empty()) engine_options.kv_cache_tokens = parse_kv_cache_size(kv_cache, model.config(), options.kv_dtype);
+    if (!kv_cache.empty()) {
+      engine_options.kv_cache_tokens = parse_kv_cache_size(kv_cache, model.config(), options.kv_dtype);
+    }
     Engine engine(model, tokenizer, engine_options);
     const int64_t context = std::min(model.config().max_position_embeddings, engine.cache().capacity());
     Chat chat(engine, tokenizer, render, options, adapter, context, system);
