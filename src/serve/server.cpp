@@ -55,6 +55,18 @@ bool same_key(const std::string& given, const std::string& expected) {
   return diff == 0;
 }
 
+// The path a request is counted under in /metrics: one of the endpoints, so
+// that clients cannot grow the label set without bound.
+std::string metric_path(const std::string& path) {
+  static const char* const kPaths[] = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions",
+                                       "/v1/completions", "/v1/adapters", "/tokenize", "/detokenize"};
+  for (const char* p : kPaths) {
+    if (path == p) return path;
+  }
+  if (path.rfind("/v1/adapters/", 0) == 0) return "/v1/adapters/{name}";
+  return "other";
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -215,7 +227,7 @@ void Server::Impl::routes() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    metrics.request_done(req.matches.empty() ? req.path : std::string(req.matches[0]), res.status);
+    metrics.request_done(metric_path(req.path), res.status);
   });
 
   http.Get("/", [](const httplib::Request&, httplib::Response& res) {
