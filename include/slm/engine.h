@@ -27,7 +27,12 @@ struct EngineOptions {
   int64_t kv_block_tokens = KVCache::kDefaultBlockTokens;
   int64_t max_sequences = 64;       // decoding at once; further requests wait
   int64_t max_batch_tokens = 512;   // tokens per step: decode tokens first, then prompt chunks
-  bool prefix_caching = true;       // reuse cached blocks of a shared prompt start
+  // Reuse cached blocks of a shared prompt start. A request whose prompt
+  // begins with a full block that another request is prefilling right now
+  // waits for that prefill and then reuses it, so n requests with one prompt
+  // (n choices, or one system prompt) compute it once.
+  bool prefix_caching = true;
+  int64_t context = 0;  // positions of one sequence (0: the model's max_position_embeddings)
 };
 
 struct Request {
@@ -60,22 +65,26 @@ class Engine {
 
   int64_t running() const;
   int64_t waiting() const;
+  int64_t context() const { return context_; }
   const KVCache& cache() const { return cache_; }
 
  private:
   struct Active;
   void admit();
+  bool prefix_being_computed(const Request& r) const;
   void finish(Active& a, FinishReason reason);
 
   const Model& model_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
+  int64_t context_;
   KVCache cache_;
   Batch batch_;
   std::deque<std::pair<RequestId, Request>> waiting_;
   std::vector<std::unique_ptr<Active>> active_;
   std::vector<int32_t> free_sequences_;
   std::vector<Active*> output_owner_;  // the request each logits row samples for
+  std::vector<float> raw_logits_;      // a row before sampling changes it, for token_logprobs
   RequestId next_id_ = 0;
 };
 

@@ -23,18 +23,25 @@ struct SamplingParams {
   double top_p = 1.0;               // 1: off
   double min_p = 0.0;               // 0: off
   double repetition_penalty = 1.0;  // 1: off
+  // OpenAI's: each generated token's logit minus frequency_penalty times how
+  // often it was generated, minus presence_penalty once it was (0: off).
+  double frequency_penalty = 0.0;
+  double presence_penalty = 0.0;
   uint64_t seed = 0;
 };
 
-// Applies, in the order Hugging Face's generate() does: repetition penalty,
-// then temperature, top-k, top-p, min-p; then draws one token.
+// Applies, in the order Hugging Face's generate() does: repetition penalty
+// (then OpenAI's frequency and presence penalties), then temperature, top-k,
+// top-p, min-p; then draws one token.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // `logits` is modified in place. `history` holds the prompt and the tokens generated so far.
-  int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+  // `logits` is modified in place. `history` holds the prompt and the tokens
+  // generated so far; `generated` those generated alone (its tail).
+  int32_t sample(std::span<float> logits, std::span<const int32_t> history, std::span<const int32_t> generated = {});
   // The probabilities sample() draws from (after every transform), for tests.
-  std::vector<float> distribution(std::span<float> logits, std::span<const int32_t> history) const;
+  std::vector<float> distribution(std::span<float> logits, std::span<const int32_t> history,
+                                  std::span<const int32_t> generated = {}) const;
 
  private:
   SamplingParams params_;
@@ -60,6 +67,7 @@ struct GenerateOptions {
   bool ignore_eos = false;
   bool skip_special_tokens = true;
   int64_t logprobs = 0;  // top-K log-softmax of the raw logits per generated token
+  bool token_logprobs = false;  // the log-softmax of the raw logits at each generated token
   DType kv_dtype = DType::F32;
 };
 
@@ -69,6 +77,7 @@ struct GenerationResult {
   std::vector<int32_t> tokens;
   FinishReason finish_reason = FinishReason::Length;
   std::vector<std::vector<TokenLogprob>> logprobs;
+  std::vector<float> token_logprobs;  // with GenerateOptions::token_logprobs, one per token
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };
@@ -82,6 +91,8 @@ GenerationResult generate(const Model& model, const Tokenizer& tokenizer, std::s
 
 // The K most likely tokens of log_softmax(logits), most likely first.
 std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k);
+// log_softmax(logits)[id].
+float token_logprob(std::span<const float> logits, int32_t id);
 
 }  // namespace slm
 

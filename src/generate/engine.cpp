@@ -95,12 +95,14 @@ Engine::Engine(const Model& model, const Tokenizer& tokenizer, const EngineOptio
     : model_(model),
       tokenizer_(tokenizer),
       options_(options),
+      context_(options.context > 0 ? std::min(options.context, model.config().max_position_embeddings)
+                                   : model.config().max_position_embeddings),
       cache_(model.config(),
              options.kv_cache_tokens > 0
                  ? options.kv_cache_tokens
-                 : std::min<int64_t>(model.config().max_position_embeddings * std::max<int64_t>(1, options.max_sequences),
-                                     int64_t{1} << 16),
+                 : std::min<int64_t>(context_ * std::max<int64_t>(1, options.max_sequences), int64_t{1} << 16),
              options.kv_dtype, options.kv_block_tokens, model.device()) {
+  if (options.context < 0) fail("engine: context must be >= 0, got ", options.context);
   if (options.max_sequences <= 0) fail("engine: max_sequences must be positive, got ", options.max_sequences);
   if (options.max_batch_tokens <= 0) fail("engine: max_batch_tokens must be positive, got ", options.max_batch_tokens);
   for (int32_t s = static_cast<int32_t>(options.max_sequences) - 1; s >= 0; --s) free_sequences_.push_back(s);
@@ -112,6 +114,9 @@ int64_t Engine::running() const { return static_cast<int64_t>(active_.size()); }
 int64_t Engine::waiting() const { return static_cast<int64_t>(waiting_.size()); }
 
 namespace {
+
+// The cache context a request's keys and values are computed in: its adapter's.
+uint64_t context_of(const Request& r) { return r.adapter ? r.adapter->id() : 0; }
 
 // Positions a request may occupy: its prompt and every token it may add, within the context.
 int64_t positions_needed(const Request& r, int64_t context) {
@@ -127,14 +132,13 @@ RequestId Engine::add_request(Request request) {
   if (request.options.max_new_tokens < 0) {
     fail("--max-new-tokens must be >= 0, got ", request.options.max_new_tokens);
   }
-  if (prompt_len > c.max_position_embeddings) {
-    fail("the prompt has ", prompt_len, " tokens but the model's context is ", c.max_position_embeddings,
-         " (max_position_embeddings); shorten it or pass --truncate");
+  if (prompt_len > context_) {
+    fail("the prompt has ", prompt_len, " tokens but the context is ", context_, "; shorten it or pass --truncate");
   }
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
   }
-  const int64_t needed = positions_needed(request, c.max_position_embeddings);
+  const int64_t needed = positions_needed(request, context_);
   if (needed > cache_.capacity()) {
     fail("the request needs ", needed, " positions of KV cache, the whole pool holds ", cache_.capacity(),
          " (--kv-cache)");
@@ -148,21 +152,35 @@ RequestId Engine::add_request(Request request) {
   return id;
 }
 
+bool Engine::prefix_being_computed(const Request& r) const {
+  const auto block = static_cast<size_t>(cache_.block_tokens());
+  if (!options_.prefix_caching || r.prompt.size() <= block) return false;
+  for (const auto& a : active_) {
+    const std::vector<int32_t>& other = a->request.prompt;
+    if (!a->prefilling() || context_of(a->request) != context_of(r) || other.size() < block) continue;
+    if (std::equal(r.prompt.begin(), r.prompt.begin() + static_cast<std::ptrdiff_t>(block), other.begin())) return true;
+  }
+  return false;
+}
+
 void Engine::admit() {
-  while (!waiting_.empty() && !free_sequences_.empty()) {
-    Request& r = waiting_.front().second;
+  for (auto it = waiting_.begin(); it != waiting_.end() && !free_sequences_.empty();) {
+    Request& r = it->second;
+    if (prefix_being_computed(r)) {
+      ++it;  // its prefix will be in the cache once that prefill ends
+      continue;
+    }
     const int32_t seq = free_sequences_.back();
-    const int64_t reused =
-        options_.prefix_caching ? cache_.reuse_prefix(seq, r.prompt, r.adapter ? r.adapter->id() : 0) : 0;
+    const int64_t reused = options_.prefix_caching ? cache_.reuse_prefix(seq, r.prompt, context_of(r)) : 0;
     // Every block the request may need is taken now, so a running request never finds the pool full.
-    if (!cache_.reserve(seq, positions_needed(r, model_.config().max_position_embeddings))) {
+    if (!cache_.reserve(seq, positions_needed(r, context_))) {
       cache_.clear(seq);
       return;  // first come, first served: wait for blocks to free
     }
     free_sequences_.pop_back();
-    auto active = std::make_unique<Active>(waiting_.front().first, std::move(r), seq, tokenizer_);
+    auto active = std::make_unique<Active>(it->first, std::move(r), seq, tokenizer_);
     active->cursor = reused;
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     active_.push_back(std::move(active));
   }
 }
@@ -235,7 +253,6 @@ bool Engine::step() {
   }
   const std::span<const float> logits = model_.forward_logits(batch_, cache_);
   const int64_t V = model_.config().vocab_size;
-  const int64_t context = model_.config().max_position_embeddings;
   for (size_t row = 0; row < output_owner_.size(); ++row) {
     Active& a = *output_owner_[row];
     if (a.done) continue;  // cancelled by a callback earlier in this step
@@ -247,7 +264,9 @@ bool Engine::step() {
     const std::span<float> row_logits(const_cast<float*>(logits.data()) + static_cast<int64_t>(row) * V,
                                       static_cast<size_t>(V));
     if (o.logprobs > 0) a.result.logprobs.push_back(top_logprobs(row_logits, o.logprobs));
-    const int32_t id = a.sampler.sample(row_logits, a.history);
+    if (o.token_logprobs) raw_logits_.assign(row_logits.begin(), row_logits.end());
+    const int32_t id = a.sampler.sample(row_logits, a.history, a.result.tokens);
+    if (o.token_logprobs) a.result.token_logprobs.push_back(token_logprob(raw_logits_, id));
     if (a.result.tokens.empty()) {
       a.first_token = std::chrono::steady_clock::now();
       a.result.prefill_seconds = seconds_between(a.admitted, a.first_token);
@@ -264,7 +283,7 @@ bool Engine::step() {
       finish(a, FinishReason::Stop);
     } else if (static_cast<int64_t>(a.result.tokens.size()) >= o.max_new_tokens) {
       finish(a, FinishReason::Length);
-    } else if (cache_.length(a.seq) >= context) {
+    } else if (cache_.length(a.seq) >= context_) {
       finish(a, FinishReason::Context);
     } else {
       a.pending = id;

@@ -24,6 +24,30 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
   }
 }
 
+void apply_openai_penalties(std::span<float> logits, std::span<const int32_t> generated, double frequency,
+                            double presence) {
+  if ((frequency == 0 && presence == 0) || generated.empty()) return;
+  std::vector<int32_t> sorted(generated.begin(), generated.end());
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size();) {
+    size_t j = i;
+    while (j < sorted.size() && sorted[j] == sorted[i]) ++j;
+    const int32_t id = sorted[i];
+    if (id >= 0 && static_cast<size_t>(id) < logits.size()) {
+      logits[static_cast<size_t>(id)] -= static_cast<float>(frequency * static_cast<double>(j - i) + presence);
+    }
+    i = j;
+  }
+}
+
+// The log of sum(exp(logits - max)), in double: folding it into a float
+// max_logit first would round it to the ulp of the logits.
+double log_sum_exp_shifted(std::span<const float> logits, float max_logit) {
+  double total = 0;
+  for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
+  return std::log(total);
+}
+
 }  // namespace
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
@@ -32,10 +56,14 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
   if (!(params.top_p > 0 && params.top_p <= 1)) fail("--top-p must be in (0, 1], got ", params.top_p);
   if (!(params.min_p >= 0 && params.min_p <= 1)) fail("--min-p must be in [0, 1], got ", params.min_p);
   if (!(params.repetition_penalty > 0)) fail("--repeat-penalty must be > 0, got ", params.repetition_penalty);
+  if (!std::isfinite(params.frequency_penalty)) fail("frequency_penalty must be a finite number");
+  if (!std::isfinite(params.presence_penalty)) fail("presence_penalty must be a finite number");
 }
 
-std::vector<float> Sampler::distribution(std::span<float> logits, std::span<const int32_t> history) const {
+std::vector<float> Sampler::distribution(std::span<float> logits, std::span<const int32_t> history,
+                                         std::span<const int32_t> generated) const {
   apply_repetition_penalty(logits, history, params_.repetition_penalty);
+  apply_openai_penalties(logits, generated, params_.frequency_penalty, params_.presence_penalty);
   const size_t V = logits.size();
   std::vector<float> probs(V, 0.0f);
   if (params_.temperature == 0) {
@@ -89,12 +117,13 @@ std::vector<float> Sampler::distribution(std::span<float> logits, std::span<cons
   return probs;
 }
 
-int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history, std::span<const int32_t> generated) {
   if (params_.temperature == 0) {
     apply_repetition_penalty(logits, history, params_.repetition_penalty);
+    apply_openai_penalties(logits, generated, params_.frequency_penalty, params_.presence_penalty);
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  const std::vector<float> probs = distribution(logits, history);
+  const std::vector<float> probs = distribution(logits, history, generated);
   const double u = rng_.uniform();
   double cumulative = 0;
   int32_t last_nonzero = 0;
@@ -109,11 +138,7 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 
 std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k) {
   const float max_logit = *std::max_element(logits.begin(), logits.end());
-  double total = 0;
-  for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
-  // Kept apart from max_logit and summed in double: folding log(total) into
-  // a float max_logit first would round it to the ulp of the logits.
-  const double log_total = std::log(total);
+  const double log_total = log_sum_exp_shifted(logits, max_logit);
   std::vector<int32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
   const size_t n = std::min(static_cast<size_t>(std::max<int64_t>(k, 0)), order.size());
@@ -127,6 +152,12 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int64_t k)
     out.push_back({order[i], static_cast<float>(shifted - log_total)});
   }
   return out;
+}
+
+float token_logprob(std::span<const float> logits, int32_t id) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  const double shifted = static_cast<double>(logits[static_cast<size_t>(id)]) - max_logit;
+  return static_cast<float>(shifted - log_sum_exp_shifted(logits, max_logit));
 }
 
 }  // namespace slm

@@ -17,10 +17,13 @@ namespace slm {
 // The whole file as JSON; fails naming it when it cannot be read or parsed.
 nlohmann::json read_json(const std::filesystem::path& path);
 
-class JsonFields {
+// Over nlohmann::json, or ordered_json where key order matters (a request
+// whose tool schemas a chat template prints).
+template <class Json>
+class BasicJsonFields {
  public:
-  using json = nlohmann::json;
-  JsonFields(const json& object, std::string file) : object_(object), file_(std::move(file)) {
+  using json = Json;
+  BasicJsonFields(const json& object, std::string file) : object_(object), file_(std::move(file)) {
     if (!object_.is_object()) fail(file_, ": expected a JSON object");
   }
 
@@ -33,7 +36,7 @@ class JsonFields {
     }
     const json& v = object_[key];
     if (!v.is_number_integer()) fail(file_, ": field \"", key, "\" must be an integer, got ", v.dump());
-    const int64_t value = v.get<int64_t>();
+    const int64_t value = v.template get<int64_t>();
     if (value < low || value > high) {
       fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
     }
@@ -44,7 +47,7 @@ class JsonFields {
     if (!has(key)) return fallback;
     const json& v = object_[key];
     if (!v.is_number()) fail(file_, ": field \"", key, "\" must be a number, got ", v.dump());
-    const double value = v.get<double>();
+    const double value = v.template get<double>();
     if (!(value >= low && value <= high)) {
       fail(file_, ": field \"", key, "\" = ", value, " is out of range (expected ", low, " to ", high, ")");
     }
@@ -54,7 +57,7 @@ class JsonFields {
   bool boolean(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
     if (!object_[key].is_boolean()) fail(file_, ": field \"", key, "\" must be true or false");
-    return object_[key].get<bool>();
+    return object_[key].template get<bool>();
   }
 
   std::string string(const char* key, std::optional<std::string> fallback = std::nullopt) const {
@@ -63,7 +66,7 @@ class JsonFields {
       fail(file_, ": missing field \"", key, "\" (expected a string)");
     }
     if (!object_[key].is_string()) fail(file_, ": field \"", key, "\" must be a string");
-    return object_[key].get<std::string>();
+    return object_[key].template get<std::string>();
   }
 
   // A token id or a list of them.
@@ -72,10 +75,10 @@ class JsonFields {
     if (!has(key)) return out;
     const json& v = object_[key];
     auto one = [&](const json& x) {
-      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX) {
+      if (!x.is_number_integer() || x.template get<int64_t>() < 0 || x.template get<int64_t>() > INT32_MAX) {
         fail(file_, ": field \"", key, "\" must be a token id or a list of token ids, got ", v.dump());
       }
-      out.push_back(static_cast<int32_t>(x.get<int64_t>()));
+      out.push_back(static_cast<int32_t>(x.template get<int64_t>()));
     };
     if (v.is_array()) {
       for (const json& x : v) one(x);
@@ -92,5 +95,7 @@ class JsonFields {
   const json& object_;
   std::string file_;
 };
+
+using JsonFields = BasicJsonFields<nlohmann::json>;
 
 }  // namespace slm

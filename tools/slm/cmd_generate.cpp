@@ -19,36 +19,6 @@ namespace slm::cli {
 
 namespace {
 
-// Sampling settings: explicit options win, then generation_config.json, then
-// Hugging Face's default (greedy).
-SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given) {
-  const auto path = dir / "generation_config.json";
-  if (!std::filesystem::exists(path)) {
-    if (app.count("--temperature") == 0) given.temperature = 0;
-    return given;
-  }
-  const GenerationDefaults defaults = GenerationDefaults::from_file(path);
-  if (app.count("--temperature") == 0) {
-    given.temperature = defaults.do_sample.value_or(false) ? defaults.temperature.value_or(1.0) : 0.0;
-  }
-  if (app.count("--top-k") == 0 && defaults.top_k) given.top_k = *defaults.top_k;
-  if (app.count("--top-p") == 0 && defaults.top_p) given.top_p = *defaults.top_p;
-  if (app.count("--min-p") == 0 && defaults.min_p) given.min_p = *defaults.min_p;
-  if (app.count("--repeat-penalty") == 0 && defaults.repetition_penalty) {
-    given.repetition_penalty = *defaults.repetition_penalty;
-  }
-  return given;
-}
-
-std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir) {
-  std::vector<int32_t> ids = model.config().eos_token_ids;
-  const auto path = dir / "generation_config.json";
-  if (std::filesystem::exists(path)) {
-    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
-  }
-  return ids;
-}
-
 // Prompt tokens per second of prefill, and generated tokens per second of
 // decode (the first token comes from the prefill).
 std::pair<double, double> rates(const GenerationResult& result) {

@@ -15,5 +15,6 @@ int run_tokenize(int argc, char** argv);
 int run_tokenizer_train(int argc, char** argv);
 int run_detokenize(int argc, char** argv);
 int run_chat_template(int argc, char** argv);
+int run_serve(int argc, char** argv);
 
 }  // namespace slm::cli

@@ -170,6 +170,39 @@ RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, c
   };
 }
 
+SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given) {
+  // A command without a sampling option (slm serve) takes every default.
+  auto set = [&](const char* name) {
+    const CLI::Option* option = app.get_option_no_throw(name);
+    return option != nullptr && option->count() > 0;
+  };
+  const auto path = dir / "generation_config.json";
+  if (!std::filesystem::exists(path)) {
+    if (!set("--temperature")) given.temperature = 0;
+    return given;
+  }
+  const GenerationDefaults defaults = GenerationDefaults::from_file(path);
+  if (!set("--temperature")) {
+    given.temperature = defaults.do_sample.value_or(false) ? defaults.temperature.value_or(1.0) : 0.0;
+  }
+  if (!set("--top-k") && defaults.top_k) given.top_k = *defaults.top_k;
+  if (!set("--top-p") && defaults.top_p) given.top_p = *defaults.top_p;
+  if (!set("--min-p") && defaults.min_p) given.min_p = *defaults.min_p;
+  if (!set("--repeat-penalty") && defaults.repetition_penalty) {
+    given.repetition_penalty = *defaults.repetition_penalty;
+  }
+  return given;
+}
+
+std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir) {
+  std::vector<int32_t> ids = model.config().eos_token_ids;
+  const auto path = dir / "generation_config.json";
+  if (std::filesystem::exists(path)) {
+    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
+  }
+  return ids;
+}
+
 double peak_rss_mib() {
   // VmHWM, which reset_peak_rss() can start over; getrusage where it is absent.
   std::ifstream status("/proc/self/status");

@@ -23,6 +23,7 @@ std::string read_text_file(const std::string& path);
 
 }  // namespace slm::cli
 
+#include <slm/generate.h>
 #include <slm/model.h>
 #include <slm/tokenizer.h>
 #include <slm/train.h>
@@ -69,6 +70,12 @@ Tokenizer load_tokenizer(const std::string& dir);
 // (tools, enable_thinking, ...) join every render's context.
 RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, const std::string& template_file,
                            const ChatJson& variables = ChatJson::object());
+
+// Sampling settings: the options given on `app` win, then DIR's
+// generation_config.json, then Hugging Face's default (greedy).
+SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given);
+// The ids that end a generation: config.json's eos_token_id and generation_config.json's.
+std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir);
 
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();
