@@ -3,8 +3,8 @@
 // GET /, against the default model and a LoRA adapter trained here in seconds.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 import { slmBin, startServer, workDir } from './lib.mjs';
@@ -23,6 +23,12 @@ let browser;
 let page;
 let base; // id of the base model, from GET /v1/models
 const chatRequests = []; // {body, headers} of every POST /v1/chat/completions the page made
+// The tiny model often ends a reply after a few words. Where a test needs a
+// reply long enough to watch grow or to stop, ignore_eos (an extension slm
+// serve takes) is added to the page's request on its way: the reply is then
+// exactly max_tokens long.
+let extra = {};
+let canned = null; // an SSE body the test answers the page's next chat request with
 const pageErrors = [];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -57,6 +63,21 @@ function trainAdapter() {
   return dir;
 }
 
+// Chat needs a template. A model without one (tokenizer_config.json) is served
+// with ChatML, the template the default model is meant to carry.
+const CHATML = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+function chatTemplateArgs() {
+  const info = JSON.parse(execFileSync(slmBin, ['info', '--output-format', 'json'], { encoding: 'utf8', timeout: 20000 }));
+  let config = {};
+  try { config = JSON.parse(readFileSync(path.join(info.path, 'tokenizer_config.json'), 'utf8')); } catch { /* none */ }
+  if (config.chat_template) return [];
+  const file = path.join(work, 'chatml.jinja');
+  writeFileSync(file, CHATML);
+  return ['--chat-template', file];
+}
+
 // In-page recorder: every distinct text of the newest assistant bubble while it streams.
 async function recordSnapshots() {
   await page.evaluate(() => {
@@ -74,6 +95,17 @@ async function recordSnapshots() {
     window.__snapObserver = new MutationObserver(look);
     window.__snapObserver.observe(list, { childList: true, subtree: true, characterData: true, attributes: true });
   });
+}
+
+// One number from the server's Prometheus /metrics, or null.
+async function metric(name) {
+  try {
+    const text = await within(WAIT, fetch(server.url + '/metrics').then((r) => r.text()), 'GET /metrics');
+    const m = text.match(new RegExp('^' + name + ' ([0-9.e+-]+)$', 'm'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 async function setField(selector, value) {
@@ -125,7 +157,7 @@ async function pickerOptions() {
 
 before(async () => {
   const adapterDir = trainAdapter();
-  server = await startServer(['--adapter', `${ADAPTER}=${adapterDir}`], { timeoutMs: 30000 });
+  server = await startServer(['--adapter', `${ADAPTER}=${adapterDir}`, ...chatTemplateArgs()], { timeoutMs: 30000 });
   const models = await (await fetch(server.url + '/v1/models')).json();
   base = models.data[0].id;
   browser = await puppeteer.launch({
@@ -139,11 +171,24 @@ before(async () => {
   page.setDefaultTimeout(WAIT);
   await page.setViewport({ width: 1100, height: 760 });
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // Every chat request the page makes is recorded as the page sent it; then
+  // it goes on to the server, with `extra` fields added, or is answered by the
+  // test itself when `canned` holds a reply.
+  await page.setRequestInterception(true);
   page.on('request', (r) => {
-    if (r.method() === 'POST' && r.url().endsWith('/v1/chat/completions')) {
-      let body = {};
-      try { body = JSON.parse(r.postData() || '{}'); } catch { /* recorded as {} */ }
-      chatRequests.push({ body, headers: r.headers() });
+    if (!(r.method() === 'POST' && r.url().endsWith('/v1/chat/completions'))) {
+      r.continue();
+      return;
+    }
+    let body = {};
+    try { body = JSON.parse(r.postData() || '{}'); } catch { /* recorded as {} */ }
+    chatRequests.push({ body, headers: r.headers() });
+    if (canned !== null) {
+      r.respond({ status: 200, contentType: 'text/event-stream', body: canned });
+    } else if (Object.keys(extra).length) {
+      r.continue({ postData: JSON.stringify({ ...body, ...extra }) });
+    } else {
+      r.continue();
     }
   });
 });
@@ -173,7 +218,7 @@ test('GET / serves the page, and the picker lists the base model and the adapter
   assert.doesNotMatch(html, /\.innerHTML\s*=|outerHTML\s*=|insertAdjacentHTML|document\.write/);
 });
 
-test('a message sent with Enter streams its reply into the assistant bubble', { timeout: 45000 }, async () => {
+test('a message sent with Enter streams its reply into the assistant bubble', { timeout: 45000 }, async (t) => {
   await openSettings();
   await setField('#max-tokens', 120);
   await setField('#temperature', 0.8);
@@ -186,12 +231,19 @@ test('a message sent with Enter streams its reply into the assistant bubble', { 
   await page.keyboard.up('Shift');
   await page.type('[data-testid="message-input"]', 'Make it short.');
   assert.equal(chatRequests.length, before, 'Shift+Enter sent the message');
-  await page.keyboard.press('Enter');
-  await page.waitForFunction(() => document.body.dataset.busy === 'true' || document.querySelectorAll('[data-testid="assistant-message"]').length > 0);
-  const reply = await waitReplyDone(1);
+  extra = { ignore_eos: true };
+  let reply;
+  try {
+    await page.keyboard.press('Enter');
+    reply = await waitReplyDone(1);
+  } finally {
+    extra = {};
+  }
   const snaps = await page.evaluate(() => window.__snaps);
+  t.diagnostic(`${snaps.length} texts seen while streaming; the reply has ${reply.text.length} characters`);
   assert.ok(reply.text.trim().length > 0, 'the reply ended empty');
   assert.equal(reply.state, 'done', `reply ended as ${reply.state}: ${reply.note}`);
+  assert.equal(reply.note, 'stopped at the max tokens limit', 'finish_reason "length" is shown');
   assert.ok(snaps.length >= 2, `the bubble was seen with ${snaps.length} text(s) while streaming, not growing: ${JSON.stringify(snaps)}`);
   assert.notEqual(snaps[0], snaps[snaps.length - 1]);
   assert.equal(await page.$eval('[data-testid="message-input"]', (el) => el.value), '', 'the input was not cleared');
@@ -243,11 +295,11 @@ test('an error from the server is shown in the page', { timeout: 30000 }, async 
   await page.click('#error-close');
 });
 
-test('Stop ends a long reply; the page and the server carry on', { timeout: 60000 }, async () => {
+test('Stop ends a long reply; the page and the server carry on', { timeout: 60000 }, async (t) => {
   await setField('#max-tokens', 800);
   await setField('#temperature', 1.2);
-  // The tiny model may end a reply early (end of sequence) before Stop is
-  // pressed: then that conversation is deleted and another prompt tried.
+  // 800 tokens and ignore_eos: seconds of streaming. Should a reply still end
+  // before Stop lands, that conversation is deleted and another prompt tried.
   const prompts = [
     'Write a very long poem about rivers, mountains and the night sky.',
     'Tell the whole history of the world, in great detail.',
@@ -255,26 +307,34 @@ test('Stop ends a long reply; the page and the server carry on', { timeout: 6000
     'Keep talking for as long as you can.',
   ];
   let stopped = null;
+  let generatedBefore = null;
   const tries = [];
-  for (const prompt of prompts) {
-    await page.click('[data-testid="new-chat"]');
-    assert.equal(await assistantCount(), 0, 'New chat did not clear the messages');
-    await typeMessage(prompt);
-    await page.keyboard.press('Enter');
-    // Stop as soon as the reply has begun.
-    await page.waitForFunction(() => {
-      const el = document.querySelector('[data-testid="assistant-message"]');
-      return el && (el.dataset.state !== 'streaming' || el.querySelector('[data-testid="message-body"]').textContent.length > 0);
-    }, { timeout: REPLY_WAIT, polling: 'mutation' });
-    try {
-      await page.click('[data-testid="stop-button"]');
-    } catch { /* the reply ended first and Stop is gone */ }
-    const reply = await waitReplyDone(1);
-    tries.push(`${reply.state} after ${reply.text.length} characters`);
-    if (reply.state === 'stopped') { stopped = reply; break; }
-    const id = await page.evaluate(() => window.slmChat.currentId());
-    await page.click(`[data-testid="conversation-item"][data-id="${id}"] [data-testid="delete-conversation"]`);
+  extra = { ignore_eos: true };
+  try {
+    for (const prompt of prompts) {
+      generatedBefore = await metric('slm_generated_tokens_total');
+      await page.click('[data-testid="new-chat"]');
+      assert.equal(await assistantCount(), 0, 'New chat did not clear the messages');
+      await typeMessage(prompt);
+      await page.keyboard.press('Enter');
+      // Stop as soon as the reply has begun.
+      await page.waitForFunction(() => {
+        const el = document.querySelector('[data-testid="assistant-message"]');
+        return el && (el.dataset.state !== 'streaming' || el.querySelector('[data-testid="message-body"]').textContent.length > 0);
+      }, { timeout: REPLY_WAIT, polling: 'mutation' });
+      try {
+        await page.click('[data-testid="stop-button"]');
+      } catch { /* the reply ended first and Stop is gone */ }
+      const reply = await waitReplyDone(1);
+      tries.push(`${reply.state} after ${reply.text.length} characters`);
+      if (reply.state === 'stopped') { stopped = reply; break; }
+      const id = await page.evaluate(() => window.slmChat.currentId());
+      await page.click(`[data-testid="conversation-item"][data-id="${id}"] [data-testid="delete-conversation"]`);
+    }
+  } finally {
+    extra = {};
   }
+  t.diagnostic(`tries: ${tries.join('; ')}`);
   assert.ok(stopped, `every reply ended before Stop: ${tries.join('; ')}`);
   assert.equal(stopped.note, 'stopped');
   assert.ok(stopped.text.length > 0);
@@ -294,6 +354,16 @@ test('Stop ends a long reply; the page and the server carry on', { timeout: 6000
   assert.equal(health.status, 200);
   const models = await within(WAIT, fetch(server.url + '/v1/models'), 'GET /v1/models');
   assert.equal(models.status, 200);
+  // And it cancelled the request when the page went away: nothing runs on,
+  // and far fewer than the 800 tokens asked for were generated.
+  if (generatedBefore !== null) {
+    const until = Date.now() + WAIT;
+    while ((await metric('slm_running_sequences')) !== 0 && Date.now() < until) await sleep(100);
+    assert.equal(await metric('slm_running_sequences'), 0, 'a sequence still runs after Stop');
+    const generated = (await metric('slm_generated_tokens_total')) - generatedBefore;
+    t.diagnostic(`the server generated ${generated} tokens for the stopped reply`);
+    assert.ok(generated < 800, `the server generated all ${generated} tokens: the request was not cancelled`);
+  }
 });
 
 test('markdown is rendered with DOM nodes: markup in a reply stays text', { timeout: 30000 }, async () => {
@@ -334,35 +404,22 @@ test('markdown is rendered with DOM nodes: markup in a reply stays text', { time
   assert.equal(out.pre, '<script>window.__pwned=4</script>');
   for (const tag of ['p', 'strong', 'em', 'code', 'pre', 'ul', 'ol', 'li']) assert.ok(out.tags.includes(tag), `no <${tag}> in ${out.tags.join(',')}`);
 
-  // The same text arriving as a streamed reply takes the page's real path.
-  const onRequest = (r) => {
-    if (r.isInterceptResolutionHandled()) return;
-    if (r.method() === 'POST' && r.url().endsWith('/v1/chat/completions')) {
-      const chunk = (delta, finish = null) => 'data: ' + JSON.stringify({
-        id: 'chatcmpl-canned', object: 'chat.completion.chunk', created: 0, model: base,
-        choices: [{ index: 0, delta, finish_reason: finish }],
-      }) + '\n\n';
-      const half = Math.floor(payload.length / 2);
-      r.respond({
-        status: 200,
-        contentType: 'text/event-stream',
-        body: chunk({ role: 'assistant' }) + chunk({ content: payload.slice(0, half) }) +
-          chunk({ content: payload.slice(half) }) + chunk({}, 'stop') + 'data: [DONE]\n\n',
-      });
-    } else {
-      r.continue();
-    }
-  };
-  await page.setRequestInterception(true);
-  page.on('request', onRequest);
+  // The same text arriving as a streamed reply takes the page's real path:
+  // the test answers the request itself, the markup split across two chunks.
+  const chunk = (delta, finish = null) => 'data: ' + JSON.stringify({
+    id: 'chatcmpl-canned', object: 'chat.completion.chunk', created: 0, model: base,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  }) + '\n\n';
+  const half = payload.indexOf('onerror') + 3;
+  canned = chunk({ role: 'assistant' }) + chunk({ content: payload.slice(0, half) }) +
+    chunk({ content: payload.slice(half) }) + chunk({}, 'stop') + 'data: [DONE]\n\n';
   try {
     const n = (await assistantCount()) + 1;
     await typeMessage('Show me some markup.');
     await page.keyboard.press('Enter');
     await waitReplyDone(n);
   } finally {
-    page.off('request', onRequest);
-    await page.setRequestInterception(false);
+    canned = null;
   }
   const bubble = await page.$$eval('[data-testid="assistant-message"]', (els) => {
     const el = els[els.length - 1];
@@ -421,7 +478,7 @@ test('deleting a conversation removes it for good', { timeout: 30000 }, async ()
 });
 
 test('with --api-key the page asks for the key, then uses it', { timeout: 45000 }, async () => {
-  keyServer = await startServer(['--api-key', 'sekret-web-key'], { timeoutMs: 30000 });
+  keyServer = await startServer(['--api-key', 'sekret-web-key', ...chatTemplateArgs()], { timeoutMs: 30000 });
   const keyed = await browser.newPage();
   keyed.setDefaultTimeout(WAIT);
   keyed.on('pageerror', (e) => pageErrors.push(String(e)));
