@@ -193,6 +193,15 @@ before(async () => {
   });
 });
 
+// Should the runner be killed (a ctest timeout), no server or browser outlives it.
+function killAll() {
+  for (const s of [server, keyServer]) if (s && s.child.exitCode === null) s.child.kill('SIGKILL');
+  const proc = browser && browser.process();
+  if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+}
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => { killAll(); process.exit(1); });
+
 after(async () => {
   // Always: the browser and every server go, whatever failed above.
   if (browser) {
