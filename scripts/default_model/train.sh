@@ -37,16 +37,9 @@ mkdir -p "$OUT"
 for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json loss.svg metrics.jsonl; do
   if [[ -f $WORK/trained/$f ]]; then cp "$WORK/trained/$f" "$OUT/$f.tmp" && mv "$OUT/$f.tmp" "$OUT/$f"; fi
 done
+# Sampling defaults, the ChatML chat template and <|im_end|> as an end of
+# sequence (configure.py says why).
+python3 scripts/default_model/configure.py "$OUT"
 echo "train.sh: $OUT rebuilt"
 SLM=$SLM WORK=$WORK OUT=$OUT scripts/default_model/evaluate.sh
 
-# Sampling defaults for `slm generate` (and transformers' generate): a model
-# this small loops under greedy decoding.
-python3 - "$OUT/generation_config.json" <<'PY'
-import json, os, sys
-path = sys.argv[1]
-config = json.load(open(path))
-config.update({"do_sample": True, "temperature": 0.8, "top_p": 0.95, "repetition_penalty": 1.15})
-json.dump(config, open(path + ".tmp", "w"), indent=2)
-os.replace(path + ".tmp", path)
-PY

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The newcomer path: commands without -m use the committed default model
 # (models/slm-tiny), which loads, generates text made of its own vocabulary,
-# and beats a unigram model on held-out text; $SLM_MODEL overrides it.
+# and beats a unigram model on held-out text; its ChatML chat template renders
+# as @huggingface/jinja renders it and <|im_end|> ends a generation;
+# $SLM_MODEL overrides it.
 source "$(dirname "$0")/lib.sh"
+require_tokenizers
 model="$SOURCE_DIR/models/slm-tiny"
 unset SLM_MODEL
 
@@ -31,6 +34,47 @@ TEXT
 [ "$(json_get "$SLM_WORK/ppl.json" 'j["perplexity"] < 100')" = True ] \
   && pass "held-out perplexity $(json_get "$SLM_WORK/ppl.json" 'round(j["perplexity"], 1)') < 100 (vocabulary 4096)" \
   || fail "perplexity $(cat "$SLM_WORK/ppl.json")"
+
+# The chat template: every conversation of the reference, with and without the
+# generation prompt, rendered by `slm chat-template` (without -m) byte for byte
+# as chat_template_reference.mjs renders the folder's template. Conversations
+# whose content is a list of parts are left out: ChatML joins content with
+# `+`, and string + list is where the port (JavaScript's Array toString),
+# Python Jinja (a TypeError) and slm (the list as JSON) all differ.
+node "$SOURCE_DIR/tests/reference/chat_template_reference.mjs" "$SLM_WORK/chat_reference" "default=$model" > /dev/null
+if python3 - "$SLM_BIN" "$SLM_WORK" "$SLM_WORK/chat_reference/chat_templates.json" <<'PY'
+import json, subprocess, sys
+slm, work, reference = sys.argv[1:]
+cases = [c for c in json.load(open(reference))["cases"] if c["name"].startswith("default/")
+         and all(isinstance(m["content"], str) for m in c["context"]["messages"])]
+if len(cases) < 10:
+    sys.exit(f"only {len(cases)} default/ cases in {reference}: has tokenizer_config.json a chat_template?")
+failed = 0
+for case in cases:
+    messages = f"{work}/messages.json"
+    with open(messages, "w") as f:
+        json.dump(case["context"]["messages"], f)
+    flags = ["--add-generation-prompt"] if case["context"]["add_generation_prompt"] else []
+    run = subprocess.run([slm, "chat-template", "--messages", messages, *flags], capture_output=True, text=True)
+    ok = run.returncode != 0 if "error" in case else run.returncode == 0 and run.stdout == case["expected"]
+    if not ok:
+        failed += 1
+        print(f"{case['name']}: expected {case.get('expected', case.get('error'))!r}, got {run.stdout!r} {run.stderr!r}")
+# The template is ChatML: it renders as the reference's own ChatML feature template.
+by_name = {c["name"]: c for c in json.load(open(reference))["cases"]}
+for ours, chatml in [("default/system_user/prompt", "feature/chatml/system_user"),
+                     ("default/multi_turn/no_prompt", "feature/chatml/multi_turn")]:
+    if by_name[ours]["expected"] != by_name[chatml]["expected"]:
+        failed += 1
+        print(f"{ours} is not ChatML: {by_name[ours]['expected']!r} != {by_name[chatml]['expected']!r}")
+print(f"{len(cases)} renders and 2 ChatML checks, {failed} failed")
+sys.exit(failed > 0)
+PY
+then pass "chat template renders as the reference"; else fail "chat template"; fi
+
+im_end=$(json_get "$model/tokenizer.json" '[t["id"] for t in j["added_tokens"] if t["content"] == "<|im_end|>"][0]')
+[ "$(json_get "$model/generation_config.json" "$im_end in j['eos_token_id'] and 0 in j['eos_token_id']")" = True ] \
+  && pass "<|endoftext|> and <|im_end|> (id $im_end) end a generation" || fail "eos ids: $(cat "$model/generation_config.json")"
 
 out=$(SLM_MODEL="$SLM_WORK/missing" "$SLM_BIN" generate -p hi -n 1 2>&1) && fail "SLM_MODEL ignored" \
   || { echo "$out" | grep -q "$SLM_WORK/missing" && pass "SLM_MODEL overrides the default: $out" || fail "error: $out"; }

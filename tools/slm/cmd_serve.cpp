@@ -111,9 +111,7 @@ int run_serve(int argc, char** argv) {
       served.chat_template = std::make_shared<const ChatTemplate>(
           tokenizer.chat_template(), model_options.dir + "/tokenizer_config.json: chat_template");
     }
-    served.defaults.sampling = resolve_sampling(app, model_options.dir, {});
-    served.defaults.eos_ids = eos_ids(model, model_options.dir);
-    served.defaults.kv_dtype = options.engine.kv_dtype;
+    served.defaults = resolve_generate_options(app, GenerationFlags{}, model, model_options);
     server.serve(std::move(served));
     for (const auto& [adapter_name, dir] : named_adapters) server.add_adapter(adapter_name, dir);
 

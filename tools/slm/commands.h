@@ -5,6 +5,7 @@
 namespace slm::cli {
 
 int run_generate(int argc, char** argv);
+int run_chat(int argc, char** argv);
 int run_info(int argc, char** argv);
 int run_perplexity(int argc, char** argv);
 int run_create(int argc, char** argv);

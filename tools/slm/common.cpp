@@ -170,8 +170,12 @@ RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, c
   };
 }
 
+namespace {
+
+// Sampling settings: explicit options win, then generation_config.json, then
+// Hugging Face's default (greedy).
 SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given) {
-  // A command without a sampling option (slm serve) takes every default.
+  // A command without sampling options (slm serve) takes every default.
   auto set = [&](const char* name) {
     const CLI::Option* option = app.get_option_no_throw(name);
     return option != nullptr && option->count() > 0;
@@ -201,6 +205,32 @@ std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& di
     for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
   }
   return ids;
+}
+
+}  // namespace
+
+void add_generation_options(CLI::App& app, GenerationFlags& flags) {
+  GenerateOptions& options = flags.options;
+  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
+  app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
+  app.add_option("--top-p", options.sampling.top_p, "keep the most likely tokens up to this mass (1 = off)");
+  app.add_option("--min-p", options.sampling.min_p, "drop tokens below this fraction of the top probability (0 = off)");
+  app.add_option("--repeat-penalty", options.sampling.repetition_penalty, "penalise tokens already present (1 = off)");
+  app.add_option("--seed", options.sampling.seed, "random seed; the same seed gives the same sample");
+  app.add_option("--stop", options.stop_strings, "stop when this text appears (repeatable; not printed)");
+  app.add_flag("--ignore-eos", options.ignore_eos, "keep generating past end-of-sequence tokens");
+  app.add_flag("--no-skip-special", flags.print_special, "print special tokens");
+}
+
+GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFlags& flags, const Model& model,
+                                         const ModelOptions& model_options) {
+  GenerateOptions options = flags.options;
+  options.sampling = resolve_sampling(app, model_options.dir, options.sampling);
+  options.eos_ids = eos_ids(model, model_options.dir);
+  options.skip_special_tokens = !flags.print_special;
+  options.kv_dtype = *parse_dtype(model_options.kv_dtype);
+  return options;
 }
 
 double peak_rss_mib() {

@@ -71,11 +71,19 @@ Tokenizer load_tokenizer(const std::string& dir);
 RenderChatFn chat_renderer(const std::string& dir, const Tokenizer& tokenizer, const std::string& template_file,
                            const ChatJson& variables = ChatJson::object());
 
-// Sampling settings: the options given on `app` win, then DIR's
-// generation_config.json, then Hugging Face's default (greedy).
-SamplingParams resolve_sampling(const CLI::App& app, const std::filesystem::path& dir, SamplingParams given);
-// The ids that end a generation: config.json's eos_token_id and generation_config.json's.
-std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& dir);
+// The generation options that slm generate and slm chat share.
+struct GenerationFlags {
+  GenerateOptions options;
+  bool print_special = false;  // --no-skip-special
+};
+// -n, --temperature, --top-k, --top-p, --min-p, --repeat-penalty, --seed,
+// --stop, --ignore-eos and --no-skip-special, into `flags`.
+void add_generation_options(CLI::App& app, GenerationFlags& flags);
+// What a request runs with: the sampling options given on the command line,
+// then those of DIR/generation_config.json, then Hugging Face's default
+// (greedy); the eos ids of config.json and generation_config.json; --kv-dtype.
+GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFlags& flags, const Model& model,
+                                         const ModelOptions& model_options);
 
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();

@@ -16,6 +16,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"generate", "continue a prompt with a model", slm::cli::run_generate},
+    {"chat", "chat with a model in the terminal", slm::cli::run_chat},
     {"serve", "serve a model over an OpenAI-compatible HTTP API, with a web chat", slm::cli::run_serve},
     {"info", "describe a model folder", slm::cli::run_info},
     {"perplexity", "score a text file with a model", slm::cli::run_perplexity},
