@@ -229,7 +229,9 @@ test('GET / serves the page, and the picker lists the base model and the adapter
 
 test('a message sent with Enter streams its reply into the assistant bubble', { timeout: 45000 }, async (t) => {
   await openSettings();
-  await setField('#max-tokens', 120);
+  // 300 tokens, about half a second of streaming: on a busy machine a much
+  // shorter reply can reach the page in a single read.
+  await setField('#max-tokens', 300);
   await setField('#temperature', 0.8);
   await recordSnapshots();
   const before = chatRequests.length;
@@ -259,7 +261,7 @@ test('a message sent with Enter streams its reply into the assistant bubble', { 
   const sent = chatRequests[chatRequests.length - 1].body;
   assert.equal(sent.stream, true);
   assert.equal(sent.model, base);
-  assert.equal(sent.max_tokens, 120);
+  assert.equal(sent.max_tokens, 300);
   assert.equal(sent.temperature, 0.8);
   assert.deepEqual(sent.messages.at(-1), { role: 'user', content: 'Tell me a story about the sea.\nMake it short.' });
   const user = await page.$$eval('[data-testid="user-message"] [data-testid="message-body"]', (els) => els.map((e) => e.textContent));
