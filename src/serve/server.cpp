@@ -55,6 +55,18 @@ bool same_key(const std::string& given, const std::string& expected) {
   return diff == 0;
 }
 
+// The path a request is counted under in /metrics: one of the endpoints, so
+// that clients cannot grow the label set without bound.
+std::string metric_path(const std::string& path) {
+  static const char* const kPaths[] = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions",
+                                       "/v1/completions", "/v1/adapters", "/tokenize", "/detokenize"};
+  for (const char* p : kPaths) {
+    if (path == p) return path;
+  }
+  if (path.rfind("/v1/adapters/", 0) == 0) return "/v1/adapters/{name}";
+  return "other";
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -95,12 +107,14 @@ int Server::start() {
   const ServerOptions& o = s.options;
   if (o.max_queue < 0) fail("--max-queue must be >= 0, got ", o.max_queue);
   if (o.timeout_seconds <= 0) fail("--timeout must be positive, got ", o.timeout_seconds);
-  // A thread per connection that streams at once, and a few for requests in between.
-  const auto threads = static_cast<size_t>(std::max<int64_t>(o.engine.max_sequences, 1) + 16);
+  // A connection holds a thread while it is open: enough for every sequence
+  // to stream and as many more clients between requests, and idle
+  // keep-alive connections give theirs back within seconds.
+  const auto threads = static_cast<size_t>(2 * std::max<int64_t>(o.engine.max_sequences, 1) + 16);
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.http.set_read_timeout(o.timeout_seconds, 0);
   s.http.set_write_timeout(o.timeout_seconds, 0);
-  s.http.set_keep_alive_timeout(o.timeout_seconds);
+  s.http.set_keep_alive_timeout(std::min(o.timeout_seconds, 10));
   s.http.set_payload_max_length(o.max_body_bytes);
   s.routes();
   const int port = o.port == 0 ? s.http.bind_to_any_port(o.host) : (s.http.bind_to_port(o.host, o.port) ? o.port : -1);
@@ -215,7 +229,7 @@ void Server::Impl::routes() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    metrics.request_done(req.matches.empty() ? req.path : std::string(req.matches[0]), res.status);
+    metrics.request_done(metric_path(req.path), res.status);
   });
 
   http.Get("/", [](const httplib::Request&, httplib::Response& res) {

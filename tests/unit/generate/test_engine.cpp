@@ -272,6 +272,40 @@ TEST_F(Engine, PrefixReuseSkipsTheSharedBlocks) {
 
 // Keys computed with one adapter are never reused for another (or the base):
 // the same 150-token start under another adapter computes its own blocks.
+// Requests that arrive together with one prompt (n choices, one system
+// prompt) compute its full blocks once: the others wait for that prefill
+// and take its blocks, and each still gets what it gets alone.
+TEST_F(Engine, RequestsArrivingTogetherComputeASharedPromptOnce) {
+  std::vector<slm::Request> requests;
+  for (int i = 0; i < 4; ++i) {
+    slm::Request r;
+    r.prompt = prompt(100, 6);
+    if (i == 3) r.prompt.push_back(42);  // a different end is fine: the start is shared
+    r.options.max_new_tokens = 5;
+    r.options.sampling.temperature = 0;
+    r.options.logprobs = 2;
+    requests.push_back(std::move(r));
+  }
+  slm::EngineOptions options;
+  options.kv_block_tokens = 16;
+  slm::Engine engine(*model_, *tokenizer_, options);
+  std::map<int, Outcome> together;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    slm::Request r = requests[i];
+    r.on_done = [&together, i](const slm::GenerationResult& g) {
+      together[int(i)] = {g.tokens, g.logprobs, g.finish_reason, g.text};
+    };
+    engine.add_request(std::move(r));
+  }
+  engine.run();
+  // Six full blocks of 16 positions for each of the three later requests.
+  EXPECT_EQ(engine.cache().reused_tokens(), 3 * 96);
+  slm::EngineOptions no_reuse = options;
+  no_reuse.prefix_caching = false;
+  const auto alone = run_engine(*model_, *tokenizer_, requests, no_reuse);
+  for (int i = 0; i < 4; ++i) expect_same(together.at(i), alone.at(i), "request " + std::to_string(i));
+}
+
 TEST_F(Engine, PrefixIsReusedOnlyUnderTheSameAdapter) {
   auto requests = mixed_requests(adapters_);
   requests.resize(2);

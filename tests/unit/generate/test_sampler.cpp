@@ -141,6 +141,30 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveMultipliesNegativeOncePerToken) {
   EXPECT_EQ(r.sample(l2, seen), 0);
 }
 
+// OpenAI's penalties count generated tokens only (not the prompt):
+// logit - frequency * count - presence * (count > 0).
+TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokens) {
+  SamplingParams p = with(1.0);
+  p.frequency_penalty = 0.5;
+  p.presence_penalty = 0.25;
+  const Sampler sampler(p);
+  std::vector<float> logits{1.0f, 1.0f, 1.0f, 1.0f};
+  const std::vector<int32_t> history{3, 3, 3, 0, 0, 1};  // the prompt (3, 3, 3) and then 0, 0, 1
+  const std::vector<int32_t> generated{0, 0, 1};
+  const std::vector<float> probs = sampler.distribution(logits, history, generated);
+  EXPECT_EQ(logits, (std::vector<float>{1.0f - 1.25f, 1.0f - 0.75f, 1.0f, 1.0f}));
+  double z = 0;
+  for (float l : logits) z += std::exp(double(l));
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(probs[i], std::exp(double(logits[i])) / z, 1e-6);
+  SamplingParams greedy = with(0);
+  greedy.presence_penalty = 0.2;
+  Sampler g(greedy);
+  std::vector<float> close{3.0f, 2.9f};
+  EXPECT_EQ(g.sample(close, history, std::vector<int32_t>{0}), 1);
+  std::vector<float> again{3.0f, 2.9f};
+  EXPECT_EQ(g.sample(again, history), 0) << "no generated tokens: no penalty";
+}
+
 TEST(Sampler, SameSeedSameDrawsDifferentSeedDifferent) {
   auto draws = [](uint64_t seed) {
     SamplingParams p = with(1.5);
