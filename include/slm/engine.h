@@ -78,6 +78,7 @@ class Engine {
   const Tokenizer& tokenizer_;
   EngineOptions options_;
   int64_t context_;
+  int64_t decodable_;  // ids the tokenizer can decode: the rest are never sampled
   KVCache cache_;
   Batch batch_;
   std::deque<std::pair<RequestId, Request>> waiting_;

@@ -2,6 +2,7 @@
 #include <slm/error.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace slm {
 
@@ -103,6 +104,7 @@ Engine::Engine(const Model& model, const Tokenizer& tokenizer, const EngineOptio
                  : std::min<int64_t>(context_ * std::max<int64_t>(1, options.max_sequences), int64_t{1} << 16),
              options.kv_dtype, options.kv_block_tokens, model.device()) {
   if (options.context < 0) fail("engine: context must be >= 0, got ", options.context);
+  decodable_ = std::min<int64_t>(tokenizer.vocab_size(), model.config().vocab_size);
   if (options.max_sequences <= 0) fail("engine: max_sequences must be positive, got ", options.max_sequences);
   if (options.max_batch_tokens <= 0) fail("engine: max_batch_tokens must be positive, got ", options.max_batch_tokens);
   for (int32_t s = static_cast<int32_t>(options.max_sequences) - 1; s >= 0; --s) free_sequences_.push_back(s);
@@ -263,6 +265,9 @@ bool Engine::step() {
     }
     const std::span<float> row_logits(const_cast<float*>(logits.data()) + static_cast<int64_t>(row) * V,
                                       static_cast<size_t>(V));
+    // Embedding rows past the tokenizer's vocabulary (padding, common in
+    // Hugging Face checkpoints) are tokens nothing can print: never sample them.
+    if (decodable_ < V) std::fill(row_logits.begin() + decodable_, row_logits.end(), -INFINITY);
     if (o.logprobs > 0) a.result.logprobs.push_back(top_logprobs(row_logits, o.logprobs));
     if (o.token_logprobs) raw_logits_.assign(row_logits.begin(), row_logits.end());
     const int32_t id = a.sampler.sample(row_logits, a.history, a.result.tokens);

@@ -81,17 +81,29 @@ void EngineWorker::run() {
       const auto it = requests_.find(ticket);
       if (it != requests_.end()) engine_.cancel(it->second);
     }
-    busy = engine_.step();
+    try {
+      busy = engine_.step();
+    } catch (const std::exception& e) {
+      // A bug, not bad input (requests are checked before they get here):
+      // end every request rather than leave its client waiting, and go on.
+      std::fprintf(stderr, "slm serve: a decode step failed, ending the requests in it: %s\n", e.what());
+      cancel_all();
+      busy = false;
+    }
     std::lock_guard lock(mutex_);
     stats_.running = engine_.running();
     stats_.waiting = engine_.waiting() + static_cast<int64_t>(incoming_.size());
     stats_.kv_blocks_used = engine_.cache().block_count() - engine_.cache().free_blocks();
     stats_.reused_tokens = engine_.cache().reused_tokens();
   }
+  cancel_all();
+}
+
+void EngineWorker::cancel_all() {
   // Cancelling erases from requests_ (through on_done), so walk a copy.
-  std::vector<RequestId> left;
-  for (const auto& entry : requests_) left.push_back(entry.second);
-  for (RequestId id : left) engine_.cancel(id);
+  std::vector<RequestId> ids;
+  for (const auto& entry : requests_) ids.push_back(entry.second);
+  for (RequestId id : ids) engine_.cancel(id);
 }
 
 }  // namespace slm::serve

@@ -44,6 +44,7 @@ class EngineWorker {
 
  private:
   void run();
+  void cancel_all();  // worker thread only
 
   Engine engine_;
   const int64_t context_, capacity_, max_sequences_;

@@ -13,6 +13,19 @@ run() { "$SLM_BIN" generate -m "$model" "$@"; }
 run -p "Once upon a time" -n 16 --temperature 0 --ignore-eos --logprobs 3 --output-format json > "$SLM_WORK/greedy.json"
 [ "$(json_get "$SLM_WORK/greedy.json" 'len(j["tokens"])')" = 16 ] && pass "16 tokens generated" || fail "token count"
 [ "$(json_get "$SLM_WORK/greedy.json" 'j["finish_reason"]')" = length ] && pass "finish_reason length" || fail "finish_reason"
+
+# Embedding rows past the tokenizer's vocabulary (as padded Hugging Face
+# checkpoints have) are never sampled: half of this model's ids have no text.
+padded="$SLM_WORK/padded-model"
+"$SLM_BIN" create --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --init-std 0.3 \
+  --tokenizer "$TOKENIZERS/tokenizer-llama2/models" --vocab 64000 --seed 12 --out "$padded" 2>/dev/null
+if "$SLM_BIN" generate -m "$padded" -p "Once" -n 64 --temperature 1.5 --ignore-eos --seed 3 --output-format json \
+    > "$SLM_WORK/padded.json" 2>"$SLM_WORK/padded.err" \
+  && [ "$(json_get "$SLM_WORK/padded.json" 'len(j["tokens"]) == 64 and max(j["tokens"]) < 32000')" = True ]; then
+  pass "ids past the tokenizer's vocabulary are never sampled"
+else
+  fail "padded vocabulary: $(cat "$SLM_WORK/padded.err")"
+fi
 [ "$(json_get "$SLM_WORK/greedy.json" 'j["prompt_tokens"][0]')" = 1 ] && pass "prompt starts with BOS" || fail "BOS"
 [ "$(json_get "$SLM_WORK/greedy.json" 'all(len(s) == 3 and s[0]["logprob"] >= s[1]["logprob"] >= s[2]["logprob"] and s[0]["logprob"] <= 0 for s in j["logprobs"])')" = True ] \
   && pass "logprobs: 3 per step, sorted, <= 0" || fail "logprobs shape"
