@@ -101,6 +101,13 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
 
   c.bos_token_ids = f.ids("bos_token_id");
   c.eos_token_ids = f.ids("eos_token_id");
+  for (const auto& [key, ids] : {std::pair{"bos_token_id", &c.bos_token_ids}, std::pair{"eos_token_id", &c.eos_token_ids}}) {
+    for (int32_t id : *ids) {
+      if (id >= c.vocab_size) {
+        fail(f.file(), ": field \"", key, "\" = ", id, " is outside the vocabulary (vocab_size ", c.vocab_size, ")");
+      }
+    }
+  }
   const std::string dtype_key = f.has("torch_dtype") ? "torch_dtype" : "dtype";
   if (f.has(dtype_key.c_str())) {
     // Only the dtypes a checkpoint can hold: slm's own q8/q4 exist in memory only.

@@ -105,6 +105,13 @@ EOF
   expect_error "config.json $1 = $2" 1 "config.json" "$1" -- "$SLM_BIN" info -m "$m"
 done
 
+m=$(copy eos-outside)
+python3 - "$m/config.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); j["eos_token_id"] = [2, 512]; json.dump(j, open(sys.argv[1], "w"))
+EOF
+expect_error "config.json eos_token_id outside the vocabulary" 1 "config.json" "eos_token_id" "512" -- "$SLM_BIN" info -m "$m"
+
 m=$(copy bad-json)
 printf '{"model_type": "llama", ' > "$m/config.json"
 expect_error "config.json not JSON" 1 "config.json" "JSON" -- "$SLM_BIN" info -m "$m"
@@ -187,6 +194,34 @@ if [ -f "$TOKENIZER/tokenizer.json" ]; then
     expect_error "missing prompt file" 1 "$SLM_WORK/no-such-prompt.txt" -- "$SLM_BIN" generate -m "$t" -f "$SLM_WORK/no-such-prompt.txt"
     expect_error "bad sampling value" 1 "--top-p" -- "$SLM_BIN" generate -m "$t" -p hi --top-p 0
     expect_error "model without tokenizer" 1 "tokenizer.json" -- "$SLM_BIN" generate -m "$good" -p hi
+    # Windows and sequences past the context, and --out folders finetune cannot or must not write.
+    for ctx in 0 -1 1; do
+      expect_error "perplexity --ctx $ctx" 1 "--ctx" -- "$SLM_BIN" perplexity -m "$t" -f "$SOURCE_DIR/README.md" --ctx "$ctx"
+    done
+    if "$SLM_BIN" perplexity -m "$t" -f "$SOURCE_DIR/README.md" --ctx 4096 > /dev/null 2> "$SLM_WORK/ctx.err" \
+        && grep -q "past the model's context" "$SLM_WORK/ctx.err"; then
+      pass "perplexity --ctx past the context is capped, with a message"
+    else
+      fail "perplexity --ctx 4096: $(cat "$SLM_WORK/ctx.err")"
+    fi
+    printf '{"text": "a few words of training text"}\n' > "$SLM_WORK/tiny.jsonl"
+    tune=("$SLM_BIN" finetune -m "$t" --data "$SLM_WORK/tiny.jsonl" --max-steps 1 --lora-r 2)
+    expect_error "finetune --seq-len past the context" 1 "--seq-len" "context" -- "${tune[@]}" --seq-len 64 --out "$SLM_WORK/seq-out"
+    touch "$SLM_WORK/afile"
+    expect_error "finetune --out a file" 1 "--out" "$SLM_WORK/afile" -- "${tune[@]}" --out "$SLM_WORK/afile"
+    expect_error "finetune --out under a file" 1 "--out" "afile" -- "${tune[@]}" --out "$SLM_WORK/afile/sub"
+    expect_error "finetune --out in /proc" 1 "--out" "/proc/slm-out" -- "${tune[@]}" --out /proc/slm-out
+    expect_error "finetune --out a model folder" 1 "--out" "--overwrite" -- "${tune[@]}" --out "$t"
+    "${tune[@]}" --out "$SLM_WORK/tuned" 2> /dev/null && pass "finetune into a new folder" || fail "finetune into a new folder"
+    expect_error "finetune --out a folder with files" 1 "already holds files" -- "${tune[@]}" --out "$SLM_WORK/tuned"
+    "${tune[@]}" --out "$SLM_WORK/tuned" --overwrite 2> /dev/null && pass "--overwrite writes into it" || fail "--overwrite"
+    merged="$SLM_WORK/merged-default"
+    if "$SLM_BIN" merge --adapter "$SLM_WORK/tuned" --out "$merged" 2> "$SLM_WORK/merge.err" \
+        && cmp -s "$merged/tokenizer.json" "$t/tokenizer.json"; then
+      pass "merge without -m takes the adapter's base_model_name_or_path"
+    else
+      fail "merge without -m: $(cat "$SLM_WORK/merge.err")"
+    fi
   else
     fail "create with a tokenizer: $(cat "$SLM_WORK/create.err")"
   fi

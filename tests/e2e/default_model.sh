@@ -19,6 +19,9 @@ size=$(stat -c %s "$model/model.safetensors")
 
 "$SLM_BIN" generate -p "And God said" -n 24 --temperature 0 --ignore-eos --output-format json > "$SLM_WORK/greedy.json"
 [ "$(json_get "$SLM_WORK/greedy.json" 'len(j["tokens"])')" = 24 ] && pass "generate without -m" || fail "generate"
+ids=$("$SLM_BIN" tokenize -p "Hello there" --no-special)
+[ -n "$ids" ] && [ "$(echo "$ids" | "$SLM_BIN" detokenize)" = "Hello there" ] \
+  && pass "tokenize and detokenize without -m" || fail "tokenize/detokenize without -m: '$ids'"
 # A trained model continues a verse with words; a broken one repeats one token or emits noise.
 [ "$(json_get "$SLM_WORK/greedy.json" 'len(set(j["tokens"])) >= 6 and sum(c.isalpha() for c in j["text"]) > len(j["text"]) // 2')" = True ] \
   && pass "greedy continuation is mostly letters: $(json_get "$SLM_WORK/greedy.json" 'repr(j["text"])')" \

@@ -66,6 +66,36 @@ std::string number_text(double value) {
   return {text, result.ptr};
 }
 
+// Before any work: --out must be a folder this run can write, and one that
+// holds nothing yet unless the run resumes there or --overwrite says so.
+void check_out_folder(const std::string& out, const std::string& resume, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::status(out, ec);
+  if (fs::exists(status)) {
+    if (!fs::is_directory(status)) fail("--out ", out, " is a file; expected a folder to write into");
+    const bool resuming_here = !resume.empty() && fs::equivalent(out, resume, ec);
+    if (!resuming_here && !overwrite && !fs::is_empty(out, ec)) {
+      fail("--out ", out, " already holds files; pass --overwrite to write into it, or --resume ", out,
+           " to continue the run saved there");
+    }
+    return;
+  }
+  // The nearest folder that exists must be one (afile/sub cannot be made),
+  // and the folder must be makeable there: made now, and removed again so a
+  // run that fails later leaves nothing behind.
+  fs::path parent = fs::absolute(out).lexically_normal();
+  fs::path first_missing = parent;
+  while (parent.has_relative_path() && !fs::exists(parent, ec)) {
+    first_missing = parent;
+    parent = parent.parent_path();
+  }
+  if (!fs::is_directory(parent, ec)) fail("--out ", out, ": ", parent.string(), " is not a folder");
+  fs::create_directories(out, ec);
+  if (ec) fail("--out ", out, ": cannot create the folder: ", ec.message());
+  fs::remove_all(first_missing, ec);
+}
+
 }  // namespace
 
 int run_finetune(int argc, char** argv) {
@@ -81,7 +111,7 @@ int run_finetune(int argc, char** argv) {
   TrainingOptions loop;
   int64_t seq_len = 512;
   std::string save_dtype = "auto", chat_template;
-  bool pack = false, full = false, checkpointing = false;
+  bool pack = false, full = false, checkpointing = false, overwrite = false;
   app.add_option("--data", data,
                  "training examples, JSON lines: {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\": [...]} "
                  "(loss on the assistant turns)")
@@ -94,6 +124,7 @@ int run_finetune(int argc, char** argv) {
                  "folder to write: the adapter (adapter_config.json, adapter_model.safetensors), or with --full the "
                  "model (config.json, model.safetensors, tokenizer files)")
       ->required();
+  app.add_flag("--overwrite", overwrite, "write into an --out folder that already holds files");
   CLI::Option* full_flag = app.add_flag(
       "--full", full, "train every weight (embeddings, linear layers, norms, lm_head) instead of LoRA adapters");
   app.add_option("--save-dtype", save_dtype, "with --full: weights written: auto (the base's), f32, f16 or bf16")
@@ -119,7 +150,9 @@ int run_finetune(int argc, char** argv) {
   app.add_option("--warmup-steps", opt.warmup_steps, "linear warmup from 0")->check(CLI::NonNegativeNumber);
   app.add_option("--batch-size", loop.batch_size, "examples per micro-batch")->check(CLI::PositiveNumber);
   app.add_option("--grad-accum", loop.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
-  app.add_option("--seq-len", seq_len, "longest example in tokens (longer ones are truncated)")
+  app.add_option("--seq-len", seq_len,
+                 "longest example in tokens (longer ones are truncated; at most the model's context, which is also "
+                 "the limit of the default)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber);
   app.add_option("--max-grad-norm", opt.max_grad_norm, "clip the global gradient norm (0: off)")
@@ -143,10 +176,19 @@ int run_finetune(int argc, char** argv) {
         std::filesystem::equivalent(out, model_options.dir)) {
       fail("--out ", out, " is the base model's folder; write the trained model elsewhere");
     }
+    check_out_folder(out, resume, overwrite);
     const auto started = std::chrono::steady_clock::now();
     // From the start, so a Ctrl-C while loading still ends with a checkpoint after one step.
     install_stop_handlers();
     Model model = load_model(model_options);
+    const int64_t context = model.config().max_position_embeddings;
+    if (seq_len > context) {
+      if (app.count("--seq-len") > 0) {
+        fail("--seq-len ", seq_len, " is past the model's context of ", context,
+             " positions (max_position_embeddings): it would train positions the model never had");
+      }
+      seq_len = context;
+    }
     const Tokenizer tokenizer = load_tokenizer(model_options.dir);
     const RenderChatFn render_chat = chat_renderer(model_options.dir, tokenizer, chat_template);
     Batches train = read_dataset(data, tokenizer, render_chat, seq_len);

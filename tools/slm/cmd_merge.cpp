@@ -3,16 +3,37 @@
 #include "commands.h"
 #include "common.h"
 
+#include <nlohmann/json.hpp>
+
 #include <slm/error.h>
 #include <slm/train.h>
 
 namespace slm::cli {
 
+namespace {
+
+// The folder an adapter says it was trained on, when that is a model folder
+// on this machine; slm's default model otherwise.
+std::string adapter_base(const std::string& adapter) {
+  const std::filesystem::path config = std::filesystem::path(adapter) / "adapter_config.json";
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(config.string()), nullptr, false);
+  if (j.is_object() && j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()) {
+    const std::string named = j["base_model_name_or_path"].get<std::string>();
+    std::error_code ec;
+    if (!named.empty() && std::filesystem::exists(std::filesystem::path(named) / "config.json", ec)) return named;
+  }
+  return default_model_dir();
+}
+
+}  // namespace
+
 int run_merge(int argc, char** argv) {
   CLI::App app{"Merge a PEFT LoRA adapter into its base model and write a Hugging Face model folder.", "merge"};
   std::string base, adapter, out, dtype = "auto";
   int threads = 0;
-  app.add_option("-m,--model", base, "base model folder")->required();
+  app.add_option("-m,--model", base,
+                 "base model folder (default: the adapter's base_model_name_or_path when it is a folder here, else "
+                 "slm's default model)");
   app.add_option("--adapter", adapter, "adapter folder (adapter_config.json, adapter_model.safetensors)")->required();
   app.add_option("--out", out, "folder to write")->required();
   app.add_option("--dtype", dtype, "weights written: auto (the base's), f32, f16 or bf16")
@@ -20,6 +41,7 @@ int run_merge(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1024));
   return run_command(app, argc, argv, [&] {
     if (threads > 0) set_num_threads(threads);
+    if (base.empty()) base = adapter_base(adapter);
     if (std::filesystem::exists(out) && std::filesystem::equivalent(out, base)) {
       fail("--out ", out, " is the base model's folder; write the merged model elsewhere");
     }

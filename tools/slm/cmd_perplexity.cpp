@@ -27,8 +27,17 @@ int run_perplexity(int argc, char** argv) {
     const Tokenizer tokenizer = load_tokenizer(model_options.dir);
     const std::vector<int32_t> ids = tokenizer.encode(text, true);
     const auto adapter = load_adapter_option(model, model_options);
-    const PerplexityResult r =
-        perplexity(model, ids, context > 0 ? context : model.config().max_position_embeddings, adapter.get());
+    int64_t window = model.config().max_position_embeddings;
+    if (app.count("--ctx") > 0) {
+      if (context < 2) fail("--ctx must be at least 2 tokens, got ", context);
+      if (context > window) {
+        std::fprintf(stderr, "slm perplexity: --ctx %lld is past the model's context; scoring windows of %lld\n",
+                     static_cast<long long>(context), static_cast<long long>(window));
+      } else {
+        window = context;
+      }
+    }
+    const PerplexityResult r = perplexity(model, ids, window, adapter.get());
     if (output_format == "json") {
       std::cout << nlohmann::json{{"tokens", r.tokens}, {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}}.dump()
                 << "\n";

@@ -21,7 +21,8 @@ int run_tokenize(int argc, char** argv) {
   CLI::App app{"Text to token ids, exactly as Hugging Face tokenizers does.", "tokenize"};
   std::string dir, prompt, file, output_format = "text";
   bool no_special = false, jsonl = false;
-  app.add_option("-m,--model", dir, "folder with tokenizer.json (and tokenizer_config.json)")->required();
+  dir = default_model_dir();
+  app.add_option("-m,--model", dir, "folder with tokenizer.json (and tokenizer_config.json)")->capture_default_str();
   auto* prompt_opt = app.add_option("-p,--prompt", prompt, "text to tokenize");
   app.add_option("-f,--file", file, "read the text from a file")->excludes(prompt_opt);
   app.add_flag("--no-special", no_special, "do not add the special tokens of the post-processor (BOS/EOS)");
@@ -62,7 +63,8 @@ int run_detokenize(int argc, char** argv) {
   CLI::App app{"Token ids (space-separated or a JSON array, on stdin) to text.", "detokenize"};
   std::string dir;
   bool skip_special = false;
-  app.add_option("-m,--model", dir, "folder with tokenizer.json")->required();
+  dir = default_model_dir();
+  app.add_option("-m,--model", dir, "folder with tokenizer.json")->capture_default_str();
   app.add_flag("--skip-special", skip_special, "leave special tokens out of the text");
   return run_command(app, argc, argv, [&] {
     const Tokenizer tokenizer = tokenizer_of(dir);

@@ -46,6 +46,12 @@ int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>
     std::cout.flush();
     std::cerr << name << ": error: out of memory\n";
     return kExitError;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path that cannot be made or read (a file where a folder should be,
+    // /proc, a full disk): its message names the path and the reason.
+    std::cout.flush();
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return kExitError;
   }
 }
 
@@ -202,7 +208,13 @@ std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& di
   std::vector<int32_t> ids = model.config().eos_token_ids;
   const auto path = dir / "generation_config.json";
   if (std::filesystem::exists(path)) {
-    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) ids.push_back(id);
+    for (int32_t id : GenerationDefaults::from_file(path).eos_token_ids) {
+      if (id >= model.config().vocab_size) {
+        fail(path.string(), ": field \"eos_token_id\" = ", id, " is outside the vocabulary (vocab_size ",
+             model.config().vocab_size, ")");
+      }
+      ids.push_back(id);
+    }
   }
   return ids;
 }
