@@ -7,12 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx=${CXX_AARCH64:-aarch64-linux-gnu-g++}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A fixed folder, so that with ccache a second run of unchanged sources is all hits.
+work=$PWD/build-aarch64
+mkdir -p "$work"
 # cblas.h lives in the host's x86_64 multiarch folder.
 echo '#include "/usr/include/x86_64-linux-gnu/cblas.h"' > "$work/cblas.h"
-export cxx work
+launcher=$(command -v ccache || true)
+export cxx work launcher CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 find src tools -name '*.cpp' | sort | xargs -P "$(nproc)" -I{} sh -c '
-  "$cxx" -std=c++20 -O1 -fopenmp -Wall -Wextra -Werror -Iinclude -Isrc -Itools/slm -I"$work" -idirafter /usr/include \
+  $launcher "$cxx" -std=c++20 -O1 -fopenmp -Wall -Wextra -Werror -Iinclude -Isrc -Itools/slm -I"$work" -idirafter /usr/include \
     -DSLM_DEFAULT_MODEL_DIR="\"/usr/share/slm/slm-tiny\"" -c {} -o "$work/$(echo {} | tr / _).o" || { echo "aarch64: {} failed" >&2; exit 255; }'
 echo "aarch64: $(find src tools -name '*.cpp' | wc -l) files compile"
