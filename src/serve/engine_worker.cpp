@@ -36,6 +36,14 @@ EngineWorker::Ticket EngineWorker::submit(Request request) {
   return ticket;
 }
 
+void EngineWorker::close() {
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  wake_.notify_all();
+}
+
 void EngineWorker::cancel(Ticket ticket) {
   {
     std::lock_guard lock(mutex_);
@@ -54,14 +62,23 @@ void EngineWorker::run() {
   for (;;) {
     std::vector<std::pair<Ticket, Request>> incoming;
     std::vector<Ticket> cancels;
+    bool closed = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return busy || stopping_ || !incoming_.empty() || !cancels_.empty(); });
+      wake_.wait(lock, [&] { return busy || stopping_ || closed_ || !incoming_.empty() || !cancels_.empty(); });
       if (stopping_) break;
       incoming.swap(incoming_);
       cancels.swap(cancels_);
+      closed = closed_;
     }
     for (auto& [ticket, request] : incoming) {
+      if (closed) {
+        GenerationResult refused;
+        refused.prompt_tokens = request.prompt;
+        refused.finish_reason = FinishReason::Cancelled;
+        if (request.on_done) request.on_done(refused);
+        continue;
+      }
       auto on_done = std::move(request.on_done);
       request.on_done = [this, ticket, on_done](const GenerationResult& result) {
         requests_.erase(ticket);
@@ -81,6 +98,7 @@ void EngineWorker::run() {
       const auto it = requests_.find(ticket);
       if (it != requests_.end()) engine_.cancel(it->second);
     }
+    if (closed) cancel_all();
     try {
       busy = engine_.step();
     } catch (const std::exception& e) {

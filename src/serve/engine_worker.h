@@ -31,11 +31,14 @@ class EngineWorker {
   EngineWorker& operator=(const EngineWorker&) = delete;
 
   // Thread-safe. The request's callbacks run on the worker thread. A request
-  // the engine refuses ends at once: on_done gets FinishReason::Cancelled.
+  // the engine refuses, or one submitted after close(), ends at once:
+  // on_done gets FinishReason::Cancelled.
   using Ticket = uint64_t;
   Ticket submit(Request request);
   // Thread-safe; the ticket's cache blocks are free after the next step.
   void cancel(Ticket ticket);
+  // Thread-safe: cancels every request, now and from now on (the server is stopping).
+  void close();
 
   Stats stats() const;
   int64_t context() const { return context_; }
@@ -54,6 +57,7 @@ class EngineWorker {
   std::vector<Ticket> cancels_;
   Stats stats_;
   bool stopping_ = false;
+  bool closed_ = false;
   Ticket next_ticket_ = 1;
   std::unordered_map<Ticket, RequestId> requests_;  // worker thread only: tickets in the engine
   std::thread thread_;

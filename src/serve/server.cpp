@@ -11,11 +11,8 @@
 #include <httplib.h>
 
 #include <atomic>
-#include <chrono>
-#include <cstdio>
 #include <map>
 #include <mutex>
-#include <random>
 #include <thread>
 
 namespace slm {
@@ -147,6 +144,9 @@ void Server::Impl::add_adapter(const std::string& name, const std::string& dir) 
 
 void Server::stop() {
   Impl& s = *impl_;
+  // Requests end first, so that streaming connections finish at once and the
+  // HTTP threads can be joined; the worker outlives them (they cancel through it).
+  if (s.worker) s.worker->close();
   s.http.stop();
   if (s.listener.joinable()) s.listener.join();
   s.worker.reset();

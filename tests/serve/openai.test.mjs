@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -27,6 +27,7 @@ function generate(prompt, extra = []) {
 }
 
 function trainAdapter() {
+  rmSync(adapterDir, { recursive: true, force: true });
   const data = path.join(work, 'train.jsonl');
   const lines = [];
   for (let i = 0; i < 16; i++) lines.push(JSON.stringify({ text: `The kettle number ${i} whistles loudly at dawn.` }));
@@ -253,6 +254,25 @@ describe('the server itself', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(running, 0);
+  });
+
+  test('SIGTERM ends the streams in flight and exits 0 at once', async () => {
+    const own = await startServer(['--parallel', '2']);
+    const ownClient = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const stream = await ownClient.completions.create({ prompt: 'On and on', max_tokens: 100000, ignore_eos: true, stream: true });
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    const started = Date.now();
+    const code = await own.stop();
+    assert.equal(code, 0);
+    assert.ok(Date.now() - started < 2000, `stopped after ${Date.now() - started} ms`);
+    let finish = null;
+    try {
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) finish = r.value.choices[0]?.finish_reason ?? finish;
+    } catch {
+      // The connection may close before the last chunk: either way the stream is over.
+    }
+    assert.notEqual(finish, 'length', 'the stream did not run on to its limit');
   });
 
   test('metrics count requests, tokens and latencies in Prometheus format', async () => {
