@@ -62,6 +62,13 @@ PeftLoraConfig PeftLoraConfig::from_json(const std::string& text, const std::str
   }
   if (flag("fan_in_fan_out")) fail(source, ": fan_in_fan_out true (Conv1D layers) is not a Llama-family layout");
   if (flag("use_dora")) fail(source, ": use_dora (DoRA) adapters are not supported");
+  // PEFT saves whole trained copies of these modules beside the LoRA matrices;
+  // applying the adapter without them would be a different model.
+  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() &&
+      !(j["modules_to_save"].is_array() && j["modules_to_save"].empty())) {
+    fail(source, ": field \"modules_to_save\" = ", j["modules_to_save"].dump(),
+         ": slm applies LoRA matrices only, and these modules' saved copies would be ignored");
+  }
   if (flag("use_rslora")) fail(source, ": use_rslora (rank-stabilised scaling) is not supported");
   PeftLoraConfig c;
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) {
