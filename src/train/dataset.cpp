@@ -98,10 +98,12 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
                                              int64_t seq_len, std::optional<int32_t> eos, DatasetSummary* summary,
                                              const RenderChatFn& render_chat) {
   if (seq_len < 2) fail("--seq-len: must be at least 2, got ", seq_len);
+  if (std::filesystem::is_directory(path)) fail(path.string(), ": is a folder; expected a JSON-lines file");
   std::ifstream in(path);
   if (!in) fail(path.string(), ": cannot read");
   std::vector<TrainExample> examples;
   DatasetSummary s;
+  int64_t cut_to_nothing = 0;  // examples whose learnable tokens all lie past seq_len
   std::string line;
   int64_t number = 0;
   while (std::getline(in, line)) {
@@ -112,10 +114,19 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
     ChatJson j;
     try {
       j = ChatJson::parse(line);
-    } catch (const ChatJson::parse_error&) {
-      fail(where, ": not a JSON object");
+    } catch (const ChatJson::parse_error& e) {
+      fail(where, ": not JSON (", e.what(), ")");
     }
     if (!j.is_object()) fail(where, ": expected a JSON object");
+    // One format per line: a line that could be read two ways is refused
+    // rather than read one way without a word.
+    std::vector<std::string> formats;
+    if (j.contains("text")) formats.emplace_back("\"text\"");
+    if (j.contains("prompt") || j.contains("completion")) formats.emplace_back("\"prompt\"/\"completion\"");
+    if (j.contains("messages")) formats.emplace_back("\"messages\"");
+    if (formats.size() > 1) {
+      fail(where, ": holds both ", formats[0], " and ", formats[1], "; a line is one example in one format");
+    }
     TrainExample example;
     if (j.contains("text")) {
       example.tokens = tokenize(string_field(j, "text", where), true);
@@ -143,11 +154,18 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
     // A label counts when it is predicted from an earlier position.
     int64_t counted = 0;
     for (size_t i = 1; i < example.labels.size(); ++i) counted += example.labels[i] >= 0 ? 1 : 0;
-    if (counted == 0) continue;  // nothing to learn from (e.g. a prompt that fills seq_len)
+    if (counted == 0) {  // nothing to learn from (e.g. a prompt that fills seq_len)
+      if (static_cast<int64_t>(example.tokens.size()) == seq_len) ++cut_to_nothing;
+      continue;
+    }
     ++s.examples;
     s.tokens += static_cast<int64_t>(example.tokens.size());
     s.loss_tokens += counted;
     examples.push_back(std::move(example));
+  }
+  if (examples.empty() && cut_to_nothing > 0) {
+    fail(path.string(), ": no training examples: in ", cut_to_nothing, " of them every token to learn lies past --seq-len ",
+         seq_len, " (a prompt fills it); raise --seq-len");
   }
   if (examples.empty()) fail(path.string(), ": no training examples (an empty file, or every example empty)");
   if (summary) *summary = s;

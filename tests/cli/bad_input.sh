@@ -212,6 +212,11 @@ if [ -f "$TOKENIZER/tokenizer.json" ]; then
     expect_error "finetune --out under a file" 1 "--out" "afile" -- "${tune[@]}" --out "$SLM_WORK/afile/sub"
     expect_error "finetune --out in /proc" 1 "--out" "/proc/slm-out" -- "${tune[@]}" --out /proc/slm-out
     expect_error "finetune --out a model folder" 1 "--out" "--overwrite" -- "${tune[@]}" --out "$t"
+    expect_error "finetune --lr abc" 2 "--lr: must be a positive number, got abc" -- "${tune[@]}" --lr abc --out "$SLM_WORK/lr-out"
+    expect_error "finetune --data a folder" 1 "$SLM_WORK" "is a folder" -- \
+      "$SLM_BIN" finetune -m "$t" --data "$SLM_WORK" --out "$SLM_WORK/folder-out"
+    expect_error "finetune --seq-len shorter than every prompt" 1 "past --seq-len 2" -- \
+      "$SLM_BIN" finetune -m "$t" --data "$SOURCE_DIR/examples/kettlewise/train.jsonl" --seq-len 2 --out "$SLM_WORK/short-out"
     "${tune[@]}" --out "$SLM_WORK/tuned" 2> /dev/null && pass "finetune into a new folder" || fail "finetune into a new folder"
     expect_error "finetune --out a folder with files" 1 "already holds files" -- "${tune[@]}" --out "$SLM_WORK/tuned"
     "${tune[@]}" --out "$SLM_WORK/tuned" --overwrite 2> /dev/null && pass "--overwrite writes into it" || fail "--overwrite"

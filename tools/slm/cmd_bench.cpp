@@ -68,7 +68,7 @@ int run_bench(int argc, char** argv) {
   std::string output_format = "text";
   app.add_option("-p,--prompt-tokens", prompt_len, "prefill length")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("-n,--decode-tokens", decode_len, "tokens decoded one at a time")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  app.add_option("--depth", depth, "tokens already in the KV cache when decoding starts")->check(CLI::NonNegativeNumber);
+  app.add_option("--depth", depth, "tokens already in the KV cache when decoding starts")->check(non_negative_number());
   app.add_option("-r,--repetitions", repetitions, "runs of each measurement (the median is reported)")->check(CLI::Range(1, 100));
   app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   std::vector<int64_t> concurrency;

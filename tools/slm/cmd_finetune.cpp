@@ -132,9 +132,9 @@ int run_finetune(int argc, char** argv) {
       ->needs(full_flag);
   app.add_flag("--grad-checkpointing", checkpointing,
                "keep only each layer's input and recompute the layer in backward: less memory, one more forward");
-  app.add_option("--lora-r", lora.rank, "adapter rank")->check(CLI::PositiveNumber)->excludes(full_flag);
+  app.add_option("--lora-r", lora.rank, "adapter rank")->check(positive_number())->excludes(full_flag);
   app.add_option("--lora-alpha", lora.alpha, "scale numerator: the update is alpha/r · B·A")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_number())
       ->excludes(full_flag);
   app.add_option("--lora-dropout", lora.dropout, "dropout on the adapter input")
       ->check(CLI::Range(0.0, 0.99))
@@ -142,26 +142,26 @@ int run_finetune(int argc, char** argv) {
   app.add_option("--lora-targets", lora.targets, "PEFT module names, comma-separated, or all-linear")
       ->delimiter(',')
       ->excludes(full_flag);
-  app.add_option("--epochs", loop.epochs, "passes over the data")->check(CLI::PositiveNumber);
-  app.add_option("--max-steps", loop.max_steps, "optimizer steps (overrides --epochs)")->check(CLI::PositiveNumber);
-  app.add_option("--lr", opt.lr, "peak learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", loop.epochs, "passes over the data")->check(positive_number());
+  app.add_option("--max-steps", loop.max_steps, "optimizer steps (overrides --epochs)")->check(positive_number());
+  app.add_option("--lr", opt.lr, "peak learning rate")->check(positive_number());
   app.add_option("--lr-schedule", schedule, "cosine, linear or constant")
       ->check(CLI::IsMember({"cosine", "linear", "constant"}));
-  app.add_option("--warmup-steps", opt.warmup_steps, "linear warmup from 0")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch-size", loop.batch_size, "examples per micro-batch")->check(CLI::PositiveNumber);
-  app.add_option("--grad-accum", loop.grad_accum, "micro-batches per optimizer step")->check(CLI::PositiveNumber);
+  app.add_option("--warmup-steps", opt.warmup_steps, "linear warmup from 0")->check(non_negative_number());
+  app.add_option("--batch-size", loop.batch_size, "examples per micro-batch")->check(positive_number());
+  app.add_option("--grad-accum", loop.grad_accum, "micro-batches per optimizer step")->check(positive_number());
   app.add_option("--seq-len", seq_len,
                  "longest example in tokens (longer ones are truncated; at most the model's context, which is also "
                  "the limit of the default)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
-  app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay")->check(non_negative_number());
   app.add_option("--max-grad-norm", opt.max_grad_norm, "clip the global gradient norm (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   app.add_option("--seed", loop.seed, "adapter initialisation, data order and dropout");
   app.add_option("--eval-every", loop.eval_every, "evaluate every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   app.add_option("--save-every", loop.save_every, "save the adapter every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   app.add_flag("--pack", pack, "several short examples per sequence (up to --seq-len tokens)");
   CLI::Option* resume_option = app.add_option(
       "--resume", resume,

@@ -148,7 +148,7 @@ int run_generate(int argc, char** argv) {
   add_generation_options(app, flags);
   app.add_flag("--truncate", truncate, "drop the start of a prompt that does not fit the context");
   app.add_option("--logprobs", flags.options.logprobs, "report the K most likely tokens at each step (json output)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   app.add_option("--output-format", output_format, "text (streamed) or json")->check(CLI::IsMember({"text", "json"}));
 
   return run_command(app, argc, argv, [&] {

@@ -41,15 +41,15 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--max-queue", options.max_queue, "requests that may wait beyond --parallel; more get 503")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative_number())
       ->capture_default_str();
   app.add_option("--kv-cache", kv_cache,
                  "the KV cache pool, in positions (8192) or memory (512MiB); default: the context for each "
                  "--parallel sequence, at most 64K positions");
   app.add_option("--ctx", options.engine.context, "positions per sequence (default: the model's context)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   app.add_option("--max-tokens", options.max_tokens, "tokens a request may generate when it sets no max_tokens")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative_number())
       ->capture_default_str();
   app.add_option("--adapter", adapters, "NAME=DIR: a PEFT LoRA adapter, served as model NAME (repeatable)");
   auto* key_opt = app.add_option("--api-key", options.api_key, "require \"Authorization: Bearer KEY\"");
@@ -60,10 +60,10 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--name", name, "the base model's id in /v1/models (default: the model folder's name)");
   app.add_option("--timeout", options.timeout_seconds, "seconds to read a request or write a reply; idle connections close after it")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_number())
       ->capture_default_str();
   app.add_option("--max-body", options.max_body_bytes, "largest request body in bytes (larger: 413)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_number())
       ->capture_default_str();
 
   return run_command(app, argc, argv, [&] {

@@ -4,6 +4,7 @@
 #include <slm/error.h>
 #include <slm/train.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -53,6 +54,31 @@ int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>
     std::cerr << name << ": error: " << e.what() << "\n";
     return kExitError;
   }
+}
+
+namespace {
+
+CLI::Validator number_check(const char* what, bool (*accept)(double)) {
+  return CLI::Validator(
+      [what, accept](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || !std::isfinite(value) || !accept(value)) {
+          return std::string("must be ") + what + ", got " + text;
+        }
+        return {};
+      },
+      what);
+}
+
+}  // namespace
+
+CLI::Validator positive_number() {
+  return number_check("a positive number", [](double v) { return v > 0; });
+}
+
+CLI::Validator non_negative_number() {
+  return number_check("a number >= 0", [](double v) { return v >= 0; });
 }
 
 std::string read_text_file(const std::string& path) {
@@ -223,7 +249,7 @@ std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& di
 
 void add_generation_options(CLI::App& app, GenerationFlags& flags) {
   GenerateOptions& options = flags.options;
-  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("-n,--max-new-tokens", options.max_new_tokens, "tokens to generate")->check(non_negative_number());
   app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default: generation_config.json, else greedy)");
   app.add_option("--top-k", options.sampling.top_k, "keep the K most likely tokens (0 = off)");
   app.add_option("--top-p", options.sampling.top_p, "keep the most likely tokens up to this mass (1 = off)");

@@ -18,6 +18,11 @@ inline constexpr int kExitUsage = 2;
 // an slm::Error or a parse error and returns the matching exit code.
 int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
 
+// Option checks whose errors read "--lr: must be a positive number, got abc"
+// (CLI11's own print the whole range of a double).
+CLI::Validator positive_number();
+CLI::Validator non_negative_number();
+
 // Reads a whole file, or standard input when path is "-"; fails with an slm::Error naming the path.
 std::string read_text_file(const std::string& path);
 

@@ -54,9 +54,12 @@ TEST(Dataset, TruncatesAndCounts) {
 
 TEST(Dataset, BadLinesNameFileAndLine) {
   const std::pair<const char*, const char*> cases[] = {
-      {"{\"text\": \"ok\"}\nnot json\n", ":2: not a JSON object"},
-      {"{\"text\": 5}\n", ":1: field \"text\" must be a string"},
+      {"{\"text\": \"ok\"}\nnot json\n", ":2: not JSON ("},
+      {"{\"text\": \"ok\"}\n{\"text\": \"a\" \"b\"}\n", ":2: not JSON ([json.exception.parse_error.101] parse error at line 1, column 16"},
+      {"{\"text\": \"a\", \"prompt\": \"Q\", \"completion\": \"A\"}\n", ":1: holds both \"text\" and \"prompt\"/\"completion\""},
+      {"{\"messages\": [], \"text\": \"a\"}\n", ":1: holds both \"text\" and \"messages\""},
       {"{\"prompt\": \"only\"}\n", ":1: expected {\"text\""},
+      {"{\"text\": 5}\n", ":1: field \"text\" must be a string"},
       {"[1, 2]\n", ":1: expected a JSON object"},
       {"\n\n", "no training examples"},
   };
