@@ -70,6 +70,11 @@ run -p "$long" -n 4 --truncate --output-format json > "$SLM_WORK/truncated.json"
 [ "$(json_get "$SLM_WORK/info.json" 'j["model_type"] == "llama" and j["tokenizer"]["vocab_size"] == 32000')" = True ] \
   && pass "info" || fail "info"
 
+# --help shows the defaults a user would otherwise have to guess.
+help="$("$SLM_BIN" generate --help; "$SLM_BIN" finetune --help)"
+grep -q -- "-n,--max-new-tokens INT:NONNEGATIVE=128" <<<"$help" && grep -q -- "--lr FLOAT:POSITIVE=0.0002" <<<"$help" \
+  && grep -q -- "--lora-r INT:POSITIVE=8" <<<"$help" && pass "--help shows defaults" || fail "--help lacks defaults"
+
 # --batch-file: every line through one engine, one result per line in input
 # order, each the object the same prompt alone prints (same seed, same text).
 cat > "$SLM_WORK/batch.jsonl" <<'JSONL'

@@ -151,8 +151,8 @@ int run_finetune(int argc, char** argv) {
   app.add_option("--batch-size", loop.batch_size, "examples per micro-batch")->check(positive_number());
   app.add_option("--grad-accum", loop.grad_accum, "micro-batches per optimizer step")->check(positive_number());
   app.add_option("--seq-len", seq_len,
-                 "longest example in tokens (longer ones are truncated; at most the model's context, which is also "
-                 "the limit of the default)")
+                 "longest example in tokens (longer ones are truncated); past the model's context is refused, and "
+                 "512 is capped to it")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay")->check(non_negative_number());
   app.add_option("--max-grad-norm", opt.max_grad_norm, "clip the global gradient norm (0: off)")

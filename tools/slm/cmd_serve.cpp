@@ -32,25 +32,20 @@ int run_serve(int argc, char** argv) {
   options.engine.max_sequences = 32;
   std::string kv_cache, api_key_file, template_file, name;
   std::vector<std::string> adapters;
-  app.add_option("--host", options.host, "address to listen on (loopback unless you mean otherwise)")
-      ->capture_default_str();
+  app.add_option("--host", options.host, "address to listen on (loopback unless you mean otherwise)");
   app.add_option("--port", options.port, "port to listen on (0: any free port)")
-      ->check(CLI::Range(0, 65535))
-      ->capture_default_str();
+      ->check(CLI::Range(0, 65535));
   app.add_option("--parallel", options.engine.max_sequences, "sequences decoded at once; more requests wait")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
+      ->check(CLI::Range(1, 4096));
   app.add_option("--max-queue", options.max_queue, "requests that may wait beyond --parallel; more get 503")
-      ->check(non_negative_number())
-      ->capture_default_str();
+      ->check(non_negative_number());
   app.add_option("--kv-cache", kv_cache,
                  "the KV cache pool, in positions (8192) or memory (512MiB); default: the context for each "
                  "--parallel sequence, at most 64K positions");
   app.add_option("--ctx", options.engine.context, "positions per sequence (default: the model's context)")
       ->check(positive_number());
   app.add_option("--max-tokens", options.max_tokens, "tokens a request may generate when it sets no max_tokens")
-      ->check(non_negative_number())
-      ->capture_default_str();
+      ->check(non_negative_number());
   app.add_option("--adapter", adapters, "NAME=DIR: a PEFT LoRA adapter, served as model NAME (repeatable)");
   auto* key_opt = app.add_option("--api-key", options.api_key, "require \"Authorization: Bearer KEY\"");
   app.add_option("--api-key-file", api_key_file, "read the API key from the first line of a file")
@@ -60,11 +55,9 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--name", name, "the base model's id in /v1/models (default: the model folder's name)");
   app.add_option("--timeout", options.timeout_seconds, "seconds to read a request or write a reply; idle connections close after it")
-      ->check(positive_number())
-      ->capture_default_str();
+      ->check(positive_number());
   app.add_option("--max-body", options.max_body_bytes, "largest request body in bytes (larger: 413)")
-      ->check(positive_number())
-      ->capture_default_str();
+      ->check(positive_number());
 
   return run_command(app, argc, argv, [&] {
     std::vector<std::pair<std::string, std::string>> named_adapters;

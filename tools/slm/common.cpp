@@ -24,6 +24,13 @@ int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>
   // (scripts append overrides to a base command line).
   for (CLI::Option* option : app.get_options()) {
     if (option->get_expected_max() == 1) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    // --help shows every option's default: the value its variable holds now,
+    // unless the description says what the default is (resolved later).
+    if (option->get_type_size() > 0 && option->get_default_str().empty() &&
+        option->get_description().find("default") == std::string::npos) {
+      option->capture_default_str();
+      if (option->get_default_str() == "[]") option->default_str("");
+    }
   }
   try {
     app.parse(argc, argv);
@@ -58,7 +65,7 @@ int run_command(CLI::App& app, int argc, char** argv, const std::function<int()>
 
 namespace {
 
-CLI::Validator number_check(const char* what, bool (*accept)(double)) {
+CLI::Validator number_check(const char* what, const char* name, bool (*accept)(double)) {
   return CLI::Validator(
       [what, accept](std::string& text) -> std::string {
         char* end = nullptr;
@@ -68,17 +75,17 @@ CLI::Validator number_check(const char* what, bool (*accept)(double)) {
         }
         return {};
       },
-      what);
+      name);
 }
 
 }  // namespace
 
 CLI::Validator positive_number() {
-  return number_check("a positive number", [](double v) { return v > 0; });
+  return number_check("a positive number", "POSITIVE", [](double v) { return v > 0; });
 }
 
 CLI::Validator non_negative_number() {
-  return number_check("a number >= 0", [](double v) { return v >= 0; });
+  return number_check("a number >= 0", "NONNEGATIVE", [](double v) { return v >= 0; });
 }
 
 std::string read_text_file(const std::string& path) {
