@@ -19,6 +19,16 @@ size=$(stat -c %s "$model/model.safetensors")
 
 "$SLM_BIN" generate -p "And God said" -n 24 --temperature 0 --ignore-eos --output-format json > "$SLM_WORK/greedy.json"
 [ "$(json_get "$SLM_WORK/greedy.json" 'len(j["tokens"])')" = 24 ] && pass "generate without -m" || fail "generate"
+# info: where the model is, its end-of-sequence ids (ChatML's <|im_end|> too), its
+# sampling defaults, its chat template, and with --tensors every weight.
+"$SLM_BIN" info --tensors --output-format json > "$SLM_WORK/info-full.json"
+[ "$(json_get "$SLM_WORK/info-full.json" 'j["eos_token_ids"] == [0, 2] and j["tokenizer"]["chat_template"] and j["generation_defaults"]["temperature"] == 0.8 and j["path"].endswith("models/slm-tiny") and len(j["tensors"]) == 4 * 9 + 2')" = True ] \
+  && pass "info: path, eos ids, sampling defaults, chat template, tensors" || fail "info: $(head -c 300 "$SLM_WORK/info-full.json")"
+"$SLM_BIN" finetune --data "$SOURCE_DIR/examples/kettlewise/train.jsonl" --max-steps 1 --lora-r 2 --out "$SLM_WORK/info-adapter" \
+  --overwrite 2> /dev/null
+"$SLM_BIN" info -m "$SLM_WORK/info-adapter" --output-format json > "$SLM_WORK/info-adapter.json"
+[ "$(json_get "$SLM_WORK/info-adapter.json" 'j["kind"] == "adapter" and j["r"] == 2 and j["base_model_name_or_path"].endswith("models/slm-tiny")')" = True ] \
+  && pass "info on an adapter folder describes the adapter" || fail "info adapter: $(cat "$SLM_WORK/info-adapter.json")"
 ids=$("$SLM_BIN" tokenize -p "Hello there" --no-special)
 [ -n "$ids" ] && [ "$(echo "$ids" | "$SLM_BIN" detokenize)" = "Hello there" ] \
   && pass "tokenize and detokenize without -m" || fail "tokenize/detokenize without -m: '$ids'"

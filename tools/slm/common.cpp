@@ -4,6 +4,7 @@
 #include <slm/error.h>
 #include <slm/train.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -246,7 +247,7 @@ std::vector<int32_t> eos_ids(const Model& model, const std::filesystem::path& di
         fail(path.string(), ": field \"eos_token_id\" = ", id, " is outside the vocabulary (vocab_size ",
              model.config().vocab_size, ")");
       }
-      ids.push_back(id);
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
     }
   }
   return ids;
