@@ -32,6 +32,10 @@ if "$SLM_BIN" finetune "${args[@]}" --out "$out" 2>"$SLM_WORK/finetune.err"; the
 else
   fail "finetune failed: $(tail -3 "$SLM_WORK/finetune.err")"
 fi
+# Not a terminal: a line per step; then the closing summary, with the final and best losses.
+[ "$(grep -c '^step [0-9]*/40 ' "$SLM_WORK/finetune.err")" = 40 ] && grep -q '^  training loss [0-9.]* at the end, best [0-9.]* (step [0-9]*)$' "$SLM_WORK/finetune.err" \
+  && grep -q '^  eval loss [0-9.]* at the end, best [0-9.]*$' "$SLM_WORK/finetune.err" \
+  && pass "progress lines and the closing summary" || fail "progress/summary: $(tail -5 "$SLM_WORK/finetune.err")"
 [ -f "$out/adapter_model.safetensors" ] && [ -f "$out/adapter_config.json" ] && pass "adapter folder written" \
   || fail "adapter files missing"
 [ "$(json_get "$out/adapter_config.json" \

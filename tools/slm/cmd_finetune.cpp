@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <optional>
+
+#include <unistd.h>
 
 namespace slm::cli {
 
@@ -250,29 +252,56 @@ int run_finetune(int argc, char** argv) {
       std::fprintf(stderr, "resuming %s at step %lld\n", resume.c_str(), static_cast<long long>(info.step));
       for (const std::string& change : info.overridden) std::fprintf(stderr, "--resume-override: %s\n", change.c_str());
     };
-    callbacks.on_progress = [](const ProgressInfo& p) {
-      std::fprintf(stderr, "step %lld/%lld  epoch %lld  loss %.4f  lr %.3g  %.1f tok/s  %s left\n",
-                   static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
-                   static_cast<long long>(p.epoch), p.loss, p.lr, p.tokens_per_s,
-                   format_duration(p.seconds_left).c_str());
+    // On a terminal the progress is one line rewritten in place; in a log,
+    // a line per step. Anything else printed first ends the pending line.
+    const bool terminal = isatty(STDERR_FILENO) != 0;
+    bool line_pending = false;
+    const auto end_line = [&] {
+      if (line_pending) std::fputc('\n', stderr);
+      line_pending = false;
     };
-    callbacks.on_eval = [](const EvalInfo& e) {
+    double last_loss = 0, best_loss = INFINITY, last_eval = NAN;
+    int64_t best_step = 0;
+    callbacks.on_progress = [&](const ProgressInfo& p) {
+      last_loss = p.loss;
+      if (p.loss < best_loss) {
+        best_loss = p.loss;
+        best_step = p.step;
+      }
+      std::fprintf(stderr, "%sstep %lld/%lld  epoch %lld  loss %.4f  lr %.3g  %.1f tok/s  %s left%s",
+                   terminal ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                   static_cast<long long>(p.epoch), p.loss, p.lr, p.tokens_per_s,
+                   format_duration(p.seconds_left).c_str(), terminal ? "\033[K" : "\n");
+      line_pending = terminal;
+    };
+    callbacks.on_eval = [&](const EvalInfo& e) {
+      end_line();
+      last_eval = e.loss;
       std::fprintf(stderr, "step %lld: eval loss %.4f, perplexity %.3f\n", static_cast<long long>(e.step), e.loss,
                    std::exp(e.loss));
     };
     callbacks.should_stop = [] { return stop_signal != 0; };
     const TrainingSummary summary =
         slm::train(trainer, train.examples, eval ? &eval->examples : nullptr, loop, callbacks);
+    end_line();
     if (summary.stopped) {
       std::fprintf(stderr, "interrupted: checkpoint of step %lld saved in %s (continue with --resume %s)\n",
                    static_cast<long long>(summary.steps), out.c_str(), out.c_str());
       return 128 + static_cast<int>(stop_signal);
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::fprintf(stderr, "saved %s after %lld steps in %s", out.c_str(), static_cast<long long>(summary.steps),
+    std::fprintf(stderr, "saved %s after %lld steps in %s\n", out.c_str(), static_cast<long long>(summary.steps),
                  format_duration(total).c_str());
-    if (summary.best_eval_loss) std::fprintf(stderr, "; best eval loss %.4f", *summary.best_eval_loss);
-    std::fprintf(stderr, "\n");
+    if (std::isfinite(best_loss)) {
+      std::fprintf(stderr, "  training loss %.4f at the end, best %.4f (step %lld)\n", last_loss, best_loss,
+                   static_cast<long long>(best_step));
+    }
+    if (!std::isnan(last_eval)) {
+      std::fprintf(stderr, "  eval loss %.4f at the end, best %.4f\n", last_eval, summary.best_eval_loss.value_or(last_eval));
+    }
+    std::fprintf(stderr, "  %lld training tokens per epoch; files: %s, metrics.jsonl, loss.svg\n",
+                 static_cast<long long>(train.summary.tokens),
+                 full ? "config.json, model.safetensors, tokenizer files" : "adapter_config.json, adapter_model.safetensors");
     return 0;
   });
 }
