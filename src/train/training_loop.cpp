@@ -190,6 +190,24 @@ fs::path save_checkpoint_folder(const Trainer& trainer, const TrainingOptions& o
   return current;
 }
 
+// About six round values (1, 2 or 5 times a power of ten apart) spanning [low, high].
+std::vector<double> nice_ticks(double low, double high) {
+  const double raw = (high - low) / 5;
+  const double power = std::pow(10.0, std::floor(std::log10(raw)));
+  const double unit = raw / power;
+  const double step = (unit < 1.5 ? 1 : unit < 3.5 ? 2 : unit < 7.5 ? 5 : 10) * power;
+  std::vector<double> ticks;
+  for (double t = std::floor(low / step) * step; t <= high + step * 1e-9; t += step) ticks.push_back(t);
+  if (ticks.empty() || ticks.back() < high) ticks.push_back(ticks.empty() ? high : ticks.back() + step);
+  return ticks;
+}
+
+std::string format_loss(double loss) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.4f", loss);
+  return text;
+}
+
 // metrics.jsonl and what loss.svg plots from it.
 class Metrics {
  public:
@@ -231,43 +249,68 @@ class Metrics {
     return best;
   }
 
-  // loss.svg: the training loss per step (and eval points), a plain polyline
-  // any browser shows.
+  // loss.svg: the training loss per step and the eval points (when there is
+  // eval data), on axes with ticks and labels, the final losses in the title:
+  // a plain SVG any browser shows and a report can take.
   std::string svg() const {
-    constexpr double kWidth = 640, kHeight = 360, kMargin = 48;
+    constexpr double kWidth = 640, kHeight = 380, kLeft = 64, kRight = 24, kTop = 44, kBottom = 52;
     double low = std::numeric_limits<double>::infinity(), high = -low;
     for (const auto& [step, l] : losses_) low = std::min(low, l), high = std::max(high, l);
     for (const auto& [step, l] : evals_) low = std::min(low, l), high = std::max(high, l);
+    if (!std::isfinite(low)) low = 0, high = 1;
     if (!(high > low)) high = low + 1.0;
-    const int64_t last_step = losses_.empty() ? 0 : losses_.back().first;
-    const double steps = static_cast<double>(std::max<int64_t>(2, last_step));
-    auto x = [&](int64_t step) {
-      return kMargin + static_cast<double>(step - 1) / (steps - 1) * (kWidth - 2 * kMargin);
-    };
-    auto y = [&](double loss) { return kHeight - kMargin - (loss - low) / (high - low) * (kHeight - 2 * kMargin); };
+    const int64_t last_step = losses_.empty() ? 1 : std::max<int64_t>(1, losses_.back().first);
+    const std::vector<double> y_ticks = nice_ticks(low, high);
+    std::vector<double> x_ticks = nice_ticks(1, static_cast<double>(last_step));
+    std::erase_if(x_ticks, [](double t) { return t < 1; });  // steps count from 1
+    low = std::min(low, y_ticks.front());
+    high = std::max(high, y_ticks.back());
+    const double x_low = 1, x_high = std::max({2.0, static_cast<double>(last_step), x_ticks.empty() ? 1.0 : x_ticks.back()});
+    auto x = [&](double step) { return kLeft + (step - x_low) / (x_high - x_low) * (kWidth - kLeft - kRight); };
+    auto y = [&](double loss) { return kHeight - kBottom - (loss - low) / (high - low) * (kHeight - kTop - kBottom); };
     std::string svg;
-    char buffer[160];
-    std::snprintf(buffer, sizeof buffer,
-                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-                  "font-family=\"sans-serif\" font-size=\"12\">\n",
-                  kWidth, kHeight);
-    svg += buffer;
-    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" points=\"";
-    for (const auto& [step, l] : losses_) {
-      std::snprintf(buffer, sizeof buffer, "%.1f,%.1f ", x(step), y(l));
+    char buffer[256];
+    auto add = [&](const char* format, auto... values) {
+      std::snprintf(buffer, sizeof buffer, format, values...);
       svg += buffer;
+    };
+    add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+        "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+        kWidth, kHeight);
+    for (double t : y_ticks) {
+      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", kLeft, y(t), kWidth - kRight, y(t));
+      add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", kLeft - 6, y(t) + 4, t);
     }
+    for (double t : x_ticks) {
+      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", x(t), kHeight - kBottom, x(t),
+          kHeight - kBottom + 5);
+      add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x(t), kHeight - kBottom + 18, t);
+    }
+    add("<polyline fill=\"none\" stroke=\"#333\" points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f\"/>\n", kLeft, kTop, kLeft,
+        kHeight - kBottom, kWidth - kRight, kHeight - kBottom);
+    add("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n", (kLeft + kWidth - kRight) / 2, kHeight - 12);
+    add("<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">loss (nats per token)</text>\n",
+        (kTop + kHeight - kBottom) / 2);
+    svg += "<polyline class=\"train\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"";
+    for (const auto& [step, l] : losses_) add("%.1f,%.1f ", x(static_cast<double>(step)), y(l));
     svg += "\"/>\n";
     for (const auto& [step, l] : evals_) {
-      std::snprintf(buffer, sizeof buffer, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#d62728\"/>\n", x(step),
-                    y(l));
-      svg += buffer;
+      add("<circle class=\"eval\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#d62728\"/>\n", x(static_cast<double>(step)), y(l));
     }
-    std::snprintf(buffer, sizeof buffer,
-                  "<text x=\"%.0f\" y=\"20\">loss (blue: train, red: eval) from %.4g to %.4g over %lld steps</text>\n",
-                  kMargin, high, low, static_cast<long long>(last_step));
-    svg += buffer;
+    std::string title = losses_.empty() ? std::string("no training steps yet") : "training loss " +
+                                                                                        format_loss(losses_.back().second) +
+                                                                                        " after " + std::to_string(last_step) +
+                                                                                        " steps";
+    if (!evals_.empty()) title += ", eval loss " + format_loss(evals_.back().second);
+    add("<text x=\"%.1f\" y=\"20\" font-size=\"14\">%s</text>\n", kLeft, title.c_str());
+    // The legend names what is drawn: eval only where there is eval data.
+    add("<line x1=\"%.1f\" y1=\"34\" x2=\"%.1f\" y2=\"34\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>"
+        "<text x=\"%.1f\" y=\"38\">train</text>\n",
+        kWidth - kRight - 150, kWidth - kRight - 130, kWidth - kRight - 124);
+    if (!evals_.empty()) {
+      add("<circle cx=\"%.1f\" cy=\"34\" r=\"4\" fill=\"#d62728\"/><text x=\"%.1f\" y=\"38\">eval</text>\n",
+          kWidth - kRight - 70, kWidth - kRight - 62);
+    }
     return svg + "</svg>\n";
   }
 

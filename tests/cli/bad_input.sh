@@ -218,6 +218,8 @@ if [ -f "$TOKENIZER/tokenizer.json" ]; then
     expect_error "finetune --seq-len shorter than every prompt" 1 "past --seq-len 2" -- \
       "$SLM_BIN" finetune -m "$t" --data "$SOURCE_DIR/examples/kettlewise/train.jsonl" --seq-len 2 --out "$SLM_WORK/short-out"
     "${tune[@]}" --out "$SLM_WORK/tuned" 2> /dev/null && pass "finetune into a new folder" || fail "finetune into a new folder"
+    grep -q '>eval</text>' "$SLM_WORK/tuned/loss.svg" && fail "loss.svg names eval without eval data" \
+      || pass "loss.svg names eval only with eval data"
     expect_error "finetune --out a folder with files" 1 "already holds files" -- "${tune[@]}" --out "$SLM_WORK/tuned"
     "${tune[@]}" --out "$SLM_WORK/tuned" --overwrite 2> /dev/null && pass "--overwrite writes into it" || fail "--overwrite"
     merged="$SLM_WORK/merged-default"

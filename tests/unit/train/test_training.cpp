@@ -182,10 +182,20 @@ TEST_F(TrainingLoop, WritesTheResultTheCheckpointMetricsAndPlot) {
   ASSERT_TRUE(summary.best_eval_loss);
   EXPECT_EQ(*summary.best_eval_loss, std::min({eval_losses[0].second, eval_losses[1].second, eval_losses[2].second}));
   const std::string svg = read(out / "loss.svg");
-  const size_t from = svg.find("points=\""), to = svg.find('"', from + 8);
+  const size_t from = svg.find("points=\"", svg.find("class=\"train\"")), to = svg.find('"', from + 8);
   const std::string points = svg.substr(from + 8, to - from - 8);
   EXPECT_EQ(std::count(points.begin(), points.end(), ','), kSteps);
-  EXPECT_NE(svg.find("over 12 steps"), std::string::npos);
+  // The title gives the final losses (not the lowest), the legend names eval because there is eval data.
+  char title[96];
+  std::snprintf(title, sizeof title, "training loss %.4f after 12 steps, eval loss %.4f", losses.back().second,
+                eval_losses.back().second);
+  EXPECT_NE(svg.find(title), std::string::npos) << svg;
+  size_t circles = 0;
+  for (size_t at = svg.find("class=\"eval\""); at != std::string::npos; at = svg.find("class=\"eval\"", at + 1)) ++circles;
+  EXPECT_EQ(circles, eval_losses.size());
+  EXPECT_NE(svg.find(">step</text>"), std::string::npos) << "an x axis label";
+  EXPECT_NE(svg.find(">loss (nats per token)</text>"), std::string::npos) << "a y axis label";
+  EXPECT_NE(svg.find(">eval</text>"), std::string::npos);
 }
 
 TEST_F(TrainingLoop, StoppedAndResumedEndsAsAnUninterruptedRun) {
