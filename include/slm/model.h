@@ -83,6 +83,10 @@ struct LoadOptions {
 // Threads the CPU kernels use (default: every core the process may run on).
 void set_num_threads(int threads);
 int num_threads();
+// The cores no other process is running on right now (at least 1): the
+// default thread count, since a thread that shares its core with a busy
+// process stalls every other thread at each barrier of a parallel region.
+int idle_cores();
 
 // Parses "--attn" values: eager, flash, auto (= flash).
 AttentionImpl parse_attention(const std::string& name);

@@ -70,6 +70,19 @@ run -p "$long" -n 4 --truncate --output-format json > "$SLM_WORK/truncated.json"
 [ "$(json_get "$SLM_WORK/info.json" 'j["model_type"] == "llama" and j["tokenizer"]["vocab_size"] == 32000')" = True ] \
   && pass "info" || fail "info"
 
+# The default thread count leaves out a core another process keeps busy
+# (a thread sharing it would stall the others at every barrier).
+if [ "$(nproc)" -ge 2 ]; then
+  yes > /dev/null &
+  busy=$!
+  sleep 0.3
+  "$SLM_BIN" bench -m "$model" -p 4 -n 4 -r 1 --output-format json > "$SLM_WORK/busy.json"
+  kill "$busy"
+  [ "$(json_get "$SLM_WORK/busy.json" "j['threads'] < $(nproc)")" = True ] \
+    && pass "beside a busy process: $(json_get "$SLM_WORK/busy.json" "j['threads']") of $(nproc) threads" \
+    || fail "beside a busy process the default took $(json_get "$SLM_WORK/busy.json" "j['threads']") threads"
+fi
+
 # --help shows the defaults a user would otherwise have to guess.
 help="$("$SLM_BIN" generate --help; "$SLM_BIN" finetune --help)"
 grep -q -- "-n,--max-new-tokens INT:NONNEGATIVE=128" <<<"$help" && grep -q -- "--lr FLOAT:POSITIVE=0.0002" <<<"$help" \

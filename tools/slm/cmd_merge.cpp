@@ -38,9 +38,9 @@ int run_merge(int argc, char** argv) {
   app.add_option("--out", out, "folder to write")->required();
   app.add_option("--dtype", dtype, "weights written: auto (the base's), f32, f16 or bf16")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
-  app.add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1024));
+  app.add_option("--threads", threads, "CPU threads (default: the cores no other process is busy on when the command starts)")->check(CLI::Range(1, 1024));
   return run_command(app, argc, argv, [&] {
-    if (threads > 0) set_num_threads(threads);
+    set_num_threads(threads > 0 ? threads : idle_cores());
     if (base.empty()) base = adapter_base(adapter);
     if (std::filesystem::exists(out) && std::filesystem::equivalent(out, base)) {
       fail("--out ", out, " is the base model's folder; write the merged model elsewhere");

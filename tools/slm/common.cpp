@@ -128,7 +128,7 @@ void add_model_options(CLI::App& app, ModelOptions& options) {
   app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N");
   app.add_option("--attn", options.attention, "attention implementation: eager, flash or auto (= flash)")
       ->check(CLI::IsMember({"auto", "eager", "flash"}));
-  app.add_option("--threads", options.threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1024));
+  app.add_option("--threads", options.threads, "CPU threads (default: the cores no other process is busy on when the command starts)")->check(CLI::Range(1, 1024));
   app.add_option("--kv-dtype", options.kv_dtype, "KV cache storage: f32, f16 or bf16")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
 }
@@ -140,7 +140,7 @@ void add_adapter_option(CLI::App& app, ModelOptions& options) {
 }
 
 Model load_model(const ModelOptions& options) {
-  if (options.threads > 0) set_num_threads(options.threads);
+  set_num_threads(options.threads > 0 ? options.threads : idle_cores());
   LoadOptions load;
   if (options.dtype != "auto") load.dtype = parse_dtype(options.dtype);
   load.device = options.device;
