@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <regex>
 
 namespace slm {
 
@@ -68,18 +69,55 @@ std::vector<LoraModule> Adapter::modules() const {
   return out;
 }
 
+namespace {
+
+// Which (layer, module) pairs an adapter_config.json's target_modules names,
+// flattened layer by layer. A list (or "all-linear") names modules in every
+// layer; a single string that is no module name is, as in PEFT, a regular
+// expression the module's whole name must match ("model.layers.3.self_attn.q_proj").
+std::vector<bool> targeted_modules(const std::vector<std::string>& targets, size_t layers, const std::string& source) {
+  std::vector<bool> targeted(layers * kLoraModuleCount, false);
+  const bool pattern = targets.size() == 1 && targets[0] != "all-linear" &&
+                       std::find(kLoraModuleNames.begin(), kLoraModuleNames.end(), targets[0]) == kLoraModuleNames.end();
+  if (!pattern) {
+    for (LoraModule m : parse_lora_targets(targets, source)) {
+      for (size_t l = 0; l < layers; ++l) targeted[l * kLoraModuleCount + static_cast<size_t>(m)] = true;
+    }
+    return targeted;
+  }
+  std::regex expression;
+  try {
+    expression = std::regex(targets[0]);
+  } catch (const std::regex_error& e) {
+    fail(source, ": \"", targets[0], "\" is neither a module name nor a regular expression (", e.what(), ")");
+  }
+  bool any = false;
+  for (size_t l = 0; l < layers; ++l) {
+    for (int i = 0; i < kLoraModuleCount; ++i) {
+      const std::string module = "model.layers." + std::to_string(l) + "." + lora_module_path(static_cast<LoraModule>(i));
+      if (std::regex_match(module, expression)) targeted[l * kLoraModuleCount + static_cast<size_t>(i)] = any = true;
+    }
+  }
+  if (!any) fail(source, ": the regular expression \"", targets[0], "\" matches no module (e.g. model.layers.0.self_attn.q_proj)");
+  return targeted;
+}
+
+}  // namespace
+
 Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::string name) {
   const PeftAdapter peft = load_peft_adapter(dir);
   const std::string source = (dir / "adapter_model.safetensors").string();
   const float scale = static_cast<float>(peft.config.lora_alpha / static_cast<double>(peft.config.r));
-  const std::vector<LoraModule> modules =
-      parse_lora_targets(peft.config.target_modules, (dir / "adapter_config.json").string() + ": target_modules");
   const std::vector<LayerWeights>& layers = base.weights().layers;
+  const std::vector<bool> targeted = targeted_modules(peft.config.target_modules, layers.size(),
+                                                      (dir / "adapter_config.json").string() + ": target_modules");
   if (name.empty()) name = std::filesystem::absolute(dir).lexically_normal().filename().string();
   Adapter adapter(static_cast<int64_t>(layers.size()), std::move(name));
   size_t used = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
-    for (LoraModule m : modules) {
+    for (int i = 0; i < kLoraModuleCount; ++i) {
+      if (!targeted[l * kLoraModuleCount + static_cast<size_t>(i)]) continue;
+      const auto m = static_cast<LoraModule>(i);
       const std::string prefix =
           "base_model.model.model.layers." + std::to_string(l) + "." + lora_module_path(m) + ".lora_";
       const Tensor& W = module_of(layers[l], m);

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <ctime>
 #include <random>
 
 namespace slm::serve {

@@ -11,6 +11,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <thread>

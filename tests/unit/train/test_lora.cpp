@@ -11,6 +11,7 @@
 #include <slm/train.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -305,6 +306,55 @@ TEST_F(TrainerTest, MergedModelMatchesBasePlusAdapter) {
     FAIL() << "merged an adapter of the wrong shape";
   } catch (const slm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("lora_A.weight\" has shape [6, 24]"), std::string::npos) << e.what();
+  }
+}
+
+// PEFT's target_modules may be one regular expression over the modules'
+// whole names: it selects the same modules as the list it stands for, and an
+// expression that selects other modules than the file holds, none, or is no
+// expression at all is refused naming the file and the field.
+TEST_F(TrainerTest, TargetModulesAsARegularExpression) {
+  const slm::Model base = tiny_model("llama");
+  slm::LoraOptions lora;
+  lora.rank = 4;
+  lora.targets = {"q_proj", "v_proj"};
+  slm::Trainer trainer(base, lora, {});
+  for (auto& [name, tensor] : trainer.parameter_tensors()) {
+    if (name.find("lora_B") == std::string::npos) continue;
+    for (int64_t i = 0; i < tensor.numel(); ++i) tensor.data_as<float>()[i] = 0.05f * static_cast<float>(i % 5 - 2);
+  }
+  const auto dir = work_dir() / "regex_adapter";
+  trainer.save_adapter(dir, "tiny");
+  const slm::Adapter listed = slm::load_adapter(base, dir);
+  const auto rewrite = [&](const std::string& targets) {
+    std::ifstream in(dir / "adapter_config.json");
+    nlohmann::json config = nlohmann::json::parse(in);
+    config["target_modules"] = targets;
+    std::ofstream(dir / "adapter_config.json") << config.dump();
+  };
+  rewrite(R"(.*\.(q_proj|v_proj))");
+  const slm::Adapter matched = slm::load_adapter(base, dir);
+  EXPECT_EQ(matched.modules(), (std::vector<slm::LoraModule>{slm::LoraModule::Q, slm::LoraModule::V}));
+  for (int64_t l = 0; l < matched.layers(); ++l) {
+    for (slm::LoraModule m : {slm::LoraModule::Q, slm::LoraModule::V}) {
+      const slm::Tensor& a = matched.at(l, m).B;
+      const slm::Tensor& b = listed.at(l, m).B;
+      ASSERT_EQ(a.numel(), b.numel());
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "layer " << l;
+    }
+  }
+  for (const auto& [pattern, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"(model\.layers\.0\.self_attn\.(q_proj|v_proj))", "account for"},
+           {"nothing", "matches no module"},
+           {"(", "neither a module name nor a regular expression"}}) {
+    rewrite(pattern);
+    try {
+      slm::load_adapter(base, dir);
+      ADD_FAILURE() << "accepted " << pattern;
+    } catch (const slm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("adapter"), std::string::npos) << e.what();
+    }
   }
 }
 
