@@ -212,6 +212,10 @@ if [ -f "$TOKENIZER/tokenizer.json" ]; then
     expect_error "finetune --out under a file" 1 "--out" "afile" -- "${tune[@]}" --out "$SLM_WORK/afile/sub"
     expect_error "finetune --out in /proc" 1 "--out" "/proc/slm-out" -- "${tune[@]}" --out /proc/slm-out
     expect_error "finetune --out a model folder" 1 "--out" "--overwrite" -- "${tune[@]}" --out "$t"
+    expect_error "finetune --lora-r past the layers" 1 "--lora-r 100000" "larger than" -- "${tune[@]}" --lora-r 100000 --out "$SLM_WORK/rank-out"
+    expect_error "create a model past memory" 1 "needs about" "available" -- "$SLM_BIN" create --arch llama --hidden 65536 \
+      --layers 200 --heads 64 --kv-heads 8 --intermediate 200000 --vocab 32000 --out "$SLM_WORK/huge"
+    [ ! -e "$SLM_WORK/huge" ] && pass "nothing of the refused model is left" || fail "a refused create left $SLM_WORK/huge"
     expect_error "finetune --lr abc" 2 "--lr: must be a positive number, got abc" -- "${tune[@]}" --lr abc --out "$SLM_WORK/lr-out"
     expect_error "finetune --data a folder" 1 "$SLM_WORK" "is a folder" -- \
       "$SLM_BIN" finetune -m "$t" --data "$SLM_WORK" --out "$SLM_WORK/folder-out"

@@ -118,6 +118,11 @@ int run_create(int argc, char** argv) {
     options.dtype = *parse_dtype(dtype);
     // Validate exactly as loading will, before anything is written.
     config = ModelConfig::from_json(config.to_json(), "the requested model");
+    // The weights are made in memory, then written: both must have room.
+    const double bytes = static_cast<double>(config.parameter_count()) * static_cast<double>(dtype_bytes(options.dtype, 1));
+    const std::string what = "a model of " + std::to_string(config.parameter_count()) + " parameters";
+    check_memory(what, bytes);
+    check_disk(what, out, bytes);
     create_random_model(config, options, out);
     if (!tokenizer_dir.empty()) copy_tokenizer_files(tokenizer_dir, out);
     std::fprintf(stderr, "wrote %s: %s, %.2f M parameters, %s\n", out.c_str(), config.model_type.c_str(),

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "common.h"
 
+#include <slm/adapter.h>
 #include <slm/error.h>
 #include <slm/train.h>
 #include <slm/training.h>
@@ -96,6 +97,35 @@ void check_out_folder(const std::string& out, const std::string& resume, bool ov
   fs::create_directories(out, ec);
   if (ec) fail("--out ", out, ": cannot create the folder: ", ec.message());
   fs::remove_all(first_missing, ec);
+}
+
+// Memory a run needs beyond the base weights, roughly, checked before any
+// of it is allocated: each trained value with its gradient and AdamW's two
+// moments (16 bytes), and the activations backward keeps for a batch. A LoRA
+// rank past the smaller side of a module it adapts is refused outright.
+void check_run_fits(const ModelConfig& c, const LoraOptions& lora, bool full, int64_t batch, int64_t seq_len) {
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  double trained = 0;
+  if (full) {
+    trained = static_cast<double>(c.parameter_count());
+  } else {
+    for (LoraModule m : parse_lora_targets(lora.targets)) {
+      const std::pair<int64_t, int64_t> shapes[] = {{c.hidden_size, q}, {c.hidden_size, kv}, {c.hidden_size, kv},
+                                                    {q, c.hidden_size}, {c.hidden_size, c.intermediate_size},
+                                                    {c.hidden_size, c.intermediate_size}, {c.intermediate_size, c.hidden_size}};
+      const auto [in, out] = shapes[static_cast<size_t>(m)];
+      if (lora.rank > std::min(in, out)) {
+        fail("--lora-r ", lora.rank, " is larger than ", kLoraModuleNames[static_cast<size_t>(m)], " (", in, " -> ", out,
+             "), a layer it adapts: a rank is at most the smaller of the two");
+      }
+      trained += static_cast<double>(lora.rank * (in + out) * c.num_hidden_layers);
+    }
+  }
+  const double tokens = static_cast<double>(batch * seq_len);
+  const double per_token_layer = 12.0 * static_cast<double>(c.hidden_size) + 4.0 * static_cast<double>(c.intermediate_size);
+  const double activations = 4.0 * tokens * (per_token_layer * static_cast<double>(c.num_hidden_layers) +
+                                              2.0 * static_cast<double>(c.vocab_size));
+  check_memory(full ? "training every weight" : "--lora-r " + std::to_string(lora.rank), 16.0 * trained + activations);
 }
 
 }  // namespace
@@ -207,6 +237,7 @@ int run_finetune(int argc, char** argv) {
     loop.resume = resume;
     loop.base_model = model_options.dir;
 
+    check_run_fits(model.config(), lora, full, loop.batch_size, seq_len);
     opt.schedule = parse_lr_schedule(schedule);
     opt.total_steps = total_training_steps(loop, train.examples.size());
     lora.seed = loop.seed;

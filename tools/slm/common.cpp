@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <new>
 #include <sstream>
@@ -277,6 +278,40 @@ GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFl
   options.skip_special_tokens = !flags.print_special;
   options.kv_dtype = *parse_dtype(model_options.kv_dtype);
   return options;
+}
+
+namespace {
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+}  // namespace
+
+void check_memory(const std::string& what, double bytes) {
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    if (key == "MemAvailable:") {
+      double kib = 0;
+      meminfo >> kib;
+      if (bytes > kib * 1024) fail(what, " needs about ", gib(bytes), " of memory; this machine has ", gib(kib * 1024), " available");
+      return;
+    }
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+}
+
+void check_disk(const std::string& what, const std::filesystem::path& path, double bytes) {
+  std::filesystem::path existing = std::filesystem::absolute(path);
+  std::error_code ec;
+  while (!std::filesystem::exists(existing, ec) && existing.has_relative_path()) existing = existing.parent_path();
+  const std::filesystem::space_info space = std::filesystem::space(existing, ec);
+  if (!ec && bytes > static_cast<double>(space.available)) {
+    fail(what, " needs about ", gib(bytes), " of disk; ", existing.string(), " has ",
+         gib(static_cast<double>(space.available)), " free");
+  }
 }
 
 double peak_rss_mib() {

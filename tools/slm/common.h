@@ -90,6 +90,13 @@ void add_generation_options(CLI::App& app, GenerationFlags& flags);
 GenerateOptions resolve_generate_options(const CLI::App& app, const GenerationFlags& flags, const Model& model,
                                          const ModelOptions& model_options);
 
+// Fails, before any work, when `bytes` (what `what` needs, roughly) is more
+// than the memory this machine has available (/proc/meminfo MemAvailable),
+// naming both figures. Without /proc/meminfo it says nothing.
+void check_memory(const std::string& what, double bytes);
+// The same for free disk space under `path` (the nearest folder that exists).
+void check_disk(const std::string& what, const std::filesystem::path& path, double bytes);
+
 // Peak resident memory of this process so far, in MiB.
 double peak_rss_mib();
 // Starts the peak over from the current resident memory (Linux
