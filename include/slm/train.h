@@ -82,6 +82,10 @@ struct DatasetSummary {
   int64_t tokens = 0;
   int64_t loss_tokens = 0;  // labels that count
   int64_t truncated = 0;    // examples cut to seq_len
+  // Chat messages whose content the chat template's render does not hold
+  // (a role the template does not know, typically), and where the first is.
+  int64_t unrendered_messages = 0;
+  std::string first_unrendered;
 };
 
 // Text to ids; add_special_tokens as Tokenizer::encode takes it.

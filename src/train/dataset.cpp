@@ -46,7 +46,7 @@ void check_messages(const ChatJson& messages, const std::string& where) {
 // One conversation: the whole render cut where each assistant message starts
 // and ends, each piece encoded on its own, labels on the assistant pieces.
 TrainExample chat_example(const ChatJson& messages, const std::string& where, const TokenizeFn& tokenize,
-                          const RenderChatFn& render_chat, std::optional<int32_t> eos) {
+                          const RenderChatFn& render_chat, std::optional<int32_t> eos, DatasetSummary& summary) {
   if (!render_chat) fail(where, ": {\"messages\": ...} examples need a chat template");
   check_messages(messages, where);
   auto render = [&](size_t count, bool add_generation_prompt) {
@@ -58,6 +58,15 @@ TrainExample chat_example(const ChatJson& messages, const std::string& where, co
     }
   };
   const std::string full = render(messages.size(), false);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatJson& content = messages[i]["content"];
+    if (!content.is_string() || content.get<std::string>().empty()) continue;
+    if (full.find(content.get<std::string>()) != std::string::npos) continue;
+    if (summary.unrendered_messages++ == 0) {
+      summary.first_unrendered = where + ": messages[" + std::to_string(i) + "], role \"" +
+                                 messages[i]["role"].get<std::string>() + "\"";
+    }
+  }
   TrainExample example;
   size_t done = 0;  // bytes of `full` already encoded
   auto piece = [&](size_t end, bool counted) {
@@ -138,7 +147,7 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
       example.tokens.insert(example.tokens.end(), completion.begin(), completion.end());
       example.labels.insert(example.labels.end(), completion.begin(), completion.end());
     } else if (j.contains("messages")) {
-      example = chat_example(j["messages"], where, tokenize, render_chat, eos);
+      example = chat_example(j["messages"], where, tokenize, render_chat, eos, s);
     } else {
       fail(where, ": expected {\"text\": ...}, {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]}");
     }

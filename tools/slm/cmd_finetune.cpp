@@ -31,6 +31,12 @@ Batches read_dataset(const std::string& path, const Tokenizer& tokenizer, const 
   Batches data;
   const TokenizeFn tokenize = [&](std::string_view text, bool special) { return tokenizer.encode(text, special); };
   data.examples = read_jsonl_dataset(path, tokenize, seq_len, tokenizer.eos_id(), &data.summary, render_chat);
+  if (data.summary.unrendered_messages > 0) {
+    std::fprintf(stderr,
+                 "warning: %lld message(s) do not appear in what the chat template renders, the first %s: the "
+                 "template may not know that role, and the model would never see them\n",
+                 static_cast<long long>(data.summary.unrendered_messages), data.summary.first_unrendered.c_str());
+  }
   return data;
 }
 

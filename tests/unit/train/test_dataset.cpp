@@ -114,6 +114,30 @@ void expect_piece(const slm::TrainExample& e, size_t& at, std::string_view text,
   }
 }
 
+// A template that knows only some roles drops the others without a word;
+// the reader counts the messages its render does not hold, and names the first.
+TEST(Dataset, MessagesTheTemplateDropsAreCounted) {
+  const fs::path file = write_file(
+      "roles.jsonl",
+      R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, )"
+      R"({"role": "assistant", "content": "Hello."}]})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes."}]})"
+      "\n");
+  const std::string user_and_assistant =
+      "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'U: ' + m['content'] + '\n' }}"
+      "{% elif m['role'] == 'assistant' %}{{ 'A: ' + m['content'] + '\n' }}{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}{{ 'A: ' }}{% endif %}";
+  slm::DatasetSummary summary;
+  slm::read_jsonl_dataset(file, chatml_tokens, 64, std::nullopt, &summary, renderer(user_and_assistant));
+  EXPECT_EQ(summary.unrendered_messages, 1);
+  EXPECT_NE(summary.first_unrendered.find("roles.jsonl:1: messages[0], role \"system\""), std::string::npos)
+      << summary.first_unrendered;
+  slm::DatasetSummary chatml;
+  slm::read_jsonl_dataset(file, chatml_tokens, 64, std::nullopt, &chatml, renderer(kChatMl));
+  EXPECT_EQ(chatml.unrendered_messages, 0) << "ChatML renders every role";
+}
+
 TEST(Dataset, MessagesCountLossOnAssistantTurnsOnly) {
   const fs::path file = write_file(
       "chat.jsonl",
