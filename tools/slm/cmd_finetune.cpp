@@ -14,6 +14,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 
 #include <unistd.h>
@@ -241,7 +242,11 @@ int run_finetune(int argc, char** argv) {
     loop.pad_id = tokenizer.pad_id().value_or(tokenizer.eos_id().value_or(0));
     loop.out = out;
     loop.resume = resume;
-    loop.base_model = model_options.dir;
+    // The adapter's base_model_name_or_path: the folder given, or for slm's
+    // default model its name (its path is this machine's business).
+    const char* env_model = std::getenv("SLM_MODEL");
+    const bool default_model = app.count("--model") == 0 && (env_model == nullptr || *env_model == '\0');
+    loop.base_model = default_model ? "slm-tiny" : model_options.dir;
 
     check_run_fits(model.config(), lora, full, loop.batch_size, seq_len);
     opt.schedule = parse_lr_schedule(schedule);
