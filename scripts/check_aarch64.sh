@@ -16,5 +16,5 @@ launcher=$(command -v ccache || true)
 export cxx work launcher CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 find src tools -name '*.cpp' | sort | xargs -P "$(nproc)" -I{} sh -c '
   $launcher "$cxx" -std=c++20 -O1 -fopenmp -Wall -Wextra -Werror -Iinclude -Isrc -Itools/slm -I"$work" -idirafter /usr/include \
-    -DSLM_DEFAULT_MODEL_DIR="\"/usr/share/slm/slm-tiny\"" -c {} -o "$work/$(echo {} | tr / _).o" || { echo "aarch64: {} failed" >&2; exit 255; }'
+    -DSLM_DEFAULT_MODEL_DIR="\"/usr/share/slm/slm-tiny\"" -DSLM_BUILD_BINARY_DIR="\"/usr/bin\"" -c {} -o "$work/$(echo {} | tr / _).o" || { echo "aarch64: {} failed" >&2; exit 255; }'
 echo "aarch64: $(find src tools -name '*.cpp' | wc -l) files compile"

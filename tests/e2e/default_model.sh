@@ -36,6 +36,24 @@ if "$SLM_BIN" merge --adapter "$SLM_WORK/info-adapter" --out "$SLM_WORK/info-mer
 else
   fail "merge of a default-model adapter: $(cat "$SLM_WORK/info-merged.err")"
 fi
+# An installed (here: copied) binary finds the default model beside it, as
+# share/slm/slm-tiny, and never in the source tree; missing, it says where it looked.
+prefix="$SLM_WORK/prefix"
+rm -rf "$prefix"
+mkdir -p "$prefix/bin"
+cp "$SLM_BIN" "$prefix/bin/slm"
+if "$prefix/bin/slm" generate -p hi -n 2 > /dev/null 2> "$SLM_WORK/missing.err"; then
+  fail "a copied binary without share/slm/slm-tiny ran (it read the source tree)"
+else
+  grep -q "$prefix/share/slm/slm-tiny" "$SLM_WORK/missing.err" && grep -q "SLM_MODEL" "$SLM_WORK/missing.err" \
+    && pass "missing default model: $(cat "$SLM_WORK/missing.err")" || fail "missing default model: $(cat "$SLM_WORK/missing.err")"
+fi
+mkdir -p "$prefix/share/slm"
+cp -r "$model" "$prefix/share/slm/slm-tiny"
+"$prefix/bin/slm" info --output-format json > "$SLM_WORK/installed.json"
+[ "$(json_get "$SLM_WORK/installed.json" "j['path'] == '$prefix/share/slm/slm-tiny'")" = True ] \
+  && pass "an installed binary uses share/slm/slm-tiny beside it" || fail "installed: $(head -c 200 "$SLM_WORK/installed.json")"
+
 ids=$("$SLM_BIN" tokenize -p "Hello there" --no-special)
 [ -n "$ids" ] && [ "$(echo "$ids" | "$SLM_BIN" detokenize)" = "Hello there" ] \
   && pass "tokenize and detokenize without -m" || fail "tokenize/detokenize without -m: '$ids'"

@@ -108,15 +108,46 @@ std::string read_text_file(const std::string& path) {
 
 namespace slm::cli {
 
-std::string default_model_dir() {
-  if (const char* env = std::getenv("SLM_MODEL"); env != nullptr && *env != '\0') return env;
+namespace {
+
+// Where the default model is installed beside this binary: PREFIX/share/slm/slm-tiny.
+std::filesystem::path installed_default_model() {
   std::error_code ec;
   const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    const std::filesystem::path installed = exe.parent_path().parent_path() / "share" / "slm" / "slm-tiny";
-    if (std::filesystem::exists(installed / "config.json", ec)) return installed.string();
+  if (ec) return {};
+  return exe.parent_path().parent_path() / "share" / "slm" / "slm-tiny";
+}
+
+bool running_from_build_folder() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return !ec && std::filesystem::equivalent(exe.parent_path(), SLM_BUILD_BINARY_DIR, ec);
+}
+
+bool model_env_set() {
+  const char* env = std::getenv("SLM_MODEL");
+  return env != nullptr && *env != '\0';
+}
+
+// A folder that is the default model but is missing: say where it was looked for.
+void check_default_model(const std::string& dir) {
+  std::error_code ec;
+  if (model_env_set() || dir != default_model_dir() || std::filesystem::exists(std::filesystem::path(dir) / "config.json", ec)) {
+    return;
   }
-  return SLM_DEFAULT_MODEL_DIR;
+  fail("no -m given, and slm's default model is not at ", dir,
+       " (it is installed as share/slm/slm-tiny beside bin/slm): pass -m DIR or set SLM_MODEL=DIR");
+}
+
+}  // namespace
+
+std::string default_model_dir() {
+  if (model_env_set()) return std::getenv("SLM_MODEL");
+  const std::filesystem::path installed = installed_default_model();
+  std::error_code ec;
+  if (!installed.empty() && std::filesystem::exists(installed / "config.json", ec)) return installed.string();
+  if (running_from_build_folder()) return SLM_DEFAULT_MODEL_DIR;
+  return installed.string();
 }
 
 void add_model_options(CLI::App& app, ModelOptions& options) {
@@ -141,6 +172,7 @@ void add_adapter_option(CLI::App& app, ModelOptions& options) {
 }
 
 Model load_model(const ModelOptions& options) {
+  check_default_model(options.dir);
   set_num_threads(options.threads > 0 ? options.threads : idle_cores());
   LoadOptions load;
   if (options.dtype != "auto") load.dtype = parse_dtype(options.dtype);
@@ -182,6 +214,7 @@ std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const Mod
 }
 
 Tokenizer load_tokenizer(const std::string& dir) {
+  check_default_model(dir);
   if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
     fail(dir, ": no tokenizer.json (expected the Hugging Face tokenizer files beside the model)");
   }

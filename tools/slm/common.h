@@ -50,8 +50,9 @@ struct ModelOptions {
 };
 
 // The folder a command uses when -m is not given: $SLM_MODEL when set, else
-// slm's default model (share/slm/slm-tiny beside an installed binary, or
-// models/slm-tiny in the source tree the binary was built from).
+// slm's default model (share/slm/slm-tiny beside an installed binary, or, for
+// the binary of the build folder, models/slm-tiny of the source tree it was
+// built from). Loading it when it is missing fails saying where it was sought.
 std::string default_model_dir();
 
 // -m defaults to default_model_dir().
