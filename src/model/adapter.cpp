@@ -10,7 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+// GCC 12's <regex> trips -Wmaybe-uninitialized inside its own automaton at -O1.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <regex>
+#pragma GCC diagnostic pop
 
 namespace slm {
 
