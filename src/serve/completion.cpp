@@ -9,8 +9,6 @@ namespace slm::serve {
 
 namespace {
 
-std::string dump(const ChatJson& j) { return j.dump(-1, ' ', false, ChatJson::error_handler_t::replace); }
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -22,6 +20,8 @@ ChatJson bytes_of(const std::string& s) {
 }
 
 }  // namespace
+
+std::string dump(const ChatJson& j) { return j.dump(-1, ' ', false, ChatJson::error_handler_t::replace); }
 
 ChatJson error_body(const RequestError& e) {
   return {{"error",

@@ -22,6 +22,8 @@ class DataSink;
 
 namespace slm::serve {
 
+// JSON text of a reply; invalid UTF-8 (a token cut inside a character) becomes U+FFFD.
+std::string dump(const ChatJson& j);
 // OpenAI's error object for `e`: {"error": {"message", "type", "param", "code"}}.
 ChatJson error_body(const RequestError& e);
 // OpenAI's finish_reason: "stop" for an end-of-sequence token or a stop string, "length" for a limit.

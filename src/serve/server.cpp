@@ -19,12 +19,11 @@
 namespace slm {
 
 using serve::Completion;
+using serve::dump;
 using serve::Endpoint;
 using serve::RequestError;
 
 namespace {
-
-std::string dump(const ChatJson& j) { return j.dump(-1, ' ', false, ChatJson::error_handler_t::replace); }
 
 void send_json(httplib::Response& res, int status, const ChatJson& body) {
   res.status = status;
