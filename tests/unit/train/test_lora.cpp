@@ -209,24 +209,29 @@ TEST_F(TrainerTest, DirectionalDerivativeMatchesFiniteDifference) {
 
 // The final norm bounds the hidden state, so the frozen head's weights bound
 // how peaked a prediction can get: larger weights let the loss approach zero.
+// At lr 1e-2 the curve falls smoothly (0.0064 by step 50, 0.0025 at 150, the
+// same on every instruction-set path); at 3e-2 it spiked past 1 late in the
+// run and its last value hung on the rounding of the path.
 TEST_F(TrainerTest, OverfitsASmallBatch) {
   const slm::Model model = tiny_model("llama", 0.6);
   slm::LoraOptions lora;
   lora.rank = 8;
   lora.targets = {"all-linear"};
   slm::OptimizerOptions opt;
-  opt.lr = 3e-2;
+  opt.lr = 1e-2;
   slm::Trainer trainer(model, lora, opt);
   EXPECT_EQ(trainer.trainable_parameters(), 2 * (8 * (24 + 24) + 8 * (24 + 12) * 2 + 8 * (24 + 24) +
                                                  8 * (24 + 40) * 3));
   const slm::TrainBatch b = batch();
-  double first = 0, last = 0;
+  double first = 0, last = 0, worst_late = 0;
   for (int step = 0; step < 150; ++step) {
     last = trainer.train_step(b);
     if (step == 0) first = last;
+    if (step >= 50) worst_late = std::max(worst_late, last);
   }
   EXPECT_GT(first, 3.0);
-  EXPECT_LT(last, 0.1);
+  EXPECT_LT(last, 0.005);
+  EXPECT_LT(worst_late, 0.01) << "the loss rose again after step 50";
   EXPECT_EQ(trainer.steps_done(), 150);
 }
 
