@@ -60,7 +60,68 @@ void check_weight(const Tensor& W, int64_t K) {
 // Below this many rows a product is a set of dot products streaming the
 // weights once; above it, a blocked GEMM reuses each weight row across rows.
 constexpr int64_t kGemmMinRows = 4;
-constexpr int64_t kPanelRows = 64;
+
+// y = x·Wᵀ (+ bias) for every projection, from kGemmMinRows rows on, for
+// weights the path has no bf16 GEMM for, in tasks of a panel of weight rows
+// against a block of x's rows: the path's own gemm_nt where it has one (it
+// packs the panel, at most 128 KB as f32, so that it stays in L2), else the
+// panel widened to f32 for OpenBLAS (single-threaded inside: the tasks are
+// the parallelism, so one pool of threads serves every kernel). Tasks are
+// cut across the rows of x as well when the panels alone are too few to
+// share between threads.
+void panel_gemm(const VectorKernels& kernels, const float* x, int64_t M, int64_t K,
+                std::span<const Projection> projections) {
+  const int64_t panel_rows = std::clamp<int64_t>((128 << 10) / (4 * K) / 16 * 16, 16, 64);
+  std::vector<int64_t> first_panel;  // of each projection, counted across all of them
+  int64_t panels = 0;
+  for (const Projection& p : projections) {
+    first_panel.push_back(panels);
+    panels += (p.weight->dim(0) + panel_rows - 1) / panel_rows;
+  }
+  int64_t block_rows = (M + 5) / 6 * 6;
+  while (block_rows > 24 && panels * ((M + block_rows - 1) / block_rows) < 4 * omp_get_max_threads()) {
+    block_rows = (block_rows / 2 + 5) / 6 * 6;
+  }
+  const int64_t row_blocks = (M + block_rows - 1) / block_rows;
+#pragma omp parallel
+  {
+    // Kept by each pool thread across calls: no page faults per product.
+    thread_local std::vector<float> widened;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < panels * row_blocks; ++t) {
+      const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * block_rows;
+      const size_t o = std::upper_bound(first_panel.begin(), first_panel.end(), panel) - first_panel.begin() - 1;
+      const Tensor& W = *projections[o].weight;
+      const int64_t N = W.dim(0), n0 = (panel - first_panel[o]) * panel_rows;
+      const int64_t cols = std::min(panel_rows, N - n0), rows = std::min(block_rows, M - m0);
+      const int64_t row_bytes = static_cast<int64_t>(W.nbytes()) / N;
+      const void* w = static_cast<const char*>(W.data()) + n0 * row_bytes;
+      float* y = projections[o].out + m0 * N + n0;
+      if (kernels.gemm_nt) {
+        kernels.gemm_nt(x + m0 * K, rows, K, W.dtype(), w, cols, K, y, N);
+      } else {
+        const float* panel_f32 = static_cast<const float*>(w);
+        if (W.dtype() != DType::F32) {
+          widened.resize(static_cast<size_t>(cols * K));
+          switch (W.dtype()) {
+            case DType::BF16: kernels.widen_bf16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
+            case DType::F16: kernels.widen_f16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
+            case DType::Q8: kernels.widen_q8(static_cast<const BlockQ8*>(w), cols * K, widened.data()); break;
+            case DType::Q4: kernels.widen_q4(static_cast<const BlockQ4*>(w), cols * K, widened.data()); break;
+            case DType::F32: break;
+          }
+          panel_f32 = widened.data();
+        }
+        sgemm(false, true, rows, cols, K, 1.0f, x + m0 * K, K, panel_f32, K, 0.0f, y, N);
+      }
+      if (const float* bias = projections[o].bias) {
+        for (int64_t m = 0; m < rows; ++m) {
+          for (int64_t n = 0; n < cols; ++n) y[m * N + n] += bias[n0 + n];
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -127,9 +188,9 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     }
     if (bf16 && operands.size() == projections.size()) {
       bf16_gemm_parallel(*bf16, x, M, K, operands, false);
-      return;
+    } else {
+      panel_gemm(vector_kernels(), x, M, K, projections);
     }
-    for (const Projection& p : projections) matmul(x, M, K, *p.weight, p.bias, p.out);
     return;
   }
   int64_t total_rows = 0;
@@ -201,57 +262,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 }
 
 void matmul(const float* x, int64_t M, int64_t K, const Tensor& W, const float* bias, float* y) {
-  check_weight(W, K);
-  const int64_t N = W.dim(0);
-  const VectorKernels& kernels = vector_kernels();
-  if (M < kGemmMinRows) {
-    const Projection one{&W, bias, y};
-    matmul_group(x, M, K, std::span(&one, 1));
-    return;
-  }
-  if (W.dtype() == DType::BF16) {
-    if (const Bf16GemmKernels* bf16 = bf16_gemm_kernels()) {
-      const Bf16Operand operand{W.data_as<const uint16_t>(), K, Bf16Layout::NK, N, bias, y};
-      bf16_gemm_parallel(*bf16, x, M, K, {&operand, 1}, false);
-      return;
-    }
-  }
-  // OpenBLAS runs single-threaded inside; the panels are our parallelism, so
-  // one pool of threads serves every kernel.
-  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
-#pragma omp parallel
-  {
-    std::vector<float> widened;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t n0 = p * kPanelRows;
-      const int64_t rows = std::min(kPanelRows, N - n0);
-      const float* panel;
-      if (W.dtype() == DType::F32) {
-        panel = W.data_as<const float>() + n0 * K;
-      } else {
-        widened.resize(static_cast<size_t>(rows * K));
-        switch (W.dtype()) {
-          case DType::BF16: kernels.widen_bf16(W.data_as<const uint16_t>() + n0 * K, rows * K, widened.data()); break;
-          case DType::F16: kernels.widen_f16(W.data_as<const uint16_t>() + n0 * K, rows * K, widened.data()); break;
-          case DType::Q8:
-            kernels.widen_q8(W.data_as<const BlockQ8>() + n0 * (K / kQuantBlock), rows * K, widened.data());
-            break;
-          case DType::Q4:
-            kernels.widen_q4(W.data_as<const BlockQ4>() + n0 * (K / kQuantBlock), rows * K, widened.data());
-            break;
-          case DType::F32: break;
-        }
-        panel = widened.data();
-      }
-      sgemm(false, true, M, rows, K, 1.0f, x, K, panel, K, 0.0f, y + n0, N);
-      if (bias) {
-        for (int64_t m = 0; m < M; ++m) {
-          for (int64_t n = 0; n < rows; ++n) y[m * N + n0 + n] += bias[n0 + n];
-        }
-      }
-    }
-  }
+  const Projection one{&W, bias, y};
+  matmul_group(x, M, K, std::span(&one, 1));
 }
 
 void sgemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

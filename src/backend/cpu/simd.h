@@ -8,6 +8,8 @@
 
 #include "core/quant.h"
 
+#include <slm/tensor.h>
+
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -41,6 +43,14 @@ struct VectorKernels {
   void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
   void (*widen_q8)(const BlockQ8* w, int64_t n, float* out);
   void (*widen_q4)(const BlockQ4* w, int64_t n, float* out);
+  // C[m,n] = A[m,k]·Wᵀ for n rows of a weight of `dtype` as stored (row
+  // length k, for q8/q4 a multiple of 32) in f32 arithmetic; lda and ldc are
+  // row strides. The product of a few dozen rows and up, where a BLAS spent
+  // more on widening and packing the weights than on FMAs. Null where the
+  // path has none (matmul then widens weight panels for OpenBLAS, whose
+  // AVX-512 and NEON kernels serve those paths).
+  void (*gemm_nt)(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k, float* c,
+                  int64_t ldc);
   // y += a·x, x in f32, bf16 or f16
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
@@ -104,6 +114,10 @@ struct QuantDotKernels {
 const QuantDotKernels* quant_dot_kernels();
 
 VectorKernels portable_kernels();
+// What every gemm_nt is tested against: each weight row widened, then dotted
+// with each row of A.
+void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k,
+                       float* c, int64_t ldc);
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 VectorKernels avx512_kernels();

@@ -7,7 +7,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 // Everything below, and nothing included above, is compiled for this target:
 // a header compiled under it could leak these instructions into other files.
@@ -70,6 +72,157 @@ void widen(const uint16_t* w, int64_t n, float* out) {
 
 void widen_bf16(const uint16_t* w, int64_t n, float* out) { widen<Bf16Weights>(w, n, out); }
 void widen_f16(const uint16_t* w, int64_t n, float* out) { widen<F16Weights>(w, n, out); }
+
+// The 32 values of a q8/q4 block as four vectors of eight f32 (unscaled).
+inline void load_q8(const BlockQ8& w, __m256 (&v)[4]) {
+  for (int j = 0; j < 4; ++j) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.q + 8 * j));
+    v[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  }
+}
+
+inline void load_q4(const BlockQ4& w, __m256 (&v)[4]) {
+  const __m128i low = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q));
+  // Elements 0..15 sit in the low nibbles, 16..31 in the high ones.
+  const __m128i halves[2] = {_mm_sub_epi8(_mm_and_si128(packed, low), eight),
+                             _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), low), eight)};
+  for (int h = 0; h < 2; ++h) {
+    v[2 * h] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(halves[h]));
+    v[2 * h + 1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(halves[h], 8)));
+  }
+}
+
+// A block's products summed unscaled, then scaled once into the total; two
+// blocks at a time keep two independent chains of FMAs in flight.
+template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
+inline __m256 block_dot(const float* x, const Block& w, __m256 acc) {
+  __m256 v[4];
+  Load(w, v);
+  __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(x), v[0]);
+  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), v[1], sum);
+  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), v[2], sum);
+  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), v[3], sum);
+  return _mm256_fmadd_ps(sum, _mm256_set1_ps(scale_of(w.scale)), acc);
+}
+
+template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
+float dot_quantized(const float* x, const Block* w, int64_t k) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  const int64_t blocks = k / kQuantBlock;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    a0 = block_dot<Block, Load>(x + b * kQuantBlock, w[b], a0);
+    a1 = block_dot<Block, Load>(x + (b + 1) * kQuantBlock, w[b + 1], a1);
+  }
+  if (b < blocks) a0 = block_dot<Block, Load>(x + b * kQuantBlock, w[b], a0);
+  return horizontal_sum(_mm256_add_ps(a0, a1));
+}
+
+template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
+void widen_quantized(const Block* w, int64_t n, float* out) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    __m256 v[4];
+    Load(w[b], v);
+    const __m256 scale = _mm256_set1_ps(scale_of(w[b].scale));
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + b * kQuantBlock + 8 * j, _mm256_mul_ps(v[j], scale));
+  }
+}
+
+// gemm_nt as BLAS kernels do it: B is first packed into column groups of
+// 16, [k][16] each (zero past n), so that the micro-kernel reads two aligned
+// vectors of B per k and broadcasts one element of each of six rows of A:
+// eight loads feed twelve FMAs into a 6×16 tile of C held in registers.
+constexpr int64_t kPackCols = 16;
+
+// r[0..7] transposed in place: r[i][j] becomes r[j][i].
+inline void transpose8(__m256 (&r)[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// `rows` consecutive weight rows from row r0 (row length k), widened to f32.
+// The rows are one contiguous run of memory, so this is a single sequential
+// stream for the hardware prefetcher: reading the eight rows side by side
+// instead packed 2.8 GB/s of bf16 weights on one thread against 4.3.
+void widen_rows(DType dtype, const void* w, int64_t r0, int64_t rows, int64_t k, float* out) {
+  const int64_t n = rows * k, blocks = r0 * (k / kQuantBlock);
+  switch (dtype) {
+    case DType::F32: std::copy_n(static_cast<const float*>(w) + r0 * k, n, out); break;
+    case DType::BF16: widen<Bf16Weights>(static_cast<const uint16_t*>(w) + r0 * k, n, out); break;
+    case DType::F16: widen<F16Weights>(static_cast<const uint16_t*>(w) + r0 * k, n, out); break;
+    case DType::Q8: widen_quantized<BlockQ8, load_q8>(static_cast<const BlockQ8*>(w) + blocks, n, out); break;
+    case DType::Q4: widen_quantized<BlockQ4, load_q4>(static_cast<const BlockQ4*>(w) + blocks, n, out); break;
+  }
+}
+
+// Rows [j0, j0+16) of w (those < n; zeros for the rest), widened, as
+// [k][16]; `rows_f32` is scratch for eight widened rows.
+void pack_group(DType dtype, const void* w, int64_t n, int64_t j0, int64_t k, float* out, float* rows_f32) {
+  for (int64_t half = 0; half < 2; ++half) {
+    const int64_t r0 = j0 + 8 * half;
+    const int64_t rows = std::clamp<int64_t>(n - r0, 0, 8);
+    if (rows > 0) widen_rows(dtype, w, r0, rows, k, rows_f32);
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(rows_f32 + i * k + p) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int t = 0; t < 8; ++t) _mm256_storeu_ps(out + (p + t) * kPackCols + 8 * half, r[t]);
+    }
+    for (; p < k; ++p) {
+      for (int64_t i = 0; i < 8; ++i) out[p * kPackCols + 8 * half + i] = i < rows ? rows_f32[i * k + p] : 0.0f;
+    }
+  }
+}
+
+// C[MR, nr] (+)= A[MR, k] · packed B [k][16]; `add` accumulates into C.
+template <int MR>
+void micro_kernel(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t nr, bool add) {
+  __m256 lo[MR], hi[MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(b + p * kPackCols), b1 = _mm256_loadu_ps(b + p * kPackCols + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i * lda + p);
+      lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
+    }
+  }
+  // Every access to the accumulators is in a fully unrolled loop, so they
+  // stay in registers (a loop GCC keeps rolled sends them to the stack on
+  // every step of k).
+  alignas(32) float out[MR][kPackCols];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_ps(out[i], lo[i]);
+    _mm256_store_ps(out[i] + 8, hi[i]);
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    for (int64_t j = 0; j < nr; ++j) row[j] = add ? row[j] + out[i][j] : out[i][j];
+  }
+}
+
+using MicroKernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
+constexpr MicroKernel kMicroKernels[6] = {micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
+                                          micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
 
 void copy_padded(const float* x, int64_t k, float* out) {
   int64_t i = 0;
@@ -145,22 +298,47 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
   return sum;
 }
 
+// k is cut into blocks of 256 so that a packed group of B (16 KB) stays in
+// L1 while the rows of A stream past it.
+void gemm_nt(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k, float* c,
+             int64_t ldc) {
+  constexpr int64_t kMr = 6, kKc = 256;
+  const int64_t groups = (n + kPackCols - 1) / kPackCols;
+  // Kept by each thread across calls: no allocation per product.
+  thread_local std::vector<float> packed, rows_f32;
+  packed.resize(static_cast<size_t>(groups * k * kPackCols));
+  rows_f32.resize(static_cast<size_t>(8 * k));
+  for (int64_t g = 0; g < groups; ++g) {
+    pack_group(dtype, w, n, g * kPackCols, k, packed.data() + g * k * kPackCols, rows_f32.data());
+  }
+  for (int64_t p0 = 0; p0 < k; p0 += kKc) {
+    const int64_t kc = std::min(kKc, k - p0);
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* group = packed.data() + (g * k + p0) * kPackCols;
+      const int64_t nr = std::min(kPackCols, n - g * kPackCols);
+      for (int64_t i0 = 0; i0 < m; i0 += kMr) {
+        const int64_t mr = std::min(kMr, m - i0);
+        kMicroKernels[mr - 1](a + i0 * lda + p0, lda, group, kc, c + i0 * ldc + g * kPackCols, ldc, nr, p0 > 0);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 VectorKernels avx2_kernels() {
-  // Quantized rows use the portable loops on this path.
-  const VectorKernels portable = portable_kernels();
   return {dot_f32,
           dot_bf16,
           copy_padded,
           dot_bf16,
           dot_f16,
-          portable.q8,
-          portable.q4,
+          dot_quantized<BlockQ8, load_q8>,
+          dot_quantized<BlockQ4, load_q4>,
           widen_bf16,
           widen_f16,
-          portable.widen_q8,
-          portable.widen_q4,
+          widen_quantized<BlockQ8, load_q8>,
+          widen_quantized<BlockQ4, load_q4>,
+          gemm_nt,
           axpy,
           axpy_bf16,
           axpy_f16,

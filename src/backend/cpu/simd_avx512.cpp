@@ -219,6 +219,7 @@ VectorKernels avx512_kernels() {
           widen_f16,
           widen_quantized<BlockQ8, load_q8>,
           widen_quantized<BlockQ4, load_q4>,
+          nullptr,
           axpy,
           axpy_widened<load_bf16>,
           axpy_widened<load_f16>,

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace slm::cpu {
 
@@ -115,11 +116,27 @@ VectorKernels portable_kernels() {
           scalar_widen_f16,
           dequantize_q8,
           dequantize_q4,
+          nullptr,
           scalar_axpy,
           scalar_axpy_bf16,
           scalar_axpy_f16,
           scalar_silu_mul,
           scalar_exp_shifted};
+}
+
+void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k,
+                       float* c, int64_t ldc) {
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int64_t j = 0; j < n; ++j) {
+    switch (dtype) {
+      case DType::F32: std::copy_n(static_cast<const float*>(w) + j * k, k, row.data()); break;
+      case DType::BF16: scalar_widen_bf16(static_cast<const uint16_t*>(w) + j * k, k, row.data()); break;
+      case DType::F16: scalar_widen_f16(static_cast<const uint16_t*>(w) + j * k, k, row.data()); break;
+      case DType::Q8: dequantize_q8(static_cast<const BlockQ8*>(w) + j * (k / kQuantBlock), k, row.data()); break;
+      case DType::Q4: dequantize_q4(static_cast<const BlockQ4*>(w) + j * (k / kQuantBlock), k, row.data()); break;
+    }
+    for (int64_t i = 0; i < m; ++i) c[i * ldc + j] = scalar_dot_f32(a + i * lda, row.data(), k);
+  }
 }
 
 }  // namespace slm::cpu

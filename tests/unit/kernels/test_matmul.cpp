@@ -169,6 +169,18 @@ TEST_P(MatmulTest, PanelAndBlockBoundaries) {
   });
 }
 
+// Wide rows cut into the GEMM's blocks along K (256) with a ragged last
+// one, and panels narrower than 64 rows (the L2 bound on a widened panel).
+TEST_P(MatmulTest, WideRowsAcrossKBlocksAndNarrowPanels) {
+  slm::test::for_each_isa([&](Isa isa) {
+    const int64_t K = slm::is_quantized(GetParam()) ? 1056 : 1029;
+    for (int64_t M : {4, 11}) {
+      check_matmul(isa, GetParam(), M, K, 97, true);
+      if (HasFatalFailure()) return;
+    }
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, MatmulTest, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8, DType::Q4),
                          [](const auto& param_info) { return std::string(slm::dtype_name(param_info.param)); });
 
@@ -197,6 +209,51 @@ TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
       }
     }
   });
+}
+
+// gemm_nt of every path that has one against the reference, for every weight dtype,
+// on strided A and C (each row stride past its row; C poisoned between) and
+// every tile shape: m and n not multiples of the 6×16 tile, k around the
+// vector width and the K block of 256.
+TEST(GemmNt, EveryPathMatchesTheReference) {
+  int paths = 0;
+  slm::test::for_each_isa([&](Isa) {
+    const slm::cpu::VectorKernels& k = slm::cpu::vector_kernels();
+    if (!k.gemm_nt) return;
+    ++paths;
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4}) {
+      const std::vector<int64_t> depths = slm::is_quantized(dtype) ? std::vector<int64_t>{32, 256, 288, 608}
+                                                                  : std::vector<int64_t>{1, 7, 8, 9, 255, 256, 257, 600};
+      for (int64_t m : {1, 5, 6, 7, 13}) {
+        for (int64_t n : {1, 8, 15, 16, 17, 33}) {
+          for (int64_t K : depths) {
+            const int64_t lda = K + 3, ldc = n + 2;
+            const auto a = random_vector(m * lda, uint64_t(m * 131 + K));
+            const Tensor W = random_weight(dtype, n, K, uint64_t(n * 7 + K));
+            std::vector<float> got(size_t(m * ldc), -7.0f), want(got.size(), -7.0f);
+            k.gemm_nt(a.data(), m, lda, dtype, W.data(), n, K, got.data(), ldc);
+            slm::cpu::gemm_nt_reference(a.data(), m, lda, dtype, W.data(), n, K, want.data(), ldc);
+            const std::string what = "dtype=" + std::string(slm::dtype_name(dtype)) + " m=" + std::to_string(m) +
+                                     " n=" + std::to_string(n) + " k=" + std::to_string(K);
+            for (int64_t i = 0; i < m; ++i) {
+              for (int64_t j = 0; j < ldc; ++j) {
+                const size_t at = size_t(i * ldc + j);
+                if (j >= n) {
+                  ASSERT_EQ(got[at], -7.0f) << "wrote past n: " << what;
+                  continue;
+                }
+                double scale = 0;
+                for (int64_t p = 0; p < K; ++p) scale += std::fabs(double(a[size_t(i * lda + p)]) * W.at(j * K + p));
+                ASSERT_NEAR(got[at], want[at], 2 * (double(K) + 2) * FLT_EPSILON * scale + 1e-30)
+                    << what << " at " << i << "," << j;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  if (paths == 0) GTEST_SKIP() << "no path of this CPU has a GEMM of its own (AVX2 has one)";
 }
 
 TEST(Matmul, WrongWeightShapeIsAnError) {
