@@ -39,10 +39,11 @@ echo "| model | options | training tok/s | GFLOP/s (% of sgemm) | peak RSS MiB |
 echo "| --- | --- | --- | --- | --- |"
 for options in "" "--grad-checkpointing"; do
   out="$work/trained"
+  rm -rf "$out"  # finetune refuses to overwrite a run folder
   # shellcheck disable=SC2086
   /usr/bin/time -f "%M" -o "$work/rss" $slm finetune --full -m "$model" --data "$work/data.jsonl" --out "$out" \
     --pack --seq-len 256 --batch-size 8 --max-steps "$steps" --lr-schedule constant --threads "$threads" \
-    $options 2>/dev/null
+    $options 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
   read -r rate gflops rss < <(python3 bench/training_rate.py "$out/metrics.jsonl" "$model/config.json" "$work/rss" \
     $((8 * 256)) 6)
   share=$(awk -v g="$gflops" -v s="$sgemm" 'BEGIN { printf "%.0f%% of %.0f", 100 * g / s, s }')

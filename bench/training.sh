@@ -36,9 +36,10 @@ for shape in "${shapes[@]}"; do
     [ -f "$model/config.json" ] ||
       $slm create --shape "$shape" --dtype "$dtype" --tokenizer "$tokenizer" --seed 1 --out "$model" 2>/dev/null
     out="$work/$shape-$dtype-adapter"
+    rm -rf "$out"  # finetune refuses to overwrite a run folder
     /usr/bin/time -f "%M" -o "$work/rss" $slm finetune -m "$model" --data "$work/data.jsonl" --out "$out" \
       --max-steps "$steps" --batch-size 4 --seq-len 256 --lora-r 8 --lora-targets all-linear \
-      --lr-schedule constant --threads "$threads" 2>/dev/null
+      --lr-schedule constant --threads "$threads" 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
     read -r rate gflops rss < <(python3 bench/training_rate.py "$out/metrics.jsonl" "$model/config.json" "$work/rss" \
       $((4 * 256)) 4)
     echo "| $shape | $dtype | $rate | $gflops | $rss |"
