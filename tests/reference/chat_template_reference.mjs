@@ -7,11 +7,9 @@
 // writes OUT_DIR/chat_templates.json; each NAME=DIR adds a model folder whose
 // chat_template is rendered as the packages' are (cases named NAME/...).
 //
-// Inputs avoid the few places where the JS port and Python Jinja disagree
-// (docs/chat-templates.md): str.strip(chars) (the port ignores chars),
-// integral floats in the data, negative operands of % and //, title() of
-// mixed case, and the length of text outside the Basic Multilingual Plane
-// (the port counts UTF-16 units, Python characters).
+// slm is held to Python's Jinja2 (chat_template_jinja2.py renders these same
+// cases); this port is the second reference, and the python_semantics
+// feature gathers the places where the two part ways (docs/chat-templates.md).
 import { Template } from "@huggingface/jinja";
 import fs from "fs";
 import path from "path";
@@ -241,6 +239,11 @@ end
   nested_loops: `{% for m in messages %}{% set outer = loop.index %}{% for c in [m.role, m.content | length] %}{{ outer }}{{ c }}{% if not loop.last %}-{% endif %}{% endfor %} {% endfor %}`,
   generation_block: `{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}<a>{{ m.content }}</a>{% endgeneration %}{% else %}<u>{{ m.content }}</u>{% endif %}
 {% endfor %}`,
+  // Where Python's Jinja2, the reference slm follows, and the port part ways.
+  python_semantics: `{{ 2.5 | round }} {{ 3.5 | round }} {{ 0.125 | round(2) }} {{ 3 | round }} {{ 2.4 | round(method='ceil') }}
+{{ {'a': 1, 'b': (2, 'x')} | items | list }} {{ (1,) }} {{ ('a', "b'") }} {{ 'x\u00a0y\n' | list }} {{ true is number }} {{ true is integer }}
+{{ none }} {{ true }} {{ messages | map(attribute='role') | list }} {{ messages[0] if messages else {} }} {{ [1.0, 2.5] }}
+{{ ' x.'.strip(' .') }} {{ -7 % 3 }} {{ -7 // 2 }} {{ 'hELLO wORLD' | title }} {{ '\U0001F600a' | length }} {{ [1, 2] | trim }} {{ 7 | upper }}`,
   chatml: `{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`,
 };
 const featureContexts = [

@@ -30,6 +30,7 @@ struct Expr {
   std::vector<ExprPtr> items;   // operands; Dict: key, value, key, value ...; Slice: object, start, stop, step (null when absent)
   CallArgs args;                // Call, Filter, Test
   bool negate = false;          // Test: `is not`
+  bool tuple = false;           // List: written as a tuple, `(a, b)` or `a, b`
 };
 
 struct Stmt;

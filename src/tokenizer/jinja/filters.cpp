@@ -138,7 +138,7 @@ Value method(const Value& self, const std::string& name) {
       return bound([d, name](Args&, Scope&, size_t) {
         Items out;
         for (const auto& [k, v] : d->items) {
-          if (name == "items") out.push_back(Value::of(Items{Value::of(k), v}));
+          if (name == "items") out.push_back(Value::tuple_of(Items{Value::of(k), v}));
           else out.push_back(name == "keys" ? Value::of(k) : v);
         }
         return Value::of(std::move(out));
@@ -164,7 +164,7 @@ bool run_test(const std::string& name, const Value& v, const Args& args, size_t 
   if (name == "undefined") return v.kind == Kind::Undefined;
   if (name == "none") return v.kind == Kind::None;
   if (name == "string") return v.kind == Kind::String;
-  if (name == "number") return v.is_number();
+  if (name == "number") return v.is_number() || v.kind == Kind::Bool;  // Python's bool is a Number
   if (name == "integer") return v.kind == Kind::Int;
   if (name == "float") return v.kind == Kind::Float;
   if (name == "boolean") return v.kind == Kind::Bool;
@@ -275,32 +275,25 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     needs({Kind::List, Kind::Dict, Kind::Namespace});
     return Value::of(static_cast<int64_t>(v.kind == Kind::List ? v.list->size() : v.dict->items.size()));
   }
-  if (name == "trim") {
-    needs({Kind::String});
-    return Value::of(strip(v.text, optional_string(args, 0, "chars", pos), true, true));
-  }
+  // The string filters take any value as its str(), as Jinja2's do.
+  const auto as_text = [&] { return v.kind == Kind::String ? v.text : to_string(v, pos); };
+  if (name == "trim") return Value::of(strip(as_text(), optional_string(args, 0, "chars", pos), true, true));
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
-    needs({Kind::String});
-    return Value::of(change_case(v.text, name == "upper" ? Case::Upper : name == "lower" ? Case::Lower : name == "title" ? Case::Title : Case::Capitalize));
+    return Value::of(change_case(as_text(), name == "upper" ? Case::Upper : name == "lower" ? Case::Lower : name == "title" ? Case::Title : Case::Capitalize));
   }
   if (name == "replace") {
-    needs({Kind::String});
-    return Value::of(replace_all(v.text, required_string(args, 0, "old", "replace", pos), required_string(args, 1, "new", "replace", pos),
+    return Value::of(replace_all(as_text(), required_string(args, 0, "old", "replace", pos), required_string(args, 1, "new", "replace", pos),
                                  optional_int(args, 2, "count", -1, pos)));
   }
-  if (name == "wordcount") {
-    needs({Kind::String});
-    return Value::of(static_cast<int64_t>(split(v.text, std::nullopt, -1).size()));
-  }
+  if (name == "wordcount") return Value::of(static_cast<int64_t>(split(as_text(), std::nullopt, -1).size()));
   if (name == "indent") {
-    needs({Kind::String});
     const Value* width = args.get(0, "width");
     std::string prefix(4, ' ');
     if (width && width->kind == Kind::Int) prefix = std::string(static_cast<size_t>(std::max<int64_t>(0, width->integer)), ' ');
     else if (width && width->kind == Kind::String) prefix = width->text;
     const bool first = optional_bool(args, 1, "first", false), blank = optional_bool(args, 2, "blank", false);
     std::string out;
-    const std::vector<std::string> lines = split(v.text, std::string("\n"), -1);
+    const std::vector<std::string> lines = split(as_text(), std::string("\n"), -1);
     for (size_t i = 0; i < lines.size(); ++i) {
       if (i) out += '\n';
       if ((i > 0 || first) && (blank || !lines[i].empty())) out += prefix;
@@ -335,19 +328,19 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     needs({Kind::Int, Kind::Float});
     const int64_t precision = optional_int(args, 0, "precision", 0, pos);
     const std::string method = optional_string(args, 1, "method", pos).value_or("common");
+    if (method != "common" && method != "floor" && method != "ceil") fail_at(pos, "round: method must be common, floor or ceil");
+    // Python's round(): an int stays an int, and halves go to the even
+    // neighbour (2.5 → 2.0); floor and ceil divide, so they give a float.
+    if (method == "common" && v.kind == Kind::Int && precision >= 0) return v;
     const double scale = std::pow(10.0, static_cast<double>(precision));
     const double x = v.as_double() * scale;
-    double r = 0;
-    if (method == "common") r = std::round(x);
-    else if (method == "floor") r = std::floor(x);
-    else if (method == "ceil") r = std::ceil(x);
-    else fail_at(pos, "round: method must be common, floor or ceil");
+    const double r = method == "common" ? std::nearbyint(x) : method == "floor" ? std::floor(x) : std::ceil(x);
     return Value::of(r / scale);
   }
   if (name == "items" || name == "dictsort") {
     needs({Kind::Dict, Kind::Namespace});
     Items out;
-    for (const auto& [k, item] : v.dict->items) out.push_back(Value::of(Items{Value::of(k), item}));
+    for (const auto& [k, item] : v.dict->items) out.push_back(Value::tuple_of(Items{Value::of(k), item}));
     if (name == "dictsort") {
       std::stable_sort(out.begin(), out.end(), [](const Value& a, const Value& b) { return (*a.list)[0].text < (*b.list)[0].text; });
     }

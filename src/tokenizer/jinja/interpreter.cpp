@@ -232,7 +232,7 @@ class Interpreter {
       case Expr::Type::List: {
         Items items;
         for (const ExprPtr& item : e.items) items.push_back(eval(*item, scope));
-        return Value::of(std::move(items));
+        return e.tuple ? Value::tuple_of(std::move(items)) : Value::of(std::move(items));
       }
       case Expr::Type::Dict: {
         Dict d;

@@ -264,9 +264,11 @@ class Parser {
     ExprPtr first = expression();
     if (!is_op(",")) return first;
     auto list = node(Expr::Type::List, first->pos);
+    list->tuple = true;
     list->items.push_back(std::move(first));
     while (is_op(",")) {
       ++at_;
+      if (is_op(")")) break;  // `(1,)`: a trailing comma
       list->items.push_back(expression());
     }
     return list;
@@ -568,7 +570,9 @@ class Parser {
         if (t.text == "(") {
           if (is_op(")")) {  // the empty tuple
             ++at_;
-            return node(Expr::Type::List, t.pos);
+            auto e = node(Expr::Type::List, t.pos);
+            e->tuple = true;
+            return e;
           }
           ExprPtr inner = expression_sequence();
           expect_op(")", "to close '('");

@@ -4,6 +4,8 @@
 #include "tokenizer/jinja/strings.h"
 #include "tokenizer/unicode.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -192,20 +194,93 @@ void append_json(std::string& out, const Value& v, const JsonStyle& style, int d
   }
 }
 
+namespace {
+
+// str.isprintable() of one code point: false for the categories Python
+// escapes in a repr (controls, format characters, separators other than the
+// space, surrogates, private use, unassigned).
+bool printable(char32_t cp) {
+  if (cp == ' ') return true;
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+    case UTF8PROC_CATEGORY_ZS:
+    case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP: return false;
+    default: return true;
+  }
+}
+
+// Python's repr of a str: single quotes unless the text holds one and no
+// double quote; backslash escapes for the quote, \\, \t, \n, \r and every
+// character that is not printable.
+std::string string_repr(const std::string& text) {
+  const bool double_quoted = text.find('\'') != std::string::npos && text.find('"') == std::string::npos;
+  const char quote = double_quoted ? '"' : '\'';
+  std::string out(1, quote);
+  for (char32_t cp : code_points(text)) {
+    char escape[16];
+    if (cp == static_cast<char32_t>(quote) || cp == '\\') {
+      out += '\\';
+      out += static_cast<char>(cp);
+    } else if (cp == '\t') {
+      out += "\\t";
+    } else if (cp == '\n') {
+      out += "\\n";
+    } else if (cp == '\r') {
+      out += "\\r";
+    } else if (printable(cp)) {
+      tok::append_utf8(out, cp);
+    } else {
+      const auto u = static_cast<unsigned>(cp);
+      std::snprintf(escape, sizeof escape, cp < 0x100 ? "\\x%02x" : cp < 0x10000 ? "\\u%04x" : "\\U%08x", u);
+      out += escape;
+    }
+  }
+  return out + quote;
+}
+
+}  // namespace
+
+std::string repr(const Value& v, size_t pos) {
+  switch (v.kind) {
+    case Kind::Undefined: return "Undefined";
+    case Kind::String: return string_repr(v.text);
+    case Kind::List: {
+      std::string out(1, v.tuple ? '(' : '[');
+      for (size_t i = 0; i < v.list->size(); ++i) {
+        if (i) out += ", ";
+        out += repr((*v.list)[i], pos);
+      }
+      if (v.tuple && v.list->size() == 1) out += ',';
+      return out + (v.tuple ? ')' : ']');
+    }
+    case Kind::Dict:
+    case Kind::Namespace: {
+      std::string out = v.kind == Kind::Namespace ? "<Namespace {" : "{";
+      for (size_t i = 0; i < v.dict->items.size(); ++i) {
+        if (i) out += ", ";
+        out += string_repr(v.dict->items[i].first) + ": " + repr(v.dict->items[i].second, pos);
+      }
+      return out + (v.kind == Kind::Namespace ? "}>" : "}");
+    }
+    default: return to_string(v, pos);
+  }
+}
+
 std::string to_string(const Value& v, size_t pos) {
   switch (v.kind) {
-    case Kind::Undefined:
-    case Kind::None: return "";
-    case Kind::Bool: return v.boolean ? "true" : "false";
+    case Kind::Undefined: return "";
+    case Kind::None: return "None";
+    case Kind::Bool: return v.boolean ? "True" : "False";
     case Kind::Int: return std::to_string(v.integer);
     case Kind::Float: return float_repr(v.number);
     case Kind::String: return v.text;
     case Kind::Function: return "<function>";
-    default: {
-      std::string out;
-      append_json(out, v, JsonStyle{}, 0, pos);
-      return out;
-    }
+    default: return repr(v, pos);
   }
 }
 

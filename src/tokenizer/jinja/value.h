@@ -34,6 +34,7 @@ struct Value {
   std::shared_ptr<Items> list;
   std::shared_ptr<Dict> dict;  // Dict and Namespace (a namespace is shared, so assignments are seen by all)
   std::shared_ptr<const Callable> function;
+  bool tuple = false;  // List: a Python tuple (it prints as (a, b)); it behaves as a list otherwise
 
   static Value none() { return Value(Kind::None); }
   static Value of(bool b) {
@@ -59,6 +60,11 @@ struct Value {
   static Value of(Items items) {
     Value v{Kind::List};
     v.list = std::make_shared<Items>(std::move(items));
+    return v;
+  }
+  static Value tuple_of(Items items) {
+    Value v = of(std::move(items));
+    v.tuple = true;
     return v;
   }
   static Value of(Callable f) {
@@ -126,8 +132,11 @@ struct JsonStyle {
 // json.dumps as transformers' tojson calls it (and as a list or dict prints).
 void append_json(std::string& out, const Value& v, const JsonStyle& style, int depth, size_t pos);
 
-// What {{ value }} prints. Lists and dicts print as JSON, as in @huggingface/jinja.
+// What {{ value }} prints: str() of the Python value, as Jinja2 prints it
+// (True, None, [1, 'a'], {'k': (1, 2)}); an undefined value prints nothing.
 std::string to_string(const Value& v, size_t pos);
+// Python's repr(): how a value prints inside a list, tuple or dict.
+std::string repr(const Value& v, size_t pos);
 
 bool equal(const Value& a, const Value& b);
 // Numbers (and booleans) with numbers, strings with strings: -1, 0 or 1.
