@@ -14,13 +14,18 @@ namespace slm::jinja {
 
 namespace {
 
+std::string bounded(std::string text, size_t pos) {
+  if (text.size() > kMaxText) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
+  return text;
+}
+
 // Every binary operator but `and` and `or`, which eval() short-circuits.
 Value binary(const std::string& op, const Value& a, const Value& b, size_t pos) {
   if (op == "==") return Value::of(equal(a, b));
   if (op == "!=") return Value::of(!equal(a, b));
   if (op == "in") return Value::of(contains(b, a, pos));
   if (op == "not in") return Value::of(!contains(b, a, pos));
-  if (op == "~") return Value::of(to_string(a, pos) + to_string(b, pos));
+  if (op == "~") return Value::of(bounded(to_string(a, pos) + to_string(b, pos), pos));
   if (op == "<") return Value::of(compare(a, b, pos) < 0);
   if (op == "<=") return Value::of(compare(a, b, pos) <= 0);
   if (op == ">") return Value::of(compare(a, b, pos) > 0);
@@ -30,18 +35,21 @@ Value binary(const std::string& op, const Value& a, const Value& b, size_t pos) 
   }
   if (op == "+") {
     if (a.kind == Kind::List && b.kind == Kind::List) {
+      if (a.list->size() + b.list->size() > kMaxText / sizeof(Value)) fail_at(pos, "a list of more than ", kMaxText / sizeof(Value), " items");
       Items items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return Value::of(std::move(items));
     }
     // @huggingface/jinja joins a string with anything; Python would fail. The
     // lenient choice never turns a working template into an error.
-    if (a.kind == Kind::String || b.kind == Kind::String) return Value::of(to_string(a, pos) + to_string(b, pos));
+    if (a.kind == Kind::String || b.kind == Kind::String) return Value::of(bounded(to_string(a, pos) + to_string(b, pos), pos));
   }
   if (op == "*" && ((a.kind == Kind::String && b.kind == Kind::Int) || (a.kind == Kind::Int && b.kind == Kind::String))) {
     const Value& s = a.kind == Kind::String ? a : b;
+    const int64_t times = a.kind == Kind::Int ? a.integer : b.integer;
+    if (times > 0 && s.text.size() > kMaxText / static_cast<size_t>(times)) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
     std::string out;
-    for (int64_t i = 0; i < (a.kind == Kind::Int ? a.integer : b.integer); ++i) out += s.text;
+    for (int64_t i = 0; i < times; ++i) out += s.text;
     return Value::of(std::move(out));
   }
   const bool numbers = (a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool);
@@ -89,6 +97,7 @@ class Interpreter {
   Flow run(const Body& body, Scope& scope, std::string& out) {
     for (const auto& s : body) {
       const Flow flow = execute(*s, scope, out);
+      if (out.size() > kMaxText) fail_at(s->pos, "the render grew past ", kMaxText >> 20, " MiB");
       if (flow != Flow::Normal) return flow;
     }
     return Flow::Normal;
@@ -140,6 +149,7 @@ class Interpreter {
     if (s.condition) {
       std::vector<Value> kept;
       for (Value& item : items) {
+        if (++iterations_ > kMaxIterations) fail_at(s.pos, "more than ", kMaxIterations, " loop iterations");
         bind(loop_scope, s.names, item, s.pos);
         if (truthy(eval(*s.condition, loop_scope))) kept.push_back(std::move(item));
       }
@@ -147,6 +157,7 @@ class Interpreter {
     }
     const auto n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
+      if (++iterations_ > kMaxIterations) fail_at(s.pos, "more than ", kMaxIterations, " loop iterations");
       Dict loop;
       loop.items = {{"index", Value::of(i + 1)},
                     {"index0", Value::of(i)},
@@ -367,6 +378,7 @@ class Interpreter {
   }
 
   int macro_depth_ = 0;
+  int64_t iterations_ = 0;  // of every loop of this render, for kMaxIterations
 };
 
 }  // namespace

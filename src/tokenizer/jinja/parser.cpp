@@ -252,6 +252,14 @@ class Parser {
 
   // ---- expressions, loosest binding first
 
+  static Value integer_literal(const Token& t) {
+    int64_t v = 0;
+    if (std::from_chars(t.text.data(), t.text.data() + t.text.size(), v).ec != std::errc()) {
+      fail_at(t.pos, "integer literal out of range");
+    }
+    return Value::of(v);
+  }
+
   ExprPtr node(Expr::Type type, size_t pos) {
     auto e = std::make_unique<Expr>();
     e->type = type;
@@ -484,7 +492,7 @@ class Parser {
         } else if (name.type == Tok::Int) {  // x.0 as x[0]
           attr->type = Expr::Type::Index;
           auto index = node(Expr::Type::Literal, name.pos);
-          index->literal = Value::of(static_cast<int64_t>(std::stoll(name.text)));
+          index->literal = integer_literal(name);
           attr->items.push_back(std::move(e));
           attr->items.push_back(std::move(index));
           e = std::move(attr);
@@ -538,13 +546,13 @@ class Parser {
       case Tok::Float: {
         auto e = node(Expr::Type::Literal, t.pos);
         if (t.type == Tok::Int) {
-          int64_t v = 0;
+          e->literal = integer_literal(t);
+        } else {
+          double v = 0;
           if (std::from_chars(t.text.data(), t.text.data() + t.text.size(), v).ec != std::errc()) {
-            fail_at(t.pos, "integer literal out of range");
+            fail_at(t.pos, "float literal out of range");
           }
           e->literal = Value::of(v);
-        } else {
-          e->literal = Value::of(std::stod(t.text));
         }
         return e;
       }

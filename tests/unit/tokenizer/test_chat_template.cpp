@@ -195,6 +195,8 @@ TEST(ChatTemplateErrors, SyntaxErrorsSayWhereAndWhatWasExpected) {
   EXPECT_EQ(error_of("{{ x $ y }}"), "test:1:6: unexpected character '$'");
   EXPECT_EQ(error_of("{# unclosed"), "test:1:1: comment is not closed: expected '#}'");
   EXPECT_EQ(error_of("{{ 'bad \\q' }}"), "test:1:9: unknown escape \\q in a string literal");
+  EXPECT_EQ(error_of("{{ messages.99999999999999999999 }}"), "test:1:13: integer literal out of range");
+  EXPECT_EQ(error_of("{{ 1e999 }}"), "test:1:4: float literal out of range");
   EXPECT_EQ(error_of("{% endfor %}"), "test:1:1: unexpected '{% endfor %}'");
 }
 
@@ -206,6 +208,19 @@ TEST(ChatTemplateErrors, UnknownFiltersAndTestsAreFoundWhenParsing) {
 TEST(ChatTemplateErrors, RaiseExceptionGivesTheTemplatesMessage) {
   EXPECT_EQ(error_of("{% if true %}\n  {{ raise_exception('Roles must alternate') }}\n{% endif %}"),
             "test:2:6: Roles must alternate");
+}
+
+// A template from a model folder cannot exhaust memory or hang a render.
+TEST(ChatTemplateErrors, RendersAreBoundedInTextAndIterations) {
+  EXPECT_EQ(error_of("{{ 'ab' * 100000000 }}"), "test:1:9: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+            "test:1:82: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}"),
+            "test:1:29: more than 1000000 loop iterations");
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{% for j in range(100) if false %}{% endfor %}{% endfor %}"),
+            "test:1:29: more than 1000000 loop iterations");
+  EXPECT_EQ(error_of("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
+            "test:1:29: the render grew past 64 MiB");
 }
 
 TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
