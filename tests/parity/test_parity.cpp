@@ -4,6 +4,7 @@
 // the reference wrote for each) are made by tests/parity/make_fixtures.sh, which
 // ctest runs first; SLM_PARITY_DIR names the folder it filled. See
 // docs/testing.md for the tolerances and why they are what they are.
+#include <slm/generate.h>
 #include <slm/model.h>
 
 #include <gtest/gtest.h>
@@ -136,18 +137,6 @@ std::vector<float> all_logits(Model& model, std::span<const int32_t> tokens, int
 
 std::span<const float> row(const std::vector<float>& logits, int64_t vocab, int64_t i) {
   return std::span<const float>(logits).subspan(static_cast<size_t>(i * vocab), static_cast<size_t>(vocab));
-}
-
-double mean_nll(const std::vector<float>& logits, int64_t vocab, std::span<const int32_t> tokens) {
-  double total = 0;
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-    const auto r = row(logits, vocab, static_cast<int64_t>(i));
-    const double top = *std::max_element(r.begin(), r.end());
-    double sum = 0;
-    for (float x : r) sum += std::exp(static_cast<double>(x) - top);
-    total += top + std::log(sum) - r[static_cast<size_t>(tokens[i + 1])];
-  }
-  return total / static_cast<double>(tokens.size() - 1);
 }
 
 class Parity : public ::testing::TestWithParam<const char*> {
@@ -357,14 +346,17 @@ TEST_P(Parity, TruncatedCacheIsReusable) {
   EXPECT_LE(relative_error(again, first), 1e-6);
 }
 
+// slm::perplexity itself (what `slm perplexity` runs), over the prompt in one
+// window, against the reference's mean NLL of the same tokens.
 TEST_P(Parity, PerplexityMatchesReference) {
-  const std::vector<float> logits =
-      all_logits(*model_, expected_.prompt, static_cast<int64_t>(expected_.prompt.size()));
-  const double nll = mean_nll(logits, vocab_, expected_.prompt);
-  const double error = std::abs(std::exp(nll) - expected_.perplexity) / expected_.perplexity;
+  const auto& prompt = expected_.prompt;
+  const slm::PerplexityResult result = slm::perplexity(*model_, prompt, static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(result.tokens, static_cast<int64_t>(prompt.size()) - 1);
+  const double error = std::abs(result.perplexity - expected_.perplexity) / expected_.perplexity;
   report("perplexity_error", error);
-  EXPECT_LE(error, tolerance_) << "perplexity " << std::exp(nll) << " vs " << expected_.perplexity << " (nll " << nll
-                               << " vs " << expected_.nll << ")";
+  EXPECT_LE(error, tolerance_) << "perplexity " << result.perplexity << " vs " << expected_.perplexity << " (nll "
+                               << result.mean_nll << " vs " << expected_.nll << ")";
+  EXPECT_NEAR(std::exp(result.mean_nll), result.perplexity, 1e-12 * result.perplexity);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Parity, ::testing::ValuesIn(kModels),
