@@ -7,6 +7,15 @@
 
 namespace slm {
 
+namespace {
+
+// x rounded to the nearest integer level in [lo, hi]; NaN (a NaN weight, or
+// an infinite one against a zero inverse scale) becomes the level of zero,
+// since casting NaN to an integer is undefined.
+float level_of(float x, float lo, float hi, float zero) { return std::isnan(x) ? zero : std::clamp(std::nearbyint(x), lo, hi); }
+
+}  // namespace
+
 void quantize_q8(const float* x, int64_t n, BlockQ8* out) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
     const float* v = x + b * kQuantBlock;
@@ -18,7 +27,7 @@ void quantize_q8(const float* x, int64_t n, BlockQ8* out) {
     const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
     out[b].scale = f32_to_f16(scale);
     for (int i = 0; i < kQuantBlock; ++i) {
-      out[b].q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(v[i] * inverse), -127.0f, 127.0f));
+      out[b].q[i] = static_cast<int8_t>(level_of(v[i] * inverse, -127.0f, 127.0f, 0.0f));
     }
   }
 }
@@ -35,7 +44,7 @@ void quantize_q4(const float* x, int64_t n, BlockQ4* out) {
     const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
     out[b].scale = f32_to_f16(scale);
     auto level = [&](float value) {
-      return static_cast<uint8_t>(std::clamp(std::nearbyint(value * inverse) + 8.0f, 0.0f, 15.0f));
+      return static_cast<uint8_t>(level_of(value * inverse + 8.0f, 0.0f, 15.0f, 8.0f));
     };
     for (int i = 0; i < kQuantBlock / 2; ++i) {
       out[b].q[i] = static_cast<uint8_t>(level(v[i]) | (level(v[i + kQuantBlock / 2]) << 4));

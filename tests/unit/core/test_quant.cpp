@@ -88,6 +88,27 @@ TEST(Quant, ZeroBlockStaysZero) {
   for (float x : back) EXPECT_EQ(x, 0.0f);
 }
 
+// A NaN weight quantizes to the level of zero (casting NaN to an integer is
+// undefined: the sanitizer build checks float-cast-overflow), and the other
+// weights of its block keep their values.
+TEST(Quant, NanWeightsBecomeZeroAndLeaveTheirBlockIntact) {
+  std::vector<float> v(32), back(32);
+  for (int i = 0; i < 32; ++i) v[size_t(i)] = 0.25f * static_cast<float>(i - 16);
+  v[3] = std::nanf("");
+  slm::BlockQ8 q8;
+  slm::quantize_q8(v.data(), 32, &q8);
+  EXPECT_EQ(q8.q[3], 0);
+  slm::dequantize_q8(&q8, 32, back.data());
+  for (int i = 0; i < 32; ++i) {
+    if (i != 3) {
+      EXPECT_NEAR(back[size_t(i)], v[size_t(i)], 0.5 * 4.0 / 127) << i;
+    }
+  }
+  slm::BlockQ4 q4;
+  slm::quantize_q4(v.data(), 32, &q4);
+  EXPECT_EQ(q4.q[3] & 0x0f, 8);
+}
+
 TEST(Quant, TensorToQuantizedRowsAndBack) {
   slm::Tensor t = slm::Tensor::zeros(slm::DType::F32, {3, 64});
   const auto v = block_values(3, 3 * 64);
