@@ -33,8 +33,11 @@ scripts/setup.sh
 stage "Release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSLM_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
+# Every test has a time limit: its own TIMEOUT where it sets one, else 10
+# minutes (30 under the sanitizers), so a hang fails the run instead of
+# stalling it.
 stage "Release tests"
-ctest --test-dir build --output-on-failure -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 600
 
 if [ "${SLM_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
 
@@ -49,7 +52,7 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_REL
 cmake --build build-asan -j "$jobs"
 stage "AddressSanitizer + UBSan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j "$jobs"
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 1800
 
 stage "Fuzzing (bounded)"
 scripts/fuzz.sh "${SLM_FUZZ_SECONDS:-30}"
