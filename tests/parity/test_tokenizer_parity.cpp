@@ -23,6 +23,18 @@ std::string show(const std::string& text) {
 
 class TokenizerParity : public ::testing::TestWithParam<std::string> {};
 
+// Decoded text as the reference writes it. One known difference: the
+// reference decodes byte-fallback pieces with JavaScript's TextDecoder, which
+// drops a byte order mark at the start of its input, where Hugging Face's
+// Rust library (and slm) keep U+FEFF. Only the hand-made tokenizers, with no
+// token for it, decode "\ufeffbom" through byte pieces.
+bool same_text(const std::string& got, const std::string& reference) {
+  if (got == reference) return true;
+  std::string without_bom = got;
+  for (size_t at; (at = without_bom.find("\xEF\xBB\xBF")) != std::string::npos;) without_bom.erase(at, 3);
+  return without_bom == reference;
+}
+
 TEST_P(TokenizerParity, IdsAndDecodedTextMatchTheReference) {
   const char* dir = std::getenv("SLM_TOKENIZER_EXPECTED");
   ASSERT_NE(dir, nullptr) << "SLM_TOKENIZER_EXPECTED is not set (run through ctest)";
@@ -41,8 +53,8 @@ TEST_P(TokenizerParity, IdsAndDecodedTextMatchTheReference) {
     const auto got_plain = tokenizer.encode(text, false);
     bool ok = got == ids && got_plain == plain;
     if (!ids.empty()) {
-      ok = ok && tokenizer.decode(ids, false) == c["decoded"].get<std::string>() &&
-           tokenizer.decode(ids, true) == c["decoded_skip_special"].get<std::string>();
+      ok = ok && same_text(tokenizer.decode(ids, false), c["decoded"].get<std::string>()) &&
+           same_text(tokenizer.decode(ids, true), c["decoded_skip_special"].get<std::string>());
     }
     if (!ok && ++failures <= 5) {
       ADD_FAILURE() << GetParam() << ": " << show(text) << "\n  expected ids " << json(ids).dump() << "\n  got          "
@@ -57,5 +69,10 @@ INSTANTIATE_TEST_SUITE_P(RealTokenizers, TokenizerParity, ::testing::Values("lla
 // "trained": written by `slm tokenizer-train` in the ctest fixture;
 // "default": the default model's (models/slm-tiny), trained the same way.
 INSTANTIATE_TEST_SUITE_P(TrainedTokenizers, TokenizerParity, ::testing::Values("trained", "default"));
+// The hand-made tokenizers of tests/unit/tokenizer/data: a byte-fallback BPE
+// over "a", "b", "ab", "abc", "▁ab", and the same with a merge that joins a
+// metaspace to the character before it; every id the unit tests once typed
+// in comes from the reference through these.
+INSTANTIATE_TEST_SUITE_P(HandMadeTokenizers, TokenizerParity, ::testing::Values("byte_fallback_bpe", "metaspace_merge"));
 
 }  // namespace

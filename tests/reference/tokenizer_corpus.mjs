@@ -43,6 +43,8 @@ const handWritten = [
   "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<|endoftext|>", "<think>\nhmm\n</think>", "<bos>x<eos>",
   "<start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n", "<pad><pad>", "< s>", "<s >", "<<s>>", "<|im_start",
   "<0x41>", "▁already▁has▁metaspace", "Ġalready Ġbyte Ġlevel", "\u2581", "  <s>  spaced  </s>  ",
+  // the rule cases of the hand-made tokenizers (tests/unit/tokenizer/data): merge ranks, metaspace merges, byte fallback
+  "abc", "ab", "a b", "b a a", "ab<s>ab", "ab \u00e9 abc", "\u00e9", "\ufffd", "aab abab",
   // control characters and odd code points
   "\u0000null byte", "bell\u0007", "\u001b[31mred\u001b[0m", "zero\u200bwidth\u200cjoiners\u200d", "\ufeffbom", "soft\u00adhyphen",
   "rtl\u202eoverride", "\ud83d\ude00 surrogate pair", "\uffff", "\u{10ffff}", "private\ue000use",
