@@ -237,7 +237,7 @@ if [ -f "$TOKENIZER/tokenizer.json" ]; then
     fail "create with a tokenizer: $(cat "$SLM_WORK/create.err")"
   fi
 else
-  echo "skip: prompt/context cases (no $TOKENIZER; run scripts/setup.sh)"
+  fail "prompt/context cases: no $TOKENIZER (scripts/setup.sh installs it)"
 fi
 
 # --- chat templates and {"messages"} data ---------------------------------------
@@ -287,7 +287,7 @@ if [ -f "$LLAMA2_TOKENIZER/tokenizer.json" ]; then
     fail "chat-template did not render <user>Hi</s><assistant>"
   fi
 else
-  echo "skip: chat-template cases (no $LLAMA2_TOKENIZER; run scripts/setup.sh)"
+  fail "chat-template cases: no $LLAMA2_TOKENIZER (scripts/setup.sh installs it)"
 fi
 
 # --- slm create ---------------------------------------------------------------

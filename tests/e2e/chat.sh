@@ -92,9 +92,8 @@ code=0
 
 # ---- in a terminal (tmux): prompt, Ctrl-C stops a reply and then hints, Ctrl-D exits 0
 if ! command -v tmux > /dev/null; then
-  echo "skipped: the terminal checks need tmux (scripts/setup.sh installs it)"
+  fail "the terminal checks need tmux (scripts/setup.sh installs it)"
   finish
-  exit 0
 fi
 socket="slm-chat-test-$$"
 tmux_() { tmux -L "$socket" "$@"; }
