@@ -37,6 +37,9 @@ struct ModelConfig {
   double rope_low_freq_factor = 1.0;
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_position_embeddings = 0;
+  // A divisor per rotary frequency (head_dim/2 of them), applied after
+  // rope_scaling: how GGUF files carry Llama 3's scaling (rope_freqs.weight).
+  std::vector<float> rope_freq_factors;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v bias (Qwen2 always; Llama and Qwen3 when attention_bias)
   bool output_bias = false;     // o_proj bias (Llama and Qwen3 when attention_bias)
@@ -50,6 +53,8 @@ struct ModelConfig {
 
   // Reads config.json (and validates every field a decoder needs).
   static ModelConfig from_file(const std::filesystem::path& config_json);
+  // DIR/config.json of a model folder, or the metadata of a GGUF file.
+  static ModelConfig from_model_path(const std::filesystem::path& model);
   // The same from text; `source` names it in error messages.
   static ModelConfig from_json(const std::string& text, const std::string& source);
   // The config.json text Hugging Face transformers reads back to the same model.
@@ -145,7 +150,9 @@ class Backend;
 class Model {
  public:
   // Loads DIR/config.json and the weights (model.safetensors or the shards
-  // listed in model.safetensors.index.json), memory-mapped.
+  // listed in model.safetensors.index.json), memory-mapped; or a GGUF file
+  // (docs/gguf.md: config from its metadata, the types slm has mapped, K-quants
+  // widened once).
   static Model load(const std::filesystem::path& dir, const LoadOptions& options = {});
   Model(ModelConfig config, Weights weights);
   Model(Model&&) noexcept = default;

@@ -11,6 +11,12 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
+namespace simdjson {
+struct padded_string;
+}
+
 namespace slm {
 
 class Tokenizer {
@@ -20,6 +26,14 @@ class Tokenizer {
   // Loads a tokenizer.json; `config` is an optional tokenizer_config.json.
   static Tokenizer from_file(const std::filesystem::path& tokenizer_json,
                              const std::optional<std::filesystem::path>& config = std::nullopt);
+
+  // The tokenizer a GGUF file's tokenizer.ggml.* metadata describes (byte-level
+  // BPE with the pre-tokenizer tokenizer.ggml.pre names, or SentencePiece-style
+  // "llama"), built as the pipeline its tokenizer.json would spell out.
+  static Tokenizer from_gguf(const std::filesystem::path& gguf);
+  // A tokenizer.json and tokenizer_config.json held in memory; `name` names them in errors.
+  static Tokenizer from_json_text(std::string_view tokenizer_json, const std::string& config_json,
+                                  const std::string& name);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -53,6 +67,7 @@ class Tokenizer {
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   static Tokenizer load(const std::filesystem::path& tokenizer_json, const std::optional<std::filesystem::path>& config);
+  static Tokenizer build(const simdjson::padded_string& text, const nlohmann::json& config, const std::string& source);
   std::unique_ptr<Impl> impl_;
 };
 

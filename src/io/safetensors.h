@@ -6,6 +6,7 @@
 #include <slm/tensor.h>
 
 #include "core/mapped_file.h"
+#include "io/weight_source.h"
 
 #include <filesystem>
 #include <map>
@@ -56,16 +57,15 @@ void write_safetensors(const std::filesystem::path& path,
 
 // The weights of a model folder: model.safetensors, or the shards listed in
 // model.safetensors.index.json.
-class WeightFiles {
+class WeightFiles : public WeightSource {
  public:
   static WeightFiles open(const std::filesystem::path& dir);
-  bool contains(const std::string& name) const { return where_.count(name) != 0; }
-  Tensor tensor(const std::string& name) const;
-  std::vector<std::string> names() const;
-  std::string describe() const;  // "model.safetensors" or "3 shards of model.safetensors.index.json"
-  // Returns the pages of a tensor viewing one of the files to the page cache
-  // (MappedFile::release); for tensors that were converted and are not read again.
-  void release(const Tensor& view) const;
+  bool contains(const std::string& name) const override { return where_.count(name) != 0; }
+  Tensor tensor(const std::string& name) const override;
+  std::vector<std::string> names() const override;
+  std::string describe() const override;  // "model.safetensors" or "3 shards of model.safetensors.index.json"
+  // MappedFile::release of the file the view is in.
+  void release(const Tensor& view) const override;
 
  private:
   std::vector<SafetensorsFile> files_;

@@ -4,8 +4,10 @@
 #include <slm/model.h>
 
 #include "backend/backend.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/decoder.h"
+#include "model/gguf_model.h"
 #include "model/rope.h"
 
 #include <algorithm>
@@ -23,7 +25,7 @@ std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_strin
 // and converts linear weights to the requested dtype (or keeps the mapping).
 class WeightReader {
  public:
-  WeightReader(const WeightFiles& files, std::optional<DType> dtype) : files_(files), dtype_(dtype) {}
+  WeightReader(const WeightSource& files, std::optional<DType> dtype) : files_(files), dtype_(dtype) {}
 
   Tensor matrix(const std::string& name, std::vector<int64_t> shape) {
     Tensor t = checked(name, std::move(shape));
@@ -60,7 +62,9 @@ class WeightReader {
     used_.insert(name);
     // Writers lay tensors out aligned, but the format does not promise it:
     // an unaligned tensor is copied once rather than read unaligned forever.
-    if (reinterpret_cast<uintptr_t>(t.data()) % dtype_bytes(t.dtype(), 1) != 0) {
+    // (Quantized blocks start with their f16 scale.)
+    const size_t alignment = is_quantized(t.dtype()) ? 2 : dtype_bytes(t.dtype(), 1);
+    if (reinterpret_cast<uintptr_t>(t.data()) % alignment != 0) {
       Tensor aligned = Tensor::zeros(t.dtype(), t.shape());
       std::memcpy(aligned.data(), t.data(), t.nbytes());
       return aligned;
@@ -68,12 +72,14 @@ class WeightReader {
     return t;
   }
 
-  const WeightFiles& files_;
+  const WeightSource& files_;
   std::optional<DType> dtype_;
   std::set<std::string> used_;
 };
 
-Weights read_weights(const ModelConfig& c, const WeightFiles& files, std::optional<DType> dtype) {
+}  // namespace
+
+Weights read_weights(const ModelConfig& c, const WeightSource& files, std::optional<DType> dtype) {
   WeightReader r(files, dtype);
   const int64_t H = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
   Weights w;
@@ -107,6 +113,8 @@ Weights read_weights(const ModelConfig& c, const WeightFiles& files, std::option
   r.check_all_used();
   return w;
 }
+
+namespace {
 
 // named_weights for Weights and const Weights alike.
 template <class W, class T>
@@ -169,7 +177,8 @@ Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) 
   if (options.device != "auto" && options.device != "cpu") {
     fail("--device: unknown device \"", options.device, "\" (expected auto, cpu or cuda[:N])");
   }
-  if (!std::filesystem::is_directory(dir)) fail(dir.string(), ": not a model folder");
+  if (is_gguf_file(dir)) return load_gguf_model(dir, options);
+  if (!std::filesystem::is_directory(dir)) fail(dir.string(), ": not a model folder (nor a GGUF file)");
   ModelConfig config = ModelConfig::from_file(dir / "config.json");
   const WeightFiles files = WeightFiles::open(dir);
   Weights weights = read_weights(config, files, options.dtype);

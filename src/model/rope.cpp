@@ -26,6 +26,7 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
         f = (1.0 - smooth) * f / c.rope_factor + smooth * f;
       }
     }
+    if (!c.rope_freq_factors.empty()) f /= static_cast<double>(c.rope_freq_factors.at(static_cast<size_t>(i)));
     inv[static_cast<size_t>(i)] = static_cast<float>(f);
   }
   return inv;

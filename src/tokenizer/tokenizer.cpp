@@ -113,16 +113,14 @@ json read_json_file(const std::filesystem::path& path) {
 // of the file, 33 MB for Gemma 3) stay as simdjson parsed them, for the BPE
 // model to read into its tables; every other member, small, becomes the
 // nlohmann object returned. `parser` owns what `vocab` and `merges` point to.
-json read_tokenizer_file(const std::filesystem::path& path, simdjson::dom::parser& parser,
+json read_tokenizer_text(const simdjson::padded_string& text, const std::string& name, simdjson::dom::parser& parser,
                          std::optional<simdjson::dom::element>& vocab, std::optional<simdjson::dom::element>& merges) {
-  simdjson::padded_string text;
-  if (simdjson::padded_string::load(path.string()).get(text) != simdjson::SUCCESS) fail(path.string(), ": cannot open");
   simdjson::dom::element document;
   if (const auto error = parser.parse(text).get(document); error != simdjson::SUCCESS) {
-    fail(path.string(), ": not valid JSON: ", simdjson::error_message(error));
+    fail(name, ": not valid JSON: ", simdjson::error_message(error));
   }
   simdjson::dom::object members;
-  if (document.get_object().get(members) != simdjson::SUCCESS) fail(path.string(), ": expected a JSON object");
+  if (document.get_object().get(members) != simdjson::SUCCESS) fail(name, ": expected a JSON object");
   auto to_json = [](simdjson::dom::element value) { return json::parse(simdjson::minify(value)); };
   json root = json::object();
   for (const simdjson::dom::key_value_pair member : members) {
@@ -302,14 +300,32 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json, cons
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json, const std::optional<std::filesystem::path>& config_path) {
+  simdjson::padded_string text;
+  if (simdjson::padded_string::load(tokenizer_json.string()).get(text) != simdjson::SUCCESS) {
+    fail(tokenizer_json.string(), ": cannot open");
+  }
+  const json config = config_path ? read_json_file(*config_path) : json::object();
+  if (!config.is_object()) fail(config_path->string(), ": expected a JSON object");
+  return build(text, config, tokenizer_json.string());
+}
+
+Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json, const std::string& config_json,
+                                    const std::string& name) {
+  try {
+    const simdjson::padded_string text(tokenizer_json);
+    return build(text, json::parse(config_json), name);
+  } catch (const json::exception& e) {
+    fail(name, ": unexpected structure: ", e.what());
+  }
+}
+
+Tokenizer Tokenizer::build(const simdjson::padded_string& text, const nlohmann::json& config, const std::string& source) {
   auto impl = std::make_unique<Impl>();
-  impl->file = tokenizer_json.string();
+  impl->file = source;
   const std::string& file = impl->file;
   simdjson::dom::parser parser;
   std::optional<simdjson::dom::element> vocab, merges;
-  const json root = read_tokenizer_file(tokenizer_json, parser, vocab, merges);
-  const json config = config_path ? read_json_file(*config_path) : json::object();
-  if (!config.is_object()) fail(config_path->string(), ": expected a JSON object");
+  const json root = read_tokenizer_text(text, file, parser, vocab, merges);
 
   if (!root.contains("model") || !root["model"].is_object()) fail(file, ": missing object \"model\"");
   const json& model = root["model"];

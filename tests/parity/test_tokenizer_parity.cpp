@@ -5,6 +5,9 @@
 // $SLM_TOKENIZER_EXPECTED/<name>.json.
 #include <slm/tokenizer.h>
 
+#include "io/gguf.h"
+#include "tokenizer/gguf_vocab.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -76,3 +79,40 @@ INSTANTIATE_TEST_SUITE_P(TrainedTokenizers, TokenizerParity, ::testing::Values("
 INSTANTIATE_TEST_SUITE_P(HandMadeTokenizers, TokenizerParity, ::testing::Values("byte_fallback_bpe", "metaspace_merge"));
 
 }  // namespace
+
+// The same corpus through the tokenizer a GGUF file carries: the folder's
+// tokenizer written as tokenizer.ggml.* metadata (as slm export writes it)
+// and read back must give the folder's ids and text.
+class GgufTokenizerParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufTokenizerParity, IdsAndDecodedTextMatchTheReference) {
+  const char* dir = std::getenv("SLM_TOKENIZER_EXPECTED");
+  ASSERT_NE(dir, nullptr) << "SLM_TOKENIZER_EXPECTED is not set (run through ctest)";
+  std::ifstream in(std::string(dir) + "/" + GetParam() + ".json");
+  ASSERT_TRUE(in) << "no expected values for " << GetParam();
+  const json expected = json::parse(in);
+  slm::GgufWriter writer;
+  slm::write_gguf_tokenizer_metadata(expected["tokenizer_dir"].get<std::string>(), writer);
+  const std::string gguf = std::string(dir) + "/" + GetParam() + ".tokenizer.gguf";
+  writer.write(gguf);
+  const slm::Tokenizer tokenizer = slm::Tokenizer::from_gguf(gguf);
+  int failures = 0;
+  for (const json& c : expected["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    bool ok = tokenizer.encode(text, true) == ids &&
+              tokenizer.encode(text, false) == c["ids_no_special"].get<std::vector<int32_t>>();
+    if (!ids.empty()) {
+      ok = ok && tokenizer.decode(ids, false) == c["decoded"].get<std::string>() &&
+           tokenizer.decode(ids, true) == c["decoded_skip_special"].get<std::string>();
+    }
+    if (!ok && ++failures <= 5) {
+      ADD_FAILURE() << GetParam() << ": " << show(text) << "\n  expected ids " << json(ids).dump() << "\n  got          "
+                    << json(tokenizer.encode(text, true)).dump() << "\n  decoded "
+                    << show(tokenizer.decode(ids, false)) << " expected " << show(c["decoded"].get<std::string>());
+    }
+  }
+  EXPECT_EQ(failures, 0) << failures << " of " << expected["cases"].size() << " strings differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(FromGguf, GgufTokenizerParity, ::testing::Values("llama2", "llama3", "qwen3", "trained", "default"));

@@ -85,8 +85,8 @@ int run_info(int argc, char** argv) {
       }
     }
     const auto tokenizer_path = std::filesystem::path(model_options.dir) / "tokenizer.json";
-    if (std::filesystem::exists(tokenizer_path)) {
-      const Tokenizer tokenizer = Tokenizer::from_dir(model_options.dir);
+    if (std::filesystem::exists(tokenizer_path) || std::filesystem::is_regular_file(dir)) {
+      const Tokenizer tokenizer = load_tokenizer(model_options.dir);
       j["tokenizer"] = {{"kind", tokenizer.kind()}, {"vocab_size", tokenizer.vocab_size()}};
       nlohmann::json specials = nlohmann::json::array();
       for (int32_t id : tokenizer.special_ids()) specials.push_back({{"id", id}, {"token", tokenizer.id_to_token(id).value_or("")}});

@@ -83,7 +83,7 @@ int run_serve(int argc, char** argv) {
 
     options.engine.kv_dtype = *parse_dtype(model_options.kv_dtype);
     if (!kv_cache.empty()) {
-      const ModelConfig config = ModelConfig::from_file(std::filesystem::path(model_options.dir) / "config.json");
+      const ModelConfig config = ModelConfig::from_model_path(model_options.dir);
       options.engine.kv_cache_tokens = parse_kv_cache_size(kv_cache, config, options.engine.kv_dtype);
     }
     Server server(options);

@@ -12,6 +12,7 @@ int run_create(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_finetune(int argc, char** argv);
 int run_merge(int argc, char** argv);
+int run_export(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_tokenizer_train(int argc, char** argv);
 int run_detokenize(int argc, char** argv);

@@ -152,7 +152,8 @@ std::string default_model_dir() {
 
 void add_model_options(CLI::App& app, ModelOptions& options) {
   options.dir = default_model_dir();
-  app.add_option("-m,--model", options.dir, "model folder (config.json, *.safetensors, tokenizer.json)")
+  app.add_option("-m,--model", options.dir,
+                 "model folder (config.json, *.safetensors, tokenizer.json) or GGUF file (model.gguf)")
       ->capture_default_str();
   app.add_option("--dtype", options.dtype,
                  "weights in memory: auto (as stored, no copy), f32, f16, bf16, q8 or q4 (blocks of 32, quantized at load)")
@@ -215,6 +216,7 @@ std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const Mod
 
 Tokenizer load_tokenizer(const std::string& dir) {
   check_default_model(dir);
+  if (std::filesystem::is_regular_file(dir)) return Tokenizer::from_gguf(dir);
   if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
     fail(dir, ": no tokenizer.json (expected the Hugging Face tokenizer files beside the model)");
   }

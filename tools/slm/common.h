@@ -66,7 +66,8 @@ Model load_model(const ModelOptions& options);
 int64_t parse_kv_cache_size(const std::string& text, const ModelConfig& config, DType kv_dtype);
 // The --adapter for `model`, or null when none was given.
 std::shared_ptr<const Adapter> load_adapter_option(const Model& model, const ModelOptions& options);
-// The tokenizer of a model folder; fails naming the folder when it has none.
+// The tokenizer of a model folder, or of a GGUF file's metadata; fails
+// naming the folder when it has none.
 Tokenizer load_tokenizer(const std::string& dir);
 // Renders conversations with `template_file` (--chat-template, a Jinja file)
 // when given, else with the chat_template of DIR/tokenizer_config.json, and

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"bench", "measure prefill and decode speed", slm::cli::run_bench},
     {"finetune", "train LoRA adapters (or every weight) on a JSON-lines dataset", slm::cli::run_finetune},
     {"merge", "merge a LoRA adapter into its base model", slm::cli::run_merge},
+    {"export", "write a model (or a LoRA adapter) as a GGUF file for llama.cpp", slm::cli::run_export},
     {"tokenize", "text to token ids", slm::cli::run_tokenize},
     {"detokenize", "token ids to text", slm::cli::run_detokenize},
     {"chat-template", "render a conversation with a model's chat template", slm::cli::run_chat_template},

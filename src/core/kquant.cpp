@@ -1,0 +1,100 @@
+#include "core/kquant.h"
+
+#include "core/half.h"
+
+#include <cstring>
+
+namespace slm {
+
+namespace {
+
+// Scale and min of sub-block j (of 8): the first four keep their 6 bits in
+// the low bits of bytes j and j+4; the last four split theirs between a
+// nibble of byte j+4 and the top two bits of bytes j-4 and j.
+void scale_min(int j, const uint8_t* q, uint8_t& scale, uint8_t& min) {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    min = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+template <class Block>
+Block load(const void* blocks, int64_t i) {
+  Block b;
+  std::memcpy(&b, static_cast<const uint8_t*>(blocks) + static_cast<size_t>(i) * sizeof(Block), sizeof b);
+  return b;
+}
+
+}  // namespace
+
+void dequantize_q4_k(const void* blocks, int64_t n, float* out) {
+  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
+    const auto b = load<BlockQ4K>(blocks, i);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    float* y = out + i * kKQuantBlock;
+    const uint8_t* q = b.qs;
+    // Each 32 bytes of qs hold two sub-blocks: the low nibbles, then the high.
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t s0, m0, s1, m1;
+      scale_min(j, b.scales, s0, m0);
+      scale_min(j + 1, b.scales, s1, m1);
+      for (int l = 0; l < 32; ++l) *y++ = d * s0 * static_cast<float>(q[l] & 0xF) - dmin * m0;
+      for (int l = 0; l < 32; ++l) *y++ = d * s1 * static_cast<float>(q[l] >> 4) - dmin * m1;
+    }
+  }
+}
+
+void dequantize_q5_k(const void* blocks, int64_t n, float* out) {
+  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
+    const auto b = load<BlockQ5K>(blocks, i);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    float* y = out + i * kKQuantBlock;
+    const uint8_t* q = b.qs;
+    // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t s0, m0, s1, m1;
+      scale_min(j, b.scales, s0, m0);
+      scale_min(j + 1, b.scales, s1, m1);
+      for (int l = 0; l < 32; ++l) {
+        const int v = (q[l] & 0xF) | (((b.qh[l] >> j) & 1) << 4);
+        *y++ = d * s0 * static_cast<float>(v) - dmin * m0;
+      }
+      for (int l = 0; l < 32; ++l) {
+        const int v = (q[l] >> 4) | (((b.qh[l] >> (j + 1)) & 1) << 4);
+        *y++ = d * s1 * static_cast<float>(v) - dmin * m1;
+      }
+    }
+  }
+}
+
+void dequantize_q6_k(const void* blocks, int64_t n, float* out) {
+  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
+    const auto b = load<BlockQ6K>(blocks, i);
+    const float d = f16_to_f32(b.d);
+    float* y = out + i * kKQuantBlock;
+    // Two halves of 128: in each, ql's 64 bytes give the low nibbles of four
+    // runs of 32 (bytes 0-31 low, 32-63 low, 0-31 high, 32-63 high) and qh's
+    // 32 bytes their top two bits, two bits per run.
+    for (int half = 0; half < 2; ++half, y += 128) {
+      const uint8_t* ql = b.ql + 64 * half;
+      const uint8_t* qh = b.qh + 32 * half;
+      const int8_t* sc = b.scales + 8 * half;
+      for (int l = 0; l < 32; ++l) {
+        const int s = l / 16;
+        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[s] * static_cast<float>(q1);
+        y[l + 32] = d * sc[s + 2] * static_cast<float>(q2);
+        y[l + 64] = d * sc[s + 4] * static_cast<float>(q3);
+        y[l + 96] = d * sc[s + 6] * static_cast<float>(q4);
+      }
+    }
+  }
+}
+
+}  // namespace slm

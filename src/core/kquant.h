@@ -1,0 +1,42 @@
+// The k-quant block formats of llama.cpp (ggml-common.h) that GGUF downloads
+// mostly use (Q4_K_M files mix Q4_K, Q5_K and Q6_K): superblocks of 256
+// weights in 8 or 16 sub-blocks, each with its own 6- or 8-bit scale. slm has
+// no kernels for them: they are widened to f32 once, at load.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace slm {
+
+inline constexpr int64_t kKQuantBlock = 256;
+
+// w = d·scale_j·q − dmin·min_j, q 4 bits; scales and mins 6 bits, packed in 12 bytes.
+struct BlockQ4K {
+  uint16_t d, dmin;  // f16
+  uint8_t scales[12];
+  uint8_t qs[128];
+};
+// As Q4_K with a fifth bit of each q in qh.
+struct BlockQ5K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+// w = d·scale_j·(q − 32), q 6 bits (4 in ql, 2 in qh), 16 int8 scales.
+struct BlockQ6K {
+  uint8_t ql[128];
+  uint8_t qh[64];
+  int8_t scales[16];
+  uint16_t d;
+};
+static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ5K) == 176 && sizeof(BlockQ6K) == 210,
+              "k-quant blocks must match ggml's layout");
+
+// n must be a multiple of kKQuantBlock; `blocks` need no alignment.
+void dequantize_q4_k(const void* blocks, int64_t n, float* out);
+void dequantize_q5_k(const void* blocks, int64_t n, float* out);
+void dequantize_q6_k(const void* blocks, int64_t n, float* out);
+
+}  // namespace slm
