@@ -96,7 +96,7 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> added_around(const Tokeniz
 
 }  // namespace
 
-std::string write_gguf_tokenizer_metadata(const std::filesystem::path& dir, GgufWriter& w) {
+std::string write_gguf_tokenizer_metadata(const std::filesystem::path& dir, GgufWriter& w, int64_t vocab_size) {
   const auto path = dir / "tokenizer.json";
   const std::string file = path.string();
   const json root = read_json(path);
@@ -124,7 +124,11 @@ std::string write_gguf_tokenizer_metadata(const std::filesystem::path& dir, Gguf
     }
   }
 
-  const int32_t size = tokenizer.vocab_size();
+  if (vocab_size > 0 && tokenizer.vocab_size() > vocab_size) {
+    fail(file, ": ", tokenizer.vocab_size(), " tokens, more than the model's vocab_size ", vocab_size,
+         " (llama.cpp needs one embedding row per token)");
+  }
+  const auto size = static_cast<int32_t>(std::max<int64_t>(tokenizer.vocab_size(), vocab_size));
   std::vector<std::string> tokens(static_cast<size_t>(size));
   std::vector<int64_t> types(static_cast<size_t>(size), kNormal);
   std::vector<double> scores(static_cast<size_t>(size), 0.0);

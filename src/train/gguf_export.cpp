@@ -102,7 +102,7 @@ GgufExportSummary export_gguf(const std::filesystem::path& model_dir, const std:
   write_gguf_model_metadata(c, model_dir.filename().empty() ? model_dir.parent_path().filename().string()
                                                              : model_dir.filename().string(),
                             t.file_type, w);
-  const std::string tokenizer = write_gguf_tokenizer_metadata(model_dir, w);
+  const std::string tokenizer = write_gguf_tokenizer_metadata(model_dir, w, c.vocab_size);
   int64_t count = 0;
   for (const auto& [hf_name, tensor] : named_weights(model.weights(), c)) {
     Tensor written = *tensor;

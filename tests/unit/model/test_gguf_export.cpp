@@ -4,9 +4,11 @@
 // row permutation, qwen2's biases, qwen3's q/k norms, head_dim != hidden/heads,
 // Llama 3 rope scaling); the LoRA GGUF holds llama.cpp's names and shapes;
 // the K-quant dequantizers agree with a slow reading of the block formats.
+#include <slm/error.h>
 #include <slm/export.h>
 #include <slm/model.h>
 #include <slm/random.h>
+#include <slm/tokenizer.h>
 #include <slm/train.h>
 
 #include "core/half.h"
@@ -171,6 +173,35 @@ TEST_F(GgufExport, MetadataAndNamesAreLlamaCpps) {
     EXPECT_NEAR(loaded.rope_frequencies()[i], original.rope_frequencies()[i], 1e-6 * original.rope_frequencies()[i]);
   }
   EXPECT_LT(max_difference(logits(loaded), logits(original)), 1e-4);
+}
+
+// A model with more embedding rows than its tokenizer has tokens (Qwen2.5 and
+// SmolLM pad theirs) gets unused "[PADn]" tokens up to vocab_size, as
+// llama.cpp's converter writes them: llama.cpp refuses a token count that is
+// not the embedding's. The file loads back in slm with the same logits.
+TEST_F(GgufExport, TokensArePaddedToTheModelsVocabulary) {
+  slm::ModelConfig c = small_config("llama");
+  c.vocab_size = 4100;
+  const fs::path folder = make_model(c, "padded");
+  const fs::path gguf = dir_ / "padded.gguf";
+  slm::export_gguf(folder, gguf);
+  const slm::GgufFile f = slm::GgufFile::open(gguf);
+  const auto tokens = f.string_array("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.size(), 4100u);
+  EXPECT_EQ(tokens[4096], "[PAD4096]");
+  EXPECT_EQ(tokens[4099], "[PAD4099]");
+  EXPECT_EQ(tokens[4095], slm::Tokenizer::from_dir(folder).id_to_token(4095).value());
+  EXPECT_LE(max_difference(logits(slm::Model::load(gguf)), logits(slm::Model::load(folder))), 1e-5);
+
+  c.vocab_size = 4000;  // fewer rows than tokens: no GGUF llama.cpp could load
+  const fs::path small = make_model(c, "small");
+  try {
+    slm::export_gguf(small, dir_ / "small.gguf");
+    FAIL() << "a tokenizer larger than the embedding was exported";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4096 tokens, more than the model's vocab_size 4000"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "small.gguf"));
 }
 
 TEST_F(GgufExport, LoraGgufHoldsThePairsInLlamaCppShapes) {
