@@ -120,7 +120,7 @@ void BM_RmsNorm(benchmark::State& state) {
   const int64_t rows = state.range(0), dim = 576;
   std::vector<float> x(static_cast<size_t>(rows * dim), 0.5f), w(static_cast<size_t>(dim), 1.0f), out(x.size());
   for (auto _ : state) {
-    slm::cpu::rmsnorm(x.data(), w.data(), 1e-5f, rows, dim, out.data());
+    slm::cpu::rmsnorm(x.data(), w.data(), 0.0f, 1e-5f, rows, dim, out.data());
     benchmark::DoNotOptimize(out.data());
   }
 }

@@ -1,5 +1,5 @@
-// Model: a Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, SmolLM, ...)
-// loaded from a Hugging Face folder. One description of the family with
+// Model: a decoder of the Llama family and its relatives (Llama, Mistral,
+// Qwen2, Qwen3, SmolLM, Gemma 2, Gemma 3, ...) loaded from a Hugging Face folder. One description of the family with
 // per-architecture options; forward passes run over a KV cache.
 #pragma once
 
@@ -19,9 +19,12 @@
 namespace slm {
 
 enum class RopeScaling { None, Linear, Llama3 };
+// The MLP's gate activation: silu (SwiGLU) or the tanh approximation of GELU
+// (GeGLU, transformers' gelu_pytorch_tanh).
+enum class Activation { SiLU, GeluTanh };
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, qwen3
+  std::string model_type;  // llama, mistral, qwen2, qwen3, gemma2, gemma3_text
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -46,6 +49,19 @@ struct ModelConfig {
   bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)
   int64_t sliding_window = 0;   // 0: full attention
   int64_t max_window_layers = 0;  // Qwen2/3: layers below this index keep full attention
+  // Gemma: which layers slide their window (config.json's layer_types); empty
+  // for the families whose window follows sliding_window alone.
+  std::vector<bool> sliding_layers;
+  // Rotary base of the sliding layers (Gemma 3's rope_local_base_freq, no
+  // rope_scaling); 0: every layer uses rope_theta.
+  double rope_local_theta = 0.0;
+  Activation hidden_activation = Activation::SiLU;
+  bool norm_unit_offset = false;  // RMSNorm scales by (1 + weight) (Gemma)
+  bool post_norms = false;        // a norm on the attention and MLP outputs before each residual add (Gemma)
+  bool scale_embeddings = false;  // embeddings times sqrt(hidden_size), rounded to torch_dtype (Gemma)
+  double query_pre_attn_scalar = 0.0;    // scores scaled by its -1/2 power (Gemma); 0: head_dim's
+  double attn_logit_softcapping = 0.0;   // scores become cap * tanh(score / cap) (Gemma 2); 0: none
+  double final_logit_softcapping = 0.0;  // the same on the logits
   double initializer_range = 0.02;
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;
@@ -67,6 +83,12 @@ struct ModelConfig {
   int64_t layer_window(int64_t layer) const;
   // Number of parameters the weights hold.
   int64_t parameter_count() const;
+  // What attention scores are multiplied by: query_pre_attn_scalar^-1/2 or head_dim^-1/2.
+  float attention_scale() const;
+  // What embeddings are multiplied by (1 unless scale_embeddings).
+  float embedding_scale() const;
+  // The weight offset of every RMSNorm: 1 when it scales by (1 + weight).
+  float norm_offset() const { return norm_unit_offset ? 1.0f : 0.0f; }
 };
 
 // Sampling defaults that generation_config.json may carry.
@@ -101,7 +123,9 @@ struct LayerWeights {
   Tensor q_bias, k_bias, v_bias;  // empty unless attention_bias
   Tensor o_bias;                  // empty unless output_bias
   Tensor q_norm, k_norm;          // empty unless qk_norm
+  Tensor post_attn_norm;           // empty unless post_norms
   Tensor mlp_norm, gate_proj, up_proj, down_proj;
+  Tensor post_mlp_norm;            // empty unless post_norms
 };
 
 struct Weights {
@@ -169,8 +193,10 @@ class Model {
 
   // The backend every forward of this model runs on (the CPU today).
   const Backend& backend() const { return *backend_; }
-  // Rotary inverse frequencies, head_dim/2 of them (rope scaling applied).
+  // Rotary inverse frequencies, head_dim/2 of them (rope scaling applied),
+  // and those of the sliding layers where they have their own base (else empty).
   const std::vector<float>& rope_frequencies() const { return inv_freq_; }
+  const std::vector<float>& local_rope_frequencies() const { return local_inv_freq_; }
 
   // Runs every token of `batch`, writing their keys and values into `cache`
   // (which takes the blocks they need), and returns the final hidden states
@@ -197,7 +223,7 @@ class Model {
   Weights weights_;
   AttentionImpl attention_ = AttentionImpl::Flash;
   const Backend* backend_;
-  std::vector<float> inv_freq_;
+  std::vector<float> inv_freq_, local_inv_freq_;
 };
 
 // The PEFT adapter in `dir` (adapter_config.json + adapter_model.safetensors)
@@ -211,7 +237,8 @@ Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::s
 namespace slm {
 
 // Named shapes of real models, for `slm create --shape`: smollm2-135m,
-// qwen2.5-0.5b, llama3.2-1b, and "tiny" (a few hundred thousand parameters).
+// qwen2.5-0.5b, llama3.2-1b, gemma3-270m, gemma3-1b, gemma2-2b, and "tiny"
+// (a few hundred thousand parameters).
 ModelConfig shape_preset(const std::string& name);
 std::vector<std::string> shape_preset_names();
 

@@ -46,11 +46,14 @@ struct AttentionRun {
 };
 
 // Attention of a batch: q and out [rows, heads·head_dim]; causal, and with
-// window > 0 a query at i sees keys j with i − j < window.
+// window > 0 a query at i sees keys j with i − j < window. Scores are
+// scale·q·k (scale 0: 1/√head_dim), then with softcap > 0 softcap·tanh(score/softcap).
 struct AttentionBatch {
   std::span<AttentionRun> runs;
   int64_t heads;
   int64_t window;
+  float scale = 0.0f;
+  float softcap = 0.0f;
 };
 
 // Causal (optionally windowed) grouped-query attention over `batch`
@@ -64,6 +67,8 @@ struct SequenceAttentionShape {
   int64_t kv_heads;
   int64_t head_dim;
   int64_t window;  // 0: full causal attention
+  float scale = 0.0f;    // as AttentionBatch's
+  float softcap = 0.0f;
 };
 
 // LoRA dropout (PEFT's lora_dropout on the adapter's input): elements are
@@ -107,9 +112,11 @@ class Backend {
   // ---- elementwise and normalisation ----
   virtual void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) const = 0;
   virtual void embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t dim, float* dtable) const = 0;
-  virtual void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) const = 0;
-  virtual void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows,
-                                int64_t dim, float* dx, float* dweight, bool accumulate) const = 0;
+  // out = x / √(mean(x²) + eps) · (offset + weight); offset 1 is Gemma's norm.
+  virtual void rmsnorm(const float* x, const float* weight, float offset, float eps, int64_t rows, int64_t dim,
+                       float* out) const = 0;
+  virtual void rmsnorm_backward(const float* dy, const float* x, const float* weight, float offset, float eps,
+                                int64_t rows, int64_t dim, float* dx, float* dweight, bool accumulate) const = 0;
   // Rotary embedding (rotate-half layout) in place on x [rows, heads,
   // head_dim]; cos/sin [rows, head_dim/2] hold each row's own angles.
   virtual void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const float* cos,
@@ -119,7 +126,14 @@ class Backend {
   virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) const = 0;
   virtual void silu_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                                  int64_t n) const = 0;
+  // out = gelu_tanh(gate) · up (GeGLU with transformers' gelu_pytorch_tanh).
+  virtual void gelu_tanh_mul(const float* gate, const float* up, float* out, int64_t n) const = 0;
+  virtual void gelu_tanh_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                      int64_t n) const = 0;
   virtual void add_inplace(float* x, const float* y, int64_t n) const = 0;
+  virtual void scale_inplace(float* x, float s, int64_t n) const = 0;
+  // x = cap · tanh(x / cap), elementwise (logit soft-capping).
+  virtual void softcap_inplace(float* x, float cap, int64_t n) const = 0;
 
   // ---- attention ----
   // Writes row r of k and v [rows, kv_heads·head_dim] at the position and
@@ -138,10 +152,11 @@ class Backend {
                                         float* dq, float* dk, float* dv) const = 0;
 
   // ---- loss and optimiser ----
-  // Σ cross-entropy of hidden[n,H]·lm_headᵀ against targets (< 0 ignored);
-  // dhidden (overwritten) and dlm_head (accumulated) when not null.
-  virtual double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets,
-                               float grad_scale, float* dhidden, float* dlm_head) const = 0;
+  // Σ cross-entropy of the logits hidden[n,H]·lm_headᵀ (soft-capped when
+  // softcap > 0) against targets (< 0 ignored); dhidden (overwritten) and
+  // dlm_head (accumulated) when not null.
+  virtual double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, float softcap,
+                               const int32_t* targets, float grad_scale, float* dhidden, float* dlm_head) const = 0;
   // Σ x², the same whatever the thread count.
   virtual double sum_of_squares(const float* x, int64_t n) const = 0;
   // torch.optim.AdamW on one tensor (then g = 0): w *= decay; m, v updated

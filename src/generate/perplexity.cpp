@@ -24,7 +24,8 @@ PerplexityResult perplexity(const Model& model, std::span<const int32_t> ids, in
         model.forward(ids.subspan(static_cast<size_t>(start), static_cast<size_t>(length)), cache, adapter);
     // Row r predicts the token after it; the window's last row predicts nothing here.
     const std::span<const int32_t> targets = ids.subspan(static_cast<size_t>(start + 1), static_cast<size_t>(length - 1));
-    nll += model.backend().cross_entropy(hidden.data(), length - 1, model.weights().lm_head, targets.data(), 1.0f,
+    nll += model.backend().cross_entropy(hidden.data(), length - 1, model.weights().lm_head,
+                                         static_cast<float>(model.config().final_logit_softcapping), targets.data(), 1.0f,
                                          nullptr, nullptr);
     count += length - 1;
   }

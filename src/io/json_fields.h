@@ -28,6 +28,8 @@ class BasicJsonFields {
   }
 
   bool has(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
+  // Written as null (which some fields distinguish from leaving them out).
+  bool is_null(const char* key) const { return object_.contains(key) && object_[key].is_null(); }
 
   int64_t integer(const char* key, int64_t low, int64_t high, std::optional<int64_t> fallback = std::nullopt) const {
     if (!has(key)) {

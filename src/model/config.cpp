@@ -4,11 +4,13 @@
 #include <slm/error.h>
 #include <slm/model.h>
 
+#include "core/half.h"
 #include "io/json_fields.h"
 #include "model/arch/architecture.h"
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <iterator>
 
@@ -20,6 +22,15 @@ using json = nlohmann::json;
 
 constexpr int64_t kMaxDim = 1 << 17;
 constexpr int64_t kMaxVocab = 1 << 22;
+
+const char* activation_name(Activation a) { return a == Activation::SiLU ? "silu" : "gelu_pytorch_tanh"; }
+
+Activation parse_activation(const JsonFields& f, const char* key, Activation fallback) {
+  const std::string name = f.string(key, activation_name(fallback));
+  if (name == "silu") return Activation::SiLU;
+  if (name == "gelu_pytorch_tanh") return Activation::GeluTanh;
+  fail(f.file(), ": ", key, " \"", name, "\" is not supported (expected silu or gelu_pytorch_tanh)");
+}
 
 }  // namespace
 
@@ -41,8 +52,6 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   ModelConfig c;
   c.model_type = f.string("model_type");
   const Architecture& arch = architecture(c.model_type, f.file());
-  const std::string act = f.string("hidden_act", "silu");
-  if (act != "silu") fail(f.file(), ": hidden_act \"", act, "\" is not supported (expected silu)");
 
   c.hidden_size = f.integer("hidden_size", 1, kMaxDim);
   c.intermediate_size = f.integer("intermediate_size", 1, 4 * kMaxDim);
@@ -73,8 +82,9 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   c.rms_norm_eps = f.number("rms_norm_eps", 0.0, 1.0, 1e-6);
   c.rope_theta = f.number("rope_theta", 1.0, 1e12, 10000.0);
   c.initializer_range = f.number("initializer_range", 0.0, 10.0, 0.02);
-  c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings", arch.tied_by_default);
   arch.set_options(c, f.boolean("attention_bias", false));
+  c.hidden_activation = parse_activation(f, arch.activation_field, c.hidden_activation);
 
   if (f.has("rope_scaling")) {
     const JsonFields rs(f.raw("rope_scaling"), f.file() + ": rope_scaling");
@@ -97,7 +107,7 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
     }
   }
 
-  arch.read_window(f, c);
+  arch.read_fields(f, c);
 
   c.bos_token_ids = f.ids("bos_token_id");
   c.eos_token_ids = f.ids("eos_token_id");
@@ -131,9 +141,27 @@ int64_t ModelConfig::parameter_count() const {
   if (attention_bias) per_layer += q + 2 * kv;
   if (output_bias) per_layer += hidden_size;
   if (qk_norm) per_layer += 2 * head_dim;
+  if (post_norms) per_layer += 2 * hidden_size;
   int64_t total = vocab_size * hidden_size + num_hidden_layers * per_layer + hidden_size;
   if (!tie_word_embeddings) total += vocab_size * hidden_size;
   return total;
+}
+
+float ModelConfig::attention_scale() const {
+  return static_cast<float>(1.0 / std::sqrt(query_pre_attn_scalar > 0 ? query_pre_attn_scalar
+                                                                       : static_cast<double>(head_dim)));
+}
+
+float ModelConfig::embedding_scale() const {
+  if (!scale_embeddings) return 1.0f;
+  // transformers multiplies by sqrt(hidden_size) cast to the weights' dtype
+  // (sqrt(3072) = 55.4256 becomes 55.5 in bf16): the checkpoint's dtype.
+  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(hidden_size)));
+  switch (torch_dtype) {
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(scale));
+    case DType::F16: return f16_to_f32(f32_to_f16(scale));
+    default: return scale;
+  }
 }
 
 std::string ModelConfig::to_json() const {
@@ -151,7 +179,7 @@ std::string ModelConfig::to_json() const {
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
-  j["hidden_act"] = "silu";
+  j[arch.activation_field] = activation_name(hidden_activation);
   j["initializer_range"] = initializer_range;
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_dropout"] = 0.0;

@@ -7,6 +7,7 @@
 #include "core/atomic_file.h"
 #include "core/half.h"
 #include "io/safetensors.h"
+#include "model/weight_layout.h"
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +24,7 @@ struct NamedShape {
 };
 
 ModelConfig base(const char* type, int64_t hidden, int64_t layers, int64_t heads, int64_t kv_heads, int64_t inter,
-                 int64_t vocab) {
+                 int64_t vocab, int64_t head_dim = 0) {
   ModelConfig c;
   c.model_type = type;
   c.hidden_size = hidden;
@@ -32,8 +33,22 @@ ModelConfig base(const char* type, int64_t hidden, int64_t layers, int64_t heads
   c.num_key_value_heads = kv_heads;
   c.intermediate_size = inter;
   c.vocab_size = vocab;
-  c.head_dim = hidden / heads;
+  c.head_dim = head_dim > 0 ? head_dim : hidden / heads;
   c.set_family_options(false);
+  return c;
+}
+
+// Gemma 3's text models: layers of 5 sliding (window 512, base 10000) then 1 full (base 10⁶).
+ModelConfig gemma3(int64_t hidden, int64_t layers, int64_t inter) {
+  ModelConfig c = base("gemma3_text", hidden, layers, 4, 1, inter, 262144, 256);
+  c.tie_word_embeddings = true;
+  c.rope_theta = 1000000;
+  c.rope_local_theta = 10000;
+  c.sliding_window = 512;
+  for (int64_t l = 0; l < layers; ++l) c.sliding_layers.push_back((l + 1) % 6 != 0);
+  c.query_pre_attn_scalar = 256;
+  c.max_position_embeddings = 32768;
+  c.bos_token_ids = {2};
   return c;
 }
 
@@ -63,6 +78,33 @@ const NamedShape kShapes[] = {
        c.max_position_embeddings = 32768;
        c.bos_token_ids = {151643};
        c.eos_token_ids = {151643};
+       return c;
+     }},
+    {"gemma3-270m",
+     [] {
+       ModelConfig c = gemma3(640, 18, 2048);
+       c.eos_token_ids = {1};
+       return c;
+     }},
+    {"gemma3-1b",
+     [] {
+       ModelConfig c = gemma3(1152, 26, 6912);
+       c.eos_token_ids = {1, 106};
+       return c;
+     }},
+    {"gemma2-2b",
+     [] {
+       ModelConfig c = base("gemma2", 2304, 26, 8, 4, 9216, 256000, 256);
+       c.tie_word_embeddings = true;
+       c.rope_theta = 10000;
+       c.sliding_window = 4096;
+       for (int64_t l = 0; l < 26; ++l) c.sliding_layers.push_back(l % 2 == 0);
+       c.query_pre_attn_scalar = 256;
+       c.attn_logit_softcapping = 50;
+       c.final_logit_softcapping = 30;
+       c.max_position_embeddings = 8192;
+       c.bos_token_ids = {2};
+       c.eos_token_ids = {1};
        return c;
      }},
     {"llama3.2-1b",
@@ -113,33 +155,12 @@ uint64_t name_hash(const std::string& name) {
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout(const ModelConfig& c) {
-  const int64_t H = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  Weights w;
+  w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  out.push_back({"model.embed_tokens.weight", {c.vocab_size, H}});
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    out.push_back({p + "input_layernorm.weight", {H}});
-    out.push_back({p + "self_attn.q_proj.weight", {q, H}});
-    out.push_back({p + "self_attn.k_proj.weight", {kv, H}});
-    out.push_back({p + "self_attn.v_proj.weight", {kv, H}});
-    if (c.attention_bias) {
-      out.push_back({p + "self_attn.q_proj.bias", {q}});
-      out.push_back({p + "self_attn.k_proj.bias", {kv}});
-      out.push_back({p + "self_attn.v_proj.bias", {kv}});
-    }
-    if (c.qk_norm) {
-      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
-      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
-    }
-    out.push_back({p + "self_attn.o_proj.weight", {H, q}});
-    if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {H}});
-    out.push_back({p + "post_attention_layernorm.weight", {H}});
-    out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, H}});
-    out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, H}});
-    out.push_back({p + "mlp.down_proj.weight", {H, c.intermediate_size}});
-  }
-  out.push_back({"model.norm.weight", {H}});
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, H}});
+  for_each_weight(w, c, [&](const std::string& name, Tensor&, std::vector<int64_t> shape, bool) {
+    out.emplace_back(name, std::move(shape));
+  });
   return out;
 }
 
@@ -182,8 +203,10 @@ void create_random_model(const ModelConfig& config, const CreateOptions& options
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [name, shape] : tensor_layout(config)) {
     Tensor t = Tensor::zeros(options.dtype, shape);
+    // Norm weights start near a scale of 1: 1 + noise, or noise alone where the norm scales by (1 + weight).
     const bool is_norm = name.ends_with("norm.weight");
-    fill_normal(t, mix_seed(options.seed, name_hash(name)), is_norm ? 1.0 : 0.0, options.init_std);
+    const double mean = is_norm && !config.norm_unit_offset ? 1.0 : 0.0;
+    fill_normal(t, mix_seed(options.seed, name_hash(name)), mean, options.init_std);
     tensors.emplace_back(name, std::move(t));
   }
 

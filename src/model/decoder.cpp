@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace slm::decoder {
 
@@ -100,6 +101,34 @@ float* weight_grad(const Gradients& g, Tensor LayerWeights::*member, int64_t lay
   return g.weights ? (g.weights->layers[sz(layer)].*member).data_as<float>() : nullptr;
 }
 
+const float* f32(const Tensor& t) { return t.data_as<const float>(); }
+
+// The rotary tables of layer l: the sliding layers' own where the model has them.
+std::pair<const float*, const float*> rope_of(const Pass& p, int64_t layer) {
+  if (!p.model.local_rope_frequencies().empty() && p.model.config().layer_window(layer) > 0) {
+    return {p.rope.local_cos, p.rope.local_sin};
+  }
+  return {p.rope.cos, p.rope.sin};
+}
+
+// out = act(gate) · up, the MLP's gated activation (SwiGLU or GeGLU).
+void activate(const Pass& p, const float* gate, const float* up, float* out, int64_t n) {
+  if (p.model.config().hidden_activation == Activation::GeluTanh) {
+    p.model.backend().gelu_tanh_mul(gate, up, out, n);
+  } else {
+    p.model.backend().silu_mul(gate, up, out, n);
+  }
+}
+
+void activate_backward(const Pass& p, const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                       int64_t n) {
+  if (p.model.config().hidden_activation == Activation::GeluTanh) {
+    p.model.backend().gelu_tanh_mul_backward(gate, up, dout, dgate, dup, n);
+  } else {
+    p.model.backend().silu_mul_backward(gate, up, dout, dgate, dup, n);
+  }
+}
+
 }  // namespace
 
 void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int64_t n, Buffer& cos, Buffer& sin) {
@@ -116,11 +145,26 @@ void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int6
   }
 }
 
+void embed(const Model& model, const int32_t* ids, int64_t n, float* out) {
+  model.backend().embedding(model.weights().embed_tokens, ids, n, out);
+  const float scale = model.config().embedding_scale();
+  if (scale != 1.0f) model.backend().scale_inplace(out, scale, n * model.config().hidden_size);
+}
+
+void embed_backward(const Model& model, float* dout, const int32_t* ids, int64_t n, float* dtable) {
+  const int64_t H = model.config().hidden_size;
+  const float scale = model.config().embedding_scale();
+  if (scale != 1.0f) model.backend().scale_inplace(dout, scale, n * H);
+  model.backend().embedding_backward(dout, ids, n, H, dtable);
+}
+
 void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, LayerActivations& a) {
   const ModelConfig& c = p.model.config();
   const Backend& be = p.model.backend();
   const LayerWeights& W = p.model.weights().layers[sz(l)];
   const auto [N, H, hd, I, heads, kv_heads, q_dim, kv_dim, eps] = block_shape(p);
+  const float offset = c.norm_offset();
+  const auto softcap = static_cast<float>(c.attn_logit_softcapping);
   a.q.resize(sz(N * q_dim));
   a.k.resize(sz(N * kv_dim));
   a.v.resize(sz(N * kv_dim));
@@ -129,8 +173,8 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
   a.gate.resize(sz(N * I));
   a.up.resize(sz(N * I));
 
-  // Attention block: x_mid = x + o(attention(rope(q(h)), rope(k(h)), v(h))), h = norm(x).
-  be.rmsnorm(x, W.attn_norm.data_as<const float>(), eps, N, H, p.h.data());
+  // Attention block: x_mid = x + [post-norm](o(attention(rope(q(h)), rope(k(h)), v(h)))), h = norm(x).
+  be.rmsnorm(x, f32(W.attn_norm), offset, eps, N, H, p.h.data());
   linear_group(p, l, {{LoraModule::Q, a.q.data()}, {LoraModule::K, a.k.data()}, {LoraModule::V, a.v.data()}},
                p.h.data(), a);
   if (c.qk_norm) {
@@ -139,15 +183,16 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
       a.q_pre = a.q;
       a.k_pre = a.k;
     }
-    be.rmsnorm(keep ? a.q_pre.data() : a.q.data(), W.q_norm.data_as<const float>(), eps, N * heads, hd, a.q.data());
-    be.rmsnorm(keep ? a.k_pre.data() : a.k.data(), W.k_norm.data_as<const float>(), eps, N * kv_heads, hd, a.k.data());
+    be.rmsnorm(keep ? a.q_pre.data() : a.q.data(), f32(W.q_norm), offset, eps, N * heads, hd, a.q.data());
+    be.rmsnorm(keep ? a.k_pre.data() : a.k.data(), f32(W.k_norm), offset, eps, N * kv_heads, hd, a.k.data());
   }
-  be.rope(a.q.data(), N, heads, hd, p.cos, p.sin);
-  be.rope(a.k.data(), N, kv_heads, hd, p.cos, p.sin);
+  const auto [cos, sin] = rope_of(p, l);
+  be.rope(a.q.data(), N, heads, hd, cos, sin);
+  be.rope(a.k.data(), N, kv_heads, hd, cos, sin);
   if (p.cache) {
     const PagedKV kv{p.cache->keys(l), p.cache->values(l), p.cache->dtype(), p.cache->block_tokens(), kv_heads, hd};
     be.store_kv(a.k.data(), a.v.data(), p.runs, kv);
-    const AttentionBatch batch{p.runs, heads, c.layer_window(l)};
+    const AttentionBatch batch{p.runs, heads, c.layer_window(l), c.attention_scale(), softcap};
     if (p.model.attention() == AttentionImpl::Eager) {
       be.attention_eager(a.q.data(), kv, batch, a.attn.data(), p.scores);
     } else {
@@ -155,17 +200,30 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
     }
   } else {
     a.lse.resize(sz(N * heads));
-    const SequenceAttentionShape shape{p.train_batch, p.train_seq, heads, kv_heads, hd, c.layer_window(l)};
+    const SequenceAttentionShape shape{
+        p.train_batch, p.train_seq, heads, kv_heads, hd, c.layer_window(l), c.attention_scale(), softcap};
     be.attention_train_forward(a.q.data(), a.k.data(), a.v.data(), shape, a.attn.data(), a.lse.data());
   }
-  linear(p, l, LoraModule::O, a.attn.data(), a.x_mid.data(), a);
+  if (c.post_norms) {
+    a.attn_out.resize(sz(N * H));
+    linear(p, l, LoraModule::O, a.attn.data(), a.attn_out.data(), a);
+    be.rmsnorm(a.attn_out.data(), f32(W.post_attn_norm), offset, eps, N, H, a.x_mid.data());
+  } else {
+    linear(p, l, LoraModule::O, a.attn.data(), a.x_mid.data(), a);
+  }
   be.add_inplace(a.x_mid.data(), x, N * H);
 
-  // MLP block: x_out = x_mid + down(silu(gate(h)) · up(h)), h = norm(x_mid).
-  be.rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, p.h.data());
+  // MLP block: x_out = x_mid + [post-norm](down(act(gate(h)) · up(h))), h = norm(x_mid).
+  be.rmsnorm(a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, p.h.data());
   linear_group(p, l, {{LoraModule::Gate, a.gate.data()}, {LoraModule::Up, a.up.data()}}, p.h.data(), a);
-  be.silu_mul(a.gate.data(), a.up.data(), p.act.data(), N * I);
-  linear(p, l, LoraModule::Down, p.act.data(), x_out, a);
+  activate(p, a.gate.data(), a.up.data(), p.act.data(), N * I);
+  if (c.post_norms) {
+    a.mlp_out.resize(sz(N * H));
+    linear(p, l, LoraModule::Down, p.act.data(), a.mlp_out.data(), a);
+    be.rmsnorm(a.mlp_out.data(), f32(W.post_mlp_norm), offset, eps, N, H, x_out);
+  } else {
+    linear(p, l, LoraModule::Down, p.act.data(), x_out, a);
+  }
   be.add_inplace(x_out, a.x_mid.data(), N * H);
 }
 
@@ -175,6 +233,7 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   const Backend& be = p.model.backend();
   const LayerWeights& W = p.model.weights().layers[sz(l)];
   const auto [N, H, hd, I, heads, kv_heads, q_dim, kv_dim, eps] = block_shape(p);
+  const float offset = c.norm_offset();
   s.dh.resize(sz(N * H));
   s.dact.resize(sz(N * I));
   s.dgate.resize(sz(N * I));
@@ -183,35 +242,50 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   s.dq.resize(sz(N * q_dim));
   s.dk.resize(sz(N * kv_dim));
   s.dv.resize(sz(N * kv_dim));
+  if (c.post_norms) s.dpost.resize(sz(N * H));
 
-  // MLP block.
-  be.silu_mul(a.gate.data(), a.up.data(), p.act.data(), N * I);
-  linear_backward(p, l, LoraModule::Down, p.act.data(), dx.data(), s.dact.data(), false, a, g);
-  be.silu_mul_backward(a.gate.data(), a.up.data(), s.dact.data(), s.dgate.data(), s.dup.data(), N * I);
-  be.rmsnorm(a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, p.h.data());
+  // MLP block; dx holds ∂L/∂x_out, the residual's share of ∂L/∂x_mid too.
+  const float* d_down = dx.data();
+  if (c.post_norms) {
+    be.rmsnorm_backward(dx.data(), a.mlp_out.data(), f32(W.post_mlp_norm), offset, eps, N, H, s.dpost.data(),
+                        weight_grad(g, &LayerWeights::post_mlp_norm, l), false);
+    d_down = s.dpost.data();
+  }
+  activate(p, a.gate.data(), a.up.data(), p.act.data(), N * I);
+  linear_backward(p, l, LoraModule::Down, p.act.data(), d_down, s.dact.data(), false, a, g);
+  activate_backward(p, a.gate.data(), a.up.data(), s.dact.data(), s.dgate.data(), s.dup.data(), N * I);
+  be.rmsnorm(a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, p.h.data());
   linear_backward(p, l, LoraModule::Gate, p.h.data(), s.dgate.data(), s.dh.data(), false, a, g);
   linear_backward(p, l, LoraModule::Up, p.h.data(), s.dup.data(), s.dh.data(), true, a, g);
-  be.rmsnorm_backward(s.dh.data(), a.x_mid.data(), W.mlp_norm.data_as<const float>(), eps, N, H, dx.data(),
+  be.rmsnorm_backward(s.dh.data(), a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, dx.data(),
                       weight_grad(g, &LayerWeights::mlp_norm, l), true);
 
   // Attention block.
-  linear_backward(p, l, LoraModule::O, a.attn.data(), dx.data(), s.dattn.data(), false, a, g);
-  const SequenceAttentionShape shape{p.train_batch, p.train_seq, heads, kv_heads, hd, c.layer_window(l)};
+  const float* d_o = dx.data();
+  if (c.post_norms) {
+    be.rmsnorm_backward(dx.data(), a.attn_out.data(), f32(W.post_attn_norm), offset, eps, N, H, s.dpost.data(),
+                        weight_grad(g, &LayerWeights::post_attn_norm, l), false);
+    d_o = s.dpost.data();
+  }
+  linear_backward(p, l, LoraModule::O, a.attn.data(), d_o, s.dattn.data(), false, a, g);
+  const SequenceAttentionShape shape{p.train_batch,       p.train_seq, heads, kv_heads, hd, c.layer_window(l),
+                                     c.attention_scale(), static_cast<float>(c.attn_logit_softcapping)};
   be.attention_train_backward(a.q.data(), a.k.data(), a.v.data(), a.attn.data(), s.dattn.data(), a.lse.data(), shape,
                               s.dq.data(), s.dk.data(), s.dv.data());
-  be.rope_backward(s.dq.data(), N, heads, hd, p.cos, p.sin);
-  be.rope_backward(s.dk.data(), N, kv_heads, hd, p.cos, p.sin);
+  const auto [cos, sin] = rope_of(p, l);
+  be.rope_backward(s.dq.data(), N, heads, hd, cos, sin);
+  be.rope_backward(s.dk.data(), N, kv_heads, hd, cos, sin);
   if (c.qk_norm) {
-    be.rmsnorm_backward(s.dq.data(), a.q_pre.data(), W.q_norm.data_as<const float>(), eps, N * heads, hd, s.dq.data(),
+    be.rmsnorm_backward(s.dq.data(), a.q_pre.data(), f32(W.q_norm), offset, eps, N * heads, hd, s.dq.data(),
                         weight_grad(g, &LayerWeights::q_norm, l), false);
-    be.rmsnorm_backward(s.dk.data(), a.k_pre.data(), W.k_norm.data_as<const float>(), eps, N * kv_heads, hd,
-                        s.dk.data(), weight_grad(g, &LayerWeights::k_norm, l), false);
+    be.rmsnorm_backward(s.dk.data(), a.k_pre.data(), f32(W.k_norm), offset, eps, N * kv_heads, hd, s.dk.data(),
+                        weight_grad(g, &LayerWeights::k_norm, l), false);
   }
-  be.rmsnorm(x_in, W.attn_norm.data_as<const float>(), eps, N, H, p.h.data());
+  be.rmsnorm(x_in, f32(W.attn_norm), offset, eps, N, H, p.h.data());
   linear_backward(p, l, LoraModule::Q, p.h.data(), s.dq.data(), s.dh.data(), false, a, g);
   linear_backward(p, l, LoraModule::K, p.h.data(), s.dk.data(), s.dh.data(), true, a, g);
   linear_backward(p, l, LoraModule::V, p.h.data(), s.dv.data(), s.dh.data(), true, a, g);
-  be.rmsnorm_backward(s.dh.data(), x_in, W.attn_norm.data_as<const float>(), eps, N, H, dx.data(),
+  be.rmsnorm_backward(s.dh.data(), x_in, f32(W.attn_norm), offset, eps, N, H, dx.data(),
                       weight_grad(g, &LayerWeights::attn_norm, l), true);
 }
 

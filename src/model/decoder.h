@@ -25,8 +25,10 @@ struct LayerActivations {
   Buffer q_pre, k_pre;  // before the q/k norm (qk_norm models only)
   Buffer attn;          // attention output, o_proj's input [N, q_dim]
   Buffer lse;           // [B, heads, T] (training)
+  Buffer attn_out;      // o_proj's output before its post-norm [N, H] (post_norms models only)
   Buffer x_mid;         // residual stream after attention
   Buffer gate, up;      // MLP pre-activations [N, I]
+  Buffer mlp_out;       // down_proj's output before its post-norm [N, H] (post_norms models only)
   std::array<Buffer, kLoraModuleCount> lora_u;  // A·x of each adapted module
 };
 
@@ -42,11 +44,19 @@ struct AdapterRun {
 // there first), else the pass's own keys and values of `train_batch`
 // sequences of `train_seq` rows each (training, which keeps every row's
 // logsumexp for the backward).
+// cos/sin [rows, head_dim/2] of each row's position; local_* those of the
+// sliding layers where they rotate with their own base (else empty).
+struct RopeTables {
+  const float* cos;
+  const float* sin;
+  const float* local_cos;
+  const float* local_sin;
+};
+
 struct Pass {
   const Model& model;
   int64_t rows;
-  const float* cos;
-  const float* sin;
+  RopeTables rope;
   std::span<const AdapterRun> adapters;
   KVCache* cache = nullptr;
   std::span<AttentionRun> runs;
@@ -70,7 +80,7 @@ struct Gradients {
   Adapter* adapter = nullptr;
 };
 struct BackwardScratch {
-  Buffer dh, dact, dgate, dup, dattn, dq, dk, dv;
+  Buffer dh, dact, dgate, dup, dattn, dq, dk, dv, dpost;
 };
 // On entry dx holds ∂L/∂(layer output); on exit ∂L/∂(layer input). `a`
 // holds forward's activations of this layer, x_in its input.
@@ -80,9 +90,15 @@ void layer_backward(const Pass& pass, int64_t layer, const float* x_in, const La
 // cos/sin [n, head_dim/2] of each row's own position.
 void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int64_t n, Buffer& cos, Buffer& sin);
 
+// out [n, hidden] = the embeddings of `ids`, scaled as the model scales them.
+void embed(const Model& model, const int32_t* ids, int64_t n, float* out);
+// dtable += ∂L/∂(embedding rows) from dout, the gradient of embed()'s output
+// (overwritten: the scale is applied in place).
+void embed_backward(const Model& model, float* dout, const int32_t* ids, int64_t n, float* dtable);
+
 // The scratch of inference passes, owned by the KV cache they write.
 struct Workspace {
-  Buffer x, h, act, cos, sin, hidden, logits;
+  Buffer x, h, act, cos, sin, local_cos, local_sin, hidden, logits;
   LayerActivations layer;
   std::vector<float> scratch, scores;
   std::vector<AttentionRun> runs;

@@ -9,6 +9,7 @@
 #include "model/decoder.h"
 #include "model/gguf_model.h"
 #include "model/rope.h"
+#include "model/weight_layout.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,8 +19,6 @@
 namespace slm {
 
 namespace {
-
-std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
 // Reads tensors by name, checks each against the shape config.json implies,
 // and converts linear weights to the requested dtype (or keeps the mapping).
@@ -81,35 +80,12 @@ class WeightReader {
 
 Weights read_weights(const ModelConfig& c, const WeightSource& files, std::optional<DType> dtype) {
   WeightReader r(files, dtype);
-  const int64_t H = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
   Weights w;
-  w.embed_tokens = r.matrix("model.embed_tokens.weight", {c.vocab_size, H});
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = layer_prefix(l);
-    LayerWeights L;
-    L.attn_norm = r.vector_f32(p + "input_layernorm.weight", H);
-    L.q_proj = r.matrix(p + "self_attn.q_proj.weight", {q_dim, H});
-    L.k_proj = r.matrix(p + "self_attn.k_proj.weight", {kv_dim, H});
-    L.v_proj = r.matrix(p + "self_attn.v_proj.weight", {kv_dim, H});
-    L.o_proj = r.matrix(p + "self_attn.o_proj.weight", {H, q_dim});
-    if (c.attention_bias) {
-      L.q_bias = r.vector_f32(p + "self_attn.q_proj.bias", q_dim);
-      L.k_bias = r.vector_f32(p + "self_attn.k_proj.bias", kv_dim);
-      L.v_bias = r.vector_f32(p + "self_attn.v_proj.bias", kv_dim);
-    }
-    if (c.output_bias) L.o_bias = r.vector_f32(p + "self_attn.o_proj.bias", H);
-    if (c.qk_norm) {
-      L.q_norm = r.vector_f32(p + "self_attn.q_norm.weight", c.head_dim);
-      L.k_norm = r.vector_f32(p + "self_attn.k_norm.weight", c.head_dim);
-    }
-    L.mlp_norm = r.vector_f32(p + "post_attention_layernorm.weight", H);
-    L.gate_proj = r.matrix(p + "mlp.gate_proj.weight", {c.intermediate_size, H});
-    L.up_proj = r.matrix(p + "mlp.up_proj.weight", {c.intermediate_size, H});
-    L.down_proj = r.matrix(p + "mlp.down_proj.weight", {H, c.intermediate_size});
-    w.layers.push_back(std::move(L));
-  }
-  w.final_norm = r.vector_f32("model.norm.weight", H);
-  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : r.matrix("lm_head.weight", {c.vocab_size, H});
+  w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for_each_weight(w, c, [&](const std::string& name, Tensor& t, std::vector<int64_t> shape, bool matrix) {
+    t = matrix ? r.matrix(name, std::move(shape)) : r.vector_f32(name, shape[0]);
+  });
+  if (c.tie_word_embeddings) w.lm_head = w.embed_tokens;
   r.check_all_used();
   return w;
 }
@@ -120,31 +96,9 @@ namespace {
 template <class W, class T>
 std::vector<std::pair<std::string, T*>> list_weights(W& w, const ModelConfig& c) {
   std::vector<std::pair<std::string, T*>> out;
-  auto add = [&](std::string name, T& t) {
-    if (!t.empty()) out.emplace_back(std::move(name), &t);
-  };
-  add("model.embed_tokens.weight", w.embed_tokens);
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    auto& L = w.layers[l];
-    const std::string p = layer_prefix(static_cast<int64_t>(l));
-    add(p + "input_layernorm.weight", L.attn_norm);
-    add(p + "self_attn.q_proj.weight", L.q_proj);
-    add(p + "self_attn.k_proj.weight", L.k_proj);
-    add(p + "self_attn.v_proj.weight", L.v_proj);
-    add(p + "self_attn.o_proj.weight", L.o_proj);
-    add(p + "self_attn.q_proj.bias", L.q_bias);
-    add(p + "self_attn.k_proj.bias", L.k_bias);
-    add(p + "self_attn.v_proj.bias", L.v_bias);
-    add(p + "self_attn.o_proj.bias", L.o_bias);
-    add(p + "self_attn.q_norm.weight", L.q_norm);
-    add(p + "self_attn.k_norm.weight", L.k_norm);
-    add(p + "post_attention_layernorm.weight", L.mlp_norm);
-    add(p + "mlp.gate_proj.weight", L.gate_proj);
-    add(p + "mlp.up_proj.weight", L.up_proj);
-    add(p + "mlp.down_proj.weight", L.down_proj);
-  }
-  add("model.norm.weight", w.final_norm);
-  if (!c.tie_word_embeddings) add("lm_head.weight", w.lm_head);
+  for_each_weight(w, c, [&](const std::string& name, T& t, const std::vector<int64_t>&, bool) {
+    if (!t.empty()) out.emplace_back(name, &t);
+  });
   return out;
 }
 
@@ -168,7 +122,8 @@ Model::Model(ModelConfig config, Weights weights)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(&backend_for(Device::CPU)),
-      inv_freq_(rope_inverse_frequencies(config_)) {}
+      inv_freq_(rope_inverse_frequencies(config_)),
+      local_inv_freq_(config_.rope_local_theta > 0 ? rope_inverse_frequencies(config_, true) : std::vector<float>{}) {}
 
 Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   if (options.device.starts_with("cuda")) {
@@ -281,10 +236,11 @@ std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
 
   const int64_t n = b.size(), H = c.hidden_size;
   decoder::rope_angles(inv_freq_, b.positions.data(), n, w.cos, w.sin);
+  if (!local_inv_freq_.empty()) decoder::rope_angles(local_inv_freq_, b.positions.data(), n, w.local_cos, w.local_sin);
   w.x.resize(static_cast<size_t>(n * H));
-  backend_->embedding(weights_.embed_tokens, b.tokens.data(), n, w.x.data());
-  const decoder::Pass pass{*this, n, w.cos.data(), w.sin.data(), w.adapters, &cache, w.runs, 0, 0, 0.0, 0,
-                           w.h, w.act, w.scratch, w.scores};
+  decoder::embed(*this, b.tokens.data(), n, w.x.data());
+  const decoder::Pass pass{*this, n, {w.cos.data(), w.sin.data(), w.local_cos.data(), w.local_sin.data()},
+                           w.adapters, &cache, w.runs, 0, 0, 0.0, 0, w.h, w.act, w.scratch, w.scores};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) decoder::layer_forward(pass, l, w.x.data(), w.x.data(), w.layer);
   for (size_t i = 0; i < w.runs.size(); ++i) {
     const auto& run = w.runs[i];
@@ -299,8 +255,8 @@ std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
   for (int64_t i = 0; i < out_rows; ++i) {
     std::copy_n(w.x.data() + w.output_rows[static_cast<size_t>(i)] * H, H, w.h.data() + i * H);
   }
-  backend_->rmsnorm(w.h.data(), weights_.final_norm.data_as<const float>(), static_cast<float>(c.rms_norm_eps),
-                    out_rows, H, w.hidden.data());
+  backend_->rmsnorm(w.h.data(), weights_.final_norm.data_as<const float>(), c.norm_offset(),
+                    static_cast<float>(c.rms_norm_eps), out_rows, H, w.hidden.data());
   return {w.hidden.data(), w.hidden.size()};
 }
 
@@ -324,6 +280,9 @@ void Model::logits(std::span<const float> hidden, int64_t rows, std::span<float>
     fail("logits: buffers too small for ", rows, " rows");
   }
   backend_->matmul(hidden.data(), rows, H, weights_.lm_head, nullptr, out.data());
+  if (config_.final_logit_softcapping > 0) {
+    backend_->softcap_inplace(out.data(), static_cast<float>(config_.final_logit_softcapping), rows * config_.vocab_size);
+  }
 }
 
 std::span<const float> Model::forward_last_logits(std::span<const int32_t> tokens, KVCache& cache,

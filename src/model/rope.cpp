@@ -5,15 +5,17 @@
 
 namespace slm {
 
-std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c, bool local) {
   const int64_t half = c.head_dim / 2;
+  // The sliding layers' own base is never scaled.
+  const RopeScaling scaling = local ? RopeScaling::None : c.rope_scaling;
   std::vector<float> inv(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
-    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(exponent));
-    if (c.rope_scaling == RopeScaling::Linear) {
+    double f = 1.0 / std::pow(local ? c.rope_local_theta : c.rope_theta, static_cast<double>(exponent));
+    if (scaling == RopeScaling::Linear) {
       f /= c.rope_factor;
-    } else if (c.rope_scaling == RopeScaling::Llama3) {
+    } else if (scaling == RopeScaling::Llama3) {
       const double old_context = static_cast<double>(c.rope_original_max_position_embeddings);
       const double low_wavelen = old_context / c.rope_low_freq_factor;
       const double high_wavelen = old_context / c.rope_high_freq_factor;

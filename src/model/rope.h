@@ -9,7 +9,8 @@
 namespace slm {
 
 // inv_freq[i] = rope_theta^(-2i/head_dim), rope_scaling applied, as Hugging
-// Face transformers computes it; head_dim/2 entries.
-std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
+// Face transformers computes it; head_dim/2 entries. `local`: those of the
+// sliding layers, rope_local_theta^(-2i/head_dim) unscaled (Gemma 3).
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config, bool local = false);
 
 }  // namespace slm

@@ -69,7 +69,7 @@ struct Trainer::State {
   // checkpointing and in evaluation, of the one being run).
   std::vector<Buffer> inputs;
   std::vector<decoder::LayerActivations> layers;
-  Buffer x_final, h_final, cos, sin, recomputed, h, act, dh, dx;
+  Buffer x_final, h_final, cos, sin, local_cos, local_sin, recomputed, h, act, dh, dx;
   std::vector<int32_t> positions;
   decoder::BackwardScratch backward;
   std::vector<float> scratch, scores;
@@ -232,11 +232,14 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with
   positions.resize(sz(N));
   for (int64_t r = 0; r < N; ++r) positions[sz(r)] = static_cast<int32_t>(r % T);
   decoder::rope_angles(model->rope_frequencies(), positions.data(), N, cos, sin);
+  if (!model->local_rope_frequencies().empty()) {
+    decoder::rope_angles(model->local_rope_frequencies(), positions.data(), N, local_cos, local_sin);
+  }
   // Training's [B, T] batch is one run of rows adding the trained adapter (or none).
   const decoder::AdapterRun rows{0, N, full() ? nullptr : &adapter};
-  const decoder::Pass pass{*model, N, cos.data(), sin.data(), std::span(&rows, 1), nullptr, {}, B, T,
-                           with_backward ? lora.dropout : 0.0, mix_seed(lora.seed, forward_calls), h, act, scratch,
-                           scores};
+  const decoder::Pass pass{*model, N, {cos.data(), sin.data(), local_cos.data(), local_sin.data()},
+                           std::span(&rows, 1), nullptr, {}, B, T, with_backward ? lora.dropout : 0.0,
+                           mix_seed(lora.seed, forward_calls), h, act, scratch, scores};
   // Next-token targets: position t predicts labels[t+1]; the last position of each sequence predicts nothing.
   std::vector<int32_t> next_tokens(sz(N), -100);
   for (int64_t b = 0; b < B; ++b) {
@@ -244,7 +247,7 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with
   }
 
   inputs[0].resize(sz(N * H));
-  be.embedding(model->weights().embed_tokens, batch.tokens.data(), N, inputs[0].data());
+  decoder::embed(*model, batch.tokens.data(), N, inputs[0].data());
   x_final.resize(sz(N * H));
   for (int64_t l = 0; l < layer_count; ++l) {
     Buffer& out = l + 1 < layer_count ? inputs[sz(l + 1)] : x_final;
@@ -254,15 +257,19 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with
   h_final.resize(sz(N * H));
   const Weights& w = model->weights();
   const float eps = static_cast<float>(c.rms_norm_eps);
-  be.rmsnorm(x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, h_final.data());
-  if (!with_backward) return be.cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), 1.0f, nullptr, nullptr);
+  const auto softcap = static_cast<float>(c.final_logit_softcapping);
+  be.rmsnorm(x_final.data(), w.final_norm.data_as<const float>(), c.norm_offset(), eps, N, H, h_final.data());
+  if (!with_backward) {
+    return be.cross_entropy(h_final.data(), N, w.lm_head, softcap, next_tokens.data(), 1.0f, nullptr, nullptr);
+  }
   const decoder::Gradients g{full() ? &grads : nullptr, full() ? nullptr : &adapter, full() ? nullptr : &adapter_grads};
   dh.resize(sz(N * H));
-  const double loss = be.cross_entropy(h_final.data(), N, w.lm_head, next_tokens.data(), static_cast<float>(grad_scale),
-                                       dh.data(), full() ? grads.lm_head.data_as<float>() : nullptr);
+  const double loss = be.cross_entropy(h_final.data(), N, w.lm_head, softcap, next_tokens.data(),
+                                       static_cast<float>(grad_scale), dh.data(),
+                                       full() ? grads.lm_head.data_as<float>() : nullptr);
   dx.resize(sz(N * H));
-  be.rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), eps, N, H, dx.data(),
-                      full() ? grads.final_norm.data_as<float>() : nullptr, false);
+  be.rmsnorm_backward(dh.data(), x_final.data(), w.final_norm.data_as<const float>(), c.norm_offset(), eps, N, H,
+                      dx.data(), full() ? grads.final_norm.data_as<float>() : nullptr, false);
   for (int64_t l = layer_count - 1; l >= 0; --l) {
     // The last layer's activations are still those forward left.
     if (checkpointing && l + 1 < layer_count) {
@@ -271,7 +278,7 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with
     }
     decoder::layer_backward(pass, l, inputs[sz(l)].data(), activations(l), g, dx, backward);
   }
-  if (full()) be.embedding_backward(dx.data(), batch.tokens.data(), N, H, grads.embed_tokens.data_as<float>());
+  if (full()) decoder::embed_backward(*model, dx.data(), batch.tokens.data(), N, grads.embed_tokens.data_as<float>());
   return loss;
 }
 

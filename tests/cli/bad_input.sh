@@ -123,6 +123,23 @@ j = json.load(open(sys.argv[1])); j["rope_scaling"] = {"rope_type": "yarn", "fac
 EOF
 expect_error "rope_scaling yarn" 1 "unsupported rope_scaling type" "yarn" -- "$SLM_BIN" info -m "$m"
 
+# A Gemma model whose config.json names what slm does not implement.
+gemma="$SLM_WORK/gemma"
+"$SLM_BIN" create --arch gemma2 --hidden 32 --layers 2 --heads 2 --head-dim 16 --intermediate 48 --vocab 64 \
+  --out "$gemma" 2> /dev/null
+for field_edit in 'hidden_activation|j["hidden_activation"] = "gelu"' \
+    'use_bidirectional_attention|j["use_bidirectional_attention"] = True' \
+    'layer_types|j["layer_types"] = ["sliding_attention", "chunked_attention"]'; do
+  field=${field_edit%%|*}
+  m=$(copy "gemma-$field")
+  cp "$gemma/config.json" "$gemma/model.safetensors" "$m/"
+  python3 - "$m/config.json" "${field_edit#*|}" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); exec(sys.argv[2]); json.dump(j, open(sys.argv[1], "w"))
+EOF
+  expect_error "gemma2 config.json with a bad $field" 1 "config.json" "$field" -- "$SLM_BIN" info -m "$m"
+done
+
 m=$(copy truncated)
 size=$(stat -c %s "$m/model.safetensors")
 truncate -s $((size / 2)) "$m/model.safetensors"

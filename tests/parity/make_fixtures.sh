@@ -57,6 +57,18 @@ create() {
   fi
 }
 
+# expect NAME CONDITION: the fixture's config.json (as `c`, a Python dict)
+# holds what the fixture is meant to exercise, so a change to `slm create`
+# cannot quietly drop a feature from the parity tests.
+expect() {
+  local name=$1 condition=$2
+  [[ -e $OUTDIR/$name/error.txt ]] && return
+  if ! "$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' \
+    "$OUTDIR/$name/model/config.json" "$condition"; then
+    echo "config.json does not have: $condition" >"$OUTDIR/$name/error.txt"
+  fi
+}
+
 reference() {
   local name=$1 prompt_len=$2 seed=$3
   if ! "$PYTHON" "$REFERENCE" "$OUTDIR/$name/model" --out "$OUTDIR/$name/expected.json" \
@@ -91,6 +103,25 @@ create mistral_window 24 8 -- --arch mistral --hidden 64 --layers 2 --heads 4 --
 create llama_bf16 24 9 -- --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --dtype bf16
 create llama_f16 24 10 -- --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --dtype f16
 create llama_sharded 24 11 -- --arch llama --hidden 64 --layers 3 --heads 4 --kv-heads 2 --intermediate 128 --shards 3
+# Gemma 3: q/k norm, (1 + weight) norms, post-norms, GeGLU, scaled embeddings,
+# a 6-token window on layers 0 and 1 with their own rope base, a full layer 2
+# with linear rope scaling, query_pre_attn_scalar != head_dim != hidden/heads.
+create gemma3 24 12 -- --arch gemma3_text --hidden 64 --layers 3 --heads 4 --kv-heads 2 --head-dim 24 \
+  --intermediate 128 --tie-embeddings --sliding-window 6 --sliding-pattern 3 --rope-theta 1000000 \
+  --rope-local-theta 10000 --rope-scaling linear --rope-factor 4 --query-pre-attn-scalar 32
+expect gemma3 'c["model_type"] == "gemma3_text" and c["hidden_activation"] == "gelu_pytorch_tanh"
+  and c["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"] and c["sliding_window"] == 6
+  and c["rope_local_base_freq"] != c["rope_theta"] and c["rope_scaling"]["rope_type"] == "linear"
+  and c["query_pre_attn_scalar"] != c["head_dim"] and c["tie_word_embeddings"]'
+# bf16 weights: the embedding scale is rounded to bf16 (sqrt(64) = 8 is exact, so use 48).
+create gemma3_bf16 24 13 -- --arch gemma3_text --hidden 48 --layers 2 --heads 4 --kv-heads 1 --head-dim 16 \
+  --intermediate 96 --sliding-window 5 --sliding-pattern 2 --dtype bf16
+expect gemma3_bf16 'c["torch_dtype"] == "bfloat16" and c["layer_types"] == ["sliding_attention", "full_attention"]'
+# Gemma 2: soft caps small enough to bend the scores and logits, a window on the even layers.
+create gemma2 24 14 -- --arch gemma2 --hidden 64 --layers 3 --heads 4 --kv-heads 2 --head-dim 16 \
+  --intermediate 128 --sliding-window 5 --attn-softcap 3 --final-softcap 4 --query-pre-attn-scalar 24
+expect gemma2 'c["model_type"] == "gemma2" and c["attn_logit_softcapping"] == 3 and c["final_logit_softcapping"] == 4
+  and c["layer_types"] == ["sliding_attention", "full_attention", "sliding_attention"] and not c["tie_word_embeddings"]'
 
 # The reference runs are independent: two at a time (the machines have two cores).
 pids=()

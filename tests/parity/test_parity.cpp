@@ -56,6 +56,9 @@ const char* const kModels[] = {
     "llama_bf16",         // bf16 weights kept as bf16
     "llama_f16",          // f16 weights
     "llama_sharded",      // three shards + model.safetensors.index.json
+    "gemma3",             // Gemma 3: q/k norm, local rope base, windowed and full layers, linear scaling
+    "gemma3_bf16",        // Gemma 3 in bf16 (the embedding scale rounded to bf16)
+    "gemma2",             // Gemma 2: attention and final soft caps, window on even layers
 };
 
 struct Expected {

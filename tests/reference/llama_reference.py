@@ -1,11 +1,25 @@
 #!/usr/bin/python3
 """Reference forward pass of the Hugging Face Llama family, in plain PyTorch.
 
-Covers the architectures slm loads (model_type llama, mistral, qwen2, qwen3)
-with the same semantics as Hugging Face transformers:
+Covers the architectures slm loads (model_type llama, mistral, qwen2, qwen3,
+gemma2, gemma3_text) with the same semantics as Hugging Face transformers:
 
   embeddings -> N x [RMSNorm -> attention -> residual -> RMSNorm -> SwiGLU -> residual]
              -> RMSNorm -> lm_head (or the tied embedding matrix)
+
+and for Gemma (modeling_gemma2.py, modeling_gemma3.py):
+
+  embeddings * sqrt(hidden) (the scale rounded to torch_dtype)
+             -> N x [RMSNorm -> attention -> RMSNorm -> residual -> RMSNorm -> GeGLU -> RMSNorm -> residual]
+             -> RMSNorm -> lm_head -> final-logit soft cap
+
+  * Gemma's RMSNorm scales by (1 + weight); its MLP is down(gelu_tanh(gate) * up)
+  * scores scaled by query_pre_attn_scalar^-0.5, then soft-capped
+    (cap * tanh(score / cap), attn_logit_softcapping) before the mask
+  * sliding layers per layer_types (else gemma2: even layers; gemma3: all
+    but every sliding_window_pattern-th); gemma3's sliding layers rotate with
+    rope_local_base_freq and no rope_scaling, its full layers with rope_theta
+    and rope_scaling; gemma3 has a per-head q/k norm
 
   * RMSNorm: x * rsqrt(mean(x^2) + eps) * weight
   * RoPE in the rotate-half layout (first half of each head pairs with the
@@ -123,11 +137,15 @@ def read_weights(model_dir):
 # configuration
 
 
+GEMMA = ("gemma2", "gemma3_text")
+
+
 class Config:
     def __init__(self, raw):
         self.model_type = raw["model_type"]
-        if self.model_type not in ("llama", "mistral", "qwen2", "qwen3"):
+        if self.model_type not in ("llama", "mistral", "qwen2", "qwen3") + GEMMA:
             raise ValueError(f"unsupported model_type {self.model_type}")
+        self.gemma = self.model_type in GEMMA
         self.hidden = raw["hidden_size"]
         self.intermediate = raw["intermediate_size"]
         self.layers = raw["num_hidden_layers"]
@@ -137,32 +155,56 @@ class Config:
         self.vocab = raw["vocab_size"]
         self.eps = raw.get("rms_norm_eps", 1e-6)
         self.theta = raw.get("rope_theta", 10000.0)
-        self.tied = raw.get("tie_word_embeddings", False)
+        self.tied = raw.get("tie_word_embeddings", self.gemma)  # transformers' Gemma configs default to tied
         # Biases as transformers builds the layers: Qwen2 has q/k/v biases
         # always and no o_proj bias; Llama and Qwen3 put attention_bias on all
         # four projections (o_proj included); Mistral has none; Llama's
         # mlp_bias adds biases to gate/up/down.
         attention_bias = bool(raw.get("attention_bias", False))
-        self.qkv_bias = self.model_type == "qwen2" or (self.model_type in ("llama", "qwen3") and attention_bias)
-        self.o_bias = self.model_type in ("llama", "qwen3") and attention_bias
+        with_bias = ("llama", "qwen3") + GEMMA
+        self.qkv_bias = self.model_type == "qwen2" or (self.model_type in with_bias and attention_bias)
+        self.o_bias = self.model_type in with_bias and attention_bias
         self.mlp_bias = self.model_type == "llama" and bool(raw.get("mlp_bias", False))
-        self.qk_norm = self.model_type == "qwen3"
+        self.qk_norm = self.model_type in ("qwen3", "gemma3_text")
         self.rope_scaling = raw.get("rope_scaling")
+        act_key = "hidden_activation" if self.gemma else "hidden_act"
+        self.act = raw.get(act_key) or ("gelu_pytorch_tanh" if self.gemma else "silu")
+        if self.act not in ("silu", "gelu_pytorch_tanh"):
+            raise ValueError(f"unsupported {act_key} {self.act}")
+        # Gemma: (1 + weight) norms, post-norms, scaled embeddings, soft caps.
+        self.norm_offset = 1.0 if self.gemma else 0.0
+        self.scaling = (raw.get("query_pre_attn_scalar", 256) if self.gemma else self.head_dim) ** -0.5
+        caps = (50.0, 30.0) if self.model_type == "gemma2" else (None, None)
+        self.attn_softcap = raw.get("attn_logit_softcapping", caps[0])
+        self.final_softcap = raw.get("final_logit_softcapping", caps[1])
+        self.torch_dtype = raw.get("torch_dtype") or raw.get("dtype") or "float32"
+        self.local_theta = raw.get("rope_local_base_freq", 10000.0) if self.model_type == "gemma3_text" else None
+        if self.model_type == "gemma3_text":
+            self.theta = raw.get("rope_theta", 1e6)
 
         window = raw.get("sliding_window")
         self.windows = [None] * self.layers  # None: full causal attention
-        if self.model_type == "mistral" and window:
+        if self.gemma:
+            window = window or 4096
+            if raw.get("layer_types"):
+                sliding = [t == "sliding_attention" for t in raw["layer_types"]]
+            else:
+                pattern = 2 if self.model_type == "gemma2" else raw.get("sliding_window_pattern", 6)
+                sliding = [(layer + 1) % pattern != 0 for layer in range(self.layers)]
+            self.windows = [window if s else None for s in sliding]
+        elif self.model_type == "mistral" and window:
             self.windows = [window] * self.layers
         elif self.model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window") and window:
             first = raw.get("max_window_layers", self.layers)
             self.windows = [window if layer >= first else None for layer in range(self.layers)]
 
 
-def rope_inv_freq(cfg):
-    """Inverse frequencies per rotary pair, float64, with rope_scaling applied."""
+def rope_inv_freq(cfg, local=False):
+    """Inverse frequencies per rotary pair, float64, with rope_scaling applied
+    (local: gemma3's sliding layers, rope_local_base_freq and no scaling)."""
     d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
-    rs = cfg.rope_scaling
+    inv_freq = 1.0 / ((cfg.local_theta if local else cfg.theta) ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = None if local else cfg.rope_scaling
     if not rs:
         return inv_freq
     kind = rs.get("rope_type", rs.get("type", "default"))
@@ -199,6 +241,7 @@ class Reference:
         self.file_dtypes = sorted({d for _, d in raw.values()})
         self.w = {name: torch.from_numpy(a.copy()).to(dtype) for name, (a, _) in raw.items()}
         self.inv_freq = rope_inv_freq(self.cfg)
+        self.local_inv_freq = rope_inv_freq(self.cfg, local=True) if self.cfg.local_theta else None
         self.check_tensor_names()
 
     def expected_shapes(self):
@@ -212,6 +255,9 @@ class Reference:
             p = f"model.layers.{layer}."
             shapes[p + "input_layernorm.weight"] = [H]
             shapes[p + "post_attention_layernorm.weight"] = [H]
+            if cfg.gemma:
+                shapes[p + "pre_feedforward_layernorm.weight"] = [H]
+                shapes[p + "post_feedforward_layernorm.weight"] = [H]
             for name, rows, cols in (("q_proj", q, H), ("k_proj", kv, H), ("v_proj", kv, H), ("o_proj", H, q)):
                 shapes[p + f"self_attn.{name}.weight"] = [rows, cols]
                 if (cfg.o_bias if name == "o_proj" else cfg.qkv_bias):
@@ -254,11 +300,14 @@ class Reference:
         return y + self.weight(name + ".bias") if bias else y
 
     def rms_norm(self, x, weight):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.cfg.eps) * weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.cfg.eps) * (self.cfg.norm_offset + weight)
 
-    def rope(self, x, positions):
+    def norm(self, x, name):
+        return self.rms_norm(x, self.weight(name + ".weight"))
+
+    def rope(self, x, positions, inv_freq):
         """x: [heads, n, head_dim]; rotate-half layout."""
-        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]  # [n, d/2]
+        angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [n, d/2]
         angles = torch.cat([angles, angles], dim=-1)
         cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
         half = x.shape[-1] // 2
@@ -286,12 +335,16 @@ class Reference:
         if cfg.qk_norm:
             q = self.rms_norm(q, self.weight(p + "q_norm.weight"))
             k = self.rms_norm(k, self.weight(p + "k_norm.weight"))
-        q, k = self.rope(q, positions), self.rope(k, positions)
+        local = self.local_inv_freq is not None and cfg.windows[layer] is not None
+        inv_freq = self.local_inv_freq if local else self.inv_freq
+        q, k = self.rope(q, positions, inv_freq), self.rope(k, positions, inv_freq)
         group = cfg.heads // cfg.kv_heads
         k = k.repeat_interleave(group, dim=0)  # query head h reads kv head h // group
         v = v.repeat_interleave(group, dim=0)
 
-        scores = (q @ k.transpose(1, 2)) / math.sqrt(cfg.head_dim)  # [heads, n, n]
+        scores = (q @ k.transpose(1, 2)) * cfg.scaling  # [heads, n, n]
+        if cfg.attn_softcap:
+            scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         scores = scores.masked_fill(~self.mask(n, cfg.windows[layer]), float("-inf"))
         out = torch.softmax(scores, dim=-1) @ v  # [heads, n, head_dim]
         out = out.transpose(0, 1).reshape(n, cfg.heads * cfg.head_dim)
@@ -301,22 +354,48 @@ class Reference:
         p = f"model.layers.{layer}.mlp."
         gate = self.linear(x, p + "gate_proj", self.cfg.mlp_bias)
         up = self.linear(x, p + "up_proj", self.cfg.mlp_bias)
-        return self.linear(torch.nn.functional.silu(gate) * up, p + "down_proj", self.cfg.mlp_bias)
+        if self.cfg.act == "gelu_pytorch_tanh":
+            act = torch.nn.functional.gelu(gate, approximate="tanh")
+        else:
+            act = torch.nn.functional.silu(gate)
+        return self.linear(act * up, p + "down_proj", self.cfg.mlp_bias)
+
+    def embed(self, tokens):
+        x = self.weight("model.embed_tokens.weight")[tokens]
+        if self.cfg.gemma:
+            # transformers casts sqrt(hidden) to the weights' dtype (55.4256 -> 55.5 in bf16).
+            dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.cfg.torch_dtype]
+            x = x * torch.tensor(self.cfg.hidden ** 0.5, dtype=torch.float32).to(dtype).to(x.dtype)
+        return x
+
+    def hidden_states(self, tokens):
+        """The final norm's output [len(tokens), hidden] for a 1-D tensor of ids."""
+        cfg = self.cfg
+        positions = torch.arange(len(tokens))
+        x = self.embed(tokens)
+        for layer in range(cfg.layers):
+            p = f"model.layers.{layer}."
+            if cfg.gemma:
+                x = x + self.norm(self.attention(self.norm(x, p + "input_layernorm"), layer, positions),
+                                  p + "post_attention_layernorm")
+                x = x + self.norm(self.mlp(self.norm(x, p + "pre_feedforward_layernorm"), layer),
+                                  p + "post_feedforward_layernorm")
+            else:
+                x = x + self.attention(self.norm(x, p + "input_layernorm"), layer, positions)
+                x = x + self.mlp(self.norm(x, p + "post_attention_layernorm"), layer)
+        return self.norm(x, "model.norm")
+
+    def head(self, hidden):
+        """Logits of final hidden states, soft-capped where the model caps them."""
+        logits = hidden @ self.weight("model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight").T
+        if self.cfg.final_softcap:
+            logits = torch.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
+        return logits
 
     @torch.no_grad()
     def logits(self, ids):
         """Logits [len(ids), vocab] of the whole sequence, recomputed from scratch."""
-        cfg = self.cfg
-        tokens = torch.tensor(ids, dtype=torch.long)
-        positions = torch.arange(len(ids))
-        x = self.weight("model.embed_tokens.weight")[tokens]
-        for layer in range(cfg.layers):
-            p = f"model.layers.{layer}."
-            x = x + self.attention(self.rms_norm(x, self.weight(p + "input_layernorm.weight")), layer, positions)
-            x = x + self.mlp(self.rms_norm(x, self.weight(p + "post_attention_layernorm.weight")), layer)
-        x = self.rms_norm(x, self.weight("model.norm.weight"))
-        head = self.weight("model.embed_tokens.weight" if cfg.tied else "lm_head.weight")
-        return x @ head.T
+        return self.head(self.hidden_states(torch.tensor(ids, dtype=torch.long)))
 
 
 # ---------------------------------------------------------------------------

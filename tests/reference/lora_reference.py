@@ -88,20 +88,9 @@ class LoraReference(Reference):
             y = y + self.scale * ((x @ A.T) @ B.T)
         return y
 
-    def sequence_hidden(self, ids):
-        cfg = self.cfg
-        positions = torch.arange(len(ids))
-        x = self.weight("model.embed_tokens.weight")[ids]
-        for layer in range(cfg.layers):
-            p = f"model.layers.{layer}."
-            x = x + self.attention(self.rms_norm(x, self.weight(p + "input_layernorm.weight")), layer, positions)
-            x = x + self.mlp(self.rms_norm(x, self.weight(p + "post_attention_layernorm.weight")), layer)
-        return self.rms_norm(x, self.weight("model.norm.weight"))
-
     def loss(self, tokens, labels):
         """Mean next-token cross-entropy over the batch, as transformers' causal LM computes it."""
-        head = self.weight("model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight")
-        logits = torch.stack([self.sequence_hidden(row) @ head.T for row in tokens])  # [B, T, V]
+        logits = torch.stack([self.head(self.hidden_states(row)) for row in tokens])  # [B, T, V]
         shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1])
         targets = labels[:, 1:].reshape(-1)
         return torch.nn.functional.cross_entropy(shifted, targets, ignore_index=-100)

@@ -88,8 +88,8 @@ class Rope(unittest.TestCase):
         k = torch.randn(1, 1, 8, generator=g, dtype=torch.float64)
         r.inv_freq = ref.rope_inv_freq(r.cfg)[:4]
         for shift in (1, 7, 100):
-            a = (r.rope(q, torch.tensor([5])) * r.rope(k, torch.tensor([2]))).sum()
-            b = (r.rope(q, torch.tensor([5 + shift])) * r.rope(k, torch.tensor([2 + shift]))).sum()
+            a = (r.rope(q, torch.tensor([5]), r.inv_freq) * r.rope(k, torch.tensor([2]), r.inv_freq)).sum()
+            b = (r.rope(q, torch.tensor([5 + shift]), r.inv_freq) * r.rope(k, torch.tensor([2 + shift]), r.inv_freq)).sum()
             self.assertAlmostEqual(float(a), float(b), places=10)
 
     def test_rotate_half_pairs_i_with_i_plus_half(self):
@@ -99,7 +99,7 @@ class Rope(unittest.TestCase):
         r.inv_freq = torch.tensor([math.pi / 2, 0.0], dtype=torch.float64)
         x = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], dtype=torch.float64)
         # Position 1 turns pair (x0, x2) by 90 degrees: x0 -> x2; pair (x1, x3) has frequency 0.
-        out = r.rope(x, torch.tensor([1]))
+        out = r.rope(x, torch.tensor([1]), r.inv_freq)
         torch.testing.assert_close(out, torch.tensor([[[0.0, 0.0, 1.0, 0.0]]], dtype=torch.float64))
 
     def test_linear_divides_every_frequency(self):
@@ -236,6 +236,84 @@ class Model(unittest.TestCase):
         torch.testing.assert_close(torch.tensor(e["greedy_last_logits"], dtype=torch.float64), r.logits(seq)[-1])
         top = sorted(r.logits(seq)[-1].tolist())[-2:]
         self.assertAlmostEqual(e["greedy_margins"][3], top[1] - top[0], places=10)
+
+
+def gemma_config(model_type, **overrides):
+    config = dict(model_type=model_type, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=50, rms_norm_eps=1e-6)
+    config.update(overrides)
+    return config
+
+
+class Gemma(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.dir.name, name)
+
+    def test_norm_scales_by_one_plus_weight(self):
+        make_model(self.path("g"), **gemma_config("gemma3_text"))
+        r = ref.Reference(self.path("g"))
+        x = torch.tensor([[3.0, -4.0]], dtype=torch.float64)
+        rms = math.sqrt(12.5 + 1e-6)
+        torch.testing.assert_close(r.rms_norm(x, torch.zeros(2, dtype=torch.float64)), x / rms)
+        torch.testing.assert_close(r.rms_norm(x, torch.ones(2, dtype=torch.float64)), 2 * x / rms)
+
+    def test_layer_types_follow_transformers(self):
+        g3 = ref.Config(gemma_config("gemma3_text", num_hidden_layers=12, sliding_window=4))
+        self.assertEqual([i for i, w in enumerate(g3.windows) if w is None], [5, 11])
+        g3 = ref.Config(gemma_config("gemma3_text", num_hidden_layers=4, sliding_window=4, sliding_window_pattern=2))
+        self.assertEqual(g3.windows, [4, None, 4, None])
+        g2 = ref.Config(gemma_config("gemma2", num_hidden_layers=4, sliding_window=4))
+        self.assertEqual(g2.windows, [4, None, 4, None])  # the even layers slide
+        listed = ref.Config(gemma_config("gemma2", num_hidden_layers=2, sliding_window=4,
+                                         layer_types=["full_attention", "sliding_attention"]))
+        self.assertEqual(listed.windows, [None, 4])
+
+    def test_gemma3_local_layers_rotate_with_their_own_base_unscaled(self):
+        cfg = ref.Config(gemma_config("gemma3_text", rope_theta=1e6, rope_local_base_freq=100.0,
+                                      rope_scaling={"rope_type": "linear", "factor": 8.0}))
+        exponents = torch.arange(0, 8, 2, dtype=torch.float64) / 8
+        torch.testing.assert_close(ref.rope_inv_freq(cfg), 1.0 / 1e6 ** exponents / 8)
+        torch.testing.assert_close(ref.rope_inv_freq(cfg, local=True), 1.0 / 100.0 ** exponents)
+
+    def test_final_softcap_bounds_the_logits(self):
+        make_model(self.path("g"), **gemma_config("gemma2", final_logit_softcapping=2.0))
+        r = ref.Reference(self.path("g"))
+        logits = r.logits([1, 2, 3])
+        self.assertLess(float(logits.abs().max()), 2.0)
+        r.cfg.final_softcap = None
+        self.assertGreater(float(r.logits([1, 2, 3]).abs().max()), 2.0)
+
+    def test_attention_softcap_changes_scores_only_when_small(self):
+        make_model(self.path("g"), **gemma_config("gemma2", attn_logit_softcapping=1e9))
+        r = ref.Reference(self.path("g"))
+        uncapped = r.logits([1, 2, 3])
+        r.cfg.attn_softcap = None
+        torch.testing.assert_close(r.logits([1, 2, 3]), uncapped, rtol=1e-9, atol=1e-9)
+        r.cfg.attn_softcap = 0.1
+        self.assertGreater(float((r.logits([1, 2, 3]) - uncapped).abs().max()), 1e-3)
+
+    def test_embedding_scale_is_rounded_to_torch_dtype(self):
+        for dtype, scale in (("float32", math.sqrt(48)), ("bfloat16", 6.9375)):
+            make_model(self.path(dtype), **gemma_config("gemma3_text", hidden_size=48, torch_dtype=dtype))
+            r = ref.Reference(self.path(dtype))
+            row = r.weight("model.embed_tokens.weight")[3]
+            torch.testing.assert_close(r.embed(torch.tensor([3]))[0], row * scale)
+
+    def test_post_norm_tensors(self):
+        shapes = ref.Reference.expected_shapes(type("R", (), {"cfg": ref.Config(gemma_config("gemma2"))})())
+        for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm"):
+            self.assertIn(f"model.layers.1.{name}.weight", shapes)
+        self.assertNotIn("lm_head.weight", shapes)  # Gemma ties by default
+        self.assertNotIn("model.layers.0.self_attn.q_norm.weight", shapes)
+        g3 = ref.Reference.expected_shapes(type("R", (), {"cfg": ref.Config(gemma_config("gemma3_text"))})())
+        self.assertIn("model.layers.0.self_attn.q_norm.weight", g3)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ int run_create(int argc, char** argv) {
   CreateOptions options;
   int64_t max_position = 0;
   bool tie = false, bias = false;
-  app.add_option("--arch", arch, "llama, mistral, qwen2 or qwen3")->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3"}));
+  int64_t sliding_pattern = 0;
+  app.add_option("--arch", arch, "llama, mistral, qwen2, qwen3, gemma2 or gemma3_text")
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"}));
   app.add_option("--shape", shape, "a named shape: " + [] {
     std::string names;
     for (const auto& n : shape_preset_names()) names += (names.empty() ? "" : ", ") + n;
@@ -47,7 +49,15 @@ int run_create(int argc, char** argv) {
   app.add_flag("--tie-embeddings", tie, "lm_head shares the embedding matrix");
   app.add_flag("--attention-bias", bias, "q/k/v projections have biases (always on for qwen2)");
   app.add_option("--sliding-window", c.sliding_window, "attention window (mistral; qwen2/3 use_sliding_window)");
+  app.add_option("--sliding-pattern", sliding_pattern,
+                 "Gemma: every Nth layer has full attention, the others the sliding window")
+      ->check(CLI::PositiveNumber);
   app.add_option("--rope-theta", c.rope_theta, "RoPE base");
+  app.add_option("--rope-local-theta", c.rope_local_theta, "RoPE base of the sliding layers (gemma3_text)");
+  app.add_option("--query-pre-attn-scalar", c.query_pre_attn_scalar,
+                 "Gemma: attention scores scaled by its -1/2 power (default 256)");
+  app.add_option("--attn-softcap", c.attn_logit_softcapping, "attention-logit soft cap (0: none; gemma2 default 50)");
+  app.add_option("--final-softcap", c.final_logit_softcapping, "final-logit soft cap (0: none; gemma2 default 30)");
   app.add_option("--rope-scaling", rope_scaling, "linear or llama3")->check(CLI::IsMember({"linear", "llama3"}));
   app.add_option("--rope-factor", c.rope_factor, "rope_scaling factor");
   app.add_option("--rope-low-freq-factor", c.rope_low_freq_factor, "llama3 rope_scaling low_freq_factor");
@@ -84,7 +94,8 @@ int run_create(int argc, char** argv) {
     if (app.count("--intermediate")) config.intermediate_size = c.intermediate_size;
     if (app.count("--head-dim")) {
       config.head_dim = c.head_dim;
-    } else if (config.num_attention_heads > 0) {
+    } else if (config.num_attention_heads > 0 && (shape.empty() || app.count("--hidden") || app.count("--heads"))) {
+      // A named shape keeps its own head_dim (Gemma's 256 is not hidden / heads) unless its sizes change.
       config.head_dim = config.hidden_size / config.num_attention_heads;
     }
     if (tie) config.tie_word_embeddings = true;
@@ -93,7 +104,16 @@ int run_create(int argc, char** argv) {
       config.sliding_window = c.sliding_window;
       config.max_window_layers = 0;
     }
+    if (config.sliding_layers.size() != static_cast<size_t>(config.num_hidden_layers)) config.sliding_layers.clear();
+    if (sliding_pattern > 0) {
+      config.sliding_layers.clear();
+      for (int64_t l = 0; l < config.num_hidden_layers; ++l) config.sliding_layers.push_back((l + 1) % sliding_pattern != 0);
+    }
     if (app.count("--rope-theta")) config.rope_theta = c.rope_theta;
+    if (app.count("--rope-local-theta")) config.rope_local_theta = c.rope_local_theta;
+    if (app.count("--query-pre-attn-scalar")) config.query_pre_attn_scalar = c.query_pre_attn_scalar;
+    if (app.count("--attn-softcap")) config.attn_logit_softcapping = c.attn_logit_softcapping;
+    if (app.count("--final-softcap")) config.final_logit_softcapping = c.final_logit_softcapping;
     if (!rope_scaling.empty()) {
       config.rope_scaling = rope_scaling == "linear" ? RopeScaling::Linear : RopeScaling::Llama3;
       config.rope_factor = app.count("--rope-factor") ? c.rope_factor : (rope_scaling == "linear" ? 2.0 : 8.0);

@@ -121,15 +121,15 @@ void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs
 }
 
 void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
-                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
-                float* scores, const FlashRows& state) {
+                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, float softcap,
+                int64_t window, float* scores, const FlashRows& state) {
   sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
   for (int64_t r = 0; r < ni; ++r) {
     float* row = scores + r * nj;
     const int64_t i = i0 + r;
     float tile_max = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < nj; ++c) {
-      if (!visible(i, j0 + c, window)) row[c] = -std::numeric_limits<float>::infinity();
+      row[c] = visible(i, j0 + c, window) ? soft_cap(row[c], softcap) : -std::numeric_limits<float>::infinity();
       tile_max = std::max(tile_max, row[c]);
     }
     const float new_max = std::max(state.row_max[r], tile_max);
@@ -155,7 +155,7 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
 void attention_eager(const float* q, const PagedKV& c, const AttentionBatch& batch, std::vector<float>& scores,
                      float* out) {
   const int64_t hd = c.head_dim, group = batch.heads / c.kv_heads, bt = c.block_tokens;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(batch.scale, hd);
   // Run r's score rows start at its work_begin (here: offset into `scores`).
   int64_t total = 0;
   for (AttentionRun& run : batch.runs) {
@@ -175,7 +175,8 @@ void attention_eager(const float* q, const PagedKV& c, const AttentionBatch& bat
         float max_score = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < kv_len; ++j) {
           const BlockRows k(c.keys, c, run.block_table[j / bt], h / group, j % bt);
-          row[j] = j >= first && j <= pos ? k.dot(qi, 0) * scale : -std::numeric_limits<float>::infinity();
+          row[j] = j >= first && j <= pos ? soft_cap(k.dot(qi, 0) * scale, batch.softcap)
+                                          : -std::numeric_limits<float>::infinity();
           max_score = std::max(max_score, row[j]);
         }
         float sum = 0.0f;
@@ -215,7 +216,7 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
                       TileScratch& t, float* out) {
   const AttentionRun& run = *w.run;
   const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(batch.scale, hd);
   const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0);
   const int64_t first = run.q_start + w.i0, end_key = first + ni;  // absolute positions
   std::fill_n(t.acc.data(), ni * hd, 0.0f);
@@ -228,7 +229,8 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
     const float* k = BlockRows(c.keys, c, block, g, slot).widened(nj, t.widened_k.data());
     const float* v = BlockRows(c.values, c, block, g, slot).widened(nj, t.widened_v.data());
     flash_tile(q + ((run.row0 + w.i0) * batch.heads + w.head) * hd, batch.heads * hd, ni, first, k, v, hd, nj, j0, hd,
-               scale, batch.window, t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
+               scale, batch.softcap, batch.window, t.scores.data(),
+               {t.acc.data(), t.row_max.data(), t.row_sum.data()});
     j0 += nj;
   }
   for (int64_t r = 0; r < ni; ++r) {
@@ -244,7 +246,7 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
 void flash_query_block(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w, float* out) {
   const AttentionRun& run = *w.run;
   const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(batch.scale, hd);
   const int64_t rows = std::min(kQueryBlock, run.n_queries - w.i0);
   const int64_t end_key = run.q_start + w.i0 + rows;
   float tile[kQueryBlock * kTileKeys];
@@ -267,7 +269,8 @@ void flash_query_block(const float* q, const PagedKV& c, const AttentionBatch& b
       float block_max = -std::numeric_limits<float>::infinity();
       for (int64_t col = 0; col < cols; ++col) {
         const int64_t j = j0 + col;
-        scores[col] = j >= first && j <= pos ? k.dot(qi, col) * scale : -std::numeric_limits<float>::infinity();
+        scores[col] = j >= first && j <= pos ? soft_cap(k.dot(qi, col) * scale, batch.softcap)
+                                             : -std::numeric_limits<float>::infinity();
         block_max = std::max(block_max, scores[col]);
       }
       if (block_max == -std::numeric_limits<float>::infinity()) continue;

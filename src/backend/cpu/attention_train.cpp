@@ -27,13 +27,16 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// d soft_cap(s)/ds from the capped score c: 1 − (c/cap)² (1 without a cap).
+inline float cap_derivative(float capped, float cap) { return cap > 0 ? 1.0f - (capped / cap) * (capped / cap) : 1.0f; }
+
 }  // namespace
 
 void attention_train_forward_reference(const float* q, const float* k, const float* v,
                                        const SequenceAttentionShape& s, float* out, float* lse) {
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(s.scale, hd);
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<size_t>(s.seq));
@@ -48,7 +51,7 @@ void attention_train_forward_reference(const float* q, const float* k, const flo
           const int64_t j0 = first_key(i, s.window);
           float max_score = -std::numeric_limits<float>::infinity();
           for (int64_t j = j0; j <= i; ++j) {
-            const float score = dot(qi, kb + j * kv_stride, hd) * scale;
+            const float score = soft_cap(dot(qi, kb + j * kv_stride, hd) * scale, s.softcap);
             scores[static_cast<size_t>(j)] = score;
             max_score = std::max(max_score, score);
           }
@@ -74,7 +77,7 @@ void attention_train_backward_reference(const float* q, const float* k, const fl
                                         float* dq, float* dk, float* dv) {
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(s.scale, hd);
   // One task per (sequence, kv head): it owns the dk/dv rows of that head, so
   // the heads of its group accumulate into them without races.
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
@@ -98,8 +101,9 @@ void attention_train_backward_reference(const float* q, const float* k, const fl
           for (int64_t j = first_key(i, s.window); j <= i; ++j) {
             const float* kj = k + kv_base + j * kv_stride;
             const float* vj = v + kv_base + j * kv_stride;
-            const float p = std::exp(dot(qi, kj, hd) * scale - row_lse);
-            const float dscore = p * (dot(gi, vj, hd) - delta) * scale;
+            const float score = soft_cap(dot(qi, kj, hd) * scale, s.softcap);
+            const float p = std::exp(score - row_lse);
+            const float dscore = p * (dot(gi, vj, hd) - delta) * cap_derivative(score, s.softcap) * scale;
             axpy(dscore, kj, dqi, hd);
             axpy(dscore, qi, dk + kv_base + j * kv_stride, hd);
             axpy(p, gi, dv + kv_base + j * kv_stride, hd);
@@ -122,7 +126,7 @@ void attention_train_forward(const float* q, const float* k, const float* v, con
                              float* out, float* lse) {
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(s.scale, hd);
   const int64_t query_tiles = (s.seq + kQueryTile - 1) / kQueryTile;
 #pragma omp parallel
   {
@@ -144,7 +148,7 @@ void attention_train_forward(const float* q, const float* k, const float* v, con
           for (int64_t j0 = j_begin; j0 < i0 + ni; j0 += kKeyTile) {
             const int64_t nj = std::min(kKeyTile, i0 + ni - j0);
             flash_tile(qt, q_stride, ni, i0, kb + j0 * kv_stride, vb + j0 * kv_stride, kv_stride, nj, j0, hd, scale,
-                       s.window, scores.data(), {acc.data(), row_max.data(), row_sum.data()});
+                       s.softcap, s.window, scores.data(), {acc.data(), row_max.data(), row_sum.data()});
           }
           for (int64_t r = 0; r < ni; ++r) {
             const float inv = 1.0f / row_sum[static_cast<size_t>(r)];
@@ -163,7 +167,7 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
                               const float* lse, const SequenceAttentionShape& s, float* dq, float* dk, float* dv) {
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = score_scale(s.scale, hd);
   // One task per (sequence, kv head): it owns the dk/dv rows of that head and
   // the dq rows of its query heads, so nothing is shared between threads.
 #pragma omp parallel
@@ -203,8 +207,10 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
                 float* p = probs.data() + r * nj;
                 float* dp = dprobs.data() + r * nj;
                 for (int64_t c = 0; c < nj; ++c) {
-                  p[c] = visible(i, j0 + c, s.window) ? std::exp(p[c] - row_lse[i]) : 0.0f;
-                  dp[c] = p[c] * (dp[c] - delta[static_cast<size_t>(i)]) * scale;  // ∂L/∂(q·k)
+                  const float score = soft_cap(p[c], s.softcap);
+                  p[c] = visible(i, j0 + c, s.window) ? std::exp(score - row_lse[i]) : 0.0f;
+                  // ∂L/∂(q·k)
+                  dp[c] = p[c] * (dp[c] - delta[static_cast<size_t>(i)]) * cap_derivative(score, s.softcap) * scale;
                 }
               }
               sgemm(true, false, nj, hd, ni, 1.0f, probs.data(), nj, gt, q_stride, 1.0f, dv + kv_base + j0 * kv_stride,

@@ -100,8 +100,8 @@ void bias_backward(const float* dy, int64_t M, int64_t N, float* dbias) {
   }
 }
 
-void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows, int64_t dim,
-                      float* dx, float* dweight, bool accumulate) {
+void rmsnorm_backward(const float* dy, const float* x, const float* weight, float offset, float eps, int64_t rows,
+                      int64_t dim, float* dx, float* dweight, bool accumulate) {
 #pragma omp parallel
   {
     std::vector<float> partial(dweight ? static_cast<size_t>(dim) : 0, 0.0f);
@@ -112,16 +112,16 @@ void rmsnorm_backward(const float* dy, const float* x, const float* weight, floa
       float sum_sq = 0.0f;
       for (int64_t i = 0; i < dim; ++i) sum_sq += xr[i] * xr[i];
       const float rstd = 1.0f / std::sqrt(sum_sq / static_cast<float>(dim) + eps);
-      // ∂L/∂x = rstd · (g·w − x̂ · mean(g·w·x̂)), x̂ = x · rstd
+      // ∂L/∂x = rstd · (g·w − x̂ · mean(g·w·x̂)), x̂ = x · rstd, w = offset + weight
       float dot = 0.0f;
-      for (int64_t i = 0; i < dim; ++i) dot += g[i] * weight[i] * xr[i];
+      for (int64_t i = 0; i < dim; ++i) dot += g[i] * (offset + weight[i]) * xr[i];
       const float correction = dot * rstd * rstd / static_cast<float>(dim);
       if (dweight) {  // before dx, which may overwrite dy
         for (int64_t i = 0; i < dim; ++i) partial[static_cast<size_t>(i)] += g[i] * xr[i] * rstd;
       }
       float* o = dx + r * dim;
       for (int64_t i = 0; i < dim; ++i) {
-        const float value = rstd * (g[i] * weight[i] - xr[i] * correction);
+        const float value = rstd * (g[i] * (offset + weight[i]) - xr[i] * correction);
         o[i] = accumulate ? o[i] + value : value;
       }
     }
@@ -159,6 +159,23 @@ void silu_mul_backward(const float* gate, const float* up, const float* dout, fl
     const float u = up[i];
     dup[i] = d * g * sig;
     dgate[i] = d * u * sig * (1.0f + g * (1.0f - sig));
+  }
+}
+
+void gelu_tanh_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                            int64_t n) {
+  constexpr float kC = 0.7978845608028654f;  // √(2/π)
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float t = std::tanh(kC * (g + 0.044715f * g * g * g));
+    const float gelu = 0.5f * g * (1.0f + t);
+    // d gelu/dg = ½(1 + t) + ½ g (1 − t²) · c (1 + 3·0.044715 g²)
+    const float dgelu = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * kC * (1.0f + 3.0f * 0.044715f * g * g);
+    const float d = dout[i];
+    const float u = up[i];
+    dup[i] = d * gelu;
+    dgate[i] = d * u * dgelu;
   }
 }
 

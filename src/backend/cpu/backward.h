@@ -30,11 +30,11 @@ void matmul_backward_weight(const float* dy, const float* x, int64_t M, int64_t 
 // column sums of dy[M,N].
 void bias_backward(const float* dy, int64_t M, int64_t N, float* dbias);
 
-// y = x / rms(x) · weight per row. dx (+)= ∂L/∂x from dy (dx may alias dy);
-// dweight, when not null, accumulates ∂L/∂weight. The row's rms is
+// y = x / rms(x) · (offset + weight) per row. dx (+)= ∂L/∂x from dy (dx may
+// alias dy); dweight, when not null, accumulates ∂L/∂weight. The row's rms is
 // recomputed from x.
-void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows, int64_t dim,
-                      float* dx, float* dweight, bool accumulate);
+void rmsnorm_backward(const float* dy, const float* x, const float* weight, float offset, float eps, int64_t rows,
+                      int64_t dim, float* dx, float* dweight, bool accumulate);
 
 // The transpose of cpu::rope: rotates gradients back by each row's angle, in
 // place on dx [rows, heads, head_dim].
@@ -43,6 +43,9 @@ void rope_backward(float* dx, int64_t rows, int64_t heads, int64_t head_dim, con
 // out = silu(gate) · up: dgate and dup from dout (both overwritten; either may
 // alias dout).
 void silu_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup, int64_t n);
+// The same for out = gelu_tanh(gate) · up.
+void gelu_tanh_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                            int64_t n);
 
 // dtable[V, D] += rows of dout scattered by ids.
 void embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t dim, float* dtable);
@@ -65,13 +68,14 @@ void attention_train_backward_reference(const float* q, const float* k, const fl
                                         const float* dout, const float* lse, const SequenceAttentionShape& shape,
                                         float* dq, float* dk, float* dv);
 
-// Cross-entropy of logits = hidden[n, H] · lm_head[V, H]ᵀ against targets
+// Cross-entropy of logits = hidden[n, H] · lm_head[V, H]ᵀ (then
+// softcap·tanh(logit/softcap) when softcap > 0) against targets
 // (entries < 0 are ignored), computed `chunk_rows` rows at a time so only
 // chunk_rows × V logits exist at once (0: about 4 MB of them, at least 64
 // rows). Returns the summed loss over the counted rows (in double). When dhidden is not null it receives
 // grad_scale · ∂(sum)/∂hidden (overwritten); dlm_head, when not null,
 // accumulates grad_scale · ∂(sum)/∂lm_head (lm_head must then be f32-shaped).
-double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets, float grad_scale,
-                     float* dhidden, float* dlm_head, int64_t chunk_rows = 0);
+double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, float softcap, const int32_t* targets,
+                     float grad_scale, float* dhidden, float* dlm_head, int64_t chunk_rows = 0);
 
 }  // namespace slm::cpu

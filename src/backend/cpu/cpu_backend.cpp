@@ -114,12 +114,13 @@ class CpuBackend final : public Backend {
   void embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t dim, float* dtable) const override {
     cpu::embedding_backward(dout, ids, n, dim, dtable);
   }
-  void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) const override {
-    cpu::rmsnorm(x, weight, eps, rows, dim, out);
+  void rmsnorm(const float* x, const float* weight, float offset, float eps, int64_t rows, int64_t dim,
+               float* out) const override {
+    cpu::rmsnorm(x, weight, offset, eps, rows, dim, out);
   }
-  void rmsnorm_backward(const float* dy, const float* x, const float* weight, float eps, int64_t rows, int64_t dim,
-                        float* dx, float* dweight, bool accumulate) const override {
-    cpu::rmsnorm_backward(dy, x, weight, eps, rows, dim, dx, dweight, accumulate);
+  void rmsnorm_backward(const float* dy, const float* x, const float* weight, float offset, float eps, int64_t rows,
+                        int64_t dim, float* dx, float* dweight, bool accumulate) const override {
+    cpu::rmsnorm_backward(dy, x, weight, offset, eps, rows, dim, dx, dweight, accumulate);
   }
   void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const float* cos, const float* sin) const override {
     cpu::rope(x, rows, heads, head_dim, cos, sin);
@@ -135,7 +136,16 @@ class CpuBackend final : public Backend {
                          int64_t n) const override {
     cpu::silu_mul_backward(gate, up, dout, dgate, dup, n);
   }
+  void gelu_tanh_mul(const float* gate, const float* up, float* out, int64_t n) const override {
+    cpu::gelu_tanh_mul(gate, up, out, n);
+  }
+  void gelu_tanh_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                              int64_t n) const override {
+    cpu::gelu_tanh_mul_backward(gate, up, dout, dgate, dup, n);
+  }
   void add_inplace(float* x, const float* y, int64_t n) const override { cpu::add_inplace(x, y, n); }
+  void scale_inplace(float* x, float s, int64_t n) const override { cpu::scale_inplace(x, s, n); }
+  void softcap_inplace(float* x, float cap, int64_t n) const override { cpu::softcap_inplace(x, cap, n); }
 
   void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs,
                 const PagedKV& cache) const override {
@@ -158,9 +168,9 @@ class CpuBackend final : public Backend {
     cpu::attention_train_backward(q, k, v, out, dout, lse, shape, dq, dk, dv);
   }
 
-  double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets,
+  double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, float softcap, const int32_t* targets,
                        float grad_scale, float* dhidden, float* dlm_head) const override {
-    return cpu::cross_entropy(hidden, n, lm_head, targets, grad_scale, dhidden, dlm_head);
+    return cpu::cross_entropy(hidden, n, lm_head, softcap, targets, grad_scale, dhidden, dlm_head);
   }
 
   double sum_of_squares(const float* x, int64_t n) const override {

@@ -18,7 +18,7 @@ void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   }
 }
 
-void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+void rmsnorm(const float* x, const float* weight, float offset, float eps, int64_t rows, int64_t dim, float* out) {
 #pragma omp parallel for schedule(static) if (rows > 16)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
@@ -27,7 +27,7 @@ void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64
     for (int64_t i = 0; i < dim; ++i) sum += xr[i] * xr[i];
     const float scale = 1.0f / std::sqrt(sum / static_cast<float>(dim) + eps);
     float* o = out + r * dim;
-    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * scale * weight[i];
+    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * scale * (offset + weight[i]);
   }
 }
 
@@ -55,6 +55,15 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; i += kChunk) kernels.silu_mul(gate + i, up + i, out + i, std::min(kChunk, n - i));
 }
 
+void gelu_tanh_mul(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float kC = 0.7978845608028654f;  // √(2/π)
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = 0.5f * g * (1.0f + std::tanh(kC * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
 void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row) {
   switch (dtype) {
     case DType::F32: std::copy_n(x, n, static_cast<float*>(table) + row * n); break;
@@ -76,6 +85,17 @@ void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row)
 void add_inplace(float* x, const float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void scale_inplace(float* x, float s, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+void softcap_inplace(float* x, float cap, int64_t n) {
+  const float inv = 1.0f / cap;
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
 }
 
 }  // namespace slm::cpu

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace slm::cpu {
@@ -14,6 +15,13 @@ namespace slm::cpu {
 inline bool visible(int64_t i, int64_t j, int64_t window) { return j <= i && (window <= 0 || i - j < window); }
 // The first key the query at i sees (the last is i itself).
 inline int64_t first_key(int64_t i, int64_t window) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; }
+
+// The factor of q·k: `scale` when given (Gemma's query_pre_attn_scalar), else 1/√head_dim.
+inline float score_scale(float scale, int64_t head_dim) {
+  return scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+}
+// A scaled score after soft-capping (Gemma 2): cap·tanh(s/cap); cap 0 leaves it.
+inline float soft_cap(float score, float cap) { return cap > 0 ? cap * std::tanh(score / cap) : score; }
 
 // The running state of ni query rows: acc [ni, head_dim] (unnormalised
 // output), row_max and row_sum [ni] (the softmax's running maximum and
@@ -25,11 +33,11 @@ struct FlashRows {
 };
 
 // Folds keys [j0, j0+nj) into the state of queries [i0, i0+ni) (absolute
-// positions): S = scale·Q·Kᵀ, masked by `visible`, then acc = acc·correction
+// positions): S = soft_cap(scale·Q·Kᵀ), masked by `visible`, then acc = acc·correction
 // + softmax numerators·V. q rows have stride q_stride, k and v rows
 // kv_stride, all f32. `scores` holds ni·nj floats of scratch.
 void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
-                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, int64_t window,
-                float* scores, const FlashRows& state);
+                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, float softcap,
+                int64_t window, float* scores, const FlashRows& state);
 
 }  // namespace slm::cpu

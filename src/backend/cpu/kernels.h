@@ -44,8 +44,8 @@ void low_rank_add(const float* x, int64_t M, const Tensor& A, const Tensor& B, f
 // Rows of `table` [V, D] picked by ids, converted to f32: out[n, D].
 void embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out);
 
-// out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight, for `rows` rows of `dim`.
-void rmsnorm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out);
+// out[r] = x[r] / sqrt(mean(x[r]²) + eps) * (offset + weight), for `rows` rows of `dim`.
+void rmsnorm(const float* x, const float* weight, float offset, float eps, int64_t rows, int64_t dim, float* out);
 
 // Rotary embedding in the Hugging Face rotate-half layout, in place on x
 // [rows, heads, head_dim]; cos/sin are [rows, head_dim/2].
@@ -54,8 +54,17 @@ void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const float* 
 // out = silu(gate) * up, elementwise.
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 
+// out = gelu_tanh(gate) * up, elementwise, gelu_tanh(g) = ½g(1 + tanh(√(2/π)(g + 0.044715g³))).
+void gelu_tanh_mul(const float* gate, const float* up, float* out, int64_t n);
+
 // x += y, elementwise.
 void add_inplace(float* x, const float* y, int64_t n);
+
+// x *= s, elementwise.
+void scale_inplace(float* x, float s, int64_t n);
+
+// x = cap · tanh(x / cap), elementwise.
+void softcap_inplace(float* x, float cap, int64_t n);
 
 // Writes n floats as row `row` of a [.., n] table of f32, f16 or bf16.
 void store_row(const float* x, int64_t n, DType dtype, void* table, int64_t row);

@@ -14,8 +14,8 @@
 
 namespace slm::cpu {
 
-double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, const int32_t* targets, float grad_scale,
-                     float* dhidden, float* dlm_head, int64_t chunk_rows) {
+double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, float softcap, const int32_t* targets,
+                     float grad_scale, float* dhidden, float* dlm_head, int64_t chunk_rows) {
   const int64_t V = lm_head.dim(0), H = lm_head.dim(1);
   if (dlm_head && lm_head.dtype() != DType::F32) fail("cross_entropy: a trained lm_head must be f32");
   for (int64_t r = 0; r < n; ++r) {
@@ -26,6 +26,8 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
   if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(64, (int64_t{1} << 20) / V);
   chunk_rows = std::max<int64_t>(1, std::min(chunk_rows, n));
   std::vector<float> logits(static_cast<size_t>(chunk_rows * V));
+  // The capped logits, kept for the cap's derivative 1 − (capped/cap)².
+  std::vector<float> capped(softcap > 0 && dhidden ? static_cast<size_t>(chunk_rows * V) : 0);
   const VectorKernels& kernels = vector_kernels();
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
@@ -40,6 +42,10 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
         if (dhidden) std::fill_n(row, V, 0.0f);
         continue;
       }
+      if (softcap > 0) {
+        for (int64_t c = 0; c < V; ++c) row[c] = softcap * std::tanh(row[c] / softcap);
+        if (!capped.empty()) std::copy_n(row, V, capped.data() + r * V);
+      }
       float max_logit = -std::numeric_limits<float>::infinity();
       for (int64_t c = 0; c < V; ++c) max_logit = std::max(max_logit, row[c]);
       const float target_logit = row[target];
@@ -51,6 +57,10 @@ double cross_entropy(const float* hidden, int64_t n, const Tensor& lm_head, cons
         const float scale = static_cast<float>(grad_scale / sum);
         for (int64_t c = 0; c < V; ++c) row[c] *= scale;
         row[target] -= grad_scale;
+        if (softcap > 0) {
+          const float* cr = capped.data() + r * V;
+          for (int64_t c = 0; c < V; ++c) row[c] *= 1.0f - (cr[c] / softcap) * (cr[c] / softcap);
+        }
       }
     }
     total += chunk_loss;

@@ -1,9 +1,10 @@
 // What differs between model families, described once per family (one short
 // file each in this folder, as mlx-lm has models/llama.py): config.json's
-// names for the family, which projections carry biases, q/k norm, which
-// layers slide their attention window. Everything the families share (tensor
-// names, RMSNorm, SwiGLU, rotary embeddings, LoRA module names) is the
-// decoder's.
+// names for the family, which projections carry biases, q/k norm, the norms
+// and activation of a block (Gemma's (1 + weight) norms, post-norms, GeGLU),
+// soft-capping, which layers slide their attention window. The options are
+// ModelConfig's; the decoder implements each once, and tensor names follow
+// from them.
 #pragma once
 
 #include <slm/model.h>
@@ -18,13 +19,17 @@ namespace slm {
 struct Architecture {
   std::string_view model_type;  // config.json's model_type
   std::string_view hf_class;    // config.json's architectures entry
-  // Sets the bias and q/k-norm options from the family's rules and
-  // config.json's attention_bias (for families where it is an option).
+  // config.json's name for the MLP activation (hidden_act; Gemma's hidden_activation).
+  const char* activation_field;
+  bool tied_by_default;  // tie_word_embeddings when config.json leaves it out
+  // Sets the family's fixed structure (biases from config.json's
+  // attention_bias where they are an option, q/k norm, norms, activation and
+  // the defaults of its own fields).
   void (*set_options)(ModelConfig& c, bool attention_bias);
-  // Reads the family's sliding-window fields.
-  void (*read_window)(const JsonFields& f, ModelConfig& c);
-  // Writes the family's own fields back (attention_bias, sliding window) as
-  // transformers reads them.
+  // Reads the family's own fields (sliding window, soft caps, ...).
+  void (*read_fields)(const JsonFields& f, ModelConfig& c);
+  // Writes the family's own fields back (attention_bias, sliding window, ...)
+  // as transformers reads them.
   void (*write_fields)(const ModelConfig& c, nlohmann::json& j);
   // The window of layer l (0: full attention).
   int64_t (*layer_window)(const ModelConfig& c, int64_t layer);
@@ -43,6 +48,16 @@ void write_sliding_window(const ModelConfig& c, nlohmann::json& j);
 void write_qwen_window(const ModelConfig& c, nlohmann::json& j);
 int64_t every_layer_window(const ModelConfig& c, int64_t layer);
 int64_t qwen_layer_window(const ModelConfig& c, int64_t layer);  // layers below max_window_layers stay full
+// Gemma: the layers config.json's layer_types names sliding_attention (else
+// every `pattern`th layer full when pattern > 0, and the others sliding).
+void read_layer_types(const JsonFields& f, ModelConfig& c, int64_t pattern);
+void write_layer_types(const ModelConfig& c, nlohmann::json& j);
+int64_t listed_layer_window(const ModelConfig& c, int64_t layer);
+// Gemma's options: (1 + weight) norms, post-norms, scaled embeddings, GeGLU,
+// and the fields both Gemma families read alike.
+void set_gemma_options(ModelConfig& c, bool attention_bias);
+void read_gemma_fields(const JsonFields& f, ModelConfig& c, double attn_softcap, double final_softcap);
+void write_gemma_fields(const ModelConfig& c, nlohmann::json& j);
 }  // namespace arch
 
 }  // namespace slm

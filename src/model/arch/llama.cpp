@@ -8,6 +8,8 @@ extern const Architecture kLlama;
 const Architecture kLlama{
     "llama",
     "LlamaForCausalLM",
+    "hidden_act",
+    false,
     [](ModelConfig& c, bool attention_bias) {
       c.attention_bias = attention_bias;
       c.output_bias = attention_bias;

@@ -7,6 +7,8 @@ extern const Architecture kMistral;
 const Architecture kMistral{
     "mistral",
     "MistralForCausalLM",
+    "hidden_act",
+    false,
     [](ModelConfig& c, bool) {
       c.attention_bias = false;
       c.output_bias = false;

@@ -8,6 +8,8 @@ extern const Architecture kQwen2;
 const Architecture kQwen2{
     "qwen2",
     "Qwen2ForCausalLM",
+    "hidden_act",
+    false,
     [](ModelConfig& c, bool) {
       c.attention_bias = true;
       c.output_bias = false;

@@ -8,6 +8,8 @@ extern const Architecture kQwen3;
 const Architecture kQwen3{
     "qwen3",
     "Qwen3ForCausalLM",
+    "hidden_act",
+    false,
     [](ModelConfig& c, bool attention_bias) {
       c.attention_bias = attention_bias;
       c.output_bias = attention_bias;

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 namespace {
 
 using json = nlohmann::json;
@@ -63,6 +65,42 @@ const char* kQwen3 = R"({
   "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": true,
   "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true,
   "use_sliding_window": false, "vocab_size": 151936})";
+
+const char* kGemma3_270m = R"({
+  "_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2, "eos_token_id": 1,
+  "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 640, "initializer_range": 0.02, "intermediate_size": 2048,
+  "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+    "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+  "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 4,
+  "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0, "rope_scaling": null, "rope_theta": 1000000.0,
+  "sliding_window": 512, "torch_dtype": "bfloat16", "transformers_version": "4.55.0.dev0",
+  "use_bidirectional_attention": false, "use_cache": true, "vocab_size": 262144})";
+
+// Before layer_types: sliding_window_pattern.
+const char* kGemma3_1b = R"({
+  "architectures": ["Gemma3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "attn_logit_softcapping": null, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+  "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768,
+  "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+  "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+  "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6,
+  "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144})";
+
+const char* kGemma2_2b = R"({
+  "architectures": ["Gemma2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": 1,
+  "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+  "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02,
+  "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2",
+  "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0,
+  "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096,
+  "torch_dtype": "float32", "transformers_version": "4.42.4", "use_cache": true, "vocab_size": 256000})";
 
 ModelConfig parse(const json& j) { return ModelConfig::from_json(j.dump(), "test/config.json"); }
 
@@ -151,6 +189,90 @@ TEST(ModelConfig, Qwen3HasQkNormAndExplicitHeadDim) {
   EXPECT_EQ(c.parameter_count(), 596049920);  // Qwen3-0.6B, tied
 }
 
+TEST(ModelConfig, Gemma3LayerTypesLocalRopeAndTiedDefault) {
+  for (const char* text : {kGemma3_270m, kGemma3_1b}) {
+    const ModelConfig c = ModelConfig::from_json(text, "gemma3/config.json");
+    SCOPED_TRACE(c.hidden_size);
+    EXPECT_EQ(c.model_type, "gemma3_text");
+    EXPECT_TRUE(c.qk_norm && c.norm_unit_offset && c.post_norms && c.scale_embeddings);
+    EXPECT_EQ(c.hidden_activation, slm::Activation::GeluTanh);
+    EXPECT_TRUE(c.tie_word_embeddings);  // Gemma's default: config.json leaves it out
+    EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+    EXPECT_DOUBLE_EQ(c.rope_local_theta, 10000);
+    EXPECT_EQ(c.attn_logit_softcapping, 0);
+    EXPECT_EQ(c.final_logit_softcapping, 0);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) EXPECT_EQ(c.layer_window(l), (l + 1) % 6 ? 512 : 0) << l;
+    EXPECT_FLOAT_EQ(c.attention_scale(), 1.0f / 16);
+  }
+  // The published parameter counts (tied embeddings).
+  EXPECT_EQ(ModelConfig::from_json(kGemma3_270m, "a").parameter_count(), 268098176);
+  EXPECT_EQ(ModelConfig::from_json(kGemma3_1b, "a").parameter_count(), 999885952);
+  // sqrt(1152) = 33.94 rounds to 34 in bf16, as transformers casts it.
+  EXPECT_EQ(ModelConfig::from_json(kGemma3_1b, "a").embedding_scale(), 34.0f);
+}
+
+TEST(ModelConfig, Gemma2SoftCapsAndEvenLayersSlide) {
+  const ModelConfig c = ModelConfig::from_json(kGemma2_2b, "gemma2/config.json");
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_TRUE(c.norm_unit_offset && c.post_norms && c.scale_embeddings);
+  EXPECT_DOUBLE_EQ(c.attn_logit_softcapping, 50);
+  EXPECT_DOUBLE_EQ(c.final_logit_softcapping, 30);
+  EXPECT_EQ(c.rope_local_theta, 0);
+  EXPECT_EQ(c.layer_window(0), 4096);
+  EXPECT_EQ(c.layer_window(1), 0);
+  EXPECT_EQ(c.layer_window(24), 4096);
+  EXPECT_EQ(c.parameter_count(), 2614341888);  // Gemma 2 2B
+  EXPECT_FLOAT_EQ(c.embedding_scale(), std::sqrt(2304.0f));  // f32 checkpoint: not rounded
+  json j = json::parse(kGemma2_2b);
+  j["attn_logit_softcapping"] = nullptr;  // null turns a cap off; leaving it out keeps the default
+  j.erase("final_logit_softcapping");
+  EXPECT_EQ(parse(j).attn_logit_softcapping, 0);
+  EXPECT_DOUBLE_EQ(parse(j).final_logit_softcapping, 30);
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  EXPECT_TRUE(Rejects(j, {"layer_types", "one entry per layer"}));
+  j["layer_types"] = json::array();
+  for (int l = 0; l < 26; ++l) j["layer_types"].push_back(l == 3 ? "chunked_attention" : "full_attention");
+  EXPECT_TRUE(Rejects(j, {"layer_types", "chunked_attention"}));
+}
+
+// `slm create --shape` presets are the published configs: the same fields,
+// read back through config.json, as the real files give.
+TEST(ModelConfig, GemmaPresetsMatchThePublishedConfigs) {
+  for (const auto& [preset, text] : {std::pair{"gemma3-270m", kGemma3_270m}, std::pair{"gemma3-1b", kGemma3_1b},
+                                     std::pair{"gemma2-2b", kGemma2_2b}}) {
+    SCOPED_TRACE(preset);
+    const ModelConfig real = ModelConfig::from_json(text, "real");
+    const ModelConfig made = ModelConfig::from_json(slm::shape_preset(preset).to_json(), "preset");
+    EXPECT_EQ(made.parameter_count(), real.parameter_count());
+    EXPECT_EQ(made.head_dim, real.head_dim);
+    EXPECT_EQ(made.sliding_layers, real.sliding_layers);
+    EXPECT_EQ(made.sliding_window, real.sliding_window);
+    EXPECT_EQ(made.rope_theta, real.rope_theta);
+    EXPECT_EQ(made.rope_local_theta, real.rope_local_theta);
+    EXPECT_EQ(made.query_pre_attn_scalar, real.query_pre_attn_scalar);
+    EXPECT_EQ(made.attn_logit_softcapping, real.attn_logit_softcapping);
+    EXPECT_EQ(made.final_logit_softcapping, real.final_logit_softcapping);
+    EXPECT_EQ(made.max_position_embeddings, real.max_position_embeddings);
+    EXPECT_EQ(made.eos_token_ids, real.eos_token_ids);
+    EXPECT_EQ(made.tie_word_embeddings, real.tie_word_embeddings);
+  }
+}
+
+TEST(ModelConfig, GemmaUnsupportedOptionsNameTheField) {
+  json j = json::parse(kGemma3_1b);
+  j["hidden_activation"] = "gelu";
+  EXPECT_TRUE(Rejects(j, {"hidden_activation", "\"gelu\""}));
+  j = json::parse(kGemma3_1b);
+  j["use_bidirectional_attention"] = true;
+  EXPECT_TRUE(Rejects(j, {"use_bidirectional_attention"}));
+  j = json::parse(kGemma3_1b);
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 8.0}};
+  EXPECT_TRUE(Rejects(j, {"rope_scaling", "\"yarn\""}));
+  j = json::parse(kGemma3_1b);
+  j["query_pre_attn_scalar"] = -1;
+  EXPECT_TRUE(Rejects(j, {"query_pre_attn_scalar"}));
+}
+
 // Qwen2's rule (transformers Qwen2Attention): with use_sliding_window, layers
 // at index >= max_window_layers slide; the ones below keep full attention.
 TEST(ModelConfig, QwenMaxWindowLayers) {
@@ -190,7 +312,7 @@ TEST(ModelConfig, DefaultsWhenOptionalFieldsAreAbsent) {
 }
 
 TEST(ModelConfig, ToJsonReadsBackToTheSameConfig) {
-  for (const char* text : {kSmolLM2, kQwen25, kLlama32, kMistral, kQwen3}) {
+  for (const char* text : {kSmolLM2, kQwen25, kLlama32, kMistral, kQwen3, kGemma3_270m, kGemma3_1b, kGemma2_2b}) {
     const ModelConfig a = ModelConfig::from_json(text, "a");
     const ModelConfig b = ModelConfig::from_json(a.to_json(), "b");
     SCOPED_TRACE(a.model_type);
@@ -205,6 +327,12 @@ TEST(ModelConfig, ToJsonReadsBackToTheSameConfig) {
     EXPECT_EQ(b.eos_token_ids, a.eos_token_ids);
     EXPECT_EQ(b.torch_dtype, a.torch_dtype);
     EXPECT_EQ(b.parameter_count(), a.parameter_count());
+    EXPECT_EQ(b.sliding_layers, a.sliding_layers);
+    EXPECT_EQ(b.rope_local_theta, a.rope_local_theta);
+    EXPECT_EQ(b.hidden_activation, a.hidden_activation);
+    EXPECT_EQ(b.attn_logit_softcapping, a.attn_logit_softcapping);
+    EXPECT_EQ(b.final_logit_softcapping, a.final_logit_softcapping);
+    EXPECT_EQ(b.query_pre_attn_scalar, a.query_pre_attn_scalar);
   }
 }
 

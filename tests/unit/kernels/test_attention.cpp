@@ -25,6 +25,7 @@ using slm::test::random_vector;
 struct AttentionShape {
   int64_t n_queries, q_start, heads, kv_heads, head_dim, capacity, window;
   slm::DType kv_dtype = slm::DType::F32;
+  float scale = 0.0f, softcap = 0.0f;  // as AttentionBatch's
 };
 
 constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
@@ -45,7 +46,8 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
         for (int64_t d = 0; d < s.head_dim; ++d) {
           dot += double(q[size_t((i * s.heads + h) * s.head_dim + d)]) * keys[size_t((g * s.capacity + j) * s.head_dim + d)];
         }
-        scores.push_back(dot / std::sqrt(double(s.head_dim)));
+        const double scaled = dot * (s.scale > 0 ? double(s.scale) : 1 / std::sqrt(double(s.head_dim)));
+        scores.push_back(s.softcap > 0 ? s.softcap * std::tanh(scaled / s.softcap) : scaled);
         visible.push_back(j);
       }
       double max_score = -INFINITY, total = 0;
@@ -66,6 +68,7 @@ struct Case {
   int64_t head_dim, n_queries, q_start, window;
   slm::DType kv_dtype = slm::DType::F32;
   int64_t block_tokens = 64;
+  float scale = 0.0f, softcap = 0.0f;
 };
 
 // The cache as the kernels read it (f32, f16 or bf16 bytes), and `values`
@@ -130,13 +133,15 @@ Paged to_paged(const std::vector<uint8_t>& keys, const std::vector<uint8_t>& val
 
 std::string name(const Case& c) {
   return std::string(slm::dtype_name(c.kv_dtype)) + " block " + std::to_string(c.block_tokens) + " head_dim " + std::to_string(c.head_dim) + " n " + std::to_string(c.n_queries) + " q_start " +
-         std::to_string(c.q_start) + " window " + std::to_string(c.window);
+         std::to_string(c.q_start) + " window " + std::to_string(c.window) + " scale " + std::to_string(c.scale) +
+         " softcap " + std::to_string(c.softcap);
 }
 
 void check_case(const Case& c) {
   const int64_t heads = 6, kv_heads = 2;
   const int64_t kv_len = c.q_start + c.n_queries;
-  const AttentionShape shape{c.n_queries, c.q_start, heads, kv_heads, c.head_dim, kv_len + 5, c.window, c.kv_dtype};
+  const AttentionShape shape{c.n_queries, c.q_start,  heads,   kv_heads, c.head_dim,
+                             kv_len + 5,  c.window,   c.kv_dtype, c.scale, c.softcap};
   const uint64_t seed = static_cast<uint64_t>(c.head_dim * 1000 + c.n_queries * 100 + c.q_start * 10 + c.window);
   // q·k / sqrt(d) of order 1: q, k ~ N(0, 1/sqrt(d)) · 2.
   const double qk_scale = 2.0 / std::sqrt(std::sqrt(double(c.head_dim)));
@@ -161,7 +166,7 @@ void check_case(const Case& c) {
 
   const Paged paged = to_paged(key_cache, value_cache, shape, c.block_tokens, 2);
   slm::AttentionRun run{0, c.n_queries, c.q_start, paged.table.data()};
-  const slm::AttentionBatch batch{std::span(&run, 1), heads, c.window};
+  const slm::AttentionBatch batch{std::span(&run, 1), heads, c.window, c.scale, c.softcap};
   std::vector<float> eager(want.size(), kPoison), flash(want.size(), kPoison), scores;
   slm::cpu::attention_eager(q.data(), paged.view, batch, scores, eager.data());
   slm::cpu::attention_flash(q.data(), paged.view, batch, flash.data());
@@ -202,6 +207,20 @@ TEST(Attention, TileBoundaries) {
                         Case{64, 130, 0, 0, slm::DType::BF16}, Case{64, 130, 5, 0, slm::DType::F32, 16},
                         Case{34, 65, 63, 9, slm::DType::BF16, 16}, Case{64, 7, 70, 30, slm::DType::F16, 16},
                         Case{6, 200, 0, 70, slm::DType::F32, 1}}) {
+    check_case(c);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// Gemma's attention: a scale other than 1/√head_dim (query_pre_attn_scalar)
+// and scores soft-capped before the softmax, small enough to bend them, on
+// the dot-product path (few queries) and the tiled one.
+TEST(Attention, ScaleAndSoftcap) {
+  for (const Case& c : {Case{64, 1, 50, 0, slm::DType::F32, 64, 0.3f, 1.0f},
+                        Case{64, 37, 0, 5, slm::DType::F32, 16, 0.2f, 0.7f},
+                        Case{16, 70, 10, 0, slm::DType::BF16, 64, 0.5f, 2.0f},
+                        Case{64, 7, 70, 30, slm::DType::F16, 16, 0.0f, 1.5f},
+                        Case{34, 65, 63, 9, slm::DType::F32, 64, 0.4f, 0.0f}}) {
     check_case(c);
     if (HasFatalFailure()) return;
   }

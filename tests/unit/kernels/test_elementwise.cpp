@@ -28,7 +28,7 @@ TEST(RmsNorm, MatchesFormula) {
       const auto x = random_vector(rows * dim, static_cast<uint64_t>(rows * 100 + dim), 3.0);
       const auto w = random_vector(dim, 77);
       std::vector<float> out(x.size(), NAN);
-      slm::cpu::rmsnorm(x.data(), w.data(), eps, rows, dim, out.data());
+      slm::cpu::rmsnorm(x.data(), w.data(), 0.0f, eps, rows, dim, out.data());
       for (int64_t r = 0; r < rows; ++r) {
         double ms = 0;
         for (int64_t i = 0; i < dim; ++i) ms += double(x[size_t(r * dim + i)]) * x[size_t(r * dim + i)];
@@ -47,19 +47,19 @@ TEST(RmsNorm, MatchesFormula) {
 TEST(RmsNorm, EpsilonMattersForZeroRowsAndInPlaceWorks) {
   // An all-zero row gives zeros (not NaN) thanks to eps.
   std::vector<float> zeros(17, 0.0f), w(17, 1.0f), out(17, NAN);
-  slm::cpu::rmsnorm(zeros.data(), w.data(), 1e-6f, 1, 17, out.data());
+  slm::cpu::rmsnorm(zeros.data(), w.data(), 0.0f, 1e-6f, 1, 17, out.data());
   for (float v : out) EXPECT_EQ(v, 0.0f);
   // A constant row c normalises to c / sqrt(c² + eps).
   std::vector<float> c(4, 0.01f), o(4);
   std::vector<float> ones(4, 1.0f);
-  slm::cpu::rmsnorm(c.data(), ones.data(), 1e-4f, 1, 4, o.data());
+  slm::cpu::rmsnorm(c.data(), ones.data(), 0.0f, 1e-4f, 1, 4, o.data());
   EXPECT_NEAR(o[0], 0.01 / std::sqrt(1e-4 + 1e-4), 1e-6);
   // In place, as the q/k norms of Qwen3 use it.
   auto x = random_vector(3 * 65, 3);
   const auto weight = random_vector(65, 4);
   std::vector<float> separate(x.size());
-  slm::cpu::rmsnorm(x.data(), weight.data(), 1e-6f, 3, 65, separate.data());
-  slm::cpu::rmsnorm(x.data(), weight.data(), 1e-6f, 3, 65, x.data());
+  slm::cpu::rmsnorm(x.data(), weight.data(), 0.0f, 1e-6f, 3, 65, separate.data());
+  slm::cpu::rmsnorm(x.data(), weight.data(), 0.0f, 1e-6f, 3, 65, x.data());
   EXPECT_EQ(x, separate);
 }
 

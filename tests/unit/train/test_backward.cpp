@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <numbers>
 #include <functional>
 #include <vector>
 
@@ -150,7 +151,7 @@ TEST(RmsNormBackward, MatchesFiniteDifferences) {
     return weighted_sum(y, c);
   };
   std::vector<float> dx(x.size(), 1.0f), dw(w.size(), 0.0f);
-  slm::cpu::rmsnorm_backward(c.data(), x.data(), w.data(), float(eps), rows, dim, dx.data(), dw.data(), true);
+  slm::cpu::rmsnorm_backward(c.data(), x.data(), w.data(), 0.0f, float(eps), rows, dim, dx.data(), dw.data(), true);
   for (float& v : dx) v -= 1.0f;  // accumulated onto ones
   const Vec nx = numeric_gradient([&](const Vec& xs) { return forward(xs, widen(w)); }, widen(x));
   const Vec nw = numeric_gradient([&](const Vec& ws) { return forward(widen(x), ws); }, widen(w));
@@ -194,6 +195,58 @@ TEST(SiluMulBackward, MatchesFiniteDifferences) {
             kTolerance);
 }
 
+double gelu_tanh(double g) { return 0.5 * g * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (g + 0.044715 * g * g * g))); }
+
+TEST(GeluTanhMulBackward, MatchesFiniteDifferences) {
+  const int64_t n = 101;
+  const auto gate = random_vector(n, 15, 3.0), up = random_vector(n, 16), c = random_vector(n, 17);
+  auto forward = [&](const Vec& g, const Vec& u) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += gelu_tanh(g[size_t(i)]) * u[size_t(i)] * c[size_t(i)];
+    return s;
+  };
+  std::vector<float> out(static_cast<size_t>(n)), dgate(static_cast<size_t>(n)), dup(static_cast<size_t>(n));
+  slm::cpu::gelu_tanh_mul(gate.data(), up.data(), out.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double want = gelu_tanh(gate[size_t(i)]) * up[size_t(i)];
+    EXPECT_NEAR(out[size_t(i)], want, 1e-5 * std::fabs(want) + 1e-6) << i;
+  }
+  slm::cpu::gelu_tanh_mul_backward(gate.data(), up.data(), c.data(), dgate.data(), dup.data(), n);
+  EXPECT_LT(relative_error(dgate, numeric_gradient([&](const Vec& g) { return forward(g, widen(up)); }, widen(gate))),
+            kTolerance);
+  EXPECT_LT(relative_error(dup, numeric_gradient([&](const Vec& u) { return forward(widen(gate), u); }, widen(up))),
+            kTolerance);
+}
+
+// Gemma's norm, x / rms(x) · (1 + w): the offset in dx, and dw as without it.
+TEST(RmsNormBackward, UnitOffsetMatchesFiniteDifferences) {
+  const int64_t rows = 3, dim = 9;
+  const double eps = 1e-6;
+  const auto x = random_vector(rows * dim, 18, 2.0), w = random_vector(dim, 19, 0.1), c = random_vector(rows * dim, 20);
+  auto forward = [&](const Vec& xs, const Vec& ws) {
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < dim; ++i) ms += xs[size_t(r * dim + i)] * xs[size_t(r * dim + i)];
+      const double rstd = 1 / std::sqrt(ms / dim + eps);
+      for (int64_t i = 0; i < dim; ++i) {
+        total += xs[size_t(r * dim + i)] * rstd * (1 + ws[size_t(i)]) * c[size_t(r * dim + i)];
+      }
+    }
+    return total;
+  };
+  std::vector<float> y(x.size()), dx(x.size()), dw(w.size(), 0.0f);
+  slm::cpu::rmsnorm(x.data(), w.data(), 1.0f, float(eps), rows, dim, y.data());
+  double sum = 0;
+  for (size_t i = 0; i < y.size(); ++i) sum += double(y[i]) * c[i];
+  EXPECT_NEAR(sum, forward(widen(x), widen(w)), 1e-4);
+  slm::cpu::rmsnorm_backward(c.data(), x.data(), w.data(), 1.0f, float(eps), rows, dim, dx.data(), dw.data(), false);
+  EXPECT_LT(relative_error(dx, numeric_gradient([&](const Vec& xs) { return forward(xs, widen(w)); }, widen(x))),
+            kTolerance);
+  EXPECT_LT(relative_error(dw, numeric_gradient([&](const Vec& ws) { return forward(widen(x), ws); }, widen(w))),
+            kTolerance);
+}
+
 TEST(EmbeddingBackward, ScatterAddsRepeatedIds) {
   const int64_t dim = 3;
   const int32_t ids[] = {2, 0, 2};
@@ -220,7 +273,8 @@ Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::Seq
           for (int64_t e = 0; e < hd; ++e) {
             d += q[size_t((b * s.seq + i) * qs + h * hd + e)] * k[size_t((b * s.seq + j) * ks + (h / group) * hd + e)];
           }
-          score[size_t(j)] = d / std::sqrt(double(hd));
+          const double scaled = d * (s.scale > 0 ? double(s.scale) : 1 / std::sqrt(double(hd)));
+          score[size_t(j)] = s.softcap > 0 ? s.softcap * std::tanh(scaled / s.softcap) : scaled;
           m = std::max(m, score[size_t(j)]);
         }
         double total = 0;
@@ -238,10 +292,17 @@ Vec attention_reference(const Vec& q, const Vec& k, const Vec& v, const slm::Seq
   return out;
 }
 
+// Windows, and Gemma's scale and soft cap (small enough to bend the scores).
+struct AttentionCase {
+  int64_t window;
+  float scale, softcap;
+};
+
 TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
-  for (int64_t window : {0, 3}) {
-    SCOPED_TRACE("window " + std::to_string(window));
-    const slm::SequenceAttentionShape s{2, 7, 4, 2, 8, window};
+  for (const AttentionCase a : {AttentionCase{0, 0, 0}, {3, 0, 0}, {0, 0.5f, 1.5f}, {3, 0.2f, 0.8f}}) {
+    SCOPED_TRACE("window " + std::to_string(a.window) + " scale " + std::to_string(a.scale) + " softcap " +
+                 std::to_string(a.softcap));
+    const slm::SequenceAttentionShape s{2, 7, 4, 2, 8, a.window, a.scale, a.softcap};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
     const auto q = random_vector(nq, 20), k = random_vector(nk, 21), v = random_vector(nk, 22);
     const auto c = random_vector(nq, 23);
@@ -270,9 +331,9 @@ TEST(AttentionBackward, ForwardAndGradientsMatchReference) {
 // The tiled kernels against the one-key-at-a-time loops, over lengths that
 // span several 64-row tiles and windows that cut tiles in the middle.
 TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
-  for (int64_t window : {0, 37, 64}) {
-    SCOPED_TRACE("window " + std::to_string(window));
-    const slm::SequenceAttentionShape s{2, 150, 6, 2, 16, window};
+  for (const AttentionCase a : {AttentionCase{0, 0, 0}, {37, 0, 0}, {64, 0, 0}, {37, 0.3f, 2.0f}}) {
+    SCOPED_TRACE("window " + std::to_string(a.window) + " softcap " + std::to_string(a.softcap));
+    const slm::SequenceAttentionShape s{2, 150, 6, 2, 16, a.window, a.scale, a.softcap};
     const int64_t nq = s.batch * s.seq * s.heads * s.head_dim, nk = s.batch * s.seq * s.kv_heads * s.head_dim;
     const auto q = random_vector(nq, 40), k = random_vector(nk, 41), v = random_vector(nk, 42);
     const auto g = random_vector(nq, 43);
@@ -295,39 +356,44 @@ TEST(AttentionBackward, TiledMatchesReferenceAcrossTiles) {
 }
 
 TEST(CrossEntropy, LossAndGradientsAcrossChunks) {
-  const int64_t n = 7, H = 6, V = 29;
-  const auto hidden = random_vector(n * H, 30), head = random_vector(V * H, 31);
-  const std::vector<int32_t> targets = {3, -100, 28, 0, 5, -100, 17};
-  Tensor W = Tensor::zeros(DType::F32, {V, H});
-  std::copy(head.begin(), head.end(), W.data_as<float>());
-  auto loss = [&](const Vec& hs, const Vec& ws) {
-    double total = 0;
-    for (int64_t r = 0; r < n; ++r) {
-      if (targets[size_t(r)] < 0) continue;
-      std::vector<double> logit(static_cast<size_t>(V));
-      double m = -INFINITY;
-      for (int64_t c = 0; c < V; ++c) {
-        double d = 0;
-        for (int64_t e = 0; e < H; ++e) d += hs[size_t(r * H + e)] * ws[size_t(c * H + e)];
-        logit[size_t(c)] = d;
-        m = std::max(m, d);
+  for (const float softcap : {0.0f, 1.5f}) {
+    SCOPED_TRACE("softcap " + std::to_string(softcap));
+    const int64_t n = 7, H = 6, V = 29;
+    const auto hidden = random_vector(n * H, 30), head = random_vector(V * H, 31);
+    const std::vector<int32_t> targets = {3, -100, 28, 0, 5, -100, 17};
+    Tensor W = Tensor::zeros(DType::F32, {V, H});
+    std::copy(head.begin(), head.end(), W.data_as<float>());
+    auto loss = [&](const Vec& hs, const Vec& ws) {
+      double total = 0;
+      for (int64_t r = 0; r < n; ++r) {
+        if (targets[size_t(r)] < 0) continue;
+        std::vector<double> logit(static_cast<size_t>(V));
+        double m = -INFINITY;
+        for (int64_t c = 0; c < V; ++c) {
+          double d = 0;
+          for (int64_t e = 0; e < H; ++e) d += hs[size_t(r * H + e)] * ws[size_t(c * H + e)];
+          logit[size_t(c)] = softcap > 0 ? softcap * std::tanh(d / softcap) : d;
+          m = std::max(m, logit[size_t(c)]);
+        }
+        double sum = 0;
+        for (double l : logit) sum += std::exp(l - m);
+        total += m + std::log(sum) - logit[size_t(targets[size_t(r)])];
       }
-      double sum = 0;
-      for (double l : logit) sum += std::exp(l - m);
-      total += m + std::log(sum) - logit[size_t(targets[size_t(r)])];
-    }
-    return total / 5.0;  // the mean over the five counted rows
-  };
-  std::vector<float> dh(static_cast<size_t>(n * H), 1e30f), dW(static_cast<size_t>(V * H), 0.0f);
-  const double sum = slm::cpu::cross_entropy(hidden.data(), n, W, targets.data(), 1.0f / 5, dh.data(), dW.data(), 3);
-  EXPECT_NEAR(sum / 5.0, loss(widen(hidden), widen(head)), 1e-5);
-  EXPECT_LT(relative_error(dh, numeric_gradient([&](const Vec& x) { return loss(x, widen(head)); }, widen(hidden))),
-            kTolerance);
-  EXPECT_LT(relative_error(dW, numeric_gradient([&](const Vec& x) { return loss(widen(hidden), x); }, widen(head))),
-            kTolerance);
-  for (int64_t e = 0; e < H; ++e) EXPECT_EQ(dh[size_t(1 * H + e)], 0.0f);  // an ignored row
-  // Loss only: no gradient buffers touched.
-  EXPECT_NEAR(slm::cpu::cross_entropy(hidden.data(), n, W, targets.data(), 1.0f, nullptr, nullptr), sum, 1e-4);
+      return total / 5.0;  // the mean over the five counted rows
+    };
+    std::vector<float> dh(static_cast<size_t>(n * H), 1e30f), dW(static_cast<size_t>(V * H), 0.0f);
+    const double sum =
+        slm::cpu::cross_entropy(hidden.data(), n, W, softcap, targets.data(), 1.0f / 5, dh.data(), dW.data(), 3);
+    EXPECT_NEAR(sum / 5.0, loss(widen(hidden), widen(head)), 1e-5);
+    EXPECT_LT(relative_error(dh, numeric_gradient([&](const Vec& x) { return loss(x, widen(head)); }, widen(hidden))),
+              kTolerance);
+    EXPECT_LT(relative_error(dW, numeric_gradient([&](const Vec& x) { return loss(widen(hidden), x); }, widen(head))),
+              kTolerance);
+    for (int64_t e = 0; e < H; ++e) EXPECT_EQ(dh[size_t(1 * H + e)], 0.0f);  // an ignored row
+    // Loss only: no gradient buffers touched.
+    EXPECT_NEAR(slm::cpu::cross_entropy(hidden.data(), n, W, softcap, targets.data(), 1.0f, nullptr, nullptr), sum,
+                1e-4);
+  }
 }
 
 }  // namespace

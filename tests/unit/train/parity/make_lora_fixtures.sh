@@ -57,3 +57,15 @@ fixture full_qwen2_bias "--full --schedule constant --warmup 0 --seed 7" -- \
   --arch qwen2 --hidden 32 --layers 2 --heads 2 --kv-heads 2 --intermediate 40
 fixture full_llama_bias "--full --seed 8" -- \
   --arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 48 --attention-bias
+# Gemma 3: q/k norm, (1 + weight) norms and post-norms, GeGLU, scaled
+# embeddings, a local rope base on the windowed layer; Gemma 2: soft caps small
+# enough to bend scores and logits (their backward), a window on layer 0.
+GEMMA3=(--arch gemma3_text --hidden 32 --layers 2 --heads 4 --kv-heads 2 --head-dim 8 --intermediate 48
+  --tie-embeddings --sliding-window 5 --sliding-pattern 2 --rope-theta 10000 --rope-local-theta 100
+  --query-pre-attn-scalar 12)
+GEMMA2=(--arch gemma2 --hidden 32 --layers 2 --heads 4 --kv-heads 2 --head-dim 8 --intermediate 48
+  --sliding-window 5 --attn-softcap 2 --final-softcap 3)
+fixture gemma3 "--targets all-linear --seq 16 --seed 9" -- "${GEMMA3[@]}"
+fixture full_gemma3 "--full --seq 16 --seed 10" -- "${GEMMA3[@]}"
+fixture gemma2 "--targets q_proj,k_proj,o_proj,gate_proj,down_proj --seq 16 --seed 11" -- "${GEMMA2[@]}"
+fixture full_gemma2 "--full --seq 16 --seed 12" -- "${GEMMA2[@]}"

@@ -24,7 +24,8 @@ using nlohmann::json;
 
 const char* const kModels[] = {"llama_gqa",      "qwen3_tied",      "qwen2_bias",      "llama_bias",
                                "mistral_window", "full_llama_gqa",  "full_qwen3_tied", "full_qwen2_bias",
-                               "full_llama_bias"};
+                               "full_llama_bias", "gemma3",         "full_gemma3",     "gemma2",
+                               "full_gemma2"};
 
 class LoraParity : public ::testing::TestWithParam<const char*> {
  protected:
