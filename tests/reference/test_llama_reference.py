@@ -127,7 +127,9 @@ class Rope(unittest.TestCase):
         self.assertEqual(set(kinds), {0, 1, 2}, "the fixture should exercise all three bands")
 
 
-class Model(unittest.TestCase):
+class InScratchFolder(unittest.TestCase):
+    """A test case with a scratch folder; path(name) is a file in it."""
+
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
 
@@ -137,6 +139,8 @@ class Model(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.dir.name, name)
 
+
+class Model(InScratchFolder):
     def test_causal(self):
         make_model(self.path("m"))
         r = ref.Reference(self.path("m"))
@@ -245,16 +249,7 @@ def gemma_config(model_type, **overrides):
     return config
 
 
-class Gemma(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-
-    def tearDown(self):
-        self.dir.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.dir.name, name)
-
+class Gemma(InScratchFolder):
     def test_norm_scales_by_one_plus_weight(self):
         make_model(self.path("g"), **gemma_config("gemma3_text"))
         r = ref.Reference(self.path("g"))
