@@ -16,8 +16,8 @@ namespace {
 
 // The activations of a product in the layouts the dot products read: x
 // itself [M, K]; for bf16 weights, prepare_bf16_x's layout (row stride
-// padded_k); for q8/q4 weights on a CPU with integer dot products, q8
-// blocks (null otherwise).
+// padded_k); for q8/q4 weights, q8 blocks for the integer dot products
+// (null when there are none of either).
 struct PreparedX {
   const float* x;
   const float* bf16;
@@ -28,7 +28,7 @@ struct PreparedX {
 // Rows [begin, end) of y[M,N] = x·Wᵀ (+ bias) for a handful of x rows, one
 // weight row at a time: a single sequential stream is what the hardware
 // prefetcher serves best (interleaving four rows measured 40% slower).
-void dot_rows(const VectorKernels& k, const QuantDotKernels* quant, const PreparedX& in, int64_t M, int64_t K,
+void dot_rows(const VectorKernels& k, const QuantDotKernels& quant, const PreparedX& in, int64_t M, int64_t K,
               const Tensor& W, const float* bias, float* y, int64_t begin, int64_t end) {
   const int64_t N = W.dim(0), blocks = K / kQuantBlock;
   const float* x = in.x;
@@ -39,14 +39,8 @@ void dot_rows(const VectorKernels& k, const QuantDotKernels* quant, const Prepar
         case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
         case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
         case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
-        case DType::Q8:
-          sum = quant ? quant->q8(in.q8 + m * blocks, W.data_as<const BlockQ8>() + n * blocks, K)
-                      : k.q8(x + m * K, W.data_as<const BlockQ8>() + n * blocks, K);
-          break;
-        case DType::Q4:
-          sum = quant ? quant->q4(in.q8 + m * blocks, W.data_as<const BlockQ4>() + n * blocks, K)
-                      : k.q4(x + m * K, W.data_as<const BlockQ4>() + n * blocks, K);
-          break;
+        case DType::Q8: sum = quant.q8(in.q8 + m * blocks, W.data_as<const BlockQ8>() + n * blocks, K); break;
+        case DType::Q4: sum = quant.q4(in.q8 + m * blocks, W.data_as<const BlockQ4>() + n * blocks, K); break;
       }
       y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
     }
@@ -202,7 +196,7 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     any_quantized |= is_quantized(p.weight->dtype());
   }
   const VectorKernels& kernels = vector_kernels();
-  const QuantDotKernels* quant = any_quantized ? quant_dot_kernels() : nullptr;
+  const QuantDotKernels& quant = quant_dot_kernels();
   // Called from the thread that owns the forward pass, never from inside a
   // parallel region, so one buffer per calling thread is reused for every
   // token (the workers' thread_local copies are not this one).
@@ -214,9 +208,9 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     for (int64_t m = 0; m < M; ++m) kernels.prepare_bf16_x(x + m * K, K, x_bf16.data() + m * prepared.padded_k);
     prepared.bf16 = x_bf16.data();
   }
-  if (quant) {
+  if (any_quantized) {
     x_q8.resize(static_cast<size_t>(M * (K / kQuantBlock)));
-    for (int64_t m = 0; m < M; ++m) quant->quantize_x(x + m * K, K, x_q8.data() + m * (K / kQuantBlock));
+    for (int64_t m = 0; m < M; ++m) quant.quantize_x(x + m * K, K, x_q8.data() + m * (K / kQuantBlock));
     prepared.q8 = x_q8.data();
   }
   // Each thread takes one contiguous share of all the rows, walking across

@@ -95,14 +95,23 @@ const Bf16GemmKernels* bf16_gemm_kernels() {
   return nullptr;
 }
 
-const QuantDotKernels* quant_dot_kernels() {
+const QuantDotKernels& quant_dot_kernels() {
+  static const QuantDotKernels portable = portable_quant_kernels();
 #if defined(__x86_64__)
-  if (active_isa() == Isa::Avx512Bf16) {
-    static const QuantDotKernels kernels = avx512vnni_kernels();
-    return &kernels;
+  switch (active_isa()) {
+    case Isa::Avx512Bf16: {
+      static const QuantDotKernels vnni = avx512vnni_kernels();
+      return vnni;
+    }
+    case Isa::Avx512:
+    case Isa::Avx2: {
+      static const QuantDotKernels avx2 = avx2_quant_kernels();
+      return avx2;
+    }
+    case Isa::Scalar: break;
   }
 #endif
-  return nullptr;
+  return portable;
 }
 
 }  // namespace slm::cpu

@@ -24,7 +24,7 @@ std::string_view isa_name(Isa isa);
 void force_isa(Isa isa);
 
 // The vector loops of the kernels. Dot products of f32 activations with one
-// weight row accumulate in f32.
+// weight row accumulate in f32 (q8/q4 rows have QuantDotKernels instead).
 struct VectorKernels {
   float (*f32)(const float* x, const float* w, int64_t k);
   float (*bf16)(const float* x, const uint16_t* w, int64_t k);
@@ -35,9 +35,6 @@ struct VectorKernels {
   void (*prepare_bf16_x)(const float* x, int64_t k, float* out);
   float (*bf16_prepared)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
-  // Rows of k/32 quantized blocks (src/core/quant.h).
-  float (*q8)(const float* x, const BlockQ8* w, int64_t k);
-  float (*q4)(const float* x, const BlockQ4* w, int64_t k);
   // Widens n 16-bit weights to f32 (GEMM panels).
   void (*widen_bf16)(const uint16_t* w, int64_t n, float* out);
   void (*widen_f16)(const uint16_t* w, int64_t n, float* out);
@@ -99,27 +96,31 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
 // Null when the active path has no bf16 dot-product instructions.
 const Bf16GemmKernels* bf16_gemm_kernels();
 
-// Dot products of q8/q4 weight rows with activations quantized once per
-// product to q8 blocks (quantize_x gives exactly quantize_q8's blocks), in
-// integer arithmetic: 32 products per instruction with VNNI, against about a
-// dozen instructions to widen 32 weights to f32. The block scales multiply
-// the integer sums.
+// Dot products of q8/q4 weight rows (k/32 blocks, src/core/quant.h) with
+// activations quantized once per product to q8 blocks (quantize_x gives
+// exactly quantize_q8's blocks), in integer arithmetic, as quantized engines
+// decode: 32 products in one instruction (VNNI) or two (AVX2), against about
+// a dozen to widen 32 weights to f32. Each block's integer sum is exact; the
+// product of the two blocks' scales multiplies it into an f32 total.
 struct QuantDotKernels {
   void (*quantize_x)(const float* x, int64_t k, BlockQ8* out);
   float (*q8)(const BlockQ8* x, const BlockQ8* w, int64_t k);
   float (*q4)(const BlockQ8* x, const BlockQ4* w, int64_t k);
 };
 
-// Null when the active path has no VNNI (the top path has it).
-const QuantDotKernels* quant_dot_kernels();
+// The active path's: VNNI on the top path, AVX2's vpmaddubsw on the AVX-512
+// and AVX2 paths, plain integer loops on the portable one.
+const QuantDotKernels& quant_dot_kernels();
 
 VectorKernels portable_kernels();
+QuantDotKernels portable_quant_kernels();
 // What every gemm_nt is tested against: each weight row widened, then dotted
 // with each row of A.
 void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k,
                        float* c, int64_t ldc);
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
+QuantDotKernels avx2_quant_kernels();
 VectorKernels avx512_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 QuantDotKernels avx512vnni_kernels();

@@ -93,32 +93,6 @@ inline void load_q4(const BlockQ4& w, __m256 (&v)[4]) {
   }
 }
 
-// A block's products summed unscaled, then scaled once into the total; two
-// blocks at a time keep two independent chains of FMAs in flight.
-template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
-inline __m256 block_dot(const float* x, const Block& w, __m256 acc) {
-  __m256 v[4];
-  Load(w, v);
-  __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(x), v[0]);
-  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), v[1], sum);
-  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), v[2], sum);
-  sum = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), v[3], sum);
-  return _mm256_fmadd_ps(sum, _mm256_set1_ps(scale_of(w.scale)), acc);
-}
-
-template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
-float dot_quantized(const float* x, const Block* w, int64_t k) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  const int64_t blocks = k / kQuantBlock;
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    a0 = block_dot<Block, Load>(x + b * kQuantBlock, w[b], a0);
-    a1 = block_dot<Block, Load>(x + (b + 1) * kQuantBlock, w[b + 1], a1);
-  }
-  if (b < blocks) a0 = block_dot<Block, Load>(x + b * kQuantBlock, w[b], a0);
-  return horizontal_sum(_mm256_add_ps(a0, a1));
-}
-
 template <class Block, void (*Load)(const Block&, __m256 (&)[4])>
 void widen_quantized(const Block* w, int64_t n, float* out) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
@@ -127,6 +101,68 @@ void widen_quantized(const Block* w, int64_t n, float* out) {
     const __m256 scale = _mm256_set1_ps(scale_of(w[b].scale));
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + b * kQuantBlock + 8 * j, _mm256_mul_ps(v[j], scale));
   }
+}
+
+// The integer dot products (QuantDotKernels) on AVX2, for decoding with
+// q8/q4 weights: vpmaddubsw multiplies 32 unsigned by 32 signed bytes and
+// adds neighbours into 16 int16 lanes, vpmaddwd adds those pairs into eight
+// int32 lanes. That is two instructions for 32 products, where widening the
+// weights to f32 for FMAs took about a dozen.
+
+// quantize_q8 (src/core/quant.cpp) step by step, so the blocks are
+// bit-identical: amax/127 rounded through f16, values scaled by its inverse,
+// rounded to nearest even (the default rounding of vcvtps2dq) and clamped to
+// ±127.
+void quantize_x(const float* x, int64_t k, BlockQ8* out) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256i limit = _mm256_set1_epi32(127), neg_limit = _mm256_set1_epi32(-127);
+  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(x + b * kQuantBlock + 8 * j);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[j]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    const uint16_t half = f32_to_f16(_mm_cvtss_f32(m) / 127.0f);
+    const float scale = f16_to_f32(half);
+    const __m256 inverse = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) {
+      q[j] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], inverse)), limit), neg_limit);
+    }
+    // The packs work within 128-bit lanes: int32 groups 0,1 | 2,3 come out
+    // as bytes of groups 0,2,1,3 per lane pair; one permute restores order.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    out[b].scale = half;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q),
+                        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+}
+
+// Σ w·x of one block, q8 weights: vpmaddubsw wants one unsigned operand, so
+// the weights' signs move onto x (|w| · sign(w)·x). A pair of products is at
+// most 2·128·127 in magnitude, inside int16.
+inline __m256i block_q8(const BlockQ8& x, const BlockQ8& w) {
+  const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q));
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+// Σ (w−8)·x of one block, q4 weights: byte j holds elements j (low nibble)
+// and j+16 (high), so low nibbles then high ones line up with x in order;
+// the levels 0..15 are the unsigned operand, and 8·x is taken out in int16.
+inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q));
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  const __m256i levels =
+      _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), _mm_and_si128(bytes, nibble));
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
+  const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(levels, xq), _mm256_maddubs_epi16(_mm256_set1_epi8(8), xq));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
 // gemm_nt as BLAS kernels do it: B is first packed into column groups of
@@ -332,8 +368,6 @@ VectorKernels avx2_kernels() {
           copy_padded,
           dot_bf16,
           dot_f16,
-          dot_quantized<BlockQ8, load_q8>,
-          dot_quantized<BlockQ4, load_q4>,
           widen_bf16,
           widen_f16,
           widen_quantized<BlockQ8, load_q8>,
@@ -344,6 +378,10 @@ VectorKernels avx2_kernels() {
           axpy_f16,
           silu_mul,
           exp_shifted};
+}
+
+QuantDotKernels avx2_quant_kernels() {
+  return {quantize_x, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
 }
 
 }  // namespace slm::cpu

@@ -104,26 +104,6 @@ inline void load_q4(const BlockQ4& b, __m512& lo, __m512& hi) {
 
 
 template <class Block, void (*Load)(const Block&, __m512&, __m512&)>
-float dot_quantized(const float* x, const Block* w, int64_t k) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-  const int64_t blocks = k / kQuantBlock;
-  int64_t b = 0;
-  auto block = [&](int64_t i, __m512& acc) {
-    __m512 lo, hi;
-    Load(w[i], lo, hi);
-    const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(x + i * kQuantBlock + 16), hi,
-                                     _mm512_mul_ps(_mm512_loadu_ps(x + i * kQuantBlock), lo));
-    acc = _mm512_fmadd_ps(t, _mm512_set1_ps(scale_of(w[i].scale)), acc);
-  };
-  for (; b + 2 <= blocks; b += 2) {
-    block(b, a0);
-    block(b + 1, a1);
-  }
-  if (b < blocks) block(b, a0);
-  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-}
-
-template <class Block, void (*Load)(const Block&, __m512&, __m512&)>
 void widen_quantized(const Block* w, int64_t n, float* out) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
     __m512 lo, hi;
@@ -213,8 +193,6 @@ VectorKernels avx512_kernels() {
           split_even_odd,
           dot_bf16_split,
           dot_f16,
-          dot_quantized<BlockQ8, load_q8>,
-          dot_quantized<BlockQ4, load_q4>,
           widen_bf16,
           widen_f16,
           widen_quantized<BlockQ8, load_q8>,

@@ -1,9 +1,7 @@
 // Dot products of q8/q4 weights with q8-quantized activations on CPUs with
 // AVX512_VNNI: vpdpbusd multiplies 32 unsigned by 32 signed bytes and adds
 // them in groups of four into eight int32 lanes, so one 32-weight block is one
-// instruction (two for q4, whose offset of 8 is taken out as 8·Σx). Each block's
-// integer sum is scaled by the product of its two f16 scales and accumulated
-// in f32.
+// instruction (two for q4, whose offset of 8 is taken out as 8·Σx).
 #if defined(__x86_64__)
 #include "backend/cpu/simd.h"
 
@@ -64,32 +62,11 @@ inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
   return _mm256_sub_epi32(products, offset);
 }
 
-constexpr int64_t kPrefetchBytes = 1024;
-
-template <class Block, __m256i (*Dot)(const BlockQ8&, const Block&)>
-float dot(const BlockQ8* x, const Block* w, int64_t k) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  const int64_t blocks = k / kQuantBlock;
-  auto add = [&](int64_t b, __m256& acc) {
-    const __m256 scale = _mm256_set1_ps(scale_of(x[b].scale) * scale_of(w[b].scale));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Dot(x[b], w[b])), scale, acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    // A few dozen instructions consume a cache line of q4 weights, too few
-    // for out-of-order execution to keep enough loads in flight: ask for the
-    // weights a kilobyte ahead (past the row's end, the next row's).
-    _mm_prefetch(reinterpret_cast<const char*>(w + b) + kPrefetchBytes, _MM_HINT_T0);
-    add(b, a0);
-    add(b + 1, a1);
-  }
-  if (b < blocks) add(b, a0);
-  return horizontal_sum(_mm256_add_ps(a0, a1));
-}
-
 }  // namespace
 
-QuantDotKernels avx512vnni_kernels() { return {quantize_x, dot<BlockQ8, block_q8>, dot<BlockQ4, block_q4>}; }
+QuantDotKernels avx512vnni_kernels() {
+  return {quantize_x, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
+}
 
 }  // namespace slm::cpu
 #endif

@@ -35,26 +35,27 @@ float scalar_dot_f16(const float* x, const uint16_t* w, int64_t k) {
   return sum;
 }
 
-float scalar_dot_q8(const float* x, const BlockQ8* w, int64_t k) {
+// The integer dot products one block at a time, each block's sum exact in
+// int32 and scaled into an f32 total.
+float scalar_dot_q8(const BlockQ8* x, const BlockQ8* w, int64_t k) {
   float sum = 0.0f;
   for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    float block = 0.0f;
-    for (int i = 0; i < kQuantBlock; ++i) block += x[b * kQuantBlock + i] * static_cast<float>(w[b].q[i]);
-    sum += block * f16_to_f32(w[b].scale);
+    int32_t block = 0;
+    for (int i = 0; i < kQuantBlock; ++i) block += int32_t(x[b].q[i]) * w[b].q[i];
+    sum += static_cast<float>(block) * (f16_to_f32(x[b].scale) * f16_to_f32(w[b].scale));
   }
   return sum;
 }
 
-float scalar_dot_q4(const float* x, const BlockQ4* w, int64_t k) {
-  constexpr int64_t half = kQuantBlock / 2;
+float scalar_dot_q4(const BlockQ8* x, const BlockQ4* w, int64_t k) {
+  constexpr int half = kQuantBlock / 2;
   float sum = 0.0f;
   for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    const float* xb = x + b * kQuantBlock;
-    float block = 0.0f;
+    int32_t block = 0;
     for (int i = 0; i < half; ++i) {
-      block += xb[i] * static_cast<float>((w[b].q[i] & 0x0f) - 8) + xb[i + half] * static_cast<float>((w[b].q[i] >> 4) - 8);
+      block += int32_t(x[b].q[i]) * ((w[b].q[i] & 0x0f) - 8) + int32_t(x[b].q[i + half]) * ((w[b].q[i] >> 4) - 8);
     }
-    sum += block * f16_to_f32(w[b].scale);
+    sum += static_cast<float>(block) * (f16_to_f32(x[b].scale) * f16_to_f32(w[b].scale));
   }
   return sum;
 }
@@ -104,14 +105,14 @@ void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) 
 
 }  // namespace
 
+QuantDotKernels portable_quant_kernels() { return {quantize_q8, scalar_dot_q8, scalar_dot_q4}; }
+
 VectorKernels portable_kernels() {
   return {scalar_dot_f32,
           scalar_dot_bf16,
           copy_padded,
           scalar_dot_bf16,
           scalar_dot_f16,
-          scalar_dot_q8,
-          scalar_dot_q4,
           scalar_widen_bf16,
           scalar_widen_f16,
           dequantize_q8,

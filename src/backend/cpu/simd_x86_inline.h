@@ -6,6 +6,8 @@
 // names are already included above the pragma by every includer.
 #pragma once
 
+#include "core/quant.h"
+
 #include <immintrin.h>
 
 #include <cstdint>
@@ -22,6 +24,32 @@ inline float horizontal_sum(__m256 v) {
 
 // A quantized block's f16 scale as f32, in one instruction.
 inline float scale_of(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+// Σ w·x of a row of q8/q4 weight blocks with q8 activation blocks, for the
+// integer dot products (QuantDotKernels): BlockSum gives one block's integer
+// sum in eight int32 lanes, which is scaled by the product of the two f16
+// scales and accumulated in f32, two blocks at a time in two chains.
+template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
+float quantized_row_dot(const BlockQ8* x, const Block* w, int64_t k) {
+  // A few dozen instructions consume a cache line of q4 weights, too few for
+  // out-of-order execution to keep enough loads in flight: ask for the
+  // weights a kilobyte ahead (past the row's end, the next row's).
+  constexpr int64_t kPrefetchBytes = 1024;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  const int64_t blocks = k / kQuantBlock;
+  auto add = [&](int64_t b, __m256& acc) {
+    const __m256 scale = _mm256_set1_ps(scale_of(x[b].scale) * scale_of(w[b].scale));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockSum(x[b], w[b])), scale, acc);
+  };
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + b) + kPrefetchBytes, _MM_HINT_T0);
+    add(b, a0);
+    add(b + 1, a1);
+  }
+  if (b < blocks) add(b, a0);
+  return horizontal_sum(_mm256_add_ps(a0, a1));
+}
 
 }  // namespace
 }  // namespace slm::cpu

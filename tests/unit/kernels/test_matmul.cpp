@@ -9,8 +9,8 @@
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
 // counted in the scale. Two paths read the activations at lower precision,
 // as bf16 and quantized engines do: bf16 weights on the top path with M >= 4
-// round them to bf16, and q8/q4 weights on the top path with M < 4 quantize
-// them to q8 blocks (integer dot products). Each is held to the same bound
+// round them to bf16, and q8/q4 weights with M < 4 quantize them to q8
+// blocks (integer dot products, on every path). Each is held to the same bound
 // against the reference run on the activations it saw; the bf16 one also to
 // 2^-8·Σ|x·w| against the unrounded ones.
 #include "core/quant.h"
@@ -68,21 +68,19 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   }
 }
 
-// The top path reads activations at lower precision in two places: the bf16
+// Activations are read at lower precision in two places: the top path's bf16
 // GEMM (M ≥ 4) rounds them to bf16, and the integer dot products of q8/q4
 // weights (M < 4) quantize them to q8 blocks. Such a product is exact for
 // the activations it saw, and within that rounding of the true ones.
 bool rounds_activations(Isa isa, DType dtype, int64_t M) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16 && M >= 4; }
-bool quantizes_activations(Isa isa, DType dtype, int64_t M) {
-  return isa == Isa::Avx512Bf16 && slm::is_quantized(dtype) && M < 4;
-}
+bool quantizes_activations(DType dtype, int64_t M) { return slm::is_quantized(dtype) && M < 4; }
 
 // x as the kernel for (isa, dtype, M) sees it, rows of K.
 std::vector<float> seen_activations(Isa isa, DType dtype, int64_t M, int64_t K, const std::vector<float>& x) {
   std::vector<float> seen(x.size());
   if (rounds_activations(isa, dtype, M)) {
     for (size_t i = 0; i < x.size(); ++i) seen[i] = slm::bf16_to_f32(slm::f32_to_bf16(x[i]));
-  } else if (quantizes_activations(isa, dtype, M)) {
+  } else if (quantizes_activations(dtype, M)) {
     std::vector<slm::BlockQ8> blocks(static_cast<size_t>(K / slm::kQuantBlock));
     for (int64_t m = 0; m < M; ++m) {
       slm::quantize_q8(x.data() + m * K, K, blocks.data());
@@ -321,19 +319,82 @@ TEST(SgemmParallel, EqualsTheFormulaForEveryTransposeAndCut) {
 
 // The integer dot products' activations are exactly quantize_q8's blocks:
 // random rows, an all-zero block, exact halves between levels (ties round to
-// even) and values too small for an f16 scale.
+// even) and values too small for an f16 scale. On every path.
 TEST(QuantDot, QuantizedActivationsAreQuantizeQ8Blocks) {
-  const slm::cpu::QuantDotKernels* quant = slm::cpu::quant_dot_kernels();
-  if (!quant) GTEST_SKIP() << "no integer dot-product instructions on this CPU";
-  std::vector<float> x = random_vector(8 * slm::kQuantBlock, 3, 5.0);
-  std::fill_n(x.begin() + 32, 32, 0.0f);
-  for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = (i == 0 ? 127.0f : static_cast<float>(i) + 0.5f);
-  for (int i = 0; i < 32; ++i) x[size_t(96 + i)] = 1e-9f * static_cast<float>(i - 16);
-  std::vector<slm::BlockQ8> want(8), got(8);
-  slm::quantize_q8(x.data(), static_cast<int64_t>(x.size()), want.data());
-  quant->quantize_x(x.data(), static_cast<int64_t>(x.size()), got.data());
-  for (size_t b = 0; b < want.size(); ++b) {
-    EXPECT_EQ(got[b].scale, want[b].scale) << "block " << b;
-    for (int i = 0; i < slm::kQuantBlock; ++i) ASSERT_EQ(got[b].q[i], want[b].q[i]) << "block " << b << " element " << i;
-  }
+  slm::test::for_each_isa([&](Isa isa) {
+    const slm::cpu::QuantDotKernels& quant = slm::cpu::quant_dot_kernels();
+    std::vector<float> x = random_vector(8 * slm::kQuantBlock, 3, 5.0);
+    std::fill_n(x.begin() + 32, 32, 0.0f);
+    for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = (i == 0 ? 127.0f : static_cast<float>(i) + 0.5f);
+    for (int i = 0; i < 32; ++i) x[size_t(96 + i)] = 1e-9f * static_cast<float>(i - 16);
+    std::vector<slm::BlockQ8> want(8), got(8);
+    slm::quantize_q8(x.data(), static_cast<int64_t>(x.size()), want.data());
+    quant.quantize_x(x.data(), static_cast<int64_t>(x.size()), got.data());
+    for (size_t b = 0; b < want.size(); ++b) {
+      EXPECT_EQ(got[b].scale, want[b].scale) << slm::cpu::isa_name(isa) << " block " << b;
+      for (int i = 0; i < slm::kQuantBlock; ++i) {
+        ASSERT_EQ(got[b].q[i], want[b].q[i]) << slm::cpu::isa_name(isa) << " block " << b << " element " << i;
+      }
+    }
+  });
+}
+
+// Each block's integer sum is exact, so a row's dot product is Σ over blocks
+// of (integer sum) · scale_x · scale_w up to the f32 rounding of that sum.
+// Extreme levels (±127 and -128 for q8, 0 and 15 for q4) in every lane reach
+// the int16 limits of vpmaddubsw's pairs.
+TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
+  slm::test::for_each_isa([&](Isa isa) {
+    const slm::cpu::QuantDotKernels& quant = slm::cpu::quant_dot_kernels();
+    for (int64_t blocks : {1, 2, 3, 9}) {
+      for (int pattern = 0; pattern < 3; ++pattern) {
+        const auto count = static_cast<size_t>(blocks);
+        std::vector<slm::BlockQ8> x(count), w8(count);
+        std::vector<slm::BlockQ4> w4(count);
+        uint64_t state = 7 + uint64_t(blocks) * 31 + uint64_t(pattern);
+        auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull, int(state >> 33); };
+        for (int64_t b = 0; b < blocks; ++b) {
+          x[size_t(b)].scale = slm::f32_to_f16(0.01f * float(1 + next() % 50));
+          w8[size_t(b)].scale = slm::f32_to_f16(0.02f * float(1 + next() % 50));
+          w4[size_t(b)].scale = w8[size_t(b)].scale;
+          for (int i = 0; i < slm::kQuantBlock; ++i) {
+            const int r = next();
+            // pattern 0: random; 1: x at +127, weights at their extremes; 2: x at -127.
+            x[size_t(b)].q[i] = static_cast<int8_t>(pattern == 0 ? r % 255 - 127 : (pattern == 1 ? 127 : -127));
+            w8[size_t(b)].q[i] = static_cast<int8_t>(pattern == 0 ? (r >> 8) % 256 - 128 : (i % 2 ? -128 : 127));
+          }
+          for (int i = 0; i < slm::kQuantBlock / 2; ++i) {
+            const int r = next();
+            w4[size_t(b)].q[i] = static_cast<uint8_t>(pattern == 0 ? r & 0xff : (i % 2 ? 0xff : 0x00));
+          }
+        }
+        const int64_t k = blocks * slm::kQuantBlock;
+        double want8 = 0.0, want4 = 0.0, scale8 = 0.0, scale4 = 0.0;
+        for (int64_t b = 0; b < blocks; ++b) {
+          int64_t sum8 = 0, sum4 = 0, abs8 = 0, abs4 = 0;
+          for (int i = 0; i < slm::kQuantBlock; ++i) {
+            const int level4 = (i < 16 ? w4[size_t(b)].q[i] & 0x0f : w4[size_t(b)].q[i - 16] >> 4) - 8;
+            const int64_t p8 = int64_t(x[size_t(b)].q[i]) * w8[size_t(b)].q[i], p4 = int64_t(x[size_t(b)].q[i]) * level4;
+            sum8 += p8;
+            sum4 += p4;
+            abs8 += p8 < 0 ? -p8 : p8;
+            abs4 += p4 < 0 ? -p4 : p4;
+          }
+          const double sx = slm::f16_to_f32(x[size_t(b)].scale), sw = slm::f16_to_f32(w8[size_t(b)].scale);
+          want8 += double(sum8) * sx * sw;
+          want4 += double(sum4) * sx * sw;
+          scale8 += double(abs8) * sx * sw;
+          scale4 += double(abs4) * sx * sw;
+        }
+        const std::string what = std::string(slm::cpu::isa_name(isa)) + " blocks " + std::to_string(blocks) +
+                                 " pattern " + std::to_string(pattern);
+        // The integer sums (per block, in each of 8 lanes) convert to f32
+        // exactly; what rounds is the scale product and the f32 sum of those
+        // 8·blocks lane terms: (8·blocks + 2)·ε·Σ|x·w| bounds it.
+        const double bound = double(8 * blocks + 2) * FLT_EPSILON;
+        EXPECT_NEAR(quant.q8(x.data(), w8.data(), k), want8, bound * scale8 + 1e-30) << what << " q8";
+        EXPECT_NEAR(quant.q4(x.data(), w4.data(), k), want4, bound * scale4 + 1e-30) << what << " q4";
+      }
+    }
+  });
 }
