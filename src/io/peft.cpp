@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -41,7 +42,7 @@ PeftLoraConfig PeftLoraConfig::from_json(const std::string& text, const std::str
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail(source, ": not valid JSON (", e.what(), ")");
   }
   if (!j.is_object()) fail(source, ": expected a JSON object");
@@ -75,12 +76,17 @@ PeftLoraConfig PeftLoraConfig::from_json(const std::string& text, const std::str
     fail(source, ": field \"r\" must be a positive integer");
   }
   c.r = j["r"].get<int64_t>();
-  if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) {
+  // A number too large for a double (1e999) reads as infinity.
+  if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0) ||
+      !std::isfinite(j["lora_alpha"].get<double>())) {
     fail(source, ": field \"lora_alpha\" must be a positive number");
   }
   c.lora_alpha = j["lora_alpha"].get<double>();
   if (j.contains("lora_dropout") && !j["lora_dropout"].is_null()) {
-    if (!j["lora_dropout"].is_number()) fail(source, ": field \"lora_dropout\" must be a number");
+    if (!j["lora_dropout"].is_number() || !(j["lora_dropout"].get<double>() >= 0) ||
+        !(j["lora_dropout"].get<double>() < 1)) {
+      fail(source, ": field \"lora_dropout\" must be a probability in [0, 1), got ", j["lora_dropout"].dump());
+    }
     c.lora_dropout = j["lora_dropout"].get<double>();
   }
   if (!j.contains("target_modules")) fail(source, ": missing field \"target_modules\"");
@@ -95,6 +101,7 @@ PeftLoraConfig PeftLoraConfig::from_json(const std::string& text, const std::str
   } else {
     fail(source, ": \"target_modules\" must be a list of module names or \"all-linear\"");
   }
+  if (c.target_modules.empty()) fail(source, ": \"target_modules\" is empty (an adapter on no module)");
   c.base_model_name_or_path = string_field("base_model_name_or_path", "");
   return c;
 }

@@ -38,7 +38,7 @@ void send_error(httplib::Response& res, const RequestError& e) {
 ChatJson parse_body(const httplib::Request& req) {
   try {
     return ChatJson::parse(req.body);
-  } catch (const ChatJson::parse_error& e) {
+  } catch (const ChatJson::exception& e) {
     throw RequestError(400, std::string("request: the body is not valid JSON: ") + e.what());
   }
 }

@@ -123,7 +123,7 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
     ChatJson j;
     try {
       j = ChatJson::parse(line);
-    } catch (const ChatJson::parse_error& e) {
+    } catch (const ChatJson::exception& e) {
       fail(where, ": not JSON (", e.what(), ")");
     }
     if (!j.is_object()) fail(where, ": expected a JSON object");

@@ -27,7 +27,7 @@ int run_chat_template(int argc, char** argv) {
     ChatJson input;
     try {
       input = ChatJson::parse(read_text_file(messages_file));
-    } catch (const ChatJson::parse_error& e) {
+    } catch (const ChatJson::exception& e) {
       fail(messages_file, ": not valid JSON: ", e.what());
     }
     ChatJson variables = ChatJson::object();

@@ -57,7 +57,7 @@ Request batch_request(const std::string& line, size_t number, const std::string&
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail(where, ": not JSON (", e.what(), ")");
   }
   if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string()) {

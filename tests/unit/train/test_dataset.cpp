@@ -55,6 +55,8 @@ TEST(Dataset, TruncatesAndCounts) {
 TEST(Dataset, BadLinesNameFileAndLine) {
   const std::pair<const char*, const char*> cases[] = {
       {"{\"text\": \"ok\"}\nnot json\n", ":2: not JSON ("},
+      // A number past a double's range: nlohmann's out_of_range, not a parse_error.
+      {"{\"text\": \"ok\", \"weight\": 1e999}\n", ":1: not JSON ([json.exception.out_of_range.406] number overflow"},
       {"{\"text\": \"ok\"}\n{\"text\": \"a\" \"b\"}\n", ":2: not JSON ([json.exception.parse_error.101] parse error at line 1, column 16"},
       {"{\"text\": \"a\", \"prompt\": \"Q\", \"completion\": \"A\"}\n", ":1: holds both \"text\" and \"prompt\"/\"completion\""},
       {"{\"messages\": [], \"text\": \"a\"}\n", ":1: holds both \"text\" and \"messages\""},

@@ -113,6 +113,10 @@ TEST(Peft, ConfigAcceptsAllLinearStringAndRejectsWhatSlmCannotApply) {
            R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj"],"use_dora":true})",
            R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj"],"fan_in_fan_out":true})",
            R"({"peft_type":"LORA","r":8,"lora_alpha":16})",
+           R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":[]})",
+           R"({"peft_type":"LORA","r":8,"lora_alpha":1e999,"target_modules":["q_proj"]})",
+           R"({"peft_type":"LORA","r":8,"lora_alpha":16,"lora_dropout":1,"target_modules":["q_proj"]})",
+           R"({"peft_type":"LORA","r":8,"lora_alpha":16,"lora_dropout":-0.1,"target_modules":["q_proj"]})",
            R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj"],"modules_to_save":["lm_head"]})",
            R"(not json)",
        }) {
