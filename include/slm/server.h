@@ -23,6 +23,11 @@ struct ServerOptions {
   int timeout_seconds = 600;    // to read a request or write a response, and for an idle connection
   size_t max_body_bytes = size_t{8} << 20;
   int64_t max_tokens = 2048;    // a request's limit when it sets none
+  // POST /v1/adapters loads only folders inside this one (a path relative to
+  // it, or an absolute one under it, symbolic links resolved); empty: that
+  // endpoint answers 403, so that a client cannot make the server read
+  // whatever folder it names.
+  std::string adapter_root;
   EngineOptions engine;
 };
 

@@ -12,6 +12,7 @@ RequestError::RequestError(int status, const std::string& message, std::string p
 std::string RequestError::type() const {
   switch (status_) {
     case 401: return "authentication_error";
+    case 403: return "permission_error";
     case 404: return "not_found_error";
     case 413: return "request_too_large";
     case 429:

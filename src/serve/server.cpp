@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -89,6 +90,9 @@ struct Server::Impl {
 
   void routes();
   void add_adapter(const std::string& name, const std::string& dir);
+  // `path` (relative to --adapter-root, or absolute) resolved, when it lies
+  // inside the root; a 403 RequestError otherwise, or when there is none.
+  std::string inside_adapter_root(const std::string& path) const;
   void handle_completion(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
   std::shared_ptr<const Adapter> resolve_model(const std::string& model);
   ChatJson model_list();
@@ -130,6 +134,24 @@ void Server::serve(ServedModel model) {
 }
 
 void Server::add_adapter(const std::string& name, const std::string& dir) { impl_->add_adapter(name, dir); }
+
+std::string Server::Impl::inside_adapter_root(const std::string& path) const {
+  if (options.adapter_root.empty()) {
+    throw RequestError(403, "request: loading adapters at run time is off; start the server with --adapter-root DIR "
+                            "to allow the folders inside DIR", "path");
+  }
+  std::error_code ec;
+  const std::filesystem::path root = std::filesystem::canonical(options.adapter_root, ec);
+  if (ec) throw RequestError(403, "request: --adapter-root " + options.adapter_root + ": " + ec.message(), "path");
+  // weakly_canonical resolves every link of the part that exists, so a link
+  // inside the root that points out of it is outside.
+  const std::filesystem::path resolved = std::filesystem::weakly_canonical(root / path, ec);
+  const std::filesystem::path relative = ec ? std::filesystem::path("..") : resolved.lexically_relative(root);
+  if (relative.empty() || *relative.begin() == "..") {
+    throw RequestError(403, "path: \"" + path + "\" is outside --adapter-root " + root.string(), "path");
+  }
+  return resolved.string();
+}
 
 void Server::Impl::add_adapter(const std::string& name, const std::string& dir) {
   if (!served.model) fail("Server::add_adapter: serve() a model first");
@@ -258,8 +280,9 @@ void Server::Impl::routes() {
       throw RequestError(400, "request: expected {\"name\": NAME, \"path\": DIR}", "path");
     }
     const std::string name = body["name"].get<std::string>();
+    const std::string dir = inside_adapter_root(body["path"].get<std::string>());
     try {
-      add_adapter(name, body["path"].get<std::string>());
+      add_adapter(name, dir);
     } catch (const Error& e) {
       const bool exists = std::string_view(e.what()).find("already loaded") != std::string_view::npos;
       throw RequestError(exists ? 409 : 400, e.what(), exists ? "name" : "path");

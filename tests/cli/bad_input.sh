@@ -187,6 +187,8 @@ expect_error "shape that does not match config.json" 1 "model.layers.0.self_attn
 
 expect_error "unknown option" 2 "--bogus" -- "$SLM_BIN" info -m "$good" --bogus 3
 expect_error "unknown option (generate)" 2 "--frobnicate" -- "$SLM_BIN" generate -m "$good" -p hi --frobnicate
+expect_error "serve --adapter-root that is no folder" 2 "--adapter-root" "$SLM_WORK/nowhere" -- \
+  "$SLM_BIN" serve -m "$good" --port 0 --adapter-root "$SLM_WORK/nowhere"
 expect_error "unknown command" 2 "frobnicate" -- "$SLM_BIN" frobnicate
 expect_error "bad option value" 2 "--dtype" -- "$SLM_BIN" info -m "$good" --dtype f64
 expect_error "bad number" 2 "--threads" -- "$SLM_BIN" info -m "$good" --threads many

@@ -3,7 +3,7 @@
 // docs/testing.md) while others misbehave: they disconnect mid-stream, open
 // connections and send nothing, send malformed JSON (and a number past a
 // double's range), a 100 MB body, a prompt longer than the context, n = 1000,
-// no API key or a wrong one. Each of those
+// an adapter to load with no --adapter-root, no API key or a wrong one. Each of those
 // gets its own error; every stream of the well-behaved clients completes and
 // is well-formed, and the server's memory stops growing once the KV pool is in use.
 import { after, before, test } from 'node:test';
@@ -132,6 +132,7 @@ test(`${clients} streaming clients for ${seconds} s beside clients that misbehav
       const idle = raw(null, { waitForClose: true });
       expect('malformed JSON', (await post('/v1/chat/completions', '{"messages": [')).status, 400);
       expect('a number past a double', (await post('/v1/completions', '{"prompt": "x", "temperature": 1e999}')).status, 400);
+      expect('an adapter with no --adapter-root', (await post('/v1/adapters', '{"name": "a", "path": "/etc"}')).status, 403);
       const big = await raw(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
         'Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{"prompt": "');
       expect('a 100 MB body', big.answer.split(' ')[1], '413');

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -41,7 +41,8 @@ let client;
 
 before(async () => {
   trainAdapter();
-  server = await startServer(['--adapter', `kettle=${adapterDir}`, '--parallel', '8', '--threads', '2']);
+  server = await startServer(['--adapter', `kettle=${adapterDir}`, '--adapter-root', work, '--parallel', '8',
+    '--threads', '2']);
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
 });
 
@@ -57,8 +58,9 @@ describe('models', () => {
   });
 
   test('an adapter loads and unloads while the server runs', async () => {
+    // A path relative to --adapter-root.
     const add = await fetch(`${server.url}/v1/adapters`, {
-      method: 'POST', body: JSON.stringify({ name: 'kettle2', path: adapterDir }),
+      method: 'POST', body: JSON.stringify({ name: 'kettle2', path: path.basename(adapterDir) }),
     });
     assert.equal(add.status, 201);
     const again = await fetch(`${server.url}/v1/adapters`, {
@@ -70,6 +72,18 @@ describe('models', () => {
     });
     assert.equal(bad.status, 400);
     assert.match((await bad.json()).error.message, /no-such-adapter/);
+    // Outside the root: an absolute path, a climb out, a link that leads out.
+    rmSync(path.join(work, 'escape'), { force: true });
+    symlinkSync(path.dirname(modelDir), path.join(work, 'escape'));
+    for (const outside of [modelDir, `../${path.basename(work)}-elsewhere`, 'escape/slm-tiny']) {
+      const refused = await fetch(`${server.url}/v1/adapters`, {
+        method: 'POST', body: JSON.stringify({ name: 'outside', path: outside }),
+      });
+      assert.equal(refused.status, 403, outside);
+      const error = (await refused.json()).error;
+      assert.match(error.message, /outside --adapter-root/, outside);
+      assert.equal(error.type, 'permission_error');
+    }
     const r = await client.completions.create({ model: 'kettle2', prompt: 'The kettle', max_tokens: 4, temperature: 0 });
     assert.equal(r.model, 'kettle2');
     const del = await fetch(`${server.url}/v1/adapters/kettle2`, { method: 'DELETE' });

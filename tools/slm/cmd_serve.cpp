@@ -47,6 +47,9 @@ int run_serve(int argc, char** argv) {
   app.add_option("--max-tokens", options.max_tokens, "tokens a request may generate when it sets no max_tokens")
       ->check(non_negative_number());
   app.add_option("--adapter", adapters, "NAME=DIR: a PEFT LoRA adapter, served as model NAME (repeatable)");
+  app.add_option("--adapter-root", options.adapter_root,
+                 "let POST /v1/adapters load the adapter folders inside DIR (off without it)")
+      ->check(CLI::ExistingDirectory);
   auto* key_opt = app.add_option("--api-key", options.api_key, "require \"Authorization: Bearer KEY\"");
   app.add_option("--api-key-file", api_key_file, "read the API key from the first line of a file")
       ->excludes(key_opt)
