@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <unordered_set>
 
 namespace slm::jinja {
 
@@ -94,6 +95,17 @@ enum class Flow { Normal, Break, Continue };
 
 class Interpreter {
  public:
+  Interpreter() = default;
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+  // Values are shared, so `{% set ns.self = ns %}` (or a namespace stored in
+  // a list stored back in it) is a cycle of shared pointers that would never
+  // be freed. Only an assignment to a namespace can close one, so emptying
+  // every namespace assigned to once the render ends (or fails) frees them.
+  ~Interpreter() {
+    for (const auto& dict : assigned_) dict->items.clear();
+  }
+
   Flow run(const Body& body, Scope& scope, std::string& out) {
     for (const auto& s : body) {
       const Flow flow = execute(*s, scope, out);
@@ -190,6 +202,7 @@ class Interpreter {
       if (!target || target->kind != Kind::Namespace) {
         fail_at(s.pos, "cannot set '", s.names[0], ".", s.text, "': '", s.names[0], "' is not a namespace()");
       }
+      if (assigned_seen_.insert(target->dict.get()).second) assigned_.push_back(target->dict);
       target->dict->set(s.text, std::move(value));
       return;
     }
@@ -379,6 +392,8 @@ class Interpreter {
 
   int macro_depth_ = 0;
   int64_t iterations_ = 0;  // of every loop of this render, for kMaxIterations
+  std::vector<std::shared_ptr<Dict>> assigned_;  // the namespaces assigned to
+  std::unordered_set<const Dict*> assigned_seen_;
 };
 
 }  // namespace

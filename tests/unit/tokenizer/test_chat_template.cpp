@@ -81,6 +81,16 @@ TEST(ChatTemplate, SetNamespaceAndScopes) {
   EXPECT_EQ(render("{% set a, b = 'x', 'y' %}{{ b }}{{ a }}"), "yx");
 }
 
+// A namespace that holds itself, directly or through a list, is a cycle of
+// shared values: it renders, and is freed when the render ends (the
+// sanitized suite fails this test on a leak report; fuzz_chat_template found it).
+TEST(ChatTemplate, NamespaceHoldingItselfRendersAndIsFreed) {
+  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% set ns.me = ns %}{% set ns.all = [ns, 1] %}"
+                   "{{ ns.me.me.n }}{{ ns.all[0].all[1] }}"),
+            "01");
+  EXPECT_NE(error_of("{% set ns = namespace(n=0) %}{% set ns.me = ns %}{{ ns.me.me.nope + 1 }}"), "(no error)");
+}
+
 TEST(ChatTemplate, MacrosAndCall) {
   EXPECT_EQ(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
                    "{{ greet('Ann') }} {{ greet('Bo', '?') }} {{ greet(punct='.', name='Cy') }}"),
