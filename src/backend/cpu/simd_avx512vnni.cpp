@@ -49,13 +49,9 @@ inline __m256i block_q8(const BlockQ8& x, const BlockQ8& w) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
 }
 
-// Σ (w−8)·x of one block, q4 weights: byte j holds elements j (low nibble)
-// and j+16 (high), so low nibbles then high ones line up with x in order.
+// Σ (w−8)·x of one block, q4 weights (the offset of 8 taken out as 8·Σx).
 inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q));
-  const __m128i nibble = _mm_set1_epi8(0x0f);
-  const __m256i levels =
-      _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), _mm_and_si128(bytes, nibble));
+  const __m256i levels = q4_levels(w);
   const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
   const __m256i products = _mm256_dpbusd_epi32(_mm256_setzero_si256(), levels, xq);
   const __m256i offset = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), xq);

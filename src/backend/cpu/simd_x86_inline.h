@@ -25,6 +25,15 @@ inline float horizontal_sum(__m256 v) {
 // A quantized block's f16 scale as f32, in one instruction.
 inline float scale_of(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
+// The 32 levels (0..15) of a q4 block as bytes in element order: byte j
+// holds elements j (low nibble) and j+16 (high), so the low nibbles come
+// first, then the high ones.
+inline __m256i q4_levels(const BlockQ4& w) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q));
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), _mm_and_si128(bytes, nibble));
+}
+
 // Σ w·x of a row of q8/q4 weight blocks with q8 activation blocks, for the
 // integer dot products (QuantDotKernels): BlockSum gives one block's integer
 // sum in eight int32 lanes, which is scaled by the product of the two f16
