@@ -8,8 +8,8 @@
 #
 # Usage: make_fixtures.sh SLM_BIN OUTDIR
 # PYTHON overrides the interpreter (default /usr/bin/python3, Debian's, which
-# has python3-torch). The model list must match kModels in
-# tests/parity/test_parity.cpp.
+# has python3-torch). OUTDIR/models.txt lists every model this script makes,
+# in order; test_parity.cpp holds its own list (kModels) to it.
 set -euo pipefail
 
 # Exits non-zero only when nothing can be made (no slm, no torch); a single
@@ -46,9 +46,11 @@ COMMON=(--init-std 0.2 --vocab 384)
 # create refuses it, the reference rejects it) leaves OUTDIR/NAME/error.txt,
 # which its tests report; the others still run.
 specs=()
+names=()
 create() {
   local name=$1 prompt_len=$2 seed=$3
   shift 4
+  names+=("$name")
   mkdir -p "$OUTDIR/$name"
   if "$SLM_BIN" create "${COMMON[@]}" --seed "$seed" --out "$OUTDIR/$name/model" "$@" 2>"$OUTDIR/$name/create.log"; then
     specs+=("$name $prompt_len $seed")
@@ -122,6 +124,8 @@ create gemma2 24 14 -- --arch gemma2 --hidden 64 --layers 3 --heads 4 --kv-heads
   --intermediate 128 --sliding-window 5 --attn-softcap 3 --final-softcap 4 --query-pre-attn-scalar 24
 expect gemma2 'c["model_type"] == "gemma2" and c["attn_logit_softcapping"] == 3 and c["final_logit_softcapping"] == 4
   and c["layer_types"] == ["sliding_attention", "full_attention", "sliding_attention"] and not c["tie_word_embeddings"]'
+
+printf '%s\n' "${names[@]}" >"$OUTDIR/models.txt"
 
 # The reference runs are independent: two at a time (the machines have two cores).
 pids=()
