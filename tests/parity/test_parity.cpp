@@ -7,6 +7,8 @@
 #include <slm/generate.h>
 #include <slm/model.h>
 
+#include "fixture_list.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -362,18 +364,7 @@ TEST_P(Parity, PerplexityMatchesReference) {
   EXPECT_NEAR(std::exp(result.mean_nll), result.perplexity, 1e-12 * result.perplexity);
 }
 
-// The models this test runs are the ones make_fixtures.sh makes, in its
-// order: a fixture added to one list and not the other fails here instead of
-// going untested.
-TEST(ParityFixtures, ModelListIsTheScripts) {
-  const char* dir = std::getenv("SLM_PARITY_DIR");
-  if (dir == nullptr || *dir == '\0') GTEST_SKIP() << "SLM_PARITY_DIR is not set: run through ctest (-R model_parity)";
-  std::ifstream in(fs::path(dir) / "models.txt");
-  ASSERT_TRUE(in) << "no models.txt in " << dir << " (make_fixtures.sh writes it)";
-  std::vector<std::string> made;
-  for (std::string line; std::getline(in, line);) made.push_back(line);
-  EXPECT_EQ(std::vector<std::string>(std::begin(kModels), std::end(kModels)), made);
-}
+TEST(ParityFixtures, ModelListIsTheScripts) { slm::test::expect_fixture_list("SLM_PARITY_DIR", kModels); }
 
 INSTANTIATE_TEST_SUITE_P(Models, Parity, ::testing::ValuesIn(kModels),
                          [](const ::testing::TestParamInfo<const char*>& param) { return std::string(param.param); });

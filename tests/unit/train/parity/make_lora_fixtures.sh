@@ -10,8 +10,9 @@
 #   OUTDIR/NAME/expected.json
 #
 # Usage: make_lora_fixtures.sh SLM_BIN OUTDIR. PYTHON overrides the
-# interpreter (default /usr/bin/python3, Debian's, with python3-torch). The
-# model list must match kModels in test_lora_parity.cpp.
+# interpreter (default /usr/bin/python3, Debian's, with python3-torch).
+# OUTDIR/models.txt lists the fixtures in order; test_lora_parity.cpp holds
+# its own list (kModels) to it.
 set -euo pipefail
 if [[ $# -ne 2 ]]; then
   echo "usage: $0 SLM_BIN OUTDIR" >&2
@@ -33,6 +34,7 @@ mkdir -p "$OUTDIR"
 fixture() {
   local name=$1 reference_options=$2
   shift 3
+  echo "$name" >>"$OUTDIR/models.txt"
   mkdir -p "$OUTDIR/$name"
   "$SLM_BIN" create --init-std 0.2 --vocab 96 --seed 7 --out "$OUTDIR/$name/model" "$@" 2>/dev/null
   # shellcheck disable=SC2086

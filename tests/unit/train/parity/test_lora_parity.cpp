@@ -8,6 +8,8 @@
 #include <slm/model.h>
 #include <slm/train.h>
 
+#include "fixture_list.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -114,6 +116,8 @@ TEST_P(LoraParity, LossCurveFollowsReference) {
               curve.size(), curve.front(), curve.back(), worst);
   EXPECT_LT(curve.back(), curve.front() - 0.1) << "the reference run should learn something";
 }
+
+TEST(LoraParityFixtures, ModelListIsTheScripts) { slm::test::expect_fixture_list("SLM_LORA_PARITY_DIR", kModels); }
 
 INSTANTIATE_TEST_SUITE_P(Models, LoraParity, ::testing::ValuesIn(kModels));
 
