@@ -218,6 +218,19 @@ print("ok" if float((a - b).abs().max()) < 1e-4 else f"max difference {float((a 
 PY
 )
 [ "$agree" = ok ] && pass "merged model = base + adapter (PyTorch reference)" || fail "merged model differs: $agree"
+# --dtype chooses the merged weights' type: every tensor of the file in bf16.
+rm -rf "$SLM_WORK/merged-bf16"
+"$SLM_BIN" merge -m "$model" --adapter "$out" --out "$SLM_WORK/merged-bf16" --dtype bf16 2>"$SLM_WORK/merge.err" \
+  || fail "merge --dtype bf16: $(cat "$SLM_WORK/merge.err")"
+dtypes=$(python3 - "$SLM_WORK/merged-bf16/model.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+(size,) = struct.unpack("<Q", data[:8])
+header = json.loads(data[8:8 + size])
+print(" ".join(sorted({v["dtype"] for k, v in header.items() if k != "__metadata__"})))
+PY
+)
+[ "$dtypes" = BF16 ] && pass "merge --dtype bf16 writes bf16 weights" || fail "merge --dtype bf16 wrote: $dtypes"
 expect_merge_error() {
   set +e
   "$SLM_BIN" merge "$@" >/dev/null 2>"$SLM_WORK/err"

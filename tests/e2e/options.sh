@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Command-line options whose effect other tests do not see, each checked by
+# what it changes (a wrong or ignored option fails): bench --dtype (the weight
+# bytes a decoded token reads), --depth and --probe; tokenize --jsonl against
+# one call per text; chat-template --messages - against the same file;
+# tokenizer-train --min-frequency (a higher floor, fewer merges; above every
+# pair count, none).
+source "$(dirname "$0")/lib.sh"
+model="$SOURCE_DIR/models/slm-tiny"
+
+# bench --dtype: the bytes a decoded token reads are the weights in that type.
+bench() { "$SLM_BIN" bench -m "$model" -p 8 -n 4 -r 1 --threads 1 --output-format json "$@" 2>"$SLM_WORK/bench.err"; }
+for dtype in f32 bf16 q8 q4; do
+  bench --dtype "$dtype" >"$SLM_WORK/bench-$dtype.json" || fail "bench --dtype $dtype: $(cat "$SLM_WORK/bench.err")"
+done
+ratios=$(python3 - "$SLM_WORK" <<'PY'
+import json, sys
+def weight_bytes(dtype):
+    j = json.load(open(f"{sys.argv[1]}/bench-{dtype}.json"))
+    assert j["dtype"] == dtype, j["dtype"]
+    return j["decode_weight_gb_per_s"] / j["decode_tokens_per_s"]
+f32 = weight_bytes("f32")
+print(" ".join(f"{weight_bytes(d) / f32:.3f}" for d in ("bf16", "q8", "q4")))
+PY
+)
+# bf16 is half of f32; q8 is 34 bytes a block of 32 (0.266), q4 18 (0.141).
+if python3 -c "import sys; b, q8, q4 = map(float, sys.argv[1:]); sys.exit(0 if abs(b - 0.5) < 0.02 and abs(q8 - 0.266) < 0.02 and abs(q4 - 0.141) < 0.02 else 1)" $ratios; then
+  pass "bench --dtype bf16/q8/q4 decode from $ratios × the f32 weight bytes"
+else
+  fail "bench --dtype: weight bytes against f32 are $ratios (want 0.5, 0.266, 0.141)"
+fi
+
+# --depth: that many tokens in the cache before decoding; --probe: the machine's limits beside the figures.
+bench --depth 40 --probe >"$SLM_WORK/bench-probe.json" || fail "bench --depth --probe: $(cat "$SLM_WORK/bench.err")"
+if json_get "$SLM_WORK/bench-probe.json" 'j["depth"] == 40 and j["machine"]["read_gb_per_s"] > 0 and j["machine"]["f32_fma_gflops"] > 0 and j["machine"]["sgemm_gflops"] > 0 and 0 < j["decode_bandwidth_percent"] and 0 < j["prefill_peak_percent"]' | grep -qx True; then
+  pass "bench --depth 40 --probe reports the depth and the machine's read bandwidth and peaks"
+else
+  fail "bench --depth --probe: $(cat "$SLM_WORK/bench-probe.json")"
+fi
+
+# tokenize --jsonl: one JSON array per line, each what tokenize gives for that text alone.
+texts=("Hello world" "The kettle, descaled." "  spaces  and
+a newline" "")
+: >"$SLM_WORK/texts.jsonl"
+: >"$SLM_WORK/one-by-one.txt"
+for t in "${texts[@]}"; do
+  python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$t" >>"$SLM_WORK/texts.jsonl"
+  "$SLM_BIN" tokenize -m "$model" -p "$t" --output-format json >>"$SLM_WORK/one-by-one.txt"
+done
+"$SLM_BIN" tokenize -m "$model" --jsonl <"$SLM_WORK/texts.jsonl" >"$SLM_WORK/batch.txt" || fail "tokenize --jsonl failed"
+same=$(python3 - "$SLM_WORK/one-by-one.txt" "$SLM_WORK/batch.txt" <<'PY'
+import json, sys
+def ids(j):
+    return j["ids"] if isinstance(j, dict) else j
+one = [ids(json.loads(l)) for l in open(sys.argv[1]) if l.strip()]
+batch = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+print("ok" if one == batch and len(batch) == 4 else f"{one} != {batch}")
+PY
+)
+[ "$same" = ok ] && pass "tokenize --jsonl gives each line's ids as tokenize alone does" || fail "tokenize --jsonl: $same"
+
+# chat-template --messages -: stdin reads as the file does.
+echo '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]' >"$SLM_WORK/messages.json"
+"$SLM_BIN" chat-template -m "$model" --messages "$SLM_WORK/messages.json" >"$SLM_WORK/from-file.txt"
+"$SLM_BIN" chat-template -m "$model" --messages - <"$SLM_WORK/messages.json" >"$SLM_WORK/from-stdin.txt"
+if [ -s "$SLM_WORK/from-file.txt" ] && cmp -s "$SLM_WORK/from-file.txt" "$SLM_WORK/from-stdin.txt"; then
+  pass "chat-template --messages - renders what the file renders"
+else
+  fail "chat-template --messages -: $(head -c 200 "$SLM_WORK/from-stdin.txt")"
+fi
+
+# tokenizer-train --min-frequency: pairs seen fewer times are never merged.
+for i in $(seq 50); do echo "the kettle descales the kettle twice $i"; done >"$SLM_WORK/corpus.txt"
+merges() {
+  rm -rf "$SLM_WORK/tok"
+  "$SLM_BIN" tokenizer-train "$SLM_WORK/corpus.txt" --out "$SLM_WORK/tok" --vocab-size 400 --min-frequency "$1" \
+    >/dev/null 2>"$SLM_WORK/train.err" || { echo "failed: $(cat "$SLM_WORK/train.err")"; return; }
+  json_get "$SLM_WORK/tok/tokenizer.json" 'len(j["model"]["merges"])'
+}
+# Each line holds " t" four times (200 in all) and most other pairs twice.
+low=$(merges 2)
+mid=$(merges 150)
+none=$(merges 1000000)
+if [[ $low =~ ^[0-9]+$ && $mid =~ ^[0-9]+$ ]] && [ "$low" -gt "$mid" ] && [ "$mid" -gt 0 ] && [ "$none" = 0 ]; then
+  pass "tokenizer-train: $low merges at --min-frequency 2, $mid at 150, none at 10^6"
+else
+  fail "tokenizer-train --min-frequency: $low merges at 2, $mid at 150, $none at 10^6"
+fi
+finish
