@@ -3,6 +3,7 @@
 #include "core/half.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace slm {
 
@@ -28,47 +29,36 @@ Block load(const void* blocks, int64_t i) {
   return b;
 }
 
+// Q4_K and Q5_K: sub-blocks of 32 with 6-bit scales and mins; each 32 bytes
+// of qs hold two sub-blocks, the low nibbles, then the high. Q5_K adds a
+// fifth bit: bit j of qh[l] for element l of sub-block j.
+template <class Block>
+void dequantize_k_nibbles(const void* blocks, int64_t n, float* out) {
+  constexpr bool kFifthBit = std::is_same_v<Block, BlockQ5K>;
+  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
+    const auto b = load<Block>(blocks, i);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    float* y = out + i * kKQuantBlock;
+    const uint8_t* q = b.qs;
+    auto level = [&](int l, int shift, int j) {
+      int v = (q[l] >> shift) & 0xF;
+      if constexpr (kFifthBit) v |= ((b.qh[l] >> j) & 1) << 4;
+      return static_cast<float>(v);
+    };
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t s0, m0, s1, m1;
+      scale_min(j, b.scales, s0, m0);
+      scale_min(j + 1, b.scales, s1, m1);
+      for (int l = 0; l < 32; ++l) *y++ = d * s0 * level(l, 0, j) - dmin * m0;
+      for (int l = 0; l < 32; ++l) *y++ = d * s1 * level(l, 4, j + 1) - dmin * m1;
+    }
+  }
+}
+
 }  // namespace
 
-void dequantize_q4_k(const void* blocks, int64_t n, float* out) {
-  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
-    const auto b = load<BlockQ4K>(blocks, i);
-    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
-    float* y = out + i * kKQuantBlock;
-    const uint8_t* q = b.qs;
-    // Each 32 bytes of qs hold two sub-blocks: the low nibbles, then the high.
-    for (int j = 0; j < 8; j += 2, q += 32) {
-      uint8_t s0, m0, s1, m1;
-      scale_min(j, b.scales, s0, m0);
-      scale_min(j + 1, b.scales, s1, m1);
-      for (int l = 0; l < 32; ++l) *y++ = d * s0 * static_cast<float>(q[l] & 0xF) - dmin * m0;
-      for (int l = 0; l < 32; ++l) *y++ = d * s1 * static_cast<float>(q[l] >> 4) - dmin * m1;
-    }
-  }
-}
-
-void dequantize_q5_k(const void* blocks, int64_t n, float* out) {
-  for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
-    const auto b = load<BlockQ5K>(blocks, i);
-    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
-    float* y = out + i * kKQuantBlock;
-    const uint8_t* q = b.qs;
-    // Bit j of qh[l] is the fifth bit of element l of sub-block j.
-    for (int j = 0; j < 8; j += 2, q += 32) {
-      uint8_t s0, m0, s1, m1;
-      scale_min(j, b.scales, s0, m0);
-      scale_min(j + 1, b.scales, s1, m1);
-      for (int l = 0; l < 32; ++l) {
-        const int v = (q[l] & 0xF) | (((b.qh[l] >> j) & 1) << 4);
-        *y++ = d * s0 * static_cast<float>(v) - dmin * m0;
-      }
-      for (int l = 0; l < 32; ++l) {
-        const int v = (q[l] >> 4) | (((b.qh[l] >> (j + 1)) & 1) << 4);
-        *y++ = d * s1 * static_cast<float>(v) - dmin * m1;
-      }
-    }
-  }
-}
+void dequantize_q4_k(const void* blocks, int64_t n, float* out) { dequantize_k_nibbles<BlockQ4K>(blocks, n, out); }
+void dequantize_q5_k(const void* blocks, int64_t n, float* out) { dequantize_k_nibbles<BlockQ5K>(blocks, n, out); }
 
 void dequantize_q6_k(const void* blocks, int64_t n, float* out) {
   for (int64_t i = 0; i < n / kKQuantBlock; ++i) {
