@@ -51,6 +51,26 @@ std::optional<std::pair<std::string, std::string_view>> split_layer(std::string_
   return std::pair{std::string(name.substr(0, dot)), name.substr(dot + 1)};
 }
 
+// `name` from one naming to the other (from_hf: Hugging Face's to llama.cpp's,
+// else back), through the tables above; nullopt for a name neither lists.
+std::optional<std::string> translate_name(std::string_view name, bool from_hf) {
+  const auto side = [](const std::pair<std::string_view, std::string_view>& names, bool hf) {
+    return hf ? names.first : names.second;
+  };
+  for (const auto& names : kGlobalNames) {
+    if (name == side(names, from_hf)) return std::string(side(names, !from_hf));
+  }
+  const std::string_view hf_prefix = "model.layers.", gguf_prefix = "blk.";
+  if (const auto layer = split_layer(name, from_hf ? hf_prefix : gguf_prefix)) {
+    for (const auto& names : kLayerNames) {
+      if (layer->second == side(names, from_hf)) {
+        return std::string(from_hf ? gguf_prefix : hf_prefix) + layer->first + "." + std::string(side(names, !from_hf));
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 // Which of a layer's tensors the llama architecture permutes, with its head count.
 std::optional<int64_t> permuted_heads(const ModelConfig& c, std::string_view hf_name) {
   if (!gguf_permutes_qk(c)) return std::nullopt;
@@ -152,29 +172,9 @@ std::string gguf_architecture(const ModelConfig& c) {
 
 bool gguf_permutes_qk(const ModelConfig& c) { return gguf_architecture(c) == "llama"; }
 
-std::optional<std::string> gguf_tensor_name(std::string_view hf) {
-  for (const auto& [from, to] : kGlobalNames) {
-    if (hf == from) return std::string(to);
-  }
-  if (const auto layer = split_layer(hf, "model.layers.")) {
-    for (const auto& [from, to] : kLayerNames) {
-      if (layer->second == from) return "blk." + layer->first + "." + std::string(to);
-    }
-  }
-  return std::nullopt;
-}
+std::optional<std::string> gguf_tensor_name(std::string_view hf) { return translate_name(hf, true); }
 
-std::optional<std::string> hf_tensor_name(std::string_view gguf) {
-  for (const auto& [from, to] : kGlobalNames) {
-    if (gguf == to) return std::string(from);
-  }
-  if (const auto layer = split_layer(gguf, "blk.")) {
-    for (const auto& [from, to] : kLayerNames) {
-      if (layer->second == to) return "model.layers." + layer->first + "." + std::string(from);
-    }
-  }
-  return std::nullopt;
-}
+std::optional<std::string> hf_tensor_name(std::string_view gguf) { return translate_name(gguf, false); }
 
 Tensor permute_qk_rows(const Tensor& t, int64_t heads, bool to_gguf) {
   const int64_t rows = t.dim(0);
