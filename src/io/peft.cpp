@@ -76,7 +76,7 @@ PeftLoraConfig PeftLoraConfig::from_json(const std::string& text, const std::str
     fail(source, ": field \"r\" must be a positive integer");
   }
   c.r = j["r"].get<int64_t>();
-  // A number too large for a double (1e999) reads as infinity.
+  // The LoRA scale is alpha / r: alpha must be a finite positive number.
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0) ||
       !std::isfinite(j["lora_alpha"].get<double>())) {
     fail(source, ": field \"lora_alpha\" must be a positive number");
