@@ -202,7 +202,7 @@ class Interpreter {
       if (!target || target->kind != Kind::Namespace) {
         fail_at(s.pos, "cannot set '", s.names[0], ".", s.text, "': '", s.names[0], "' is not a namespace()");
       }
-      if (assigned_seen_.insert(target->dict.get()).second) assigned_.push_back(target->dict);
+      assigned_.insert(target->dict);
       target->dict->set(s.text, std::move(value));
       return;
     }
@@ -392,8 +392,7 @@ class Interpreter {
 
   int macro_depth_ = 0;
   int64_t iterations_ = 0;  // of every loop of this render, for kMaxIterations
-  std::vector<std::shared_ptr<Dict>> assigned_;  // the namespaces assigned to
-  std::unordered_set<const Dict*> assigned_seen_;
+  std::unordered_set<std::shared_ptr<Dict>> assigned_;  // the namespaces assigned to
 };
 
 }  // namespace
