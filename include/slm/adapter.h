@@ -16,18 +16,23 @@
 
 namespace slm {
 
-// The seven linear layers of a Llama-family block, in PEFT's names.
-enum class LoraModule : uint8_t { Q, K, V, O, Gate, Up, Down };
-inline constexpr int kLoraModuleCount = 7;
+// The linear layers of a block, in PEFT's names: the seven of the Llama
+// family, and the fused two of Phi-3's checkpoints (qkv_proj, q/k/v's rows;
+// gate_up_proj, gate/up's), which Phi-3 adapts in their place.
+enum class LoraModule : uint8_t { Q, K, V, O, Gate, Up, Down, QKV, GateUp };
+inline constexpr int kLoraModuleCount = 9;
 inline constexpr std::array<std::string_view, kLoraModuleCount> kLoraModuleNames = {
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"};
 
 // "self_attn.q_proj", "mlp.down_proj": the module's path inside a layer.
 std::string lora_module_path(LoraModule module);
+// The modules a block has: Phi-3's four where the checkpoint fuses its
+// projections (qkv_proj, o_proj, gate_up_proj, down_proj), else the seven.
+std::vector<LoraModule> linear_modules(bool fused_projections);
 // Target names (PEFT module names, or the single entry "all-linear") to the
-// set of modules, in canonical order; an unknown name fails naming `source`
-// (the option or file field the names came from) and the valid ones.
-std::vector<LoraModule> parse_lora_targets(const std::vector<std::string>& names,
+// set of modules, in canonical order; a name the block lacks fails naming
+// `source` (the option or file field the names came from) and the valid ones.
+std::vector<LoraModule> parse_lora_targets(const std::vector<std::string>& names, bool fused_projections,
                                            std::string_view source = "--lora-targets");
 
 // One module's low-rank pair; empty where the adapter leaves the module alone.

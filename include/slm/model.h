@@ -18,13 +18,13 @@
 
 namespace slm {
 
-enum class RopeScaling { None, Linear, Llama3 };
+enum class RopeScaling { None, Linear, Llama3, LongRope };
 // The MLP's gate activation: silu (SwiGLU) or the tanh approximation of GELU
 // (GeGLU, transformers' gelu_pytorch_tanh).
 enum class Activation { SiLU, GeluTanh };
 
 struct ModelConfig {
-  std::string model_type;  // llama, mistral, qwen2, qwen3, gemma2, gemma3_text
+  std::string model_type;  // llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -43,10 +43,18 @@ struct ModelConfig {
   // A divisor per rotary frequency (head_dim/2 of them), applied after
   // rope_scaling: how GGUF files carry Llama 3's scaling (rope_freqs.weight).
   std::vector<float> rope_freq_factors;
+  // longrope (Phi-3): a divisor per rotary frequency for sequences that stay
+  // within rope_original_max_position_embeddings (short) and for those that
+  // reach past it (long), and the factor cos and sin are multiplied by.
+  std::vector<float> rope_short_factor, rope_long_factor;
+  double rope_attention_factor = 1.0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v bias (Qwen2 always; Llama and Qwen3 when attention_bias)
   bool output_bias = false;     // o_proj bias (Llama and Qwen3 when attention_bias)
   bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)
+  // The checkpoint holds q/k/v as one qkv_proj and gate/up as one
+  // gate_up_proj (Phi-3); in memory they are the usual five matrices.
+  bool fused_projections = false;
   int64_t sliding_window = 0;   // 0: full attention
   int64_t max_window_layers = 0;  // Qwen2/3: layers below this index keep full attention
   // Gemma: which layers slide their window (config.json's layer_types); empty
@@ -90,6 +98,10 @@ struct ModelConfig {
   // The weight offset of every RMSNorm: 1 when it scales by (1 + weight).
   float norm_offset() const { return norm_unit_offset ? 1.0f : 0.0f; }
 };
+
+// The factor longrope multiplies cos and sin by when rope_scaling leaves it
+// out (transformers' default): sqrt(1 + ln(factor) / ln(original)), 1 for factor <= 1.
+double longrope_attention_factor(double factor, int64_t original_max_position);
 
 // Sampling defaults that generation_config.json may carry.
 struct GenerationDefaults {
@@ -140,6 +152,12 @@ struct Weights {
 // are left out. The pointers let a caller replace tensors in place.
 std::vector<std::pair<std::string, Tensor*>> named_weights(Weights& weights, const ModelConfig& config);
 std::vector<std::pair<std::string, const Tensor*>> named_weights(const Weights& weights, const ModelConfig& config);
+// Named tensors (named_weights' names) as the checkpoint holds them: where
+// the family fuses projections (Phi-3's qkv_proj, gate_up_proj), the parts
+// replaced by one tensor of their rows (a copy) where the first of them
+// stood. Lists without those names (an adapter's) come back unchanged.
+std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(std::vector<std::pair<std::string, Tensor>> tensors,
+                                                               const ModelConfig& config);
 
 // The tokens of one forward call: many sequences at once, each token with
 // its sequence, its position, whether its logits are wanted and the adapter
@@ -193,10 +211,13 @@ class Model {
 
   // The backend every forward of this model runs on (the CPU today).
   const Backend& backend() const { return *backend_; }
-  // Rotary inverse frequencies, head_dim/2 of them (rope scaling applied),
+  // Rotary inverse frequencies, head_dim/2 of them (rope scaling applied;
+  // longrope's short factors),
   // and those of the sliding layers where they have their own base (else empty).
   const std::vector<float>& rope_frequencies() const { return inv_freq_; }
   const std::vector<float>& local_rope_frequencies() const { return local_inv_freq_; }
+  // longrope's long factors (else empty).
+  const std::vector<float>& long_rope_frequencies() const { return long_inv_freq_; }
 
   // Runs every token of `batch`, writing their keys and values into `cache`
   // (which takes the blocks they need), and returns the final hidden states
@@ -223,8 +244,12 @@ class Model {
   Weights weights_;
   AttentionImpl attention_ = AttentionImpl::Flash;
   const Backend* backend_;
-  std::vector<float> inv_freq_, local_inv_freq_;
+  std::vector<float> inv_freq_, local_inv_freq_, long_inv_freq_;
 };
+
+// {in, out} of LoRA module m's matrix as the config sizes it (a fused
+// module's out is its parts' together: q + 2·kv for qkv_proj).
+std::pair<int64_t, int64_t> lora_dims(const ModelConfig& config, LoraModule m);
 
 // The PEFT adapter in `dir` (adapter_config.json + adapter_model.safetensors)
 // for `base`: every tensor checked against the layer it adapts, a missing or
@@ -237,7 +262,7 @@ Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::s
 namespace slm {
 
 // Named shapes of real models, for `slm create --shape`: smollm2-135m,
-// qwen2.5-0.5b, llama3.2-1b, gemma3-270m, gemma3-1b, gemma2-2b, and "tiny"
+// qwen2.5-0.5b, llama3.2-1b, gemma3-270m, gemma3-1b, gemma2-2b, phi3-mini, and "tiny"
 // (a few hundred thousand parameters).
 ModelConfig shape_preset(const std::string& name);
 std::vector<std::string> shape_preset_names();

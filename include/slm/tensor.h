@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,9 @@ class Tensor {
   // Element i (in row-major order) as float, for tests and small reads.
   float at(int64_t i) const;
   std::string shape_string() const;  // "[576, 49152]"
+  // A view of rows [begin, begin + count) of the first dimension, sharing
+  // this tensor's memory (quantized rows are whole blocks, so any row range is).
+  Tensor rows(int64_t begin, int64_t count) const;
 
  private:
   DType dtype_ = DType::F32;
@@ -62,5 +66,9 @@ class Tensor {
   void* data_ = nullptr;
   std::shared_ptr<void> owner_;
 };
+
+// One tensor holding the rows of `parts` in order (equal dtypes and
+// trailing dimensions): the fused checkpoint tensors of Phi-3. A copy.
+Tensor concat_rows(std::span<const Tensor> parts);
 
 }  // namespace slm

@@ -5,6 +5,7 @@
 #include "core/half.h"
 #include "core/quant.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -141,6 +142,38 @@ Tensor Tensor::to(DType target) const {
     const bool to_bf16 = target == DType::BF16;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16 ? f32_to_bf16(at(i)) : f32_to_f16(at(i));
+  }
+  return out;
+}
+
+Tensor Tensor::rows(int64_t begin, int64_t count) const {
+  if (shape_.empty() || begin < 0 || count < 0 || begin + count > shape_[0]) {
+    fail("rows [", begin, ", ", begin + count, ") of a tensor of shape ", shape_string());
+  }
+  std::vector<int64_t> shape = shape_;
+  shape[0] = count;
+  const size_t row_bytes = shape_[0] == 0 ? 0 : nbytes() / static_cast<size_t>(shape_[0]);
+  return Tensor(dtype_, std::move(shape), static_cast<char*>(data_) + static_cast<size_t>(begin) * row_bytes, owner_,
+                device_);
+}
+
+Tensor concat_rows(std::span<const Tensor> parts) {
+  if (parts.empty()) fail("concat_rows: no tensors");
+  std::vector<int64_t> shape = parts[0].shape();
+  shape[0] = 0;
+  for (const Tensor& p : parts) {
+    const bool same_rows = p.rank() == shape.size() && std::equal(shape.begin() + 1, shape.end(), p.shape().begin() + 1);
+    if (p.dtype() != parts[0].dtype() || !same_rows) {
+      fail("concat_rows: ", p.shape_string(), " ", dtype_name(p.dtype()), " does not continue ",
+           parts[0].shape_string(), " ", dtype_name(parts[0].dtype()));
+    }
+    shape[0] += p.dim(0);
+  }
+  Tensor out = Tensor::zeros(parts[0].dtype(), std::move(shape), parts[0].device());
+  char* dst = out.data_as<char>();
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.data(), p.nbytes());
+    dst += p.nbytes();
   }
   return out;
 }

@@ -19,31 +19,57 @@
 namespace slm {
 
 std::string lora_module_path(LoraModule module) {
-  const auto index = static_cast<size_t>(module);
-  return std::string(index < 4 ? "self_attn." : "mlp.") + std::string(kLoraModuleNames[index]);
+  const bool attention = module <= LoraModule::O || module == LoraModule::QKV;
+  return std::string(attention ? "self_attn." : "mlp.") + std::string(kLoraModuleNames[static_cast<size_t>(module)]);
 }
 
-std::vector<LoraModule> parse_lora_targets(const std::vector<std::string>& names, std::string_view source) {
+std::vector<LoraModule> linear_modules(bool fused_projections) {
+  using enum LoraModule;
+  if (fused_projections) return {O, Down, QKV, GateUp};
+  return {Q, K, V, O, Gate, Up, Down};
+}
+
+std::vector<LoraModule> parse_lora_targets(const std::vector<std::string>& names, bool fused_projections,
+                                           std::string_view source) {
   if (names.empty()) fail(source, ": no target modules given");
+  const std::vector<LoraModule> available = linear_modules(fused_projections);
   std::array<bool, kLoraModuleCount> chosen{};
   for (const std::string& name : names) {
     if (name == "all-linear") {
-      chosen.fill(true);
+      for (LoraModule m : available) chosen[static_cast<size_t>(m)] = true;
       continue;
     }
-    const auto it = std::find(kLoraModuleNames.begin(), kLoraModuleNames.end(), name);
-    if (it == kLoraModuleNames.end()) {
+    const auto it = std::find_if(available.begin(), available.end(),
+                                 [&](LoraModule m) { return kLoraModuleNames[static_cast<size_t>(m)] == name; });
+    if (it == available.end()) {
       std::string valid;
-      for (std::string_view n : kLoraModuleNames) valid += std::string(n) + ", ";
+      for (LoraModule m : available) valid += std::string(kLoraModuleNames[static_cast<size_t>(m)]) + ", ";
       fail(source, ": unknown module \"", name, "\" (the model has ", valid, "or all-linear)");
     }
-    chosen[static_cast<size_t>(it - kLoraModuleNames.begin())] = true;
+    chosen[static_cast<size_t>(*it)] = true;
   }
   std::vector<LoraModule> modules;
   for (int i = 0; i < kLoraModuleCount; ++i) {
     if (chosen[static_cast<size_t>(i)]) modules.push_back(static_cast<LoraModule>(i));
   }
   return modules;
+}
+
+std::pair<int64_t, int64_t> lora_dims(const ModelConfig& c, LoraModule m) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  switch (m) {
+    case LoraModule::Q: return {H, q};
+    case LoraModule::K:
+    case LoraModule::V: return {H, kv};
+    case LoraModule::O: return {q, H};
+    case LoraModule::Gate:
+    case LoraModule::Up: return {H, I};
+    case LoraModule::Down: return {I, H};
+    case LoraModule::QKV: return {H, q + 2 * kv};
+    case LoraModule::GateUp: break;
+  }
+  return {H, 2 * I};
 }
 
 LoraWeights lora_init(int64_t in, int64_t out, int64_t rank, double alpha, Rng& rng) {
@@ -79,12 +105,16 @@ namespace {
 // flattened layer by layer. A list (or "all-linear") names modules in every
 // layer; a single string that is no module name is, as in PEFT, a regular
 // expression the module's whole name must match ("model.layers.3.self_attn.q_proj").
-std::vector<bool> targeted_modules(const std::vector<std::string>& targets, size_t layers, const std::string& source) {
+std::vector<bool> targeted_modules(const std::vector<std::string>& targets, size_t layers, bool fused,
+                                   const std::string& source) {
   std::vector<bool> targeted(layers * kLoraModuleCount, false);
+  const std::vector<LoraModule> available = linear_modules(fused);
   const bool pattern = targets.size() == 1 && targets[0] != "all-linear" &&
-                       std::find(kLoraModuleNames.begin(), kLoraModuleNames.end(), targets[0]) == kLoraModuleNames.end();
+                       std::none_of(available.begin(), available.end(), [&](LoraModule m) {
+                         return kLoraModuleNames[static_cast<size_t>(m)] == targets[0];
+                       });
   if (!pattern) {
-    for (LoraModule m : parse_lora_targets(targets, source)) {
+    for (LoraModule m : parse_lora_targets(targets, fused, source)) {
       for (size_t l = 0; l < layers; ++l) targeted[l * kLoraModuleCount + static_cast<size_t>(m)] = true;
     }
     return targeted;
@@ -97,12 +127,15 @@ std::vector<bool> targeted_modules(const std::vector<std::string>& targets, size
   }
   bool any = false;
   for (size_t l = 0; l < layers; ++l) {
-    for (int i = 0; i < kLoraModuleCount; ++i) {
-      const std::string module = "model.layers." + std::to_string(l) + "." + lora_module_path(static_cast<LoraModule>(i));
-      if (std::regex_match(module, expression)) targeted[l * kLoraModuleCount + static_cast<size_t>(i)] = any = true;
+    for (LoraModule m : available) {
+      const std::string module = "model.layers." + std::to_string(l) + "." + lora_module_path(m);
+      if (std::regex_match(module, expression)) targeted[l * kLoraModuleCount + static_cast<size_t>(m)] = any = true;
     }
   }
-  if (!any) fail(source, ": the regular expression \"", targets[0], "\" matches no module (e.g. model.layers.0.self_attn.q_proj)");
+  if (!any) {
+    fail(source, ": the regular expression \"", targets[0], "\" matches no module (e.g. model.layers.0.",
+         lora_module_path(available.front()), ")");
+  }
   return targeted;
 }
 
@@ -113,7 +146,8 @@ Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::s
   const std::string source = (dir / "adapter_model.safetensors").string();
   const float scale = static_cast<float>(peft.config.lora_alpha / static_cast<double>(peft.config.r));
   const std::vector<LayerWeights>& layers = base.weights().layers;
-  const std::vector<bool> targeted = targeted_modules(peft.config.target_modules, layers.size(),
+  const ModelConfig& c = base.config();
+  const std::vector<bool> targeted = targeted_modules(peft.config.target_modules, layers.size(), c.fused_projections,
                                                       (dir / "adapter_config.json").string() + ": target_modules");
   if (name.empty()) name = std::filesystem::absolute(dir).lexically_normal().filename().string();
   Adapter adapter(static_cast<int64_t>(layers.size()), std::move(name));
@@ -124,12 +158,12 @@ Adapter load_adapter(const Model& base, const std::filesystem::path& dir, std::s
       const auto m = static_cast<LoraModule>(i);
       const std::string prefix =
           "base_model.model.model.layers." + std::to_string(l) + "." + lora_module_path(m) + ".lora_";
-      const Tensor& W = module_of(layers[l], m);
+      const auto [in, out] = lora_dims(c, m);
       const auto a = peft.tensors.find(prefix + "A.weight");
       const auto b = peft.tensors.find(prefix + "B.weight");
       if (a == peft.tensors.end()) fail(source, ": missing tensor \"", prefix, "A.weight\"");
       if (b == peft.tensors.end()) fail(source, ": missing tensor \"", prefix, "B.weight\"");
-      const std::vector<int64_t> want_a{peft.config.r, W.dim(1)}, want_b{W.dim(0), peft.config.r};
+      const std::vector<int64_t> want_a{peft.config.r, in}, want_b{out, peft.config.r};
       if (a->second.shape() != want_a) {
         fail(source, ": tensor \"", a->first, "\" has shape ", a->second.shape_string(), ", the base model needs ",
              Tensor(DType::F32, want_a, nullptr, nullptr).shape_string());

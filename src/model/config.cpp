@@ -32,7 +32,29 @@ Activation parse_activation(const JsonFields& f, const char* key, Activation fal
   fail(f.file(), ": ", key, " \"", name, "\" is not supported (expected silu or gelu_pytorch_tanh)");
 }
 
+// A longrope factor list: one positive divisor per rotary frequency.
+std::vector<float> read_rope_factors(const JsonFields& rs, const char* key, int64_t count) {
+  if (!rs.has(key)) fail(rs.file(), ": missing field \"", key, "\" (longrope needs ", count, " factors)");
+  const json& v = rs.raw(key);
+  if (!v.is_array() || static_cast<int64_t>(v.size()) != count) {
+    fail(rs.file(), ": field \"", key, "\" must list ", count, " numbers (head_dim / 2), got ", v.dump().substr(0, 80));
+  }
+  std::vector<float> out;
+  for (const json& x : v) {
+    if (!x.is_number() || !(x.get<double>() > 0 && x.get<double>() < 1e6)) {
+      fail(rs.file(), ": field \"", key, "\" holds ", x.dump(), " (expected positive numbers)");
+    }
+    out.push_back(static_cast<float>(x.get<double>()));
+  }
+  return out;
+}
+
 }  // namespace
+
+double longrope_attention_factor(double factor, int64_t original_max_position) {
+  if (factor <= 1.0) return 1.0;
+  return std::sqrt(1.0 + std::log(factor) / std::log(static_cast<double>(original_max_position)));
+}
 
 ModelConfig ModelConfig::from_file(const std::filesystem::path& config_json) {
   std::ifstream in(config_json);
@@ -102,8 +124,27 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
       }
       c.rope_original_max_position_embeddings =
           rs.integer("original_max_position_embeddings", 1, 1 << 24, int64_t{8192});
+    } else if (type == "longrope") {
+      c.rope_scaling = RopeScaling::LongRope;
+      c.rope_short_factor = read_rope_factors(rs, "short_factor", c.head_dim / 2);
+      c.rope_long_factor = read_rope_factors(rs, "long_factor", c.head_dim / 2);
+      // As transformers: a top-level original_max_position_embeddings (Phi-3's)
+      // makes the factor max_position_embeddings / original, else rope_scaling's.
+      if (f.has("original_max_position_embeddings")) {
+        c.rope_original_max_position_embeddings =
+            f.integer("original_max_position_embeddings", 1, c.max_position_embeddings);
+        c.rope_factor = static_cast<double>(c.max_position_embeddings) /
+                        static_cast<double>(c.rope_original_max_position_embeddings);
+      } else {
+        c.rope_original_max_position_embeddings = c.max_position_embeddings;
+        c.rope_factor = rs.number("factor", 1e-3, 1e6, 1.0);
+      }
+      c.rope_attention_factor =
+          rs.has("attention_factor")
+              ? rs.number("attention_factor", 1e-6, 1e6, 1.0)
+              : longrope_attention_factor(c.rope_factor, c.rope_original_max_position_embeddings);
     } else if (type != "default") {
-      fail(f.file(), ": unsupported rope_scaling type \"", type, "\" (supported: linear, llama3)");
+      fail(f.file(), ": unsupported rope_scaling type \"", type, "\" (supported: linear, llama3, longrope)");
     }
   }
 
@@ -191,6 +232,15 @@ std::string ModelConfig::to_json() const {
                          {"low_freq_factor", rope_low_freq_factor},
                          {"high_freq_factor", rope_high_freq_factor},
                          {"original_max_position_embeddings", rope_original_max_position_embeddings}};
+  } else if (rope_scaling == RopeScaling::LongRope) {
+    // Phi-3's form: the factor follows from the two context lengths, so
+    // only an attention factor other than the one it implies is written.
+    j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", rope_short_factor}, {"long_factor", rope_long_factor}};
+    j["original_max_position_embeddings"] = rope_original_max_position_embeddings;
+    const double implied = longrope_attention_factor(
+        static_cast<double>(max_position_embeddings) / static_cast<double>(rope_original_max_position_embeddings),
+        rope_original_max_position_embeddings);
+    if (std::abs(rope_attention_factor - implied) > 1e-9 * implied) j["rope_scaling"]["attention_factor"] = rope_attention_factor;
   } else {
     j["rope_scaling"] = nullptr;
   }

@@ -107,6 +107,18 @@ const NamedShape kShapes[] = {
        c.eos_token_ids = {1};
        return c;
      }},
+    {"phi3-mini",
+     [] {
+       // Phi-3-mini-4k: 3.8B parameters, a 2047-token window on every layer.
+       ModelConfig c = base("phi3", 3072, 32, 32, 32, 8192, 32064);
+       c.rms_norm_eps = 1e-5;
+       c.max_position_embeddings = 4096;
+       c.rope_original_max_position_embeddings = 4096;
+       c.sliding_window = 2047;
+       c.bos_token_ids = {1};
+       c.eos_token_ids = {32000};
+       return c;
+     }},
     {"llama3.2-1b",
      [] {
        ModelConfig c = base("llama", 2048, 16, 32, 8, 8192, 128256);
@@ -209,6 +221,7 @@ void create_random_model(const ModelConfig& config, const CreateOptions& options
     fill_normal(t, mix_seed(options.seed, name_hash(name)), mean, options.init_std);
     tensors.emplace_back(name, std::move(t));
   }
+  tensors = checkpoint_tensors(std::move(tensors), config);
 
   const std::map<std::string, std::string> metadata{{"format", "pt"}};
   // A folder holds one layout: a leftover file of the other would shadow or confuse it.

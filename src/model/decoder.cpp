@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 namespace slm::decoder {
@@ -44,20 +45,85 @@ void add_adapters(const Pass& p, int64_t layer, LoraModule m, const float* x, in
   }
 }
 
-// Products of one input by several modules (q/k/v, gate/up) in one pass, then their adapters.
+// y_j += each run's update of a fused module (Phi-3's qkv_proj,
+// gate_up_proj): B·(A·x) over the fused rows, split into the outputs of its
+// parts, `ys` in fused_parts' order.
+void add_fused_adapter(const Pass& p, int64_t layer, LoraModule fused, std::span<float* const> ys, const float* x,
+                       int64_t in, LayerActivations& a) {
+  const int64_t stride = rank_stride(p, layer, fused);
+  if (stride == 0) return;
+  const std::vector<LoraModule> parts = fused_parts(fused);
+  const int64_t out = lora_dims(p.model.config(), fused).second;
+  Buffer& u = a.lora_u[static_cast<size_t>(fused)];
+  u.resize(sz(p.rows * stride));
+  a.fused_update.assign(sz(p.rows * out), 0.0f);
+  for (const AdapterRun& run : p.adapters) {
+    if (!run.adapter || run.adapter->at(layer, fused).empty()) continue;
+    p.model.backend().lora_forward(x + run.row0 * in, run.rows, run.adapter->at(layer, fused),
+                                   dropout_of(p, layer, fused), u.data() + run.row0 * stride,
+                                   a.fused_update.data() + run.row0 * out, p.scratch);
+    int64_t column = 0;
+    for (size_t j = 0; j < parts.size(); ++j) {
+      const int64_t width = lora_dims(p.model.config(), parts[j]).second;
+      for (int64_t r = run.row0; r < run.row0 + run.rows; ++r) {
+        const float* update = a.fused_update.data() + r * out + column;
+        float* y = ys[j] + r * width;
+        for (int64_t i = 0; i < width; ++i) y[i] += update[i];
+      }
+      column += width;
+    }
+  }
+}
+
+// Products of one input by several modules (q/k/v, gate/up) in one pass,
+// then their adapters, and those of the module fusing them where it has one.
 void linear_group(const Pass& p, int64_t layer, std::initializer_list<std::pair<LoraModule, float*>> modules,
-                  const float* x, LayerActivations& a) {
+                  const float* x, LayerActivations& a, std::optional<LoraModule> fused = std::nullopt) {
   const LayerWeights& L = p.model.weights().layers[sz(layer)];
   std::array<Projection, 3> projections{};
+  std::array<float*, 3> outputs{};
   size_t count = 0;
-  for (const auto& [m, y] : modules) projections[count++] = {&module_of(L, m), bias_of(module_bias(L, m)), y};
+  for (const auto& [m, y] : modules) {
+    outputs[count] = y;
+    projections[count++] = {&module_of(L, m), bias_of(module_bias(L, m)), y};
+  }
   const int64_t in = projections[0].weight->dim(1);
   p.model.backend().matmul_group(x, p.rows, in, std::span(projections.data(), count));
   for (const auto& [m, y] : modules) add_adapters(p, layer, m, x, in, y, module_of(L, m).dim(0), a);
+  if (fused) add_fused_adapter(p, layer, *fused, std::span(outputs.data(), count), x, in, a);
 }
 
 void linear(const Pass& p, int64_t layer, LoraModule m, const float* x, float* y, LayerActivations& a) {
   linear_group(p, layer, {{m, y}}, x, a);
+}
+
+// dx += ∂L/∂x of a fused module's adapter, and its gradients where the pass
+// trains it; `dys` the gradients of its parts' outputs.
+void fused_adapter_backward(const Pass& p, int64_t layer, LoraModule fused, std::initializer_list<const float*> dys,
+                            const float* x, float* dx, const LayerActivations& a, const Gradients& g,
+                            BackwardScratch& s) {
+  if (!g.adapter) return;
+  const int64_t stride = rank_stride(p, layer, fused);
+  const std::vector<LoraModule> parts = fused_parts(fused);
+  const ModelConfig& c = p.model.config();
+  const int64_t in = lora_dims(c, fused).first, out = lora_dims(c, fused).second;
+  for (const AdapterRun& run : p.adapters) {
+    if (run.adapter != g.trained || run.adapter->at(layer, fused).empty()) continue;
+    s.dfused.resize(sz(run.rows * out));
+    int64_t column = 0;
+    for (size_t j = 0; j < parts.size(); ++j) {
+      const int64_t width = lora_dims(c, parts[j]).second;
+      const float* dy = dys.begin()[j];
+      for (int64_t r = 0; r < run.rows; ++r) {
+        std::copy_n(dy + (run.row0 + r) * width, width, s.dfused.data() + r * out + column);
+      }
+      column += width;
+    }
+    p.model.backend().lora_backward(x + run.row0 * in, a.lora_u[static_cast<size_t>(fused)].data() + run.row0 * stride,
+                                    s.dfused.data(), run.rows, run.adapter->at(layer, fused),
+                                    dropout_of(p, layer, fused), g.adapter->at(layer, fused), dx + run.row0 * in,
+                                    p.scratch);
+  }
 }
 
 // dx (+)= ∂L/∂x of linear(), and the gradients of what the pass trains.
@@ -131,17 +197,30 @@ void activate_backward(const Pass& p, const float* gate, const float* up, const 
 
 }  // namespace
 
-void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int64_t n, Buffer& cos, Buffer& sin) {
-  const auto half = static_cast<int64_t>(inv_freq.size());
-  cos.resize(sz(n * half));
-  sin.resize(sz(n * half));
-  for (int64_t i = 0; i < n; ++i) {
+void rope_angles(const Model& model, const int32_t* positions, const int32_t* extents, int64_t n, RopeBuffers& out) {
+  const ModelConfig& c = model.config();
+  const bool longrope = c.rope_scaling == RopeScaling::LongRope;
+  const auto scale = static_cast<float>(longrope ? c.rope_attention_factor : 1.0);
+  const auto fill = [&](int64_t i, const std::vector<float>& inv_freq, float factor, Buffer& cos, Buffer& sin) {
+    const auto half = static_cast<int64_t>(inv_freq.size());
     const auto position = static_cast<float>(positions[i]);
     for (int64_t j = 0; j < half; ++j) {
       const float angle = position * inv_freq[sz(j)];
-      cos[sz(i * half + j)] = std::cos(angle);
-      sin[sz(i * half + j)] = std::sin(angle);
+      cos[sz(i * half + j)] = std::cos(angle) * factor;
+      sin[sz(i * half + j)] = std::sin(angle) * factor;
     }
+  };
+  const std::vector<float>& main = model.rope_frequencies();
+  const std::vector<float>& local = model.local_rope_frequencies();
+  const std::vector<float>& long_context = model.long_rope_frequencies();
+  out.cos.resize(sz(n) * main.size());
+  out.sin.resize(sz(n) * main.size());
+  out.local_cos.resize(sz(n) * local.size());
+  out.local_sin.resize(sz(n) * local.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const bool reaches_past = longrope && extents[i] > c.rope_original_max_position_embeddings;
+    fill(i, reaches_past ? long_context : main, scale, out.cos, out.sin);
+    if (!local.empty()) fill(i, local, 1.0f, out.local_cos, out.local_sin);
   }
 }
 
@@ -176,7 +255,7 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
   // Attention block: x_mid = x + [post-norm](o(attention(rope(q(h)), rope(k(h)), v(h)))), h = norm(x).
   be.rmsnorm(x, f32(W.attn_norm), offset, eps, N, H, p.h.data());
   linear_group(p, l, {{LoraModule::Q, a.q.data()}, {LoraModule::K, a.k.data()}, {LoraModule::V, a.v.data()}},
-               p.h.data(), a);
+               p.h.data(), a, LoraModule::QKV);
   if (c.qk_norm) {
     const bool keep = p.cache == nullptr;  // the backward reads the values before the norm
     if (keep) {
@@ -215,7 +294,8 @@ void layer_forward(const Pass& p, int64_t l, const float* x, float* x_out, Layer
 
   // MLP block: x_out = x_mid + [post-norm](down(act(gate(h)) · up(h))), h = norm(x_mid).
   be.rmsnorm(a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, p.h.data());
-  linear_group(p, l, {{LoraModule::Gate, a.gate.data()}, {LoraModule::Up, a.up.data()}}, p.h.data(), a);
+  linear_group(p, l, {{LoraModule::Gate, a.gate.data()}, {LoraModule::Up, a.up.data()}}, p.h.data(), a,
+               LoraModule::GateUp);
   activate(p, a.gate.data(), a.up.data(), p.act.data(), N * I);
   if (c.post_norms) {
     a.mlp_out.resize(sz(N * H));
@@ -257,6 +337,7 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   be.rmsnorm(a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, p.h.data());
   linear_backward(p, l, LoraModule::Gate, p.h.data(), s.dgate.data(), s.dh.data(), false, a, g);
   linear_backward(p, l, LoraModule::Up, p.h.data(), s.dup.data(), s.dh.data(), true, a, g);
+  fused_adapter_backward(p, l, LoraModule::GateUp, {s.dgate.data(), s.dup.data()}, p.h.data(), s.dh.data(), a, g, s);
   be.rmsnorm_backward(s.dh.data(), a.x_mid.data(), f32(W.mlp_norm), offset, eps, N, H, dx.data(),
                       weight_grad(g, &LayerWeights::mlp_norm, l), true);
 
@@ -285,6 +366,8 @@ void layer_backward(const Pass& p, int64_t l, const float* x_in, const LayerActi
   linear_backward(p, l, LoraModule::Q, p.h.data(), s.dq.data(), s.dh.data(), false, a, g);
   linear_backward(p, l, LoraModule::K, p.h.data(), s.dk.data(), s.dh.data(), true, a, g);
   linear_backward(p, l, LoraModule::V, p.h.data(), s.dv.data(), s.dh.data(), true, a, g);
+  fused_adapter_backward(p, l, LoraModule::QKV, {s.dq.data(), s.dk.data(), s.dv.data()}, p.h.data(), s.dh.data(), a,
+                         g, s);
   be.rmsnorm_backward(s.dh.data(), x_in, f32(W.attn_norm), offset, eps, N, H, dx.data(),
                       weight_grad(g, &LayerWeights::attn_norm, l), true);
 }

@@ -30,6 +30,7 @@ struct LayerActivations {
   Buffer gate, up;      // MLP pre-activations [N, I]
   Buffer mlp_out;       // down_proj's output before its post-norm [N, H] (post_norms models only)
   std::array<Buffer, kLoraModuleCount> lora_u;  // A·x of each adapted module
+  Buffer fused_update;  // scratch: a fused module's update before it is split [N, out]
 };
 
 // Consecutive rows of a batch that add the same adapter.
@@ -81,14 +82,24 @@ struct Gradients {
 };
 struct BackwardScratch {
   Buffer dh, dact, dgate, dup, dattn, dq, dk, dv, dpost;
+  Buffer dfused;  // a fused module's output gradient, gathered from its parts'
 };
 // On entry dx holds ∂L/∂(layer output); on exit ∂L/∂(layer input). `a`
 // holds forward's activations of this layer, x_in its input.
 void layer_backward(const Pass& pass, int64_t layer, const float* x_in, const LayerActivations& a,
                     const Gradients& grads, Buffer& dx, BackwardScratch& s);
 
-// cos/sin [n, head_dim/2] of each row's own position.
-void rope_angles(std::span<const float> inv_freq, const int32_t* positions, int64_t n, Buffer& cos, Buffer& sin);
+// A pass's rotary tables and their storage.
+struct RopeBuffers {
+  Buffer cos, sin, local_cos, local_sin;
+  RopeTables tables() const { return {cos.data(), sin.data(), local_cos.data(), local_sin.data()}; }
+};
+// cos/sin [n, head_dim/2] of each row's own position, times longrope's
+// attention factor, and those of the sliding layers where they rotate with
+// their own base. extents[i]: the length row i's sequence reaches in this
+// pass; with longrope, a sequence reaching past the original context rotates
+// by the long factors (transformers chooses by the length of each call).
+void rope_angles(const Model& model, const int32_t* positions, const int32_t* extents, int64_t n, RopeBuffers& out);
 
 // out [n, hidden] = the embeddings of `ids`, scaled as the model scales them.
 void embed(const Model& model, const int32_t* ids, int64_t n, float* out);
@@ -98,7 +109,9 @@ void embed_backward(const Model& model, float* dout, const int32_t* ids, int64_t
 
 // The scratch of inference passes, owned by the KV cache they write.
 struct Workspace {
-  Buffer x, h, act, cos, sin, local_cos, local_sin, hidden, logits;
+  Buffer x, h, act, hidden, logits;
+  RopeBuffers rope;
+  std::vector<int32_t> extents;
   LayerActivations layer;
   std::vector<float> scratch, scores;
   std::vector<AttentionRun> runs;

@@ -6,7 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <span>
 #include <utility>
 
 namespace slm {
@@ -33,6 +35,18 @@ constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
     {"mlp.up_proj.weight", "ffn_up.weight"},
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
+// Where a family names a layer's tensors otherwise, looked up first: Gemma's
+// four norms (post_attention_layernorm follows attention there), Phi-3's
+// fused projections (its ffn_up holds gate and up).
+constexpr std::pair<std::string_view, std::string_view> kGemmaLayerNames[] = {
+    {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+    {"pre_feedforward_layernorm.weight", "ffn_norm.weight"},
+    {"post_feedforward_layernorm.weight", "post_ffw_norm.weight"},
+};
+constexpr std::pair<std::string_view, std::string_view> kPhi3LayerNames[] = {
+    {"self_attn.qkv_proj.weight", "attn_qkv.weight"},
+    {"mlp.gate_up_proj.weight", "ffn_up.weight"},
+};
 constexpr std::pair<std::string_view, std::string_view> kGlobalNames[] = {
     {"model.embed_tokens.weight", "token_embd.weight"},
     {"model.norm.weight", "output_norm.weight"},
@@ -52,8 +66,9 @@ std::optional<std::pair<std::string, std::string_view>> split_layer(std::string_
 }
 
 // `name` from one naming to the other (from_hf: Hugging Face's to llama.cpp's,
-// else back), through the tables above; nullopt for a name neither lists.
-std::optional<std::string> translate_name(std::string_view name, bool from_hf) {
+// else back), through the family's table and then the common one; nullopt
+// for a name neither lists.
+std::optional<std::string> translate_name(const ModelConfig& c, std::string_view name, bool from_hf) {
   const auto side = [](const std::pair<std::string_view, std::string_view>& names, bool hf) {
     return hf ? names.first : names.second;
   };
@@ -61,14 +76,23 @@ std::optional<std::string> translate_name(std::string_view name, bool from_hf) {
     if (name == side(names, from_hf)) return std::string(side(names, !from_hf));
   }
   const std::string_view hf_prefix = "model.layers.", gguf_prefix = "blk.";
-  if (const auto layer = split_layer(name, from_hf ? hf_prefix : gguf_prefix)) {
-    for (const auto& names : kLayerNames) {
+  const auto layer = split_layer(name, from_hf ? hf_prefix : gguf_prefix);
+  if (!layer) return std::nullopt;
+  using Names = std::span<const std::pair<std::string_view, std::string_view>>;
+  const Names family = c.post_norms ? Names(kGemmaLayerNames) : c.fused_projections ? Names(kPhi3LayerNames) : Names();
+  for (const Names table : {family, Names(kLayerNames)}) {
+    for (const auto& names : table) {
       if (layer->second == side(names, from_hf)) {
         return std::string(from_hf ? gguf_prefix : hf_prefix) + layer->first + "." + std::string(side(names, !from_hf));
       }
     }
   }
   return std::nullopt;
+}
+
+// Gemma's norms scale by (1 + weight); llama.cpp's converter stores 1 + weight.
+bool offset_norm(const ModelConfig& c, std::string_view hf_name) {
+  return c.norm_unit_offset && hf_name.ends_with("norm.weight");
 }
 
 // Which of a layer's tensors the llama architecture permutes, with its head count.
@@ -113,14 +137,20 @@ class GgufWeights : public WeightSource {
       result = widened(*t, std::move(shape));
     }
     if (const auto heads = permuted_heads(config_, name)) return permute_qk_rows(result, *heads, false);
+    if (offset_norm(config_, name)) {
+      Tensor weight = Tensor::zeros(DType::F32, result.shape());
+      for (int64_t i = 0; i < weight.numel(); ++i) weight.data_as<float>()[i] = result.at(i) - 1.0f;
+      return weight;
+    }
     return result;
   }
 
   std::vector<std::string> names() const override {
     std::vector<std::string> out;
     for (const GgufTensorInfo& t : file_.tensors()) {
-      if (t.name == "rope_freqs.weight") continue;  // read into the config
-      out.push_back(hf_tensor_name(t.name).value_or(t.name));
+      // Read into the config.
+      if (t.name == "rope_freqs.weight" || t.name.starts_with("rope_factors_")) continue;
+      out.push_back(hf_tensor_name(config_, t.name).value_or(t.name));
     }
     return out;
   }
@@ -133,7 +163,7 @@ class GgufWeights : public WeightSource {
 
  private:
   const GgufTensorInfo* info(const std::string& hf_name) const {
-    const auto name = gguf_tensor_name(hf_name);
+    const auto name = gguf_tensor_name(config_, hf_name);
     return name ? file_.find_tensor(*name) : nullptr;
   }
 
@@ -166,15 +196,32 @@ std::string key(const std::string& arch, const char* name) { return arch + "." +
 
 std::string gguf_architecture(const ModelConfig& c) {
   if (c.model_type == "llama" || c.model_type == "mistral") return "llama";
-  if (c.model_type == "qwen2" || c.model_type == "qwen3") return c.model_type;
-  fail("GGUF: model_type \"", c.model_type, "\" has no GGUF architecture in slm (supported: llama, mistral, qwen2, qwen3)");
+  if (c.model_type == "gemma3_text") return "gemma3";
+  if (c.model_type == "qwen2" || c.model_type == "qwen3" || c.model_type == "gemma2" || c.model_type == "phi3") {
+    return c.model_type;
+  }
+  fail("GGUF: model_type \"", c.model_type, "\" has no GGUF architecture in slm");
 }
 
 bool gguf_permutes_qk(const ModelConfig& c) { return gguf_architecture(c) == "llama"; }
 
-std::optional<std::string> gguf_tensor_name(std::string_view hf) { return translate_name(hf, true); }
+std::optional<std::string> gguf_tensor_name(const ModelConfig& c, std::string_view hf) {
+  return translate_name(c, hf, true);
+}
 
-std::optional<std::string> hf_tensor_name(std::string_view gguf) { return translate_name(gguf, false); }
+std::optional<std::string> hf_tensor_name(const ModelConfig& c, std::string_view gguf) {
+  return translate_name(c, gguf, false);
+}
+
+Tensor gguf_tensor_data(const ModelConfig& c, std::string_view hf_name, const Tensor& t) {
+  if (const auto heads = permuted_heads(c, hf_name)) return permute_qk_rows(t, *heads, true);
+  if (offset_norm(c, hf_name)) {
+    Tensor stored = Tensor::zeros(DType::F32, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) stored.data_as<float>()[i] = t.at(i) + 1.0f;
+    return stored;
+  }
+  return t;
+}
 
 Tensor permute_qk_rows(const Tensor& t, int64_t heads, bool to_gguf) {
   const int64_t rows = t.dim(0);
@@ -199,15 +246,17 @@ Tensor permute_qk_rows(const Tensor& t, int64_t heads, bool to_gguf) {
 
 ModelConfig gguf_model_config(const GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3") {
-    fail(f.name(), ": general.architecture \"", arch, "\" is not supported (supported: llama, qwen2, qwen3)");
+  constexpr std::string_view kArchitectures[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
+  if (std::find(std::begin(kArchitectures), std::end(kArchitectures), arch) == std::end(kArchitectures)) {
+    fail(f.name(), ": general.architecture \"", arch,
+         "\" is not supported (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)");
   }
   if (const auto type = f.string_or("general.type"); type && *type != "model") {
     fail(f.name(), ": general.type is \"", *type, "\", not a model (a LoRA adapter GGUF is loaded with --adapter)");
   }
   // The metadata as config.json would say it, so one validation serves both.
   json j;
-  j["model_type"] = arch;
+  j["model_type"] = arch == "gemma3" ? "gemma3_text" : arch;
   j["hidden_size"] = f.get_integer(key(arch, "embedding_length"));
   j["intermediate_size"] = f.get_integer(key(arch, "feed_forward_length"));
   j["num_hidden_layers"] = f.get_integer(key(arch, "block_count"));
@@ -238,6 +287,43 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   }
   j["tie_word_embeddings"] = f.find_tensor("output.weight") == nullptr;
   j["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  const auto window = f.integer_or(key(arch, "attention.sliding_window"));
+  if (arch == "gemma2" || arch == "gemma3") {
+    // llama.cpp scales scores by head_dim^-1/2 (hidden/heads for the 27B
+    // models), keeps Gemma 3's local base at 10000 and its layers in sixes.
+    const int64_t layers = j["num_hidden_layers"].get<int64_t>();
+    const bool large = layers == (arch == "gemma2" ? 46 : 62);
+    j["query_pre_attn_scalar"] = large ? j["hidden_size"].get<int64_t>() / heads : head_dim;
+    if (window) j["sliding_window"] = *window;
+    if (arch == "gemma2") {
+      j["attn_logit_softcapping"] = f.float_or(key(arch, "attn_logit_softcapping")).value_or(50.0);
+      j["final_logit_softcapping"] = f.float_or(key(arch, "final_logit_softcapping")).value_or(30.0);
+    } else {
+      j["rope_local_base_freq"] = 10000.0;
+    }
+  }
+  if (arch == "phi3") {
+    j["sliding_window"] = window && *window > 0 ? json(*window) : json(nullptr);
+    if (const auto original = f.integer_or(key(arch, "rope.scaling.original_context_length"))) {
+      j["original_max_position_embeddings"] = *original;
+    }
+    const GgufTensorInfo* long_factors = f.find_tensor("rope_factors_long.weight");
+    const GgufTensorInfo* short_factors = f.find_tensor("rope_factors_short.weight");
+    if (long_factors || short_factors) {
+      const auto factors = [&](const GgufTensorInfo* t, const char* name) {
+        if (!t || t->type != static_cast<uint32_t>(GgmlType::F32) || t->dims.size() != 1 ||
+            t->dims[0] != static_cast<uint64_t>(head_dim / 2)) {
+          fail(f.name(), ": tensor \"", name, "\" must be F32 [", head_dim / 2, "] (longrope's factors)");
+        }
+        const auto* data = reinterpret_cast<const float*>(f.tensor_data(*t));
+        return std::vector<float>(data, data + head_dim / 2);
+      };
+      j["rope_scaling"] = {{"type", "longrope"},
+                           {"short_factor", factors(short_factors, "rope_factors_short.weight")},
+                           {"long_factor", factors(long_factors, "rope_factors_long.weight")}};
+      if (const auto attn = f.float_or(key(arch, "rope.scaling.attn_factor"))) j["rope_scaling"]["attention_factor"] = *attn;
+    }
+  }
   if (const auto bos = f.integer_or("tokenizer.ggml.bos_token_id")) j["bos_token_id"] = *bos;
   if (const auto eos = f.integer_or("tokenizer.ggml.eos_token_id")) j["eos_token_id"] = *eos;
   ModelConfig c = ModelConfig::from_json(j.dump(), f.name() + " (metadata)");
@@ -289,6 +375,46 @@ void write_gguf_model_metadata(const ModelConfig& c, std::string_view name, uint
   if (c.rope_scaling == RopeScaling::Linear) {
     w.set(key(arch, "rope.scaling.type"), GgufValue::of_string("linear"));
     w.set(key(arch, "rope.scaling.factor"), GgufValue::of_f32(static_cast<float>(c.rope_factor)));
+  }
+  const auto f32 = [&](const char* k, double v) { w.set(key(arch, k), GgufValue::of_f32(static_cast<float>(v))); };
+  if (arch == "gemma2" || arch == "gemma3") {
+    const bool large = c.num_hidden_layers == (arch == "gemma2" ? 46 : 62);
+    const double scalar = large ? static_cast<double>(c.hidden_size / c.num_attention_heads) : static_cast<double>(c.head_dim);
+    if (c.query_pre_attn_scalar != scalar) {
+      fail("GGUF: query_pre_attn_scalar ", c.query_pre_attn_scalar, " is not what llama.cpp's ", arch,
+           " computes (", scalar, ")");
+    }
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const bool sliding = arch == "gemma2" ? l % 2 == 0 : (l + 1) % 6 != 0;
+      if ((c.layer_window(l) > 0) != sliding) {
+        fail("GGUF: layer ", l, (sliding ? " has full attention" : " slides its window"), ", where llama.cpp's ", arch,
+             (sliding ? " slides it" : " attends fully"), " (", arch == "gemma2" ? "even layers slide" : "every sixth layer is full",
+             ")");
+      }
+    }
+    u32("attention.key_length", c.head_dim);
+    u32("attention.value_length", c.head_dim);
+    u32("attention.sliding_window", c.sliding_window);
+    if (arch == "gemma2") {
+      f32("attn_logit_softcapping", c.attn_logit_softcapping);
+      f32("final_logit_softcapping", c.final_logit_softcapping);
+      if (c.attn_logit_softcapping <= 0 || c.final_logit_softcapping <= 0) {
+        fail("GGUF: llama.cpp's gemma2 soft-caps attention and logits (both caps must be set)");
+      }
+    } else if (c.attn_logit_softcapping > 0 || c.final_logit_softcapping > 0 ||
+               (c.rope_local_theta > 0 && c.rope_local_theta != 10000.0)) {
+      fail("GGUF: llama.cpp's gemma3 has no soft caps and rotates its sliding layers with base 10000");
+    }
+  }
+  if (arch == "phi3") {
+    if (c.head_dim * c.num_attention_heads != c.hidden_size) {
+      fail("GGUF: llama.cpp's phi3 needs head_dim × heads = hidden_size (", c.head_dim, " × ", c.num_attention_heads,
+           " != ", c.hidden_size, ")");
+    }
+    u32("rope.scaling.original_context_length",
+        c.rope_original_max_position_embeddings > 0 ? c.rope_original_max_position_embeddings : c.max_position_embeddings);
+    u32("attention.sliding_window", c.sliding_window);
+    if (c.rope_scaling == RopeScaling::LongRope) f32("rope.scaling.attn_factor", c.rope_attention_factor);
   }
   w.set("general.file_type", GgufValue::of_u32(file_type));
   w.set("general.quantization_version", GgufValue::of_u32(2));

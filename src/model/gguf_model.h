@@ -29,21 +29,28 @@ Model load_gguf_model(const std::filesystem::path& path, const LoadOptions& opti
 // The model config a GGUF file's metadata describes; fails naming the key.
 ModelConfig gguf_model_config(const GgufFile& file);
 
-// "llama" for llama and mistral (llama.cpp converts both to it), else model_type.
+// "llama" for llama and mistral (llama.cpp converts both to it), "gemma3"
+// for gemma3_text, else model_type.
 std::string gguf_architecture(const ModelConfig& config);
 // Whether the family's q/k rows are permuted in GGUF (the llama architecture).
 bool gguf_permutes_qk(const ModelConfig& config);
-// The GGUF name of a Hugging Face tensor name, and back; nullopt when the
-// name is not one of the decoder's.
-std::optional<std::string> gguf_tensor_name(std::string_view hf_name);
-std::optional<std::string> hf_tensor_name(std::string_view gguf_name);
+// The GGUF name of a Hugging Face tensor name of the config's family (its
+// checkpoint names: Phi-3's qkv_proj), and back; nullopt when the name is
+// not one of the decoder's.
+std::optional<std::string> gguf_tensor_name(const ModelConfig& config, std::string_view hf_name);
+std::optional<std::string> hf_tensor_name(const ModelConfig& config, std::string_view gguf_name);
+// A tensor's values as llama.cpp stores them: the llama architecture's q/k
+// rows permuted, Gemma's norm weights as 1 + weight; else `t` itself.
+Tensor gguf_tensor_data(const ModelConfig& config, std::string_view hf_name, const Tensor& t);
 
 // Rows of a q or k projection (weight [heads·head_dim, in] or bias
 // [heads·head_dim]), any dtype, permuted from Hugging Face order to
 // llama.cpp's (to_gguf) or back. A copy.
 Tensor permute_qk_rows(const Tensor& t, int64_t heads, bool to_gguf);
 
-// The model's general.* and <arch>.* metadata, as convert_hf_to_gguf.py writes it.
+// The model's general.* and <arch>.* metadata, as convert_hf_to_gguf.py
+// writes it; fails naming what llama.cpp's architecture cannot express (a
+// Gemma query_pre_attn_scalar other than head_dim, another layer pattern).
 void write_gguf_model_metadata(const ModelConfig& config, std::string_view name, uint32_t file_type,
                                GgufWriter& writer);
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 namespace slm {
@@ -76,9 +77,111 @@ class WeightReader {
   std::set<std::string> used_;
 };
 
+// A weight source with each fused checkpoint tensor served as its parts:
+// views of its rows, sized as the config implies (a fused tensor of another
+// shape fails naming both).
+class SplitSource : public WeightSource {
+ public:
+  SplitSource(const WeightSource& inner, const ModelConfig& c) : inner_(inner) {
+    std::map<std::string, std::vector<int64_t>> shapes;
+    Weights w;
+    w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+    for_each_weight(w, c, [&](const std::string& name, Tensor&, std::vector<int64_t> shape, bool) {
+      shapes[name] = std::move(shape);
+    });
+    for (FusedTensor& fused : fused_tensors(c)) {
+      std::vector<int64_t> shape = shapes.at(fused.parts.front());
+      shape[0] = 0;
+      int64_t row = 0;
+      for (const std::string& part : fused.parts) {
+        const int64_t rows = shapes.at(part)[0];
+        parts_[part] = {fused.name, row, rows};
+        row += rows;
+      }
+      shape[0] = row;
+      fused_[fused.name] = std::move(shape);
+    }
+  }
+
+  // A part is always there: tensor() names the fused tensor when it is missing.
+  bool contains(const std::string& name) const override {
+    return parts_.count(name) != 0 || (fused_.count(name) == 0 && inner_.contains(name));
+  }
+  Tensor tensor(const std::string& name) const override {
+    const auto it = parts_.find(name);
+    if (it == parts_.end()) return inner_.tensor(name);
+    const Part& part = it->second;
+    if (!inner_.contains(part.fused)) fail(inner_.describe(), ": missing tensor \"", part.fused, "\"");
+    const Tensor whole = inner_.tensor(part.fused);
+    const std::vector<int64_t>& shape = fused_.at(part.fused);
+    if (whole.shape() != shape) {
+      fail(inner_.describe(), ": tensor \"", part.fused, "\" has shape ", whole.shape_string(), ", config.json implies ",
+           Tensor(whole.dtype(), shape, nullptr, nullptr).shape_string());
+    }
+    return whole.rows(part.row, part.rows);
+  }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> out;
+    for (const std::string& name : inner_.names()) {
+      if (fused_.count(name) == 0) out.push_back(name);
+    }
+    for (const auto& [name, part] : parts_) {
+      if (inner_.contains(part.fused)) out.push_back(name);
+    }
+    return out;
+  }
+  std::string describe() const override { return inner_.describe(); }
+  void release(const Tensor& view) const override { inner_.release(view); }
+
+ private:
+  struct Part {
+    std::string fused;
+    int64_t row, rows;
+  };
+  const WeightSource& inner_;
+  std::map<std::string, Part> parts_;
+  std::map<std::string, std::vector<int64_t>> fused_;
+};
+
 }  // namespace
 
-Weights read_weights(const ModelConfig& c, const WeightSource& files, std::optional<DType> dtype) {
+std::vector<FusedTensor> fused_tensors(const ModelConfig& c) {
+  std::vector<FusedTensor> out;
+  if (!c.fused_projections) return out;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    out.push_back({p + "self_attn.qkv_proj.weight",
+                   {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}});
+    out.push_back({p + "mlp.gate_up_proj.weight", {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}});
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(std::vector<std::pair<std::string, Tensor>> tensors,
+                                                               const ModelConfig& c) {
+  for (const FusedTensor& fused : fused_tensors(c)) {
+    std::vector<Tensor> parts;
+    size_t first = tensors.size();
+    for (const std::string& part : fused.parts) {
+      const auto it = std::find_if(tensors.begin(), tensors.end(), [&](const auto& t) { return t.first == part; });
+      if (it == tensors.end()) continue;
+      parts.push_back(it->second);
+      first = std::min(first, static_cast<size_t>(it - tensors.begin()));
+    }
+    if (parts.empty()) continue;  // not a list of weights (an adapter's, say)
+    if (parts.size() != fused.parts.size()) fail("checkpoint_tensors: ", fused.name, " lacks some of its parts");
+    tensors[first] = {fused.name, concat_rows(parts)};
+    std::erase_if(tensors, [&](const auto& t) {
+      return std::find(fused.parts.begin(), fused.parts.end(), t.first) != fused.parts.end();
+    });
+  }
+  return tensors;
+}
+
+Weights read_weights(const ModelConfig& c, const WeightSource& source, std::optional<DType> dtype) {
+  const std::optional<SplitSource> split = c.fused_projections ? std::optional<SplitSource>(std::in_place, source, c)
+                                                               : std::nullopt;
+  const WeightSource& files = split ? static_cast<const WeightSource&>(*split) : source;
   WeightReader r(files, dtype);
   Weights w;
   w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
@@ -123,7 +226,10 @@ Model::Model(ModelConfig config, Weights weights)
       weights_(std::move(weights)),
       backend_(&backend_for(Device::CPU)),
       inv_freq_(rope_inverse_frequencies(config_)),
-      local_inv_freq_(config_.rope_local_theta > 0 ? rope_inverse_frequencies(config_, true) : std::vector<float>{}) {}
+      local_inv_freq_(config_.rope_local_theta > 0 ? rope_inverse_frequencies(config_, RopeTable::Local)
+                                                   : std::vector<float>{}),
+      long_inv_freq_(config_.rope_scaling == RopeScaling::LongRope ? rope_inverse_frequencies(config_, RopeTable::Long)
+                                                                   : std::vector<float>{}) {}
 
 Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   if (options.device.starts_with("cuda")) {
@@ -235,12 +341,14 @@ std::span<const float> Model::forward(const Batch& b, KVCache& cache) const {
   for (size_t i = 0; i < w.runs.size(); ++i) w.runs[i].block_table = cache.block_table(w.run_sequences[i]);
 
   const int64_t n = b.size(), H = c.hidden_size;
-  decoder::rope_angles(inv_freq_, b.positions.data(), n, w.cos, w.sin);
-  if (!local_inv_freq_.empty()) decoder::rope_angles(local_inv_freq_, b.positions.data(), n, w.local_cos, w.local_sin);
+  w.extents.resize(static_cast<size_t>(n));
+  for (const auto& run : w.runs) {
+    std::fill_n(w.extents.begin() + run.row0, run.n_queries, static_cast<int32_t>(run.q_start + run.n_queries));
+  }
+  decoder::rope_angles(*this, b.positions.data(), w.extents.data(), n, w.rope);
   w.x.resize(static_cast<size_t>(n * H));
   decoder::embed(*this, b.tokens.data(), n, w.x.data());
-  const decoder::Pass pass{*this, n, {w.cos.data(), w.sin.data(), w.local_cos.data(), w.local_sin.data()},
-                           w.adapters, &cache, w.runs, 0, 0, 0.0, 0, w.h, w.act, w.scratch, w.scores};
+  const decoder::Pass pass{*this, n, w.rope.tables(), w.adapters, &cache, w.runs, 0, 0, 0.0, 0, w.h, w.act, w.scratch, w.scores};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) decoder::layer_forward(pass, l, w.x.data(), w.x.data(), w.layer);
   for (size_t i = 0; i < w.runs.size(); ++i) {
     const auto& run = w.runs[i];

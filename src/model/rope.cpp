@@ -5,8 +5,9 @@
 
 namespace slm {
 
-std::vector<float> rope_inverse_frequencies(const ModelConfig& c, bool local) {
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c, RopeTable table) {
   const int64_t half = c.head_dim / 2;
+  const bool local = table == RopeTable::Local;
   // The sliding layers' own base is never scaled.
   const RopeScaling scaling = local ? RopeScaling::None : c.rope_scaling;
   std::vector<float> inv(static_cast<size_t>(half));
@@ -27,6 +28,8 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c, bool local) {
             (old_context / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
         f = (1.0 - smooth) * f / c.rope_factor + smooth * f;
       }
+    } else if (scaling == RopeScaling::LongRope) {
+      f /= static_cast<double>((table == RopeTable::Long ? c.rope_long_factor : c.rope_short_factor).at(static_cast<size_t>(i)));
     }
     if (!c.rope_freq_factors.empty()) f /= static_cast<double>(c.rope_freq_factors.at(static_cast<size_t>(i)));
     inv[static_cast<size_t>(i)] = static_cast<float>(f);

@@ -8,9 +8,14 @@
 
 namespace slm {
 
-// inv_freq[i] = rope_theta^(-2i/head_dim), rope_scaling applied, as Hugging
-// Face transformers computes it; head_dim/2 entries. `local`: those of the
-// sliding layers, rope_local_theta^(-2i/head_dim) unscaled (Gemma 3).
-std::vector<float> rope_inverse_frequencies(const ModelConfig& config, bool local = false);
+// Which of a model's rotary tables: the main one (rope_scaling applied;
+// longrope's short factors), the sliding layers' own base (Gemma 3), or
+// longrope's long factors.
+enum class RopeTable { Main, Local, Long };
+
+// inv_freq[i] = base^(-2i/head_dim), rope_scaling applied, as Hugging Face
+// transformers computes it; head_dim/2 entries. Local: rope_local_theta,
+// unscaled. Long: rope_theta with longrope's long factors.
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config, RopeTable table = RopeTable::Main);
 
 }  // namespace slm

@@ -1,6 +1,9 @@
 // The tensors a config.json implies, with their Hugging Face names and
 // shapes, written once: loading, saving (named_weights) and `slm create`
-// all walk this list, so a family's tensor names live in one place.
+// all walk this list, so a family's tensor names live in one place. Where a
+// family fuses projections in its checkpoint (Phi-3's qkv_proj and
+// gate_up_proj), fused_tensors() says which of these names one checkpoint
+// tensor holds, row after row.
 #pragma once
 
 #include <slm/model.h>
@@ -52,5 +55,13 @@ void for_each_weight(W& w, const ModelConfig& c, F&& f) {
   f(std::string("model.norm.weight"), w.final_norm, std::vector<int64_t>{H}, false);
   if (!c.tie_word_embeddings) f(std::string("lm_head.weight"), w.lm_head, std::vector<int64_t>{c.vocab_size, H}, true);
 }
+
+// A checkpoint tensor that holds the rows of several of for_each_weight's.
+struct FusedTensor {
+  std::string name;                // "model.layers.0.self_attn.qkv_proj.weight"
+  std::vector<std::string> parts;  // q_proj, k_proj, v_proj's names, in row order
+};
+// Empty unless config.fused_projections.
+std::vector<FusedTensor> fused_tensors(const ModelConfig& config);
 
 }  // namespace slm

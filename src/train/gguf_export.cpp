@@ -104,24 +104,26 @@ GgufExportSummary export_gguf(const std::filesystem::path& model_dir, const std:
                             t.file_type, w);
   const std::string tokenizer = write_gguf_tokenizer_metadata(model_dir, w, c.vocab_size);
   int64_t count = 0;
-  for (const auto& [hf_name, tensor] : named_weights(model.weights(), c)) {
-    Tensor written = *tensor;
-    if (const auto heads = [&]() -> std::optional<int64_t> {
-          if (!gguf_permutes_qk(c)) return std::nullopt;
-          if (hf_name.find("q_proj.") != std::string::npos) return c.num_attention_heads;
-          if (hf_name.find("k_proj.") != std::string::npos) return c.num_key_value_heads;
-          return std::nullopt;
-        }()) {
-      written = permute_qk_rows(written, *heads, true);
-    }
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& [name, tensor] : named_weights(model.weights(), c)) tensors.emplace_back(name, *tensor);
+  for (const auto& [hf_name, tensor] : checkpoint_tensors(std::move(tensors), c)) {
     // Norms and biases (1-D) stay f32, as llama.cpp's converter keeps them.
-    written = written.to(written.rank() == 1 ? DType::F32 : t.dtype);
-    add(w, *gguf_tensor_name(hf_name), written);
+    const Tensor stored = gguf_tensor_data(c, hf_name, tensor);
+    add(w, *gguf_tensor_name(c, hf_name), stored.to(stored.rank() == 1 ? DType::F32 : t.dtype));
     ++count;
   }
   if (c.rope_scaling == RopeScaling::Llama3) {
     add(w, "rope_freqs.weight", llama3_rope_factors(c));
     ++count;
+  }
+  if (c.rope_scaling == RopeScaling::LongRope) {
+    for (const auto& [name, factors] : {std::pair{"rope_factors_long.weight", &c.rope_long_factor},
+                                        std::pair{"rope_factors_short.weight", &c.rope_short_factor}}) {
+      Tensor stored = Tensor::zeros(DType::F32, {static_cast<int64_t>(factors->size())});
+      std::copy(factors->begin(), factors->end(), stored.data_as<float>());
+      add(w, name, stored);
+      ++count;
+    }
   }
   w.write(out);
   return summary_of(out, count, gguf_architecture(c), t.name, tokenizer);
@@ -152,12 +154,10 @@ GgufExportSummary export_gguf_lora(const std::filesystem::path& model_dir, const
       }
       alpha = a;
       const std::string hf = "model.layers." + std::to_string(l) + "." + lora_module_path(module) + ".weight";
-      const std::string name = *gguf_tensor_name(hf);
-      Tensor b = u.B;
-      if (gguf_permutes_qk(c) && module == LoraModule::Q) b = permute_qk_rows(b, c.num_attention_heads, true);
-      if (gguf_permutes_qk(c) && module == LoraModule::K) b = permute_qk_rows(b, c.num_key_value_heads, true);
+      const std::string name = *gguf_tensor_name(c, hf);
+      // B's rows are the adapted matrix's: permuted as its rows are.
       add(w, name + ".lora_a", u.A);
-      add(w, name + ".lora_b", b);
+      add(w, name + ".lora_b", gguf_tensor_data(c, hf, u.B));
       count += 2;
     }
   }

@@ -8,6 +8,7 @@
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/modules.h"
+#include "model/weight_layout.h"
 
 #include <cstring>
 #include <fstream>
@@ -36,8 +37,10 @@ Model merge_adapter(const Model& base, const std::filesystem::path& adapter_dir,
     for (int m = 0; m < kLoraModuleCount; ++m) {
       const LoraWeights& u = adapter.at(static_cast<int64_t>(l), static_cast<LoraModule>(m));
       if (u.empty()) continue;
-      Tensor& W = module_of(weights.layers[l], static_cast<LoraModule>(m));
-      W = merged(base.backend(), W, u, dtype.value_or(W.dtype()));
+      for (const auto& [part, w] : lora_parts(base.config(), static_cast<LoraModule>(m), u)) {
+        Tensor& W = module_of(weights.layers[l], part);
+        W = merged(base.backend(), W, w, dtype.value_or(W.dtype()));
+      }
     }
   }
   return Model(base.config(), std::move(weights));
@@ -49,6 +52,7 @@ void save_model_folder(const Model& model, const std::filesystem::path& out, DTy
   const ModelConfig& c = model.config();
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [name, t] : named_weights(model.weights(), c)) tensors.emplace_back(name, t->to(dtype));
+  tensors = checkpoint_tensors(std::move(tensors), c);
 
   std::error_code ec;
   std::filesystem::create_directories(out, ec);

@@ -69,7 +69,8 @@ struct Trainer::State {
   // checkpointing and in evaluation, of the one being run).
   std::vector<Buffer> inputs;
   std::vector<decoder::LayerActivations> layers;
-  Buffer x_final, h_final, cos, sin, local_cos, local_sin, recomputed, h, act, dh, dx;
+  Buffer x_final, h_final, recomputed, h, act, dh, dx;
+  decoder::RopeBuffers rope;
   std::vector<int32_t> positions;
   decoder::BackwardScratch backward;
   std::vector<float> scratch, scores;
@@ -140,16 +141,16 @@ Trainer::Trainer(const Model& model, const LoraOptions& lora, const OptimizerOpt
   s.model = &model;
   s.lora = lora;
   s.optimizer = optimizer;
-  s.targets = parse_lora_targets(lora.targets);
+  s.targets = parse_lora_targets(lora.targets, c.fused_projections);
   Rng rng(lora.seed);
   s.adapter = Adapter(c.num_hidden_layers, "trained");
   s.adapter_grads = Adapter(c.num_hidden_layers, "gradients");
   s.grads.layers.resize(sz(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     for (LoraModule m : s.targets) {
-      const Tensor& W = module_of(model.weights().layers[sz(l)], m);
+      const auto [in, out] = lora_dims(c, m);
       LoraWeights& w = s.adapter.at(l, m);
-      w = lora_init(W.dim(1), W.dim(0), lora.rank, lora.alpha, rng);
+      w = lora_init(in, out, lora.rank, lora.alpha, rng);
       s.adapter_grads.at(l, m) = {Tensor::zeros(DType::F32, w.A.shape()), Tensor::zeros(DType::F32, w.B.shape()),
                                   w.scale};
     }
@@ -231,14 +232,11 @@ double Trainer::State::run(const TrainBatch& batch, double grad_scale, bool with
   inputs.resize(sz(layer_count));
   positions.resize(sz(N));
   for (int64_t r = 0; r < N; ++r) positions[sz(r)] = static_cast<int32_t>(r % T);
-  decoder::rope_angles(model->rope_frequencies(), positions.data(), N, cos, sin);
-  if (!model->local_rope_frequencies().empty()) {
-    decoder::rope_angles(model->local_rope_frequencies(), positions.data(), N, local_cos, local_sin);
-  }
+  const std::vector<int32_t> extents(sz(N), static_cast<int32_t>(T));
+  decoder::rope_angles(*model, positions.data(), extents.data(), N, rope);
   // Training's [B, T] batch is one run of rows adding the trained adapter (or none).
   const decoder::AdapterRun rows{0, N, full() ? nullptr : &adapter};
-  const decoder::Pass pass{*model, N, {cos.data(), sin.data(), local_cos.data(), local_sin.data()},
-                           std::span(&rows, 1), nullptr, {}, B, T, with_backward ? lora.dropout : 0.0,
+  const decoder::Pass pass{*model, N, rope.tables(), std::span(&rows, 1), nullptr, {}, B, T, with_backward ? lora.dropout : 0.0,
                            mix_seed(lora.seed, forward_calls), h, act, scratch, scores};
   // Next-token targets: position t predicts labels[t+1]; the last position of each sequence predicts nothing.
   std::vector<int32_t> next_tokens(sz(N), -100);
@@ -398,7 +396,8 @@ void Trainer::load_adapter(const std::filesystem::path& dir) {
   if (adapter.config.lora_alpha != state_->lora.alpha) {
     fail(source, ": lora_alpha is ", adapter.config.lora_alpha, ", the trainer's is ", state_->lora.alpha);
   }
-  if (parse_lora_targets(adapter.config.target_modules, source + ": target_modules") != state_->targets) {
+  if (parse_lora_targets(adapter.config.target_modules, state_->model->config().fused_projections,
+                         source + ": target_modules") != state_->targets) {
     std::string theirs, ours;
     for (const std::string& t : adapter.config.target_modules) theirs += (theirs.empty() ? "" : ",") + t;
     for (const std::string& t : target_modules()) ours += (ours.empty() ? "" : ",") + t;

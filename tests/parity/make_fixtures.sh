@@ -125,6 +125,21 @@ create gemma2 24 14 -- --arch gemma2 --hidden 64 --layers 3 --heads 4 --kv-heads
 expect gemma2 'c["model_type"] == "gemma2" and c["attn_logit_softcapping"] == 3 and c["final_logit_softcapping"] == 4
   and c["layer_types"] == ["sliding_attention", "full_attention", "sliding_attention"] and not c["tie_word_embeddings"]'
 
+# Phi-3: q/k/v and gate/up fused in the checkpoint, a window on every layer.
+create phi3 24 15 -- --arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --sliding-window 6
+expect phi3 'c["model_type"] == "phi3" and c["sliding_window"] == 6 and not c["tie_word_embeddings"]
+  and c["rope_scaling"] is None'
+# Phi-3.5's longrope: a 131072 context over an original 4096 (attention factor
+# 1.19), so these 56 tokens rotate by the short factors; then an original
+# context of 16, which the 24-token prompt already passes: the long factors.
+LONGROPE=(--arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --rope-scaling longrope
+  --rope-short-factor 1,1.2,1.5,2,3,5,8,13 --rope-long-factor 1.5,2,3,5,8,13,21,34)
+create phi3_longrope 24 16 -- "${LONGROPE[@]}" --max-position 131072 --rope-original-max-position 4096
+expect phi3_longrope 'c["rope_scaling"]["type"] == "longrope" and c["original_max_position_embeddings"] == 4096
+  and c["max_position_embeddings"] == 131072 and "attention_factor" not in c["rope_scaling"]'
+create phi3_longrope_long 24 17 -- "${LONGROPE[@]}" --max-position 64 --rope-original-max-position 16
+expect phi3_longrope_long 'c["rope_scaling"]["type"] == "longrope" and c["original_max_position_embeddings"] == 16'
+
 printf '%s\n' "${names[@]}" >"$OUTDIR/models.txt"
 
 # The reference runs are independent: two at a time (the machines have two cores).

@@ -61,6 +61,9 @@ const char* const kModels[] = {
     "gemma3",             // Gemma 3: q/k norm, local rope base, windowed and full layers, linear scaling
     "gemma3_bf16",        // Gemma 3 in bf16 (the embedding scale rounded to bf16)
     "gemma2",             // Gemma 2: attention and final soft caps, window on even layers
+    "phi3",               // Phi-3: fused qkv_proj and gate_up_proj, window on every layer
+    "phi3_longrope",      // longrope, short factors and the attention factor (56 tokens of an original 4096)
+    "phi3_longrope_long", // longrope past an original context of 16: the long factors
 };
 
 struct Expected {
@@ -128,12 +131,18 @@ int32_t argmax(std::span<const float> row) {
 
 // Logits of every position of `tokens`, computed in chunks of `chunk` tokens
 // against one cache (chunk >= tokens.size(): one prefill; 1: token by token).
+// Where longrope's original context is shorter than the sequence, the first
+// piece already reaches past it: the factors follow the length of each call
+// (as in transformers), so pieces within it would rotate by the short ones.
 std::vector<float> all_logits(Model& model, std::span<const int32_t> tokens, int64_t chunk) {
-  const int64_t n = static_cast<int64_t>(tokens.size()), vocab = model.config().vocab_size;
+  const slm::ModelConfig& c = model.config();
+  const int64_t n = static_cast<int64_t>(tokens.size()), vocab = c.vocab_size;
+  const bool long_factors = c.rope_scaling == slm::RopeScaling::LongRope && n > c.rope_original_max_position_embeddings;
+  const int64_t first = long_factors ? std::max(chunk, c.rope_original_max_position_embeddings + 1) : chunk;
   KVCache cache(model.config(), n);
   std::vector<float> out(static_cast<size_t>(n * vocab));
-  for (int64_t begin = 0; begin < n; begin += chunk) {
-    const int64_t rows = std::min(chunk, n - begin);
+  for (int64_t begin = 0; begin < n; begin += begin == 0 ? first : chunk) {
+    const int64_t rows = std::min(begin == 0 ? first : chunk, n - begin);
     const auto hidden = model.forward(tokens.subspan(static_cast<size_t>(begin), static_cast<size_t>(rows)), cache);
     model.logits(hidden, rows, std::span<float>(out).subspan(static_cast<size_t>(begin * vocab)));
   }

@@ -2,7 +2,7 @@
 """Reference forward pass of the Hugging Face Llama family, in plain PyTorch.
 
 Covers the architectures slm loads (model_type llama, mistral, qwen2, qwen3,
-gemma2, gemma3_text) with the same semantics as Hugging Face transformers:
+gemma2, gemma3_text, phi3) with the same semantics as Hugging Face transformers:
 
   embeddings -> N x [RMSNorm -> attention -> residual -> RMSNorm -> SwiGLU -> residual]
              -> RMSNorm -> lm_head (or the tied embedding matrix)
@@ -33,6 +33,20 @@ and for Gemma (modeling_gemma2.py, modeling_gemma3.py):
     j <= i and i - j < window (mistral: sliding_window; qwen2/3 only when
     use_sliding_window, and only for layers >= max_window_layers)
   * SwiGLU MLP: down(silu(gate(x)) * up(x))
+
+and for Phi-3 (modeling_phi3.py), Llama's block with fused projections:
+
+  * self_attn.qkv_proj holds q, k and v as one matrix (rows: every q row,
+    then k, then v) and mlp.gate_up_proj holds gate then up; each is one
+    product split by columns afterwards, as transformers slices them; no
+    biases anywhere; plain RMSNorm; silu
+  * a sliding window on every layer whenever sliding_window is set
+  * the whole head rotates (partial_rotary_factor other than 1 is refused)
+  * rope_scaling null or "longrope": inv_freq = 1 / (ext * theta^(2i/d)) with
+    ext = long_factor when the forward's sequence (max position + 1) is longer
+    than original_max_position_embeddings, else short_factor; cos and sin are
+    both multiplied by attention_factor (given, or sqrt(1 + ln(factor) /
+    ln(original)) when factor > 1), so each score grows by its square
 
 Every weight is upcast and all arithmetic runs in float64 by default, so the
 values are the exact answer for the weights in the file, not one particular
@@ -138,14 +152,17 @@ def read_weights(model_dir):
 
 
 GEMMA = ("gemma2", "gemma3_text")
+PHI3_MAX_POSITIONS = 4096  # Phi3Config's max_position_embeddings when config.json has none
 
 
 class Config:
     def __init__(self, raw):
         self.model_type = raw["model_type"]
-        if self.model_type not in ("llama", "mistral", "qwen2", "qwen3") + GEMMA:
+        if self.model_type not in ("llama", "mistral", "qwen2", "qwen3", "phi3") + GEMMA:
             raise ValueError(f"unsupported model_type {self.model_type}")
         self.gemma = self.model_type in GEMMA
+        # Phi-3's checkpoint fuses q/k/v into qkv_proj and gate/up into gate_up_proj.
+        self.fused = self.model_type == "phi3"
         self.hidden = raw["hidden_size"]
         self.intermediate = raw["intermediate_size"]
         self.layers = raw["num_hidden_layers"]
@@ -153,13 +170,14 @@ class Config:
         self.kv_heads = raw.get("num_key_value_heads") or self.heads
         self.head_dim = raw.get("head_dim") or self.hidden // self.heads
         self.vocab = raw["vocab_size"]
-        self.eps = raw.get("rms_norm_eps", 1e-6)
+        self.eps = raw.get("rms_norm_eps", 1e-5 if self.fused else 1e-6)  # Phi3Config's default is 1e-5
         self.theta = raw.get("rope_theta", 10000.0)
         self.tied = raw.get("tie_word_embeddings", self.gemma)  # transformers' Gemma configs default to tied
         # Biases as transformers builds the layers: Qwen2 has q/k/v biases
         # always and no o_proj bias; Llama and Qwen3 put attention_bias on all
-        # four projections (o_proj included); Mistral has none; Llama's
-        # mlp_bias adds biases to gate/up/down.
+        # four projections (o_proj included); Mistral and Phi-3 have none
+        # (Phi-3 ignores attention_bias); Llama's mlp_bias adds biases to
+        # gate/up/down.
         attention_bias = bool(raw.get("attention_bias", False))
         with_bias = ("llama", "qwen3") + GEMMA
         self.qkv_bias = self.model_type == "qwen2" or (self.model_type in with_bias and attention_bias)
@@ -197,11 +215,67 @@ class Config:
         elif self.model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window") and window:
             first = raw.get("max_window_layers", self.layers)
             self.windows = [window if layer >= first else None for layer in range(self.layers)]
+        elif self.model_type == "phi3" and window is not None:
+            self.windows = [window] * self.layers
+
+        # longrope (Phi-3 only): {"short", "long", "original"}; cos and sin are
+        # scaled by rope_attention_factor (1 for every other rotation).
+        self.longrope = None
+        self.rope_attention_factor = 1.0
+        if self.model_type == "phi3":
+            self.read_phi3_rope(raw)
+
+    def read_phi3_rope(self, raw):
+        """Phi-3's rotary options as transformers reads them: whole heads
+        rotate, and rope_scaling is null, "default" or "longrope"."""
+        inner = self.rope_scaling if isinstance(self.rope_scaling, dict) else {}
+        for field, value in (("partial_rotary_factor", raw.get("partial_rotary_factor")),
+                             ("rope_scaling.partial_rotary_factor", inner.get("partial_rotary_factor"))):
+            if value is not None and value != 1.0:
+                raise ValueError(f"{field} {value} is not supported (the whole head rotates: 1.0)")
+        if not self.rope_scaling:
+            return
+        kind = inner.get("rope_type", inner.get("type", "default"))
+        if kind == "default":
+            return
+        if kind != "longrope":
+            raise ValueError(f"unsupported rope_scaling type {kind} for phi3 (expected longrope)")
+        half = self.head_dim // 2
+        factors = {}
+        for key in ("short_factor", "long_factor"):
+            value = inner.get(key)
+            numbers = isinstance(value, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in value)
+            if not numbers or len(value) != half:
+                raise ValueError(f"rope_scaling.{key} must list {half} positive numbers (head_dim / 2), "
+                                 f"got {json.dumps(value)[:80]}")
+            factors[key] = [float(x) for x in value]
+        # transformers' _compute_longrope_parameters: Phi-3's top-level
+        # original_max_position_embeddings (the pretraining length) makes the
+        # factor the ratio of the two lengths; without it, rope_scaling's own.
+        max_positions = raw.get("max_position_embeddings") or PHI3_MAX_POSITIONS
+        if raw.get("original_max_position_embeddings") is not None:
+            original = raw["original_max_position_embeddings"]
+            factor = max_positions / original
+        else:
+            original = max_positions
+            factor = inner.get("factor") or 1.0
+        if not isinstance(original, int) or original < 1:
+            raise ValueError(f"original_max_position_embeddings {original} is not a positive integer")
+        attention_factor = inner.get("attention_factor")
+        if attention_factor is None:
+            if factor > 1.0 and original == 1:
+                raise ValueError("original_max_position_embeddings 1 leaves longrope's attention factor undefined")
+            attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+        self.longrope = {"short": factors["short_factor"], "long": factors["long_factor"], "original": original}
+        self.rope_attention_factor = float(attention_factor)
 
 
-def rope_inv_freq(cfg, local=False):
+def rope_inv_freq(cfg, local=False, seq_len=None):
     """Inverse frequencies per rotary pair, float64, with rope_scaling applied
-    (local: gemma3's sliding layers, rope_local_base_freq and no scaling)."""
+    (local: gemma3's sliding layers, rope_local_base_freq and no scaling).
+    seq_len: the forward's length (max position + 1), which picks longrope's
+    short or long factors; None: the short ones."""
     d = cfg.head_dim
     inv_freq = 1.0 / ((cfg.local_theta if local else cfg.theta) ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     rs = None if local else cfg.rope_scaling
@@ -210,6 +284,10 @@ def rope_inv_freq(cfg, local=False):
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind == "default":
         return inv_freq
+    if kind == "longrope" and cfg.longrope:  # Config accepts longrope for phi3 only
+        long = seq_len is not None and seq_len > cfg.longrope["original"]
+        ext = torch.tensor(cfg.longrope["long" if long else "short"], dtype=torch.float64)
+        return 1.0 / (ext * cfg.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     if kind == "linear":
         return inv_freq / rs["factor"]
     if kind == "llama3":
@@ -240,7 +318,10 @@ class Reference:
         raw = read_weights(model_dir)
         self.file_dtypes = sorted({d for _, d in raw.values()})
         self.w = {name: torch.from_numpy(a.copy()).to(dtype) for name, (a, _) in raw.items()}
-        self.inv_freq = rope_inv_freq(self.cfg)
+        self.inv_freq = rope_inv_freq(self.cfg)  # longrope: the short factors
+        # longrope's frequencies for a forward longer than the original length.
+        self.long_inv_freq = (rope_inv_freq(self.cfg, seq_len=self.cfg.longrope["original"] + 1)
+                              if self.cfg.longrope else None)
         self.local_inv_freq = rope_inv_freq(self.cfg, local=True) if self.cfg.local_theta else None
         self.check_tensor_names()
 
@@ -258,14 +339,18 @@ class Reference:
             if cfg.gemma:
                 shapes[p + "pre_feedforward_layernorm.weight"] = [H]
                 shapes[p + "post_feedforward_layernorm.weight"] = [H]
-            for name, rows, cols in (("q_proj", q, H), ("k_proj", kv, H), ("v_proj", kv, H), ("o_proj", H, q)):
+            attention = (("qkv_proj", q + 2 * kv, H), ("o_proj", H, q)) if cfg.fused else (
+                ("q_proj", q, H), ("k_proj", kv, H), ("v_proj", kv, H), ("o_proj", H, q))
+            for name, rows, cols in attention:
                 shapes[p + f"self_attn.{name}.weight"] = [rows, cols]
                 if (cfg.o_bias if name == "o_proj" else cfg.qkv_bias):
                     shapes[p + f"self_attn.{name}.bias"] = [rows]
             if cfg.qk_norm:
                 shapes[p + "self_attn.q_norm.weight"] = [cfg.head_dim]
                 shapes[p + "self_attn.k_norm.weight"] = [cfg.head_dim]
-            for name, rows, cols in (("gate_proj", inter, H), ("up_proj", inter, H), ("down_proj", H, inter)):
+            mlp = (("gate_up_proj", 2 * inter, H), ("down_proj", H, inter)) if cfg.fused else (
+                ("gate_proj", inter, H), ("up_proj", inter, H), ("down_proj", H, inter))
+            for name, rows, cols in mlp:
                 shapes[p + f"mlp.{name}.weight"] = [rows, cols]
                 if cfg.mlp_bias:
                     shapes[p + f"mlp.{name}.bias"] = [rows]
@@ -305,11 +390,12 @@ class Reference:
     def norm(self, x, name):
         return self.rms_norm(x, self.weight(name + ".weight"))
 
-    def rope(self, x, positions, inv_freq):
-        """x: [heads, n, head_dim]; rotate-half layout."""
+    def rope(self, x, positions, inv_freq, scale=1.0):
+        """x: [heads, n, head_dim]; rotate-half layout; cos and sin multiplied
+        by scale (longrope's attention factor; exact when it is 1)."""
         angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [n, d/2]
         angles = torch.cat([angles, angles], dim=-1)
-        cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+        cos, sin = (angles.cos() * scale).to(self.dtype), (angles.sin() * scale).to(self.dtype)
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
@@ -329,15 +415,27 @@ class Reference:
         def project(name):
             return self.linear(x, p + name, cfg.qkv_bias)
 
-        q = project("q_proj").view(n, cfg.heads, cfg.head_dim).transpose(0, 1)
-        k = project("k_proj").view(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
-        v = project("v_proj").view(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
+        if cfg.fused:
+            # One product (a LoRA on qkv_proj adds to it whole), then the columns
+            # split as transformers slices them: every q row, then k, then v.
+            q_dim, kv_dim = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+            q, k, v = self.linear(x, p + "qkv_proj", False).split([q_dim, kv_dim, kv_dim], dim=-1)
+        else:
+            q, k, v = project("q_proj"), project("k_proj"), project("v_proj")
+        q = q.reshape(n, cfg.heads, cfg.head_dim).transpose(0, 1)
+        k = k.reshape(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
+        v = v.reshape(n, cfg.kv_heads, cfg.head_dim).transpose(0, 1)
         if cfg.qk_norm:
             q = self.rms_norm(q, self.weight(p + "q_norm.weight"))
             k = self.rms_norm(k, self.weight(p + "k_norm.weight"))
         local = self.local_inv_freq is not None and cfg.windows[layer] is not None
         inv_freq = self.local_inv_freq if local else self.inv_freq
-        q, k = self.rope(q, positions, inv_freq), self.rope(k, positions, inv_freq)
+        # longrope picks its factors by the length of this forward, as
+        # transformers' dynamic update does from max(position_ids) + 1.
+        if self.long_inv_freq is not None and int(positions.max()) + 1 > cfg.longrope["original"]:
+            inv_freq = self.long_inv_freq
+        scale = cfg.rope_attention_factor
+        q, k = self.rope(q, positions, inv_freq, scale), self.rope(k, positions, inv_freq, scale)
         group = cfg.heads // cfg.kv_heads
         k = k.repeat_interleave(group, dim=0)  # query head h reads kv head h // group
         v = v.repeat_interleave(group, dim=0)
@@ -352,8 +450,12 @@ class Reference:
 
     def mlp(self, x, layer):
         p = f"model.layers.{layer}.mlp."
-        gate = self.linear(x, p + "gate_proj", self.cfg.mlp_bias)
-        up = self.linear(x, p + "up_proj", self.cfg.mlp_bias)
+        if self.cfg.fused:
+            # Phi-3: gate_up_proj's first intermediate rows are gate, the rest up.
+            gate, up = self.linear(x, p + "gate_up_proj", False).chunk(2, dim=-1)
+        else:
+            gate = self.linear(x, p + "gate_proj", self.cfg.mlp_bias)
+            up = self.linear(x, p + "up_proj", self.cfg.mlp_bias)
         if self.cfg.act == "gelu_pytorch_tanh":
             act = torch.nn.functional.gelu(gate, approximate="tanh")
         else:

@@ -3,8 +3,12 @@
 
 The base model is tests/reference/llama_reference.py's Reference (the same
 semantics as Hugging Face transformers); every targeted linear layer gets a
-PEFT LoRA branch, y = W x + b + (alpha / r) * B (A x) (dropout off). For a
-model folder made by `slm create` the script:
+PEFT LoRA branch, y = W x + b + (alpha / r) * B (A x) (dropout off). The
+targets are PEFT's module names: q_proj, k_proj, v_proj, o_proj, gate_proj,
+up_proj, down_proj, or on Phi-3 its fused qkv_proj, o_proj, gate_up_proj,
+down_proj (a LoRA there adds to the fused product before it is split, so B
+has q+2kv or 2*intermediate rows); all-linear is every one of the family's.
+For a model folder made by `slm create` the script:
 
   1. draws initial adapters: A as PEFT does (kaiming_uniform_, a = sqrt(5)),
      B ~ N(0, b_std^2) rather than PEFT's zeros, so the gradient of A is not
@@ -21,7 +25,8 @@ model folder made by `slm create` the script:
 
 With --full there are no adapters: every weight of the model is a parameter
 (embeddings, linear layers and biases, norms, lm_head or the tied embedding),
-the gradients in expected.json are keyed by the weights' Hugging Face names,
+the gradients in expected.json are keyed by the weights' Hugging Face names
+(the checkpoint's own: qkv_proj and gate_up_proj on Phi-3),
 and AdamW decays only the matrices (biases and norm weights form a group
 without weight decay, as transformers' Trainer builds it).
 
@@ -46,13 +51,42 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_reference import Reference  # noqa: E402
+from llama_reference import Config, Reference  # noqa: E402
 
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FUSED_MODULES = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # Phi-3's linear layers
+ATTENTION_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"}
 
 
 def module_path(name):
-    return ("self_attn." if name in MODULES[:4] else "mlp.") + name
+    return ("self_attn." if name in ATTENTION_MODULES else "mlp.") + name
+
+
+def family_modules(cfg):
+    """The PEFT module names of cfg's linear layers, in all-linear order."""
+    return FUSED_MODULES if cfg.fused else MODULES
+
+
+def lora_shapes(cfg):
+    """{module: (fan_in, fan_out)}: lora_A is [r, fan_in], lora_B [fan_out, r]."""
+    H, q, kv, inter = cfg.hidden, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.intermediate
+    if cfg.fused:
+        return {"qkv_proj": (H, q + 2 * kv), "o_proj": (q, H), "gate_up_proj": (H, 2 * inter), "down_proj": (inter, H)}
+    return {"q_proj": (H, q), "k_proj": (H, kv), "v_proj": (H, kv), "o_proj": (q, H),
+            "gate_proj": (H, inter), "up_proj": (H, inter), "down_proj": (inter, H)}
+
+
+def parse_targets(text, cfg):
+    """--targets as a list of module names; ValueError names the valid ones."""
+    valid = family_modules(cfg)
+    targets = valid if text == "all-linear" else [t for t in text.split(",") if t]
+    for t in targets:
+        if t not in valid:
+            raise ValueError(f"--targets: {cfg.model_type} has no module {t} "
+                             f"(expected one of {', '.join(valid)} or all-linear)")
+    if not targets:
+        raise ValueError("--targets: no module named")
+    return list(targets)
 
 
 def write_safetensors(path, tensors):
@@ -169,7 +203,7 @@ def run_full(args):
                    "grad_norms": norms}, f)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
     ap.add_argument("--out", required=True)
@@ -187,24 +221,20 @@ def main():
     ap.add_argument("--b-std", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.full:
         run_full(args)
         return
 
-    targets = MODULES if args.targets == "all-linear" else args.targets.split(",")
-    for t in targets:
-        if t not in MODULES:
-            sys.exit(f"--targets: unknown module {t} (expected one of {', '.join(MODULES)} or all-linear)")
-    torch.manual_seed(args.seed)
     with open(os.path.join(args.model_dir, "config.json")) as f:
-        raw_cfg = json.load(f)
-    H, heads, kv_heads = raw_cfg["hidden_size"], raw_cfg["num_attention_heads"], raw_cfg.get("num_key_value_heads")
-    kv_heads = kv_heads or heads
-    head_dim = raw_cfg.get("head_dim") or H // heads
-    inter, vocab, layers = raw_cfg["intermediate_size"], raw_cfg["vocab_size"], raw_cfg["num_hidden_layers"]
-    shapes = {"q_proj": (H, heads * head_dim), "k_proj": (H, kv_heads * head_dim), "v_proj": (H, kv_heads * head_dim),
-              "o_proj": (heads * head_dim, H), "gate_proj": (H, inter), "up_proj": (H, inter), "down_proj": (inter, H)}
+        cfg = Config(json.load(f))
+    try:
+        targets = parse_targets(args.targets, cfg)
+    except ValueError as e:
+        sys.exit(str(e))
+    torch.manual_seed(args.seed)
+    vocab, layers = cfg.vocab, cfg.layers
+    shapes = lora_shapes(cfg)
 
     # Initial adapters, in float32 (what the file holds), then used in float64.
     initial = {}

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_reference as ref  # noqa: E402
+import lora_reference as lora  # noqa: E402
 
 
 def write_safetensors(path, tensors):
@@ -309,6 +310,301 @@ class Gemma(InScratchFolder):
         self.assertNotIn("model.layers.0.self_attn.q_norm.weight", shapes)
         g3 = ref.Reference.expected_shapes(type("R", (), {"cfg": ref.Config(gemma_config("gemma3_text"))})())
         self.assertIn("model.layers.0.self_attn.q_norm.weight", g3)
+
+
+# ---------------------------------------------------------------------------
+# Phi-3: fused projections and longrope
+
+
+def phi3_config(**overrides):
+    """A tiny phi3 config.json (make_model's sizes; head_dim 8: four rotary pairs)."""
+    config = dict(model_type="phi3", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=50, rms_norm_eps=1e-5,
+                  rope_theta=10000.0, max_position_embeddings=32, original_max_position_embeddings=8)
+    config.update(overrides)
+    return config
+
+
+def longrope(short, long, **extra):
+    return dict(type="longrope", short_factor=list(short), long_factor=list(long), **extra)
+
+
+def save_weights(directory, weights):
+    write_safetensors(os.path.join(directory, "model.safetensors"),
+                      {n: ("F32", a.astype("<f4").tobytes(), a.shape) for n, a in weights.items()})
+
+
+def split_fused(weights, q=32, kv=16, inter=48):
+    """The Llama-layout tensors of a Phi-3 checkpoint: qkv_proj's rows sliced
+    into q, k, v (in that order) and gate_up_proj's into gate, up."""
+    out = {}
+    for name, a in weights.items():
+        if name.endswith("self_attn.qkv_proj.weight"):
+            stem = name[: -len("qkv_proj.weight")]
+            out[stem + "q_proj.weight"], out[stem + "k_proj.weight"], out[stem + "v_proj.weight"] = (
+                a[:q], a[q : q + kv], a[q + kv :])
+            assert a.shape[0] == q + 2 * kv
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            stem = name[: -len("gate_up_proj.weight")]
+            out[stem + "gate_proj.weight"], out[stem + "up_proj.weight"] = a[:inter], a[inter:]
+            assert a.shape[0] == 2 * inter
+        else:
+            out[name] = a
+    return out
+
+
+class Phi3(InScratchFolder):
+    base = np.arange(0, 8, 2, dtype=np.float64) / 8  # the exponents of head_dim 8
+
+    def inv_freq(self, ext, theta=10000.0):
+        return torch.tensor(1.0 / (np.asarray(ext, dtype=np.float64) * theta ** self.base))
+
+    def test_fused_projections_equal_mistral_with_row_slices(self):
+        # Same weights: Phi-3 must equal Mistral (plain RMSNorm, SwiGLU, no
+        # biases, a window on every layer) once its fused rows are split.
+        w = make_model(self.path("phi3"), **phi3_config(sliding_window=3))
+        make_model(self.path("mistral"), model_type="mistral", sliding_window=3)
+        save_weights(self.path("mistral"), split_fused(w))
+        phi3, mistral = ref.Reference(self.path("phi3")), ref.Reference(self.path("mistral"))
+        self.assertEqual(phi3.cfg.windows, [3, 3])
+        ids = [3, 1, 4, 1, 5, 9, 2, 6]
+        torch.testing.assert_close(phi3.logits(ids), mistral.logits(ids), rtol=0, atol=1e-10)
+        # The split is the one transformers makes: swapping k and v rows changes the logits.
+        swapped = dict(w)
+        for layer in range(2):
+            a = w[f"model.layers.{layer}.self_attn.qkv_proj.weight"]
+            swapped[f"model.layers.{layer}.self_attn.qkv_proj.weight"] = np.concatenate([a[:32], a[48:], a[32:48]])
+        save_weights(self.path("phi3"), swapped)
+        moved = ref.Reference(self.path("phi3")).logits(ids) - mistral.logits(ids)
+        self.assertGreater(float(moved.abs().max()), 1e-3)
+
+    def test_window_only_when_sliding_window_is_set(self):
+        self.assertEqual(ref.Config(phi3_config(sliding_window=None)).windows, [None, None])
+        self.assertEqual(ref.Config(phi3_config()).windows, [None, None])
+        self.assertEqual(ref.Config(phi3_config(sliding_window=5, num_hidden_layers=3)).windows, [5, 5, 5])
+
+    def test_no_biases_even_with_attention_bias(self):
+        cfg = ref.Config(phi3_config(num_hidden_layers=1, attention_bias=True))
+        shapes = ref.Reference.expected_shapes(type("R", (), {"cfg": cfg})())
+        self.assertEqual(shapes["model.layers.0.self_attn.qkv_proj.weight"], [64, 32])
+        self.assertEqual(shapes["model.layers.0.mlp.gate_up_proj.weight"], [96, 32])
+        self.assertIn("lm_head.weight", shapes)  # Phi3Config does not tie by default
+        without_eps = phi3_config()
+        del without_eps["rms_norm_eps"]
+        self.assertEqual(ref.Config(without_eps).eps, 1e-5)  # Phi3Config's default, not Llama's 1e-6
+        self.assertFalse([n for n in shapes if n.endswith(".bias") or "q_proj" in n or "gate_proj" in n], shapes)
+
+    def test_longrope_short_factors_up_to_original_long_beyond(self):
+        short, long = [1.0, 1.5, 2.0, 4.0], [1.0, 3.0, 7.0, 20.0]
+        cfg = ref.Config(phi3_config(rope_theta=500.0, rope_scaling=longrope(short, long)))
+        for seq_len, ext in ((None, short), (1, short), (8, short), (9, long), (32, long)):
+            torch.testing.assert_close(ref.rope_inv_freq(cfg, seq_len=seq_len), self.inv_freq(ext, 500.0),
+                                       rtol=1e-15, atol=0, msg=str(seq_len))
+
+    def test_longrope_attention_factor(self):
+        def factor(**fields):
+            fields.setdefault("rope_scaling", longrope([1] * 4, [2] * 4))
+            return ref.Config(phi3_config(**fields)).rope_attention_factor
+
+        # Top-level original: factor = 32 / 8 = 4; rope_scaling's factor is ignored.
+        self.assertAlmostEqual(factor(), math.sqrt(1 + math.log(4) / math.log(8)), places=15)
+        self.assertAlmostEqual(factor(rope_scaling=longrope([1] * 4, [2] * 4, factor=100.0)),
+                               math.sqrt(1 + math.log(4) / math.log(8)), places=15)
+        self.assertEqual(factor(rope_scaling=longrope([1] * 4, [2] * 4, attention_factor=1.25)), 1.25)
+        self.assertEqual(factor(max_position_embeddings=8), 1.0)  # factor 1: no scaling
+        # No top-level original: the original is max_position_embeddings, the factor rope_scaling's.
+        no_original = dict(original_max_position_embeddings=None, max_position_embeddings=64)
+        self.assertAlmostEqual(factor(rope_scaling=longrope([1] * 4, [2] * 4, factor=4.0), **no_original),
+                               math.sqrt(1 + math.log(4) / math.log(64)), places=15)
+        self.assertEqual(factor(**no_original), 1.0)
+        cfg = ref.Config(phi3_config(rope_scaling=longrope([1] * 4, [2] * 4), **no_original))
+        self.assertEqual(cfg.longrope["original"], 64)
+        # No rope_scaling: no factor.
+        self.assertEqual(factor(rope_scaling=None), 1.0)
+
+    def test_longrope_factors_follow_the_forward_length(self):
+        # original 4: a forward of 4 tokens uses the short factors, of 6 the long ones, at every position.
+        ids, short, long = [5, 3, 8, 1, 9, 2], [1.0, 2.0, 3.0, 5.0], [1.0, 4.0, 9.0, 30.0]
+        fields = dict(max_position_embeddings=16, original_max_position_embeddings=4)
+        runs = {}
+        for name, (s, l) in {"switch": (short, long), "short": (short, short), "long": (long, long)}.items():
+            make_model(self.path(name), **phi3_config(rope_scaling=longrope(s, l), **fields))
+            r = ref.Reference(self.path(name))
+            runs[name] = (r.logits(ids[:4]), r.logits(ids))
+        # Equal factors: the longer forward only appends rows (causality).
+        torch.testing.assert_close(runs["short"][1][:4], runs["short"][0], rtol=0, atol=1e-12)
+        # Different factors: 4 tokens rotate like the short model, 6 like the long one, prefix included.
+        torch.testing.assert_close(runs["switch"][0], runs["short"][0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(runs["switch"][1], runs["long"][1], rtol=0, atol=1e-12)
+        self.assertGreater(float((runs["switch"][1][:4] - runs["switch"][0]).abs().max()), 1e-3)
+
+    def test_attention_factor_scales_each_score_by_its_square(self):
+        # cos and sin both carry the factor, so q and k each grow by it: the
+        # same as scaling qkv_proj's q and k rows (not v) in an unscaled model.
+        a = 1.7
+        make_model(self.path("scaled"), **phi3_config(rope_scaling=longrope([1] * 4, [1] * 4, attention_factor=a)))
+        make_model(self.path("plain"), **phi3_config())  # the same weights, no rope_scaling
+        scaled, plain = ref.Reference(self.path("scaled")), ref.Reference(self.path("plain"))
+        for layer in range(2):
+            plain.w[f"model.layers.{layer}.self_attn.qkv_proj.weight"][:48] *= a  # q's 32 rows, k's 16; not v
+        self.assertEqual(scaled.cfg.rope_attention_factor, a)
+        ids = [1, 2, 3, 4, 5]
+        torch.testing.assert_close(scaled.logits(ids), plain.logits(ids), rtol=0, atol=1e-10)
+        # And directly: rotated q . k carries a^2.
+        g = torch.Generator().manual_seed(1)
+        q, k = (torch.randn(1, 1, 8, generator=g, dtype=torch.float64) for _ in range(2))
+        f = scaled.inv_freq
+
+        def dot(scale):
+            rotated = scaled.rope(q, torch.tensor([5]), f, scale) * scaled.rope(k, torch.tensor([2]), f, scale)
+            return float(rotated.sum())
+        self.assertAlmostEqual(dot(a), a * a * dot(1.0), places=12)
+
+    def test_partial_rotary_factor_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "partial_rotary_factor"):
+            ref.Config(phi3_config(partial_rotary_factor=0.75))
+        with self.assertRaisesRegex(ValueError, "partial_rotary_factor"):
+            ref.Config(phi3_config(rope_scaling=longrope([1] * 4, [1] * 4, partial_rotary_factor=0.5)))
+        ref.Config(phi3_config(partial_rotary_factor=1.0))
+
+    def test_factor_lists_must_hold_head_dim_over_two_numbers(self):
+        for scaling, field in ((longrope([1] * 3, [1] * 4), "short_factor"),
+                               (longrope([1] * 4, [1] * 5), "long_factor"),
+                               (longrope([1] * 4, [1, 1, "2", 1]), "long_factor"),
+                               (dict(type="longrope", short_factor=[1] * 4), "long_factor")):
+            with self.assertRaisesRegex(ValueError, field, msg=str(scaling)):
+                ref.Config(phi3_config(rope_scaling=scaling))
+        # head_dim from config.json, not hidden / heads: 16 gives eight pairs.
+        cfg = ref.Config(phi3_config(head_dim=16,
+                                     rope_scaling=longrope([1] * 8, [2] * 8)))
+        self.assertEqual(len(cfg.longrope["short"]), 8)
+
+    def test_other_rope_types_are_refused(self):
+        for scaling in ({"type": "linear", "factor": 2.0}, {"rope_type": "llama3", "factor": 8.0}, {"type": "su"}):
+            with self.assertRaisesRegex(ValueError, "rope_scaling type", msg=str(scaling)):
+                ref.Config(phi3_config(rope_scaling=scaling))
+        # Other families still refuse longrope.
+        with self.assertRaisesRegex(ValueError, "longrope"):
+            ref.rope_inv_freq(ref.Config(dict(model_type="llama", hidden_size=32, intermediate_size=8,
+                                              num_hidden_layers=1, num_attention_heads=4, vocab_size=8,
+                                              rope_scaling=longrope([1] * 4, [1] * 4))))
+
+    def test_split_projections_are_refused_in_a_phi3_folder(self):
+        w = make_model(self.path("m"), **phi3_config())
+        save_weights(self.path("m"), split_fused(w))
+        with self.assertRaisesRegex(ValueError, "missing tensors.*qkv_proj.*unexpected tensors.*q_proj"):
+            ref.Reference(self.path("m"))
+        # And fused ones in a Llama folder.
+        make_model(self.path("llama"))
+        save_weights(self.path("llama"), w)
+        with self.assertRaisesRegex(ValueError, "missing tensors.*unexpected tensors.*gate_up_proj"):
+            ref.Reference(self.path("llama"))
+
+    def test_expected_values_keys_are_the_llama_ones(self):
+        make_model(self.path("phi3"), **phi3_config(rope_scaling=longrope([1] * 4, [2] * 4)))
+        make_model(self.path("llama"))
+        phi3 = ref.expected_values(ref.Reference(self.path("phi3")), [1, 2, 3, 4, 5, 6, 7], greedy_steps=2)
+        llama = ref.expected_values(ref.Reference(self.path("llama")), [1, 2, 3], greedy_steps=1)
+        self.assertEqual(sorted(phi3), sorted(llama))
+        self.assertEqual(phi3["model_type"], "phi3")
+
+
+class Phi3Lora(InScratchFolder):
+    H, Q, KV, INTER, RANK = 32, 32, 16, 48, 4
+
+    def run_lora(self, model, *options):
+        out = self.path("out")
+        lora.main([model, "--out", out, "--seq", "6", "--steps", "2", "--rank", str(self.RANK), *options])
+        with open(os.path.join(out, "expected.json")) as f:
+            return json.load(f), out
+
+    def test_all_linear_trains_the_fused_modules(self):
+        make_model(self.path("m"), **phi3_config(sliding_window=4))
+        expected, out = self.run_lora(self.path("m"), "--targets", "all-linear")
+        self.assertEqual(expected["targets"], ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
+        sizes = {"self_attn.qkv_proj": (self.H, self.Q + 2 * self.KV), "self_attn.o_proj": (self.Q, self.H),
+                 "mlp.gate_up_proj": (self.H, 2 * self.INTER), "mlp.down_proj": (self.INTER, self.H)}
+        want = {}
+        for layer in range(2):
+            for module, (fan_in, fan_out) in sizes.items():
+                stem = f"base_model.model.model.layers.{layer}.{module}"
+                want[stem + ".lora_A.weight"] = [self.RANK, fan_in]
+                want[stem + ".lora_B.weight"] = [fan_out, self.RANK]
+        self.assertEqual({n: len(g) for n, g in expected["grads"].items()},
+                         {n: shape[0] * shape[1] for n, shape in want.items()})
+        adapter = ref.read_safetensors(os.path.join(out, "adapter", "adapter_model.safetensors"))
+        self.assertEqual({n: list(a.shape) for n, (a, _) in adapter.items()}, want)
+        with open(os.path.join(out, "adapter", "adapter_config.json")) as f:
+            self.assertEqual(json.load(f)["target_modules"], expected["targets"])
+        self.assertTrue(math.isfinite(expected["loss"]) and len(expected["curve"]) == 2)
+
+    def test_full_gradients_use_the_checkpoint_names(self):
+        make_model(self.path("m"), **phi3_config(rope_scaling=longrope([1] * 4, [2] * 4)))
+        expected, _ = self.run_lora(self.path("m"), "--full")
+        shapes = ref.Reference.expected_shapes(type("R", (), {"cfg": ref.Config(phi3_config())})())
+        self.assertEqual(set(expected["grads"]), set(shapes))
+        self.assertEqual(len(expected["grads"]["model.layers.1.self_attn.qkv_proj.weight"]), 64 * 32)
+        self.assertEqual(len(expected["grads"]["model.layers.1.mlp.gate_up_proj.weight"]), 96 * 32)
+
+    def test_targets_the_family_lacks_are_errors(self):
+        make_model(self.path("phi3"), **phi3_config())
+        make_model(self.path("llama"))
+        for model, target, named in (("phi3", "q_proj", "qkv_proj, o_proj, gate_up_proj, down_proj"),
+                                     ("phi3", "qkv_proj,up_proj", "gate_up_proj"),
+                                     ("llama", "qkv_proj", "q_proj, k_proj, v_proj")):
+            with self.assertRaises(SystemExit, msg=(model, target)) as raised:
+                self.run_lora(self.path(model), "--targets", target)
+            self.assertIn(named, str(raised.exception.code))
+
+    def test_fused_lora_equals_split_loras_sharing_A(self):
+        # PEFT adds B (A x) to the fused product before the split, so a
+        # qkv_proj LoRA is three q/k/v LoRAs with one A and B cut by rows.
+        w = make_model(self.path("phi3"), **phi3_config())
+        make_model(self.path("mistral"), model_type="mistral")
+        save_weights(self.path("mistral"), split_fused(w))
+        g = torch.Generator().manual_seed(3)
+
+        def draw(rows, cols):
+            return torch.randn(rows, cols, generator=g, dtype=torch.float64) * 0.2
+
+        fused, split = {}, {}
+        for layer in range(2):
+            p = f"model.layers.{layer}."
+            A, B = draw(self.RANK, self.H), draw(self.Q + 2 * self.KV, self.RANK)
+            fused[p + "self_attn.qkv_proj"] = (A, B)
+            for name, rows in (("q_proj", B[: self.Q]), ("k_proj", B[self.Q : self.Q + self.KV]),
+                               ("v_proj", B[self.Q + self.KV :])):
+                split[p + "self_attn." + name] = (A, rows)
+            A, B = draw(self.RANK, self.H), draw(2 * self.INTER, self.RANK)
+            fused[p + "mlp.gate_up_proj"] = (A, B)
+            split[p + "mlp.gate_proj"], split[p + "mlp.up_proj"] = (A, B[: self.INTER]), (A, B[self.INTER :])
+            A, B = draw(self.RANK, self.INTER), draw(self.H, self.RANK)
+            fused[p + "mlp.down_proj"] = split[p + "mlp.down_proj"] = (A, B)
+
+        def leaves(adapters):
+            return {k: (A.clone().requires_grad_(), B.clone().requires_grad_()) for k, (A, B) in adapters.items()}
+
+        fused, split = leaves(fused), leaves(split)
+        tokens = torch.tensor([[3, 1, 4, 1, 5, 9], [2, 6, 5, 3, 5, 8]])
+        labels = tokens.clone()
+        labels[0, :2] = -100
+        losses = []
+        for folder, adapters in (("phi3", fused), ("mistral", split)):
+            loss = lora.LoraReference(self.path(folder), adapters, 2.0).loss(tokens, labels)
+            loss.backward()
+            losses.append(float(loss))
+        self.assertAlmostEqual(losses[0], losses[1], places=10)
+        for layer in range(2):
+            p = f"model.layers.{layer}."
+            A, B = fused[p + "self_attn.qkv_proj"]
+            parts = [split[p + "self_attn." + n] for n in ("q_proj", "k_proj", "v_proj")]
+            # The shared A gathers the three gradients; B's rows are the three B gradients stacked.
+            torch.testing.assert_close(A.grad, sum(a.grad for a, _ in parts), rtol=0, atol=1e-10)
+            torch.testing.assert_close(B.grad, torch.cat([b.grad for _, b in parts]), rtol=0, atol=1e-10)
+            A, B = fused[p + "mlp.gate_up_proj"]
+            parts = [split[p + "mlp." + n] for n in ("gate_proj", "up_proj")]
+            torch.testing.assert_close(A.grad, sum(a.grad for a, _ in parts), rtol=0, atol=1e-10)
+            torch.testing.assert_close(B.grad, torch.cat([b.grad for _, b in parts]), rtol=0, atol=1e-10)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ int run_create(int argc, char** argv) {
   int64_t max_position = 0;
   bool tie = false, bias = false;
   int64_t sliding_pattern = 0;
-  app.add_option("--arch", arch, "llama, mistral, qwen2, qwen3, gemma2 or gemma3_text")
-      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"}));
+  app.add_option("--arch", arch, "llama, mistral, qwen2, qwen3, gemma2, gemma3_text or phi3")
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"}));
   app.add_option("--shape", shape, "a named shape: " + [] {
     std::string names;
     for (const auto& n : shape_preset_names()) names += (names.empty() ? "" : ", ") + n;
@@ -58,12 +58,20 @@ int run_create(int argc, char** argv) {
                  "Gemma: attention scores scaled by its -1/2 power (default 256)");
   app.add_option("--attn-softcap", c.attn_logit_softcapping, "attention-logit soft cap (0: none; gemma2 default 50)");
   app.add_option("--final-softcap", c.final_logit_softcapping, "final-logit soft cap (0: none; gemma2 default 30)");
-  app.add_option("--rope-scaling", rope_scaling, "linear or llama3")->check(CLI::IsMember({"linear", "llama3"}));
+  app.add_option("--rope-scaling", rope_scaling, "linear, llama3 or longrope")
+      ->check(CLI::IsMember({"linear", "llama3", "longrope"}));
   app.add_option("--rope-factor", c.rope_factor, "rope_scaling factor");
   app.add_option("--rope-low-freq-factor", c.rope_low_freq_factor, "llama3 rope_scaling low_freq_factor");
   app.add_option("--rope-high-freq-factor", c.rope_high_freq_factor, "llama3 rope_scaling high_freq_factor");
   app.add_option("--rope-original-max-position", c.rope_original_max_position_embeddings,
-                 "llama3 rope_scaling original_max_position_embeddings");
+                 "llama3 and longrope: the pretrained context (original_max_position_embeddings)");
+  app.add_option("--rope-short-factor", c.rope_short_factor,
+                 "longrope: head_dim/2 comma-separated divisors for sequences within the original context")
+      ->delimiter(',');
+  app.add_option("--rope-long-factor", c.rope_long_factor, "longrope: the divisors for sequences reaching past it")
+      ->delimiter(',');
+  app.add_option("--rope-attention-factor", c.rope_attention_factor,
+                 "longrope: what cos and sin are multiplied by (default: implied by the two context lengths)");
   app.add_option("--max-position", max_position, "context length (max_position_embeddings)");
   app.add_option("--init-std", options.init_std, "standard deviation of the random weights");
   app.add_option("--shards", options.shards, "write the weights as this many shards plus an index");
@@ -114,7 +122,20 @@ int run_create(int argc, char** argv) {
     if (app.count("--query-pre-attn-scalar")) config.query_pre_attn_scalar = c.query_pre_attn_scalar;
     if (app.count("--attn-softcap")) config.attn_logit_softcapping = c.attn_logit_softcapping;
     if (app.count("--final-softcap")) config.final_logit_softcapping = c.final_logit_softcapping;
-    if (!rope_scaling.empty()) {
+    if (max_position > 0) config.max_position_embeddings = max_position;
+    if (rope_scaling == "longrope") {
+      config.rope_scaling = RopeScaling::LongRope;
+      config.rope_short_factor = c.rope_short_factor;
+      config.rope_long_factor = c.rope_long_factor;
+      config.rope_original_max_position_embeddings =
+          app.count("--rope-original-max-position") ? c.rope_original_max_position_embeddings : 4096;
+      config.rope_attention_factor =
+          app.count("--rope-attention-factor")
+              ? c.rope_attention_factor
+              : longrope_attention_factor(static_cast<double>(config.max_position_embeddings) /
+                                              static_cast<double>(config.rope_original_max_position_embeddings),
+                                          config.rope_original_max_position_embeddings);
+    } else if (!rope_scaling.empty()) {
       config.rope_scaling = rope_scaling == "linear" ? RopeScaling::Linear : RopeScaling::Llama3;
       config.rope_factor = app.count("--rope-factor") ? c.rope_factor : (rope_scaling == "linear" ? 2.0 : 8.0);
       config.rope_low_freq_factor = c.rope_low_freq_factor;
@@ -122,7 +143,6 @@ int run_create(int argc, char** argv) {
       config.rope_original_max_position_embeddings =
           app.count("--rope-original-max-position") ? c.rope_original_max_position_embeddings : 8192;
     }
-    if (max_position > 0) config.max_position_embeddings = max_position;
     if (!tokenizer_dir.empty()) {
       const Tokenizer tokenizer = load_tokenizer(tokenizer_dir);
       if (app.count("--vocab") == 0 && shape.empty()) config.vocab_size = tokenizer.vocab_size();

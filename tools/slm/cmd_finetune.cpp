@@ -111,16 +111,12 @@ void check_out_folder(const std::string& out, const std::string& resume, bool ov
 // moments (16 bytes), and the activations backward keeps for a batch. A LoRA
 // rank past the smaller side of a module it adapts is refused outright.
 void check_run_fits(const ModelConfig& c, const LoraOptions& lora, bool full, int64_t batch, int64_t seq_len) {
-  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
   double trained = 0;
   if (full) {
     trained = static_cast<double>(c.parameter_count());
   } else {
-    for (LoraModule m : parse_lora_targets(lora.targets)) {
-      const std::pair<int64_t, int64_t> shapes[] = {{c.hidden_size, q}, {c.hidden_size, kv}, {c.hidden_size, kv},
-                                                    {q, c.hidden_size}, {c.hidden_size, c.intermediate_size},
-                                                    {c.hidden_size, c.intermediate_size}, {c.intermediate_size, c.hidden_size}};
-      const auto [in, out] = shapes[static_cast<size_t>(m)];
+    for (LoraModule m : parse_lora_targets(lora.targets, c.fused_projections)) {
+      const auto [in, out] = lora_dims(c, m);
       if (lora.rank > std::min(in, out)) {
         fail("--lora-r ", lora.rank, " is larger than ", kLoraModuleNames[static_cast<size_t>(m)], " (", in, " -> ", out,
              "), a layer it adapts: a rank is at most the smaller of the two");

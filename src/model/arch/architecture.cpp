@@ -4,10 +4,10 @@
 
 namespace slm {
 
-extern const Architecture kLlama, kMistral, kQwen2, kQwen3, kGemma2, kGemma3;
+extern const Architecture kLlama, kMistral, kQwen2, kQwen3, kGemma2, kGemma3, kPhi3;
 
 namespace {
-const Architecture* const kArchitectures[] = {&kLlama, &kMistral, &kQwen2, &kQwen3, &kGemma2, &kGemma3};
+const Architecture* const kArchitectures[] = {&kLlama, &kMistral, &kQwen2, &kQwen3, &kGemma2, &kGemma3, &kPhi3};
 }  // namespace
 
 const Architecture& architecture(std::string_view model_type, std::string_view source) {

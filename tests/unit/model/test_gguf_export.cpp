@@ -43,6 +43,25 @@ slm::ModelConfig small_config(const std::string& model_type) {
   c.bos_token_ids = {0};
   c.eos_token_ids = {0};
   c.set_family_options(model_type == "llama");  // llama with biases on all four projections
+  if (c.post_norms) {
+    // Gemma as llama.cpp runs it: scores scaled by head_dim^-1/2, its own layer pattern.
+    c.query_pre_attn_scalar = static_cast<double>(c.head_dim);
+    c.sliding_window = 4;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      c.sliding_layers.push_back(model_type == "gemma2" ? l % 2 == 0 : (l + 1) % 6 != 0);
+    }
+    if (model_type == "gemma3_text") c.rope_local_theta = 10000;
+  }
+  if (c.fused_projections) {
+    // llama.cpp's phi3 rotates hidden / heads dimensions; longrope over an original 128.
+    c.head_dim = 16;
+    c.sliding_window = 4;
+    c.rope_scaling = slm::RopeScaling::LongRope;
+    c.rope_original_max_position_embeddings = 128;
+    c.rope_short_factor = {1, 1.1f, 1.3f, 1.6f, 2, 2.5f, 3, 4};
+    c.rope_long_factor = {1.5f, 2, 3, 4, 6, 8, 12, 16};
+    c.rope_attention_factor = slm::longrope_attention_factor(2.0, 128);
+  }
   return c;
 }
 
@@ -86,7 +105,7 @@ class GgufExport : public ::testing::Test {
 };
 
 TEST_F(GgufExport, RoundTripGivesTheFolderLogitsForEveryFamilyAndType) {
-  for (const std::string family : {"llama", "mistral", "qwen2", "qwen3"}) {
+  for (const std::string family : {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"}) {
     const fs::path folder = make_model(small_config(family), family);
     slm::LoadOptions f32;
     f32.dtype = slm::DType::F32;
@@ -101,14 +120,22 @@ TEST_F(GgufExport, RoundTripGivesTheFolderLogitsForEveryFamilyAndType) {
       slm::export_gguf(folder, gguf, options);
       const slm::Model loaded = slm::Model::load(gguf);
       EXPECT_EQ(loaded.dtype(), dtype);
-      EXPECT_EQ(loaded.config().head_dim, 32);
-      EXPECT_EQ(loaded.config().attention_bias, family == "llama" || family == "qwen2");
-      EXPECT_EQ(loaded.config().qk_norm, family == "qwen3");
-      EXPECT_EQ(loaded.config().tie_word_embeddings, false);
+      const slm::ModelConfig& c = loaded.config();
+      EXPECT_EQ(c.model_type, family == "mistral" ? "llama" : family);  // llama.cpp converts Mistral to llama
+      EXPECT_EQ(c.head_dim, family == "phi3" ? 16 : 32);
+      EXPECT_EQ(c.attention_bias, family == "llama" || family == "qwen2");
+      EXPECT_EQ(c.qk_norm, family == "qwen3" || family == "gemma3_text");
+      EXPECT_EQ(c.tie_word_embeddings, false);
+      for (int64_t l = 0; l < c.num_hidden_layers; ++l) EXPECT_EQ(c.layer_window(l), small_config(family).layer_window(l));
       slm::LoadOptions same;
       same.dtype = dtype;
       const double error = max_difference(logits(loaded), logits(slm::Model::load(folder, same)));
-      EXPECT_EQ(error, 0.0) << "the GGUF path must give what --dtype " << slm::dtype_name(dtype) << " gives";
+      if (family.starts_with("gemma")) {
+        // Gemma's norms travel as 1 + weight: one f32 rounding each way.
+        EXPECT_LT(error, 1e-4);
+      } else {
+        EXPECT_EQ(error, 0.0) << "the GGUF path must give what --dtype " << slm::dtype_name(dtype) << " gives";
+      }
       if (dtype == slm::DType::F32) {
         EXPECT_LT(max_difference(logits(loaded), expected), 1e-5);
       }
@@ -173,6 +200,56 @@ TEST_F(GgufExport, MetadataAndNamesAreLlamaCpps) {
     EXPECT_NEAR(loaded.rope_frequencies()[i], original.rope_frequencies()[i], 1e-6 * original.rope_frequencies()[i]);
   }
   EXPECT_LT(max_difference(logits(loaded), logits(original)), 1e-4);
+}
+
+// Phi-3's fused projections and longrope factors, Gemma's extra norms stored
+// as 1 + weight, under llama.cpp's names and shapes; what llama.cpp's
+// architecture cannot express is refused before anything is written.
+TEST_F(GgufExport, GemmaAndPhi3LayoutsAreLlamaCpps) {
+  {
+    const fs::path folder = make_model(small_config("phi3"), "phi3");
+    const fs::path gguf = dir_ / "phi3.gguf";
+    slm::export_gguf(folder, gguf);
+    const slm::GgufFile f = slm::GgufFile::open(gguf);
+    EXPECT_EQ(f.get_string("general.architecture"), "phi3");
+    EXPECT_EQ(f.find_tensor("blk.0.attn_qkv.weight")->dims, (std::vector<uint64_t>{64, 64 + 2 * 32}));
+    EXPECT_EQ(f.find_tensor("blk.0.ffn_up.weight")->dims, (std::vector<uint64_t>{64, 2 * 96}));
+    EXPECT_EQ(f.find_tensor("blk.0.ffn_gate.weight"), nullptr);
+    EXPECT_EQ(f.find_tensor("blk.0.attn_q.weight"), nullptr);
+    EXPECT_EQ(f.get_integer("phi3.rope.scaling.original_context_length"), 128);
+    EXPECT_EQ(f.get_integer("phi3.attention.sliding_window"), 4);
+    EXPECT_NEAR(f.get_float("phi3.rope.scaling.attn_factor"), slm::longrope_attention_factor(2.0, 128), 1e-6);
+    const auto* long_factors = f.find_tensor("rope_factors_long.weight");
+    ASSERT_NE(long_factors, nullptr);
+    EXPECT_EQ(reinterpret_cast<const float*>(f.tensor_data(*long_factors))[7], 16.0f);
+    const slm::Model loaded = slm::Model::load(gguf);
+    EXPECT_EQ(loaded.config().rope_long_factor, small_config("phi3").rope_long_factor);
+    EXPECT_EQ(loaded.config().rope_short_factor, small_config("phi3").rope_short_factor);
+  }
+  {
+    const fs::path folder = make_model(small_config("gemma2"), "gemma2");
+    const fs::path gguf = dir_ / "gemma2.gguf";
+    slm::export_gguf(folder, gguf);
+    const slm::GgufFile f = slm::GgufFile::open(gguf);
+    for (const char* name : {"blk.1.post_attention_norm.weight", "blk.1.ffn_norm.weight", "blk.1.post_ffw_norm.weight"}) {
+      EXPECT_NE(f.find_tensor(name), nullptr) << name;
+    }
+    EXPECT_EQ(f.get_integer("gemma2.attention.sliding_window"), 4);
+    EXPECT_FLOAT_EQ(static_cast<float>(f.get_float("gemma2.attn_logit_softcapping")), 50.0f);
+    const slm::Model original = slm::Model::load(folder);
+    const float* stored = reinterpret_cast<const float*>(f.tensor_data(*f.find_tensor("blk.1.ffn_norm.weight")));
+    EXPECT_EQ(stored[3], original.weights().layers[1].mlp_norm.at(3) + 1.0f);
+  }
+  slm::ModelConfig c = small_config("gemma2");
+  c.query_pre_attn_scalar = 20;
+  const fs::path scaled = make_model(c, "scaled");
+  try {
+    slm::export_gguf(scaled, dir_ / "scaled.gguf");
+    FAIL() << "exported a query_pre_attn_scalar llama.cpp would not apply";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("query_pre_attn_scalar 20"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "scaled.gguf"));
 }
 
 // A model with more embedding rows than its tokenizer has tokens (Qwen2.5 and

@@ -36,16 +36,29 @@ void forward(const LoraWeights& w, const float* x, int64_t M, double p, uint64_t
 using slm::test::random_vector;
 
 TEST(LoraTargets, ParsesNamesAndAllLinear) {
-  EXPECT_EQ(slm::parse_lora_targets({"v_proj", "q_proj"}),
+  EXPECT_EQ(slm::parse_lora_targets({"v_proj", "q_proj"}, false),
             (std::vector<LoraModule>{LoraModule::Q, LoraModule::V}));
-  EXPECT_EQ(slm::parse_lora_targets({"all-linear"}).size(), 7u);
+  EXPECT_EQ(slm::parse_lora_targets({"all-linear"}, false).size(), 7u);
   EXPECT_EQ(slm::lora_module_path(LoraModule::Down), "mlp.down_proj");
   try {
-    slm::parse_lora_targets({"qkv_proj"});
-    FAIL() << "accepted an unknown module";
+    slm::parse_lora_targets({"qkv_proj"}, false);
+    FAIL() << "accepted a module the block lacks";
   } catch (const slm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("qkv_proj"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("gate_proj"), std::string::npos);  // lists the valid names
+  }
+}
+
+TEST(LoraTargets, FusedBlocksHaveTheirOwnFour) {
+  EXPECT_EQ(slm::parse_lora_targets({"all-linear"}, true),
+            (std::vector<LoraModule>{LoraModule::O, LoraModule::Down, LoraModule::QKV, LoraModule::GateUp}));
+  EXPECT_EQ(slm::lora_module_path(LoraModule::QKV), "self_attn.qkv_proj");
+  EXPECT_EQ(slm::lora_module_path(LoraModule::GateUp), "mlp.gate_up_proj");
+  try {
+    slm::parse_lora_targets({"q_proj"}, true);
+    FAIL() << "accepted q_proj on a block that fuses it";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qkv_proj"), std::string::npos) << e.what();
   }
 }
 

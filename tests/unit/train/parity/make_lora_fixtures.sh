@@ -71,3 +71,11 @@ fixture gemma3 "--targets all-linear --seq 16 --seed 9" -- "${GEMMA3[@]}"
 fixture full_gemma3 "--full --seq 16 --seed 10" -- "${GEMMA3[@]}"
 fixture gemma2 "--targets q_proj,k_proj,o_proj,gate_proj,down_proj --seq 16 --seed 11" -- "${GEMMA2[@]}"
 fixture full_gemma2 "--full --seq 16 --seed 12" -- "${GEMMA2[@]}"
+# Phi-3: q/k/v and gate/up fused in the checkpoint, LoRA on the fused modules
+# (one A, B over the fused rows); longrope with an original context of 8, so
+# the 16-token sequences train on the long factors with the attention factor.
+PHI3=(--arch phi3 --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48 --sliding-window 5)
+fixture phi3 "--targets all-linear --seq 16 --seed 13" -- "${PHI3[@]}"
+fixture phi3_longrope "--targets qkv_proj,down_proj --seq 16 --seed 14" -- "${PHI3[@]}" --max-position 64 \
+  --rope-scaling longrope --rope-original-max-position 8 --rope-short-factor 1,1.5,2,3 --rope-long-factor 2,3,5,8
+fixture full_phi3 "--full --seq 16 --seed 15" -- "${PHI3[@]}"
