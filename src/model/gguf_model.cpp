@@ -396,6 +396,7 @@ void write_gguf_model_metadata(const ModelConfig& c, std::string_view name, uint
     u32("attention.value_length", c.head_dim);
     u32("attention.sliding_window", c.sliding_window);
     if (arch == "gemma2") {
+      if (!c.tie_word_embeddings) fail("GGUF: llama.cpp's gemma2 ties its output to the embedding; this model does not");
       f32("attn_logit_softcapping", c.attn_logit_softcapping);
       f32("final_logit_softcapping", c.final_logit_softcapping);
       if (c.attn_logit_softcapping <= 0 || c.final_logit_softcapping <= 0) {

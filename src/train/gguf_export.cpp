@@ -112,6 +112,11 @@ GgufExportSummary export_gguf(const std::filesystem::path& model_dir, const std:
     add(w, *gguf_tensor_name(c, hf_name), stored.to(stored.rank() == 1 ? DType::F32 : t.dtype));
     ++count;
   }
+  if (c.tie_word_embeddings && gguf_architecture(c) == "phi3") {
+    // llama.cpp's phi3 always reads an output matrix.
+    add(w, "output.weight", model.weights().embed_tokens.to(t.dtype));
+    ++count;
+  }
   if (c.rope_scaling == RopeScaling::Llama3) {
     add(w, "rope_freqs.weight", llama3_rope_factors(c));
     ++count;
