@@ -196,7 +196,10 @@ else
 fi
 [ -f "$merged/tokenizer.json" ] && [ -f "$merged/config.json" ] && pass "merged folder has config and tokenizer" \
   || fail "merged folder incomplete: $(ls "$merged")"
-agree=$(/usr/bin/python3 - "$model" "$out" "$merged" "$SOURCE_DIR/tests/reference" <<'PY' 2>&1
+# merged_agrees BASE ADAPTER MERGED: "ok" when the merged folder, read by the
+# PyTorch reference, predicts what the base plus the PEFT adapter predicts.
+merged_agrees() {
+  /usr/bin/python3 - "$1" "$2" "$3" "$SOURCE_DIR/tests/reference" <<'PY' 2>&1
 import json, sys, torch
 sys.path.insert(0, sys.argv[4])
 from llama_reference import Reference, read_safetensors
@@ -216,7 +219,8 @@ with torch.no_grad():
 b = Reference(merged).logits(ids)
 print("ok" if float((a - b).abs().max()) < 1e-4 else f"max difference {float((a - b).abs().max())}")
 PY
-)
+}
+agree=$(merged_agrees "$model" "$out" "$merged")
 [ "$agree" = ok ] && pass "merged model = base + adapter (PyTorch reference)" || fail "merged model differs: $agree"
 # --dtype chooses the merged weights' type: every tensor of the file in bf16.
 rm -rf "$SLM_WORK/merged-bf16"
@@ -338,4 +342,24 @@ expect_error 2 "--save-dtype requires --full" -- --data "$SLM_WORK/train.jsonl" 
 expect_error 1 "is the base model's folder" -- --data "$SLM_WORK/train.jsonl" --full --out "$model"
 expect_error 2 "--resume-override requires --resume" -- --data "$SLM_WORK/train.jsonl" --resume-override
 expect_error 1 "$SLM_WORK/nowhere/checkpoint" -- --data "$SLM_WORK/train.jsonl" --resume "$SLM_WORK/nowhere"
+
+# Phi-3: the default targets are its fused four, the adapter carries PEFT's
+# names for them, and the merged folder (qkv_proj and gate_up_proj fused
+# again) is base + adapter in the PyTorch reference.
+phi3="$SLM_WORK/phi3"
+"$SLM_BIN" create --arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --sliding-window 8 \
+  --init-std 0.1 --tokenizer "$TOKENIZERS/tokenizer-llama2/models" --seed 4 --out "$phi3" 2>/dev/null
+rm -rf "$SLM_WORK/phi3-adapter" "$SLM_WORK/phi3-merged"
+if "$SLM_BIN" finetune -m "$phi3" --data "$SLM_WORK/train.jsonl" --max-steps 6 --lr 2e-2 --batch-size 4 --lora-r 4 \
+  --threads 2 --out "$SLM_WORK/phi3-adapter" 2>"$SLM_WORK/phi3.err" &&
+  "$SLM_BIN" merge -m "$phi3" --adapter "$SLM_WORK/phi3-adapter" --out "$SLM_WORK/phi3-merged" 2>>"$SLM_WORK/phi3.err"; then
+  targets=$(json_get "$SLM_WORK/phi3-adapter/adapter_config.json" '",".join(sorted(j["target_modules"]))')
+  [ "$targets" = "down_proj,gate_up_proj,o_proj,qkv_proj" ] && pass "phi3: finetune adapts qkv_proj, o_proj, gate_up_proj, down_proj" \
+    || fail "phi3 adapter targets: $targets"
+  agree=$(merged_agrees "$phi3" "$SLM_WORK/phi3-adapter" "$SLM_WORK/phi3-merged")
+  [ "$agree" = ok ] && pass "phi3: merged model (fused again) = base + adapter (PyTorch reference)" \
+    || fail "phi3 merged model differs: $agree"
+else
+  fail "phi3 finetune/merge: $(tail -3 "$SLM_WORK/phi3.err")"
+fi
 finish

@@ -141,7 +141,7 @@ int run_finetune(int argc, char** argv) {
   add_model_options(app, model_options);
   std::string data, eval_data, out, resume, schedule = "cosine";
   LoraOptions lora;
-  lora.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  lora.targets = {"all-linear"};  // every linear layer of the family (Phi-3: its fused four)
   OptimizerOptions opt;
   TrainingOptions loop;
   int64_t seq_len = 512;

@@ -378,9 +378,10 @@ TEST_F(TrainerTest, TargetModulesAsARegularExpression) {
 
 // An adapter applied at run time gives the merged model's logits, over a
 // whole sequence (prefill) and token by token (decode), without changing the
-// base weights. A bad folder fails naming the file.
+// base weights (Phi-3's are views of its fused tensors). A bad folder fails
+// naming the file.
 TEST_F(TrainerTest, RuntimeAdapterMatchesMergedModel) {
-  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3", "phi3"}) {  // phi3: LoRA on the fused qkv_proj, gate_up_proj
     SCOPED_TRACE(arch);
     const slm::Model base = tiny_model(arch);
     slm::LoraOptions lora;
