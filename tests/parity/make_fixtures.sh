@@ -129,6 +129,9 @@ expect gemma2 'c["model_type"] == "gemma2" and c["attn_logit_softcapping"] == 3 
 create phi3 24 15 -- --arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --sliding-window 6
 expect phi3 'c["model_type"] == "phi3" and c["sliding_window"] == 6 and not c["tie_word_embeddings"]
   and c["rope_scaling"] is None'
+create phi3_bf16 24 18 -- --arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 1 --intermediate 128 \
+  --sliding-window 7 --dtype bf16
+expect phi3_bf16 'c["torch_dtype"] == "bfloat16" and c["model_type"] == "phi3"'
 # Phi-3.5's longrope: a 131072 context over an original 4096 (attention factor
 # 1.19), so these 56 tokens rotate by the short factors; then an original
 # context of 16, which the 24-token prompt already passes: the long factors.

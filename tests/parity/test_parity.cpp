@@ -62,6 +62,7 @@ const char* const kModels[] = {
     "gemma3_bf16",        // Gemma 3 in bf16 (the embedding scale rounded to bf16)
     "gemma2",             // Gemma 2: attention and final soft caps, window on even layers
     "phi3",               // Phi-3: fused qkv_proj and gate_up_proj, window on every layer
+    "phi3_bf16",          // Phi-3 in bf16: the fused tensors split into bf16 views
     "phi3_longrope",      // longrope, short factors and the attention factor (56 tokens of an original 4096)
     "phi3_longrope_long", // longrope past an original context of 16: the long factors
 };

@@ -441,7 +441,7 @@ TEST(ModelConfig, RopeScaling) {
   EXPECT_DOUBLE_EQ(c.rope_low_freq_factor, 2.0);
   EXPECT_DOUBLE_EQ(c.rope_high_freq_factor, 6.0);
   EXPECT_EQ(c.rope_original_max_position_embeddings, 4096);
-  for (const char* type : {"yarn", "dynamic", "longrope", "su"}) {
+  for (const char* type : {"yarn", "dynamic", "su"}) {
     j["rope_scaling"] = {{"rope_type", type}, {"factor", 4.0}};
     EXPECT_TRUE(Rejects(j, {"unsupported rope_scaling type", std::string("\"") + type + "\""})) << type;
   }
@@ -453,6 +453,47 @@ TEST(ModelConfig, RopeScaling) {
   EXPECT_TRUE(Rejects(j, {"factor"}));
   j["rope_scaling"] = "linear";
   EXPECT_TRUE(Rejects(j, {"rope_scaling"}));
+}
+
+// longrope as transformers reads it: factor lists of head_dim/2, the factor
+// max/original when config.json has original_max_position_embeddings (else
+// rope_scaling's), the attention factor implied by it unless given; written
+// back to the same config.
+TEST(ModelConfig, LongRope) {
+  json j = base();
+  const int64_t half = parse(j).head_dim / 2;
+  const std::vector<double> short_factors(static_cast<size_t>(half), 1.5), long_factors(static_cast<size_t>(half), 4.0);
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", short_factors}, {"long_factor", long_factors}};
+  ModelConfig c = parse(j);
+  EXPECT_EQ(c.rope_scaling, RopeScaling::LongRope);
+  EXPECT_EQ(c.rope_original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(c.rope_factor, 32.0);
+  EXPECT_NEAR(c.rope_attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-12);
+  EXPECT_EQ(c.rope_long_factor, std::vector<float>(static_cast<size_t>(half), 4.0f));
+  const ModelConfig again = ModelConfig::from_json(c.to_json(), "written");
+  EXPECT_EQ(again.rope_short_factor, c.rope_short_factor);
+  EXPECT_DOUBLE_EQ(again.rope_attention_factor, c.rope_attention_factor);
+
+  j["rope_scaling"]["attention_factor"] = 1.25;
+  EXPECT_DOUBLE_EQ(parse(j).rope_attention_factor, 1.25);
+  EXPECT_DOUBLE_EQ(ModelConfig::from_json(parse(j).to_json(), "written").rope_attention_factor, 1.25);
+  j.erase("original_max_position_embeddings");  // then rope_scaling's factor, over max_position_embeddings
+  j["rope_scaling"].erase("attention_factor");
+  j["rope_scaling"]["factor"] = 4.0;
+  c = parse(j);
+  EXPECT_EQ(c.rope_original_max_position_embeddings, 131072);
+  EXPECT_NEAR(c.rope_attention_factor, std::sqrt(1 + std::log(4.0) / std::log(131072.0)), 1e-12);
+  EXPECT_NEAR(ModelConfig::from_json(c.to_json(), "written").rope_attention_factor, c.rope_attention_factor, 1e-12);
+
+  j["rope_scaling"]["long_factor"] = std::vector<double>(3, 1.0);
+  EXPECT_TRUE(Rejects(j, {"long_factor", "must list " + std::to_string(half) + " numbers"}));
+  j["rope_scaling"]["long_factor"] = long_factors;
+  j["rope_scaling"].erase("short_factor");
+  EXPECT_TRUE(Rejects(j, {"missing field \"short_factor\""}));
+  j["rope_scaling"]["short_factor"] = std::vector<double>(static_cast<size_t>(half), -1.0);
+  EXPECT_TRUE(Rejects(j, {"short_factor", "positive"}));
 }
 
 TEST(ModelConfig, TokenIdsAsNumberOrList) {
