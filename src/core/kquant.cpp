@@ -55,7 +55,35 @@ void dequantize_k_nibbles(const void* blocks, int64_t n, float* out) {
   }
 }
 
+// Q4_1, Q5_0 and Q5_1: one scale (and a minimum) per 32 weights; byte j of
+// qs holds weights j (low nibble) and j + 16 (high), Q5's qh their fifth bits.
+template <class Block>
+void dequantize_small_blocks(const void* blocks, int64_t n, float* out) {
+  constexpr bool kFifthBit = !std::is_same_v<Block, BlockQ4_1>;
+  constexpr bool kMinimum = !std::is_same_v<Block, BlockQ5_0>;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const auto b = load<Block>(blocks, i);
+    const float d = f16_to_f32(b.d);
+    float m = 0.0f;
+    uint32_t qh = 0;
+    if constexpr (kMinimum) m = f16_to_f32(b.m);
+    if constexpr (kFifthBit) std::memcpy(&qh, b.qh, sizeof qh);
+    const int offset = kMinimum ? 0 : 16;
+    float* y = out + i * 32;
+    for (int j = 0; j < 16; ++j) {
+      const int low = (b.qs[j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4);
+      const int high = (b.qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+      y[j] = d * static_cast<float>(low - offset) + m;
+      y[j + 16] = d * static_cast<float>(high - offset) + m;
+    }
+  }
+}
+
 }  // namespace
+
+void dequantize_q4_1(const void* blocks, int64_t n, float* out) { dequantize_small_blocks<BlockQ4_1>(blocks, n, out); }
+void dequantize_q5_0(const void* blocks, int64_t n, float* out) { dequantize_small_blocks<BlockQ5_0>(blocks, n, out); }
+void dequantize_q5_1(const void* blocks, int64_t n, float* out) { dequantize_small_blocks<BlockQ5_1>(blocks, n, out); }
 
 void dequantize_q4_k(const void* blocks, int64_t n, float* out) { dequantize_k_nibbles<BlockQ4K>(blocks, n, out); }
 void dequantize_q5_k(const void* blocks, int64_t n, float* out) { dequantize_k_nibbles<BlockQ5K>(blocks, n, out); }

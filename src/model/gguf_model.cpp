@@ -167,17 +167,20 @@ class GgufWeights : public WeightSource {
     return name ? file_.find_tensor(*name) : nullptr;
   }
 
-  // K-quants: f32 once, then the dtype asked for (q8 by default: the
-  // closest in size that slm multiplies with integer dot products).
+  // K-quants and Q4_1/Q5_0/Q5_1: f32 once, then the dtype asked for (q8 by
+  // default: the closest in size that slm multiplies with integer dot products).
   Tensor widened(const GgufTensorInfo& t, std::vector<int64_t> shape) const {
     void (*dequantize)(const void*, int64_t, float*) = nullptr;
     switch (static_cast<GgmlType>(t.type)) {
       case GgmlType::Q4_K: dequantize = dequantize_q4_k; break;
       case GgmlType::Q5_K: dequantize = dequantize_q5_k; break;
       case GgmlType::Q6_K: dequantize = dequantize_q6_k; break;
+      case GgmlType::Q4_1: dequantize = dequantize_q4_1; break;
+      case GgmlType::Q5_0: dequantize = dequantize_q5_0; break;
+      case GgmlType::Q5_1: dequantize = dequantize_q5_1; break;
       default:
         fail(file_.name(), ": tensor \"", t.name, "\" has type ", ggml_type_name(t.type),
-             ", which slm does not read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+             ", which slm does not read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1)");
     }
     Tensor wide = Tensor::zeros(DType::F32, std::move(shape));
     dequantize(file_.tensor_data(t), wide.numel(), wide.data_as<float>());

@@ -420,6 +420,49 @@ TEST(KQuants, DequantizationMatchesTheSlowReading) {
   }
 }
 
+// Q4_1, Q5_0, Q5_1 read element by element: weight e's nibble is byte e % 16
+// of qs (low for e < 16), its fifth bit bit e of the 32-bit qh.
+float slow_small(const uint8_t* block, int e, bool fifth_bit, bool minimum) {
+  const float d = f16_at(block);
+  const float m = minimum ? f16_at(block + 2) : 0.0f;
+  const uint8_t* qh = block + (minimum ? 4 : 2);
+  const uint8_t* qs = qh + (fifth_bit ? 4 : 0);
+  int q = e < 16 ? qs[e] & 15 : qs[e - 16] >> 4;
+  if (fifth_bit) q |= ((qh[e / 8] >> (e % 8)) & 1) << 4;
+  return d * static_cast<float>(q - (minimum ? 0 : 16)) + m;
+}
+
+TEST(KQuants, SmallBlockFallbacksMatchTheSlowReading) {
+  slm::Rng rng(12);
+  using Fast = void (*)(const void*, int64_t, float*);
+  for (const auto& [name, bytes, fast, fifth_bit, minimum] :
+       {std::tuple<const char*, size_t, Fast, bool, bool>{"Q4_1", 20, slm::dequantize_q4_1, false, true},
+        std::tuple<const char*, size_t, Fast, bool, bool>{"Q5_0", 22, slm::dequantize_q5_0, true, false},
+        std::tuple<const char*, size_t, Fast, bool, bool>{"Q5_1", 24, slm::dequantize_q5_1, true, true}}) {
+    SCOPED_TRACE(name);
+    const int blocks = 5;
+    std::vector<uint8_t> data(bytes * blocks);
+    for (uint8_t& b : data) b = static_cast<uint8_t>(rng.next() & 0xff);
+    for (int k = 0; k < blocks; ++k) {
+      uint8_t* block = data.data() + k * bytes;
+      const uint16_t d = slm::f32_to_f16(0.01f * static_cast<float>(k + 1));
+      std::memcpy(block, &d, 2);
+      if (minimum) {
+        const uint16_t m = slm::f32_to_f16(-0.05f * static_cast<float>(k + 1));
+        std::memcpy(block + 2, &m, 2);
+      }
+    }
+    std::vector<float> out(32 * blocks);
+    fast(data.data(), 32 * blocks, out.data());
+    for (int k = 0; k < blocks; ++k) {
+      for (int e = 0; e < 32; ++e) {
+        ASSERT_FLOAT_EQ(out[static_cast<size_t>(k * 32 + e)], slow_small(data.data() + k * bytes, e, fifth_bit, minimum))
+            << "block " << k << " element " << e;
+      }
+    }
+  }
+}
+
 TEST_F(GgufExport, KQuantTensorsAreWidenedAtLoad) {
   // A llama.cpp-style mixed file: one projection per layer in each k-quant.
   const slm::ModelConfig c = [] {
@@ -436,31 +479,43 @@ TEST_F(GgufExport, KQuantTensorsAreWidenedAtLoad) {
   slm::Rng rng(2);
   std::vector<std::vector<uint8_t>> blocks;
   std::map<std::string, std::vector<float>> widened;
+  struct Kind {
+    const char* suffix;
+    slm::GgmlType type;
+    size_t block_elements, block_bytes;
+    void (*dequantize)(const void*, int64_t, float*);
+  };
+  // One projection per layer in each k-quant, three more in the 32-weight fallbacks.
+  const Kind kinds[] = {{"attn_q.weight", slm::GgmlType::Q4_K, 256, 144, slm::dequantize_q4_k},
+                        {"attn_v.weight", slm::GgmlType::Q5_K, 256, 176, slm::dequantize_q5_k},
+                        {"attn_k.weight", slm::GgmlType::Q6_K, 256, 210, slm::dequantize_q6_k},
+                        {"ffn_gate.weight", slm::GgmlType::Q5_0, 32, 22, slm::dequantize_q5_0},
+                        {"ffn_up.weight", slm::GgmlType::Q4_1, 32, 20, slm::dequantize_q4_1},
+                        {"attn_output.weight", slm::GgmlType::Q5_1, 32, 24, slm::dequantize_q5_1}};
   for (const slm::GgufTensorInfo& t : f32.tensors()) {
-    const std::pair<slm::GgmlType, size_t> kinds[] = {{slm::GgmlType::Q4_K, 144}, {slm::GgmlType::Q5_K, 176},
-                                                      {slm::GgmlType::Q6_K, 210}};
-    const int which = t.name.ends_with("attn_q.weight") ? 0 : t.name.ends_with("attn_v.weight") ? 1
-                      : t.name.ends_with("attn_k.weight") ? 2 : -1;
-    if (which < 0) {
+    const Kind* kind = nullptr;
+    for (const Kind& k : kinds) {
+      if (t.name.ends_with(k.suffix)) kind = &k;
+    }
+    if (!kind) {
       w.add_tensor(t.name, static_cast<slm::GgmlType>(t.type), t.dims, f32.tensor_data(t), t.bytes);
       continue;
     }
-    const auto [type, size] = kinds[which];
-    auto& data = blocks.emplace_back(t.elements() / 256 * size);
+    const size_t size = kind->block_bytes;
+    auto& data = blocks.emplace_back(t.elements() / kind->block_elements * size);
     for (uint8_t& b : data) b = static_cast<uint8_t>(rng.next() & 0xff);
     for (size_t k = 0; k < data.size() / size; ++k) {
-      const size_t d_at = type == slm::GgmlType::Q6_K ? 208 : 0;
+      // A small scale first (Q6_K keeps it last) and, where there is one, a zero minimum.
+      const size_t d_at = kind->type == slm::GgmlType::Q6_K ? 208 : 0;
       const uint16_t d = slm::f32_to_f16(0.001f);
       data[k * size + d_at] = static_cast<uint8_t>(d & 0xff);
       data[k * size + d_at + 1] = static_cast<uint8_t>(d >> 8);
-      if (d_at == 0) data[k * size + 2] = data[k * size + 3] = 0;
+      if (d_at == 0 && kind->type != slm::GgmlType::Q5_0) data[k * size + 2] = data[k * size + 3] = 0;
     }
     auto& wide = widened[t.name];
     wide.resize(t.elements());
-    (type == slm::GgmlType::Q4_K   ? slm::dequantize_q4_k
-     : type == slm::GgmlType::Q5_K ? slm::dequantize_q5_k
-                                   : slm::dequantize_q6_k)(data.data(), static_cast<int64_t>(t.elements()), wide.data());
-    w.add_tensor(t.name, type, t.dims, data.data(), data.size());
+    kind->dequantize(data.data(), static_cast<int64_t>(t.elements()), wide.data());
+    w.add_tensor(t.name, kind->type, t.dims, data.data(), data.size());
   }
   w.write(dir_ / "kquant.gguf");
   slm::LoadOptions as_f32;
@@ -469,6 +524,12 @@ TEST_F(GgufExport, KQuantTensorsAreWidenedAtLoad) {
   const float* q = m.weights().layers[1].q_proj.data_as<const float>();
   const auto& expected = widened["blk.1.attn_q.weight"];
   for (size_t i = 0; i < expected.size(); ++i) ASSERT_EQ(q[i], expected[i]) << i;  // qwen3: no permutation
+  for (const auto& [name, tensor] : {std::pair{"blk.1.ffn_gate.weight", &m.weights().layers[1].gate_proj},
+                                     std::pair{"blk.0.ffn_up.weight", &m.weights().layers[0].up_proj},
+                                     std::pair{"blk.1.attn_output.weight", &m.weights().layers[1].o_proj}}) {
+    const auto& want = widened[name];
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(tensor->data_as<const float>()[i], want[i]) << name << " " << i;
+  }
   EXPECT_EQ(slm::Model::load(dir_ / "kquant.gguf").weights().layers[0].k_proj.dtype(), slm::DType::Q8);
 }
 
