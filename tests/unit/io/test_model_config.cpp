@@ -235,6 +235,39 @@ TEST(ModelConfig, Gemma2SoftCapsAndEvenLayersSlide) {
   EXPECT_TRUE(Rejects(j, {"layer_types", "chunked_attention"}));
 }
 
+// microsoft/Phi-3-mini-4k-instruct's config.json.
+constexpr const char* kPhi3Mini4k = R"({
+  "architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 1,
+  "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02,
+  "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32,
+  "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
+  "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0,
+  "sliding_window": 2047, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true,
+  "vocab_size": 32064})";
+
+TEST(ModelConfig, Phi3ReadsAsTransformersDoes) {
+  const ModelConfig c = ModelConfig::from_json(kPhi3Mini4k, "phi3/config.json");
+  EXPECT_TRUE(c.fused_projections);
+  EXPECT_FALSE(c.attention_bias || c.output_bias || c.qk_norm || c.tie_word_embeddings);
+  EXPECT_EQ(c.layer_window(0), 2047);
+  EXPECT_EQ(c.layer_window(31), 2047);
+  EXPECT_EQ(c.parameter_count(), 3821079552);  // "3.8B"
+  const ModelConfig preset = ModelConfig::from_json(slm::shape_preset("phi3-mini").to_json(), "preset");
+  EXPECT_EQ(preset.parameter_count(), c.parameter_count());
+  EXPECT_EQ(preset.sliding_window, c.sliding_window);
+  EXPECT_EQ(preset.rope_original_max_position_embeddings, 4096);
+  json j = json::parse(kPhi3Mini4k);
+  j.erase("rms_norm_eps");
+  EXPECT_DOUBLE_EQ(parse(j).rms_norm_eps, 1e-5);  // Phi3Config's default
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(parse(j).layer_window(0), 0);
+  j["partial_rotary_factor"] = 0.75;  // Phi-4-mini
+  EXPECT_TRUE(Rejects(j, {"partial_rotary_factor", "not supported"}));
+  j.erase("partial_rotary_factor");
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  EXPECT_TRUE(Rejects(j, {"rope_scaling of phi3 must be longrope or null"}));
+}
+
 // `slm create --shape` presets are the published configs: the same fields,
 // read back through config.json, as the real files give.
 TEST(ModelConfig, GemmaPresetsMatchThePublishedConfigs) {

@@ -129,6 +129,33 @@ TEST_F(ModelLoad, MissingTensorIsNamed) {
   EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_); }, {"missing tensor", "model.layers.1.mlp.up_proj.weight"}));
 }
 
+// Phi-3's fused tensors are named as the checkpoint holds them: a missing
+// qkv_proj, a gate_up_proj of another shape, or the split names in its place.
+TEST_F(ModelLoad, FusedTensorsAreNamedAsTheCheckpointHoldsThem) {
+  slm::ModelConfig c = slm::shape_preset("tiny");
+  c.model_type = "phi3";
+  c.set_family_options(false);
+  create(c);
+  const Model m = Model::load(dir_);
+  EXPECT_EQ(m.weights().layers[1].k_proj.dim(0), c.num_key_value_heads * c.head_dim);
+  edit_weights([](auto& tensors) {
+    for (auto& [name, t] : tensors) {
+      if (name == "model.layers.1.mlp.gate_up_proj.weight") t = t.rows(0, t.dim(0) - 2);
+    }
+  });
+  EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_); }, {"model.layers.1.mlp.gate_up_proj.weight", "[318, 64]", "[320, 64]"}));
+  edit_weights([](auto& tensors) {
+    std::erase_if(tensors, [](const auto& t) { return t.first == "model.layers.0.self_attn.qkv_proj.weight"; });
+  });
+  EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_); }, {"missing tensor", "model.layers.0.self_attn.qkv_proj.weight"}));
+  create(slm::shape_preset("tiny"));  // a llama folder, relabelled
+  std::ifstream in(dir_ / "config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["model_type"] = "phi3";
+  write("config.json", j.dump());
+  EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_); }, {"missing tensor", "self_attn.qkv_proj.weight"}));
+}
+
 TEST_F(ModelLoad, UntiedModelWithoutLmHead) {
   create(slm::shape_preset("tiny"));  // tiny is untied
   edit_weights([](auto& tensors) { std::erase_if(tensors, [](const auto& t) { return t.first == "lm_head.weight"; }); });
