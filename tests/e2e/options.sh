@@ -3,6 +3,7 @@
 # what it changes (a wrong or ignored option fails): bench --dtype (the weight
 # bytes a decoded token reads), --depth and --probe; tokenize --jsonl against
 # one call per text; chat-template --messages - against the same file;
+# generate --kv-dtype and --dtype by how far they move log-probabilities;
 # tokenizer-train --min-frequency (a higher floor, fewer merges; above every
 # pair count, none).
 source "$(dirname "$0")/lib.sh"
@@ -67,6 +68,36 @@ if [ -s "$SLM_WORK/from-file.txt" ] && cmp -s "$SLM_WORK/from-file.txt" "$SLM_WO
   pass "chat-template --messages - renders what the file renders"
 else
   fail "chat-template --messages -: $(head -c 200 "$SLM_WORK/from-stdin.txt")"
+fi
+
+# generate --kv-dtype and --dtype: the cache's (or weights') rounding moves the
+# log-probabilities, a little; the same options twice move nothing.
+logprobs() {  # prints the file the run's JSON went to (a new one each call: they run in subshells)
+  local out
+  out=$(mktemp -p "$SLM_WORK" lp-XXXXXX)
+  "$SLM_BIN" generate -m "$model" -p "The kettle is on the stove and" -n 24 --temperature 0 --logprobs 1 \
+    --output-format json "$@" 2>"$out.err" >"$out" || echo "generate $*: $(cat "$out.err")" >&2
+  echo "$out"
+}
+moved() {  # the largest change of a log-probability between two runs, over the positions whose top token agrees
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(f))["logprobs"] for f in sys.argv[1:3])
+pairs = [(x[0], y[0]) for x, y in zip(a, b) if x[0]["id"] == y[0]["id"]]
+assert len(pairs) >= 20, f"only {len(pairs)} of {len(a)} positions agree"
+print(max(abs(x["logprob"] - y["logprob"]) for x, y in pairs))
+PY
+}
+f32=$(logprobs --kv-dtype f32)
+again=$(moved "$f32" "$(logprobs --kv-dtype f32)")
+f16=$(moved "$f32" "$(logprobs --kv-dtype f16)")
+bf16=$(moved "$f32" "$(logprobs --kv-dtype bf16)")
+q8=$(moved "$f32" "$(logprobs --dtype q8)")
+if python3 -c "import sys; a, f, b, q = map(float, sys.argv[1:]); sys.exit(0 if a == 0 and 0 < f < 0.01 and 0 < b < 0.05 and 0 < q < 0.5 else 1)" \
+  "$again" "$f16" "$bf16" "$q8"; then
+  pass "generate --kv-dtype f16/bf16 and --dtype q8 move log-probabilities by $f16, $bf16, $q8 (the same run twice: $again)"
+else
+  fail "generate --kv-dtype/--dtype: log-probabilities moved by $f16 (f16 cache), $bf16 (bf16 cache), $q8 (q8 weights), $again (repeat)"
 fi
 
 # tokenizer-train --min-frequency: pairs seen fewer times are never merged.

@@ -122,7 +122,9 @@ class Rope(unittest.TestCase):
                 self.assertAlmostEqual(s, b, places=15)
             elif w > 64 / 1:  # low frequencies: divided by factor
                 self.assertAlmostEqual(s, b / 8, places=15)
-            else:  # blended, strictly between the two
+            else:  # blended: transformers' closed form, smooth = (L / wavelength - low) / (high - low)
+                smooth = (64 / w - 1.0) / (4.0 - 1.0)
+                self.assertAlmostEqual(s, (1 - smooth) * b / 8 + smooth * b, places=15)
                 self.assertTrue(b / 8 < s < b, (b, s, w))
         kinds = [(w < 16) + 2 * (w > 64) for w in wavelen.tolist()]
         self.assertEqual(set(kinds), {0, 1, 2}, "the fixture should exercise all three bands")

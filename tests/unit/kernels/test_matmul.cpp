@@ -11,8 +11,9 @@
 // as bf16 and quantized engines do: bf16 weights on the top path with M >= 4
 // round them to bf16, and q8/q4 weights with M < 4 quantize them to q8
 // blocks (integer dot products, on every path). Each is held to the same bound
-// against the reference run on the activations it saw; the bf16 one also to
-// 2^-8·Σ|x·w| against the unrounded ones.
+// against the reference run on the activations it saw, and against the true
+// activations to that rounding's own bound: 2^-8·Σ|x·w| for bf16, each q8
+// block's largest rounding step times its Σ|w| for q8/q4.
 #include "core/quant.h"
 #include "backend/cpu/kernels.h"
 #include "kernel_test_util.h"
@@ -113,6 +114,29 @@ void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool wi
   if (rounds_activations(isa, dtype, M)) {
     slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
     expect_close(got, want, magnitudes(x, M, K, W, bias), 0x1p-8 + bound, what);
+  }
+  if (quantizes_activations(dtype, M)) {
+    // Against the true activations: a q8 block moves each value by at most
+    // half its f16 scale (amax/127, rounded) or, where the rounded scale
+    // clips the largest, by amax·2^-11; so output n moves by at most
+    // Σ_blocks e_b·Σ_{k in b}|w_nk| beyond the f32 rounding.
+    slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
+    const std::vector<double> scale = magnitudes(x, M, K, W, bias);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = 0; n < N; ++n) {
+        double allowed = bound * scale[size_t(m * N + n)] + 1e-30;
+        for (int64_t b = 0; b < K / slm::kQuantBlock; ++b) {
+          double amax = 0, weight = 0;
+          for (int64_t k = b * slm::kQuantBlock; k < (b + 1) * slm::kQuantBlock; ++k) {
+            amax = std::max(amax, std::fabs(static_cast<double>(x[size_t(m * K + k)])));
+            weight += std::fabs(static_cast<double>(W.at(n * K + k)));
+          }
+          allowed += amax * (0.5 / 127 * (1 + 0x1p-11) + 0x1p-11) * weight;
+        }
+        ASSERT_LE(std::fabs(static_cast<double>(got[size_t(m * N + n)]) - want[size_t(m * N + n)]), allowed)
+            << what << " row " << m << " output " << n << " (vs the true activations)";
+      }
+    }
   }
 }
 
