@@ -324,6 +324,33 @@ class Reference:
                               if self.cfg.longrope else None)
         self.local_inv_freq = rope_inv_freq(self.cfg, local=True) if self.cfg.local_theta else None
         self.check_tensor_names()
+        self.mutation = os.environ.get("SLM_REFERENCE_MUTATION", "")
+        if self.mutation:
+            self.mutate(self.mutation)
+
+    # A reference broken on purpose (SLM_REFERENCE_MUTATION): each leaves out
+    # one feature, and the parity tests of the fixtures that have it must fail
+    # (tests/parity/mutations.sh), so a test that could not tell is found.
+    MUTATIONS = ("no_window", "no_rope_scaling", "no_qk_norm", "no_bias", "no_softcap", "no_norm_offset",
+                 "swap_gate_up")
+
+    def mutate(self, mutation):
+        cfg = self.cfg
+        if mutation not in self.MUTATIONS:
+            raise ValueError(f"SLM_REFERENCE_MUTATION: unknown mutation {mutation} (known: {', '.join(self.MUTATIONS)})")
+        if mutation == "no_window":
+            cfg.windows = [None] * cfg.layers
+        elif mutation == "no_rope_scaling":
+            cfg.rope_scaling, cfg.longrope, cfg.rope_attention_factor = None, None, 1.0
+            self.inv_freq, self.long_inv_freq = rope_inv_freq(cfg), None
+        elif mutation == "no_qk_norm":
+            cfg.qk_norm = False
+        elif mutation == "no_bias":
+            cfg.qkv_bias = cfg.o_bias = cfg.mlp_bias = False
+        elif mutation == "no_softcap":
+            cfg.attn_softcap = cfg.final_softcap = None
+        elif mutation == "no_norm_offset":
+            cfg.norm_offset = 0.0
 
     def expected_shapes(self):
         """Every tensor transformers would load for this config, with its shape."""
@@ -456,6 +483,8 @@ class Reference:
         else:
             gate = self.linear(x, p + "gate_proj", self.cfg.mlp_bias)
             up = self.linear(x, p + "up_proj", self.cfg.mlp_bias)
+        if self.mutation == "swap_gate_up":
+            gate, up = up, gate
         if self.cfg.act == "gelu_pytorch_tanh":
             act = torch.nn.functional.gelu(gate, approximate="tanh")
         else:
