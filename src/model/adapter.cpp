@@ -66,10 +66,13 @@ std::pair<int64_t, int64_t> lora_dims(const ModelConfig& c, LoraModule m) {
     case LoraModule::Gate:
     case LoraModule::Up: return {H, I};
     case LoraModule::Down: return {I, H};
-    case LoraModule::QKV: return {H, q + 2 * kv};
+    case LoraModule::QKV:
     case LoraModule::GateUp: break;
   }
-  return {H, 2 * I};
+  // A fused module: its parts' rows together.
+  int64_t out = 0;
+  for (LoraModule part : fused_parts(m)) out += lora_dims(c, part).second;
+  return {H, out};
 }
 
 LoraWeights lora_init(int64_t in, int64_t out, int64_t rank, double alpha, Rng& rng) {

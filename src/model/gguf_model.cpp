@@ -90,6 +90,14 @@ std::optional<std::string> translate_name(const ModelConfig& c, std::string_view
   return std::nullopt;
 }
 
+// The query scale llama.cpp's gemma2/gemma3 apply instead of storing one:
+// head_dim^-1/2, hidden/heads for the 27B models (46 and 62 layers); as the
+// query_pre_attn_scalar whose -1/2 power it is.
+int64_t llama_cpp_query_scalar(const std::string& arch, int64_t layers, int64_t hidden, int64_t heads,
+                               int64_t head_dim) {
+  return layers == (arch == "gemma2" ? 46 : 62) ? hidden / heads : head_dim;
+}
+
 // Gemma's norms scale by (1 + weight); llama.cpp's converter stores 1 + weight.
 bool offset_norm(const ModelConfig& c, std::string_view hf_name) {
   return c.norm_unit_offset && hf_name.ends_with("norm.weight");
@@ -136,13 +144,7 @@ class GgufWeights : public WeightSource {
     } else {
       result = widened(*t, std::move(shape));
     }
-    if (const auto heads = permuted_heads(config_, name)) return permute_qk_rows(result, *heads, false);
-    if (offset_norm(config_, name)) {
-      Tensor weight = Tensor::zeros(DType::F32, result.shape());
-      for (int64_t i = 0; i < weight.numel(); ++i) weight.data_as<float>()[i] = result.at(i) - 1.0f;
-      return weight;
-    }
-    return result;
+    return gguf_tensor_data(config_, name, result, false);
   }
 
   std::vector<std::string> names() const override {
@@ -216,12 +218,13 @@ std::optional<std::string> hf_tensor_name(const ModelConfig& c, std::string_view
   return translate_name(c, gguf, false);
 }
 
-Tensor gguf_tensor_data(const ModelConfig& c, std::string_view hf_name, const Tensor& t) {
-  if (const auto heads = permuted_heads(c, hf_name)) return permute_qk_rows(t, *heads, true);
+Tensor gguf_tensor_data(const ModelConfig& c, std::string_view hf_name, const Tensor& t, bool to_gguf) {
+  if (const auto heads = permuted_heads(c, hf_name)) return permute_qk_rows(t, *heads, to_gguf);
   if (offset_norm(c, hf_name)) {
-    Tensor stored = Tensor::zeros(DType::F32, t.shape());
-    for (int64_t i = 0; i < t.numel(); ++i) stored.data_as<float>()[i] = t.at(i) + 1.0f;
-    return stored;
+    const float offset = to_gguf ? 1.0f : -1.0f;
+    Tensor converted = Tensor::zeros(DType::F32, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) converted.data_as<float>()[i] = t.at(i) + offset;
+    return converted;
   }
   return t;
 }
@@ -292,11 +295,10 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   j["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   const auto window = f.integer_or(key(arch, "attention.sliding_window"));
   if (arch == "gemma2" || arch == "gemma3") {
-    // llama.cpp scales scores by head_dim^-1/2 (hidden/heads for the 27B
-    // models), keeps Gemma 3's local base at 10000 and its layers in sixes.
-    const int64_t layers = j["num_hidden_layers"].get<int64_t>();
-    const bool large = layers == (arch == "gemma2" ? 46 : 62);
-    j["query_pre_attn_scalar"] = large ? j["hidden_size"].get<int64_t>() / heads : head_dim;
+    // llama.cpp fixes the query scale, keeps Gemma 3's local base at 10000
+    // and its layers in sixes.
+    j["query_pre_attn_scalar"] = llama_cpp_query_scalar(arch, j["num_hidden_layers"].get<int64_t>(),
+                                                        j["hidden_size"].get<int64_t>(), heads, head_dim);
     if (window) j["sliding_window"] = *window;
     if (arch == "gemma2") {
       j["attn_logit_softcapping"] = f.float_or(key(arch, "attn_logit_softcapping")).value_or(50.0);
@@ -381,8 +383,8 @@ void write_gguf_model_metadata(const ModelConfig& c, std::string_view name, uint
   }
   const auto f32 = [&](const char* k, double v) { w.set(key(arch, k), GgufValue::of_f32(static_cast<float>(v))); };
   if (arch == "gemma2" || arch == "gemma3") {
-    const bool large = c.num_hidden_layers == (arch == "gemma2" ? 46 : 62);
-    const double scalar = large ? static_cast<double>(c.hidden_size / c.num_attention_heads) : static_cast<double>(c.head_dim);
+    const auto scalar = static_cast<double>(
+        llama_cpp_query_scalar(arch, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim));
     if (c.query_pre_attn_scalar != scalar) {
       fail("GGUF: query_pre_attn_scalar ", c.query_pre_attn_scalar, " is not what llama.cpp's ", arch,
            " computes (", scalar, ")");

@@ -39,9 +39,10 @@ bool gguf_permutes_qk(const ModelConfig& config);
 // not one of the decoder's.
 std::optional<std::string> gguf_tensor_name(const ModelConfig& config, std::string_view hf_name);
 std::optional<std::string> hf_tensor_name(const ModelConfig& config, std::string_view gguf_name);
-// A tensor's values as llama.cpp stores them: the llama architecture's q/k
-// rows permuted, Gemma's norm weights as 1 + weight; else `t` itself.
-Tensor gguf_tensor_data(const ModelConfig& config, std::string_view hf_name, const Tensor& t);
+// A tensor's values as llama.cpp stores them (to_gguf), or back: the llama
+// architecture's q/k rows permuted, Gemma's norm weights as 1 + weight;
+// else `t` itself.
+Tensor gguf_tensor_data(const ModelConfig& config, std::string_view hf_name, const Tensor& t, bool to_gguf);
 
 // Rows of a q or k projection (weight [heads·head_dim, in] or bias
 // [heads·head_dim]), any dtype, permuted from Hugging Face order to

@@ -108,7 +108,7 @@ GgufExportSummary export_gguf(const std::filesystem::path& model_dir, const std:
   for (const auto& [name, tensor] : named_weights(model.weights(), c)) tensors.emplace_back(name, *tensor);
   for (const auto& [hf_name, tensor] : checkpoint_tensors(std::move(tensors), c)) {
     // Norms and biases (1-D) stay f32, as llama.cpp's converter keeps them.
-    const Tensor stored = gguf_tensor_data(c, hf_name, tensor);
+    const Tensor stored = gguf_tensor_data(c, hf_name, tensor, true);
     add(w, *gguf_tensor_name(c, hf_name), stored.to(stored.rank() == 1 ? DType::F32 : t.dtype));
     ++count;
   }
@@ -162,7 +162,7 @@ GgufExportSummary export_gguf_lora(const std::filesystem::path& model_dir, const
       const std::string name = *gguf_tensor_name(c, hf);
       // B's rows are the adapted matrix's: permuted as its rows are.
       add(w, name + ".lora_a", u.A);
-      add(w, name + ".lora_b", gguf_tensor_data(c, hf, u.B));
+      add(w, name + ".lora_b", gguf_tensor_data(c, hf, u.B, true));
       count += 2;
     }
   }
