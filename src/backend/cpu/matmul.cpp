@@ -55,66 +55,96 @@ void check_weight(const Tensor& W, int64_t K) {
 // weights once; above it, a blocked GEMM reuses each weight row across rows.
 constexpr int64_t kGemmMinRows = 4;
 
-// y = x·Wᵀ (+ bias) for every projection, from kGemmMinRows rows on, for
-// weights the path has no bf16 GEMM for, in tasks of a panel of weight rows
-// against a block of x's rows: the path's own gemm_nt where it has one (it
-// packs the panel, at most 128 KB as f32, so that it stays in L2), else the
-// panel widened to f32 for OpenBLAS (single-threaded inside: the tasks are
-// the parallelism, so one pool of threads serves every kernel). Tasks are
-// cut across the rows of x as well when the panels alone are too few to
-// share between threads.
-void panel_gemm(const VectorKernels& kernels, const float* x, int64_t M, int64_t K,
-                std::span<const Projection> projections) {
-  const int64_t panel_rows = std::clamp<int64_t>((128 << 10) / (4 * K) / 16 * 16, 16, 64);
+// y = x·Wᵀ (+ bias) for every projection, from kGemmMinRows rows on, in
+// tasks of a panel of weight rows (panel_rows, row bytes `row_bytes`)
+// against a block of x's rows (a multiple of row_granule, the kernel's tile
+// height), on every thread: multiply(m0, rows, W, weight rows, n0, cols, y)
+// computes one. Tasks are cut across the rows of x as well when the panels
+// alone are too few to share between threads.
+template <class Multiply>
+void panel_tasks(int64_t M, std::span<const Projection> projections, int64_t panel_rows, int64_t row_granule,
+                 const Multiply& multiply) {
   std::vector<int64_t> first_panel;  // of each projection, counted across all of them
   int64_t panels = 0;
   for (const Projection& p : projections) {
     first_panel.push_back(panels);
     panels += (p.weight->dim(0) + panel_rows - 1) / panel_rows;
   }
-  int64_t block_rows = (M + 5) / 6 * 6;
-  while (block_rows > 24 && panels * ((M + block_rows - 1) / block_rows) < 4 * omp_get_max_threads()) {
-    block_rows = (block_rows / 2 + 5) / 6 * 6;
+  const auto round_up = [&](int64_t rows) { return (rows + row_granule - 1) / row_granule * row_granule; };
+  int64_t block_rows = round_up(M);
+  while (block_rows > 4 * row_granule && panels * ((M + block_rows - 1) / block_rows) < 4 * omp_get_max_threads()) {
+    block_rows = round_up(block_rows / 2);
   }
   const int64_t row_blocks = (M + block_rows - 1) / block_rows;
-#pragma omp parallel
-  {
-    // Kept by each pool thread across calls: no page faults per product.
-    thread_local std::vector<float> widened;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < panels * row_blocks; ++t) {
-      const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * block_rows;
-      const size_t o = std::upper_bound(first_panel.begin(), first_panel.end(), panel) - first_panel.begin() - 1;
-      const Tensor& W = *projections[o].weight;
-      const int64_t N = W.dim(0), n0 = (panel - first_panel[o]) * panel_rows;
-      const int64_t cols = std::min(panel_rows, N - n0), rows = std::min(block_rows, M - m0);
-      const int64_t row_bytes = static_cast<int64_t>(W.nbytes()) / N;
-      const void* w = static_cast<const char*>(W.data()) + n0 * row_bytes;
-      float* y = projections[o].out + m0 * N + n0;
-      if (kernels.gemm_nt) {
-        kernels.gemm_nt(x + m0 * K, rows, K, W.dtype(), w, cols, K, y, N);
-      } else {
-        const float* panel_f32 = static_cast<const float*>(w);
-        if (W.dtype() != DType::F32) {
-          widened.resize(static_cast<size_t>(cols * K));
-          switch (W.dtype()) {
-            case DType::BF16: kernels.widen_bf16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
-            case DType::F16: kernels.widen_f16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
-            case DType::Q8: kernels.widen_q8(static_cast<const BlockQ8*>(w), cols * K, widened.data()); break;
-            case DType::Q4: kernels.widen_q4(static_cast<const BlockQ4*>(w), cols * K, widened.data()); break;
-            case DType::F32: break;
-          }
-          panel_f32 = widened.data();
-        }
-        sgemm(false, true, rows, cols, K, 1.0f, x + m0 * K, K, panel_f32, K, 0.0f, y, N);
-      }
-      if (const float* bias = projections[o].bias) {
-        for (int64_t m = 0; m < rows; ++m) {
-          for (int64_t n = 0; n < cols; ++n) y[m * N + n] += bias[n0 + n];
-        }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t t = 0; t < panels * row_blocks; ++t) {
+    const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * block_rows;
+    const size_t o = std::upper_bound(first_panel.begin(), first_panel.end(), panel) - first_panel.begin() - 1;
+    const Tensor& W = *projections[o].weight;
+    const int64_t N = W.dim(0), n0 = (panel - first_panel[o]) * panel_rows;
+    const int64_t cols = std::min(panel_rows, N - n0), rows = std::min(block_rows, M - m0);
+    const int64_t row_bytes = static_cast<int64_t>(W.nbytes()) / N;
+    float* y = projections[o].out + m0 * N + n0;
+    multiply(m0, rows, W, static_cast<const char*>(W.data()) + n0 * row_bytes, cols, y);
+    if (const float* bias = projections[o].bias) {
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int64_t n = 0; n < cols; ++n) y[m * N + n] += bias[n0 + n];
       }
     }
   }
+}
+
+// The products of panel_tasks for weights without an integer or bf16 GEMM:
+// the path's own gemm_nt where it has one (it packs the panel, at most
+// 128 KB as f32, so that it stays in L2), else the panel widened to f32 for
+// OpenBLAS (single-threaded inside: the tasks are the parallelism, so one
+// pool of threads serves every kernel).
+void float_gemm(const VectorKernels& kernels, const float* x, int64_t M, int64_t K,
+                std::span<const Projection> projections) {
+  const int64_t panel_rows = std::clamp<int64_t>((128 << 10) / (4 * K) / 16 * 16, 16, 64);
+  panel_tasks(M, projections, panel_rows, 6,
+              [&](int64_t m0, int64_t rows, const Tensor& W, const void* w, int64_t cols, float* y) {
+                const int64_t N = W.dim(0);
+                if (kernels.gemm_nt) {
+                  kernels.gemm_nt(x + m0 * K, rows, K, W.dtype(), w, cols, K, y, N);
+                  return;
+                }
+                // Kept by each pool thread across calls: no page faults per product.
+                thread_local std::vector<float> widened;
+                const float* panel_f32 = static_cast<const float*>(w);
+                if (W.dtype() != DType::F32) {
+                  widened.resize(static_cast<size_t>(cols * K));
+                  switch (W.dtype()) {
+                    case DType::BF16: kernels.widen_bf16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
+                    case DType::F16: kernels.widen_f16(static_cast<const uint16_t*>(w), cols * K, widened.data()); break;
+                    case DType::Q8: kernels.widen_q8(static_cast<const BlockQ8*>(w), cols * K, widened.data()); break;
+                    case DType::Q4: kernels.widen_q4(static_cast<const BlockQ4*>(w), cols * K, widened.data()); break;
+                    case DType::F32: break;
+                  }
+                  panel_f32 = widened.data();
+                }
+                sgemm(false, true, rows, cols, K, 1.0f, x + m0 * K, K, panel_f32, K, 0.0f, y, N);
+              });
+}
+
+// The products of panel_tasks for q8/q4 weights in integers: x quantized
+// once for all of them, panels of 96 weight rows (two of the kernel's 48).
+void quantized_gemm(const QuantGemmKernels& kernels, const float* x, int64_t M, int64_t K,
+                    std::span<const Projection> projections) {
+  const int64_t blocks = K / kQuantBlock;
+  // Reused by the thread that owns the pass, as bf16_gemm_parallel's buffer.
+  thread_local std::vector<uint8_t> xq;
+  thread_local std::vector<float> xs;
+  xq.resize(static_cast<size_t>(M * K));
+  xs.resize(static_cast<size_t>(M * blocks));
+  uint8_t* q = xq.data();
+  float* scales = xs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; ++m) kernels.prepare_x(x + m * K, K, q + m * K, scales + m * blocks);
+  panel_tasks(M, projections, 96, 4,
+              [&](int64_t m0, int64_t rows, const Tensor& W, const void* w, int64_t cols, float* y) {
+                kernels.gemm(q + m0 * K, scales + m0 * blocks, rows, W.dtype(), w, cols, K, y, W.dim(0));
+              });
 }
 
 }  // namespace
@@ -180,10 +210,15 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
         operands.push_back({p.weight->data_as<const uint16_t>(), K, Bf16Layout::NK, p.weight->dim(0), p.bias, p.out});
       }
     }
+    const QuantGemmKernels* quantized = quant_gemm_kernels();
+    const bool all_quantized = std::all_of(projections.begin(), projections.end(),
+                                           [](const Projection& p) { return is_quantized(p.weight->dtype()); });
     if (bf16 && operands.size() == projections.size()) {
       bf16_gemm_parallel(*bf16, x, M, K, operands, false);
+    } else if (quantized && all_quantized) {
+      quantized_gemm(*quantized, x, M, K, projections);
     } else {
-      panel_gemm(vector_kernels(), x, M, K, projections);
+      float_gemm(vector_kernels(), x, M, K, projections);
     }
     return;
   }

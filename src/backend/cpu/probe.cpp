@@ -115,6 +115,40 @@ __attribute__((target("avx512f,avx512bf16"))) double bf16_loop(int64_t iteration
   _mm512_storeu_ps(out, s);
   return out[0];
 }
+
+// vpdpbusd: each of 16 lanes does four u8 × s8 multiplies and four adds.
+__attribute__((target("avx512f,avx512vnni"))) double int8_loop_vnni(int64_t iterations) {
+  __m512i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm512_setzero_si512();
+  const __m512i b = _mm512_set1_epi8(1);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int j = 0; j < 8; ++j) a[j] = _mm512_dpbusd_epi32(a[j], b, b);
+  }
+  __m512i s = a[0];
+  for (int j = 1; j < 8; ++j) s = _mm512_add_epi32(s, a[j]);
+  int32_t out[16];
+  _mm512_storeu_si512(out, s);
+  return out[0];
+}
+
+// The AVX2 integer dot product as its kernels issue it: vpmaddubsw (32
+// products into 16 pairs) and vpmaddwd (8 sums of pairs), added into 8
+// lanes; 32 multiplies and 32 adds per chain and iteration.
+__attribute__((target("avx2"))) double int8_loop_avx2(int64_t iterations) {
+  __m256i a[6];
+  for (int j = 0; j < 6; ++j) a[j] = _mm256_setzero_si256();
+  const __m256i b = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int j = 0; j < 6; ++j) {
+      a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(_mm256_maddubs_epi16(b, b), ones));
+    }
+  }
+  __m256i s = a[0];
+  for (int j = 1; j < 6; ++j) s = _mm256_add_epi32(s, a[j]);
+  int32_t out[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), s);
+  return out[0];
+}
 #endif
 
 // Runs `loop` on every thread and returns the aggregate GFLOP/s.
@@ -156,7 +190,13 @@ MachineLimits probe_machine() {
   } else {
     limits.f32_fma_gflops = peak(fma_loop_portable, 8 * 16 * 2);
   }
-  if (cpu::active_isa() == cpu::Isa::Avx512Bf16) limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
+  if (cpu::active_isa() == cpu::Isa::Avx512Bf16) {
+    limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
+    limits.int8_dot_gops = peak(int8_loop_vnni, 8 * 16 * 8);
+  } else if (cpu::active_isa() >= cpu::Isa::Avx2) {
+    limits.int8_dot_gops = peak(int8_loop_avx2, 6 * 8 * 8);
+  }
+  limits.int8_gemm = cpu::quant_gemm_kernels() != nullptr;
 #else
   limits.f32_fma_gflops = peak(fma_loop_portable, 8 * 16 * 2);
 #endif

@@ -95,6 +95,16 @@ const Bf16GemmKernels* bf16_gemm_kernels() {
   return nullptr;
 }
 
+const QuantGemmKernels* quant_gemm_kernels() {
+#if defined(__x86_64__)
+  if (active_isa() == Isa::Avx512Bf16) {
+    static const QuantGemmKernels kernels = avx512vnni_gemm_kernels();
+    return &kernels;
+  }
+#endif
+  return nullptr;
+}
+
 const QuantDotKernels& quant_dot_kernels() {
   static const QuantDotKernels portable = portable_quant_kernels();
 #if defined(__x86_64__)

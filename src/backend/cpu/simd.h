@@ -112,6 +112,26 @@ struct QuantDotKernels {
 // and AVX2 paths, plain integer loops on the portable one.
 const QuantDotKernels& quant_dot_kernels();
 
+// Products of q8/q4 weights with many activation rows (prompts), in integer
+// arithmetic as the dot products are: activations are quantized once per
+// product to exactly quantize_q8's blocks, each block pair's integer sum is
+// exact and its two scales multiply it into an f32 total. Widening the
+// weights to f32 instead costs more than the products themselves.
+struct QuantGemmKernels {
+  // One activation row of k (a multiple of 32) as gemm reads it: the q8
+  // values plus 128 as unsigned bytes (q[k]) and each block's scale as f32
+  // (scales[k/32]).
+  void (*prepare_x)(const float* x, int64_t k, uint8_t* q, float* scales);
+  // C[m,n] = Σ_b xs[m,b]·ws[n,b]·Σ_{j in b} xq[m,j]·wq[n,j] for m prepared rows
+  // (strides k and k/32) and n weight rows of `dtype` (Q8 or Q4) as stored;
+  // ldc is C's row stride.
+  void (*gemm)(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
+               float* c, int64_t ldc);
+};
+
+// Null when the active path has none (VNNI has one).
+const QuantGemmKernels* quant_gemm_kernels();
+
 VectorKernels portable_kernels();
 QuantDotKernels portable_quant_kernels();
 // What every gemm_nt is tested against: each weight row widened, then dotted
@@ -124,6 +144,7 @@ QuantDotKernels avx2_quant_kernels();
 VectorKernels avx512_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 QuantDotKernels avx512vnni_kernels();
+QuantGemmKernels avx512vnni_gemm_kernels();
 #endif
 
 }  // namespace slm::cpu

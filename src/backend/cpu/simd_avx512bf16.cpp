@@ -18,6 +18,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "backend/cpu/simd_avx512_inline.h"
+
 namespace slm::cpu {
 
 namespace {
@@ -31,33 +33,6 @@ namespace {
 constexpr int64_t kRows = 8;
 constexpr int64_t kVectors = 3;
 constexpr int64_t kCols = 16 * kVectors;
-
-// Transposes a 16×16 block of 32-bit words: r[i] holds row i, and on return
-// r[j] holds column j. Three rounds of shuffles (within 128-bit lanes by
-// 32 and 64 bits, then whole lanes).
-void transpose_16x16(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4i+j], lane L: rows 4i..4i+3 of column 4L+j.
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
-    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44);
-    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
-    r[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
-    r[4 + j] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
-    r[8 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
-    r[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
-  }
-}
 
 // Panel of a [N][K] B (row stride ldb): rows [0, cols) (cols ≤ kCols) into
 // packed[(K+1)/2][kCols] words, zero-padded. A pair (B[c][2p], B[c][2p+1]) is

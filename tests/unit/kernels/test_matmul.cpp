@@ -9,8 +9,9 @@
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
 // counted in the scale. Two paths read the activations at lower precision,
 // as bf16 and quantized engines do: bf16 weights on the top path with M >= 4
-// round them to bf16, and q8/q4 weights with M < 4 quantize them to q8
-// blocks (integer dot products, on every path). Each is held to the same bound
+// round them to bf16, and q8/q4 weights quantize them to q8 blocks (integer
+// dot products for M < 4 on every path, the integer GEMM where a path has
+// one). Each is held to the same bound
 // against the reference run on the activations it saw, and against the true
 // activations to that rounding's own bound: 2^-8·Σ|x·w| for bf16, each q8
 // block's largest rounding step times its Σ|w| for q8/q4.
@@ -70,11 +71,14 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 }
 
 // Activations are read at lower precision in two places: the top path's bf16
-// GEMM (M ≥ 4) rounds them to bf16, and the integer dot products of q8/q4
-// weights (M < 4) quantize them to q8 blocks. Such a product is exact for
+// GEMM (M ≥ 4) rounds them to bf16, and the integer products of q8/q4
+// weights (dot products for M < 4, and the GEMM of paths that have one)
+// quantize them to q8 blocks. Such a product is exact for
 // the activations it saw, and within that rounding of the true ones.
 bool rounds_activations(Isa isa, DType dtype, int64_t M) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16 && M >= 4; }
-bool quantizes_activations(DType dtype, int64_t M) { return slm::is_quantized(dtype) && M < 4; }
+bool quantizes_activations(DType dtype, int64_t M) {
+  return slm::is_quantized(dtype) && (M < 4 || slm::cpu::quant_gemm_kernels() != nullptr);
+}
 
 // x as the kernel for (isa, dtype, M) sees it, rows of K.
 std::vector<float> seen_activations(Isa isa, DType dtype, int64_t M, int64_t K, const std::vector<float>& x) {
@@ -421,4 +425,87 @@ TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
       }
     }
   });
+}
+
+// The integer GEMM of prompts (paths that have one): prepare_x is
+// quantize_q8's blocks (values + 128, scales widened), and each output is
+// Σ_b (exact integer sum)·scale_x·scale_w, up to the f32 rounding of the
+// scale products and of the sum over blocks: (blocks + 2)·ε·Σ|x·w|. Odd
+// row and column counts cross every tile and panel edge; weights take
+// their extreme levels (q8 -128 and 127, q4 0 and 15) and x has an all-zero
+// block.
+TEST(QuantGemm, EqualsTheScaledIntegerSums) {
+  slm::test::for_each_isa([&](Isa isa) {
+    const slm::cpu::QuantGemmKernels* gemm = slm::cpu::quant_gemm_kernels();
+    if (!gemm) return;
+    for (int64_t blocks : {1, 2, 3, 9}) {
+      const int64_t K = blocks * slm::kQuantBlock;
+      for (int64_t M : {1, 3, 4, 5, 9}) {
+        for (int64_t N : {1, 17, 48, 50, 97}) {
+          const std::string what = std::string(slm::cpu::isa_name(isa)) + " M=" + std::to_string(M) +
+                                   " N=" + std::to_string(N) + " K=" + std::to_string(K);
+          std::vector<float> x = random_vector(M * K, uint64_t(M * 131 + N * 7 + K), 3.0);
+          std::fill_n(x.begin(), slm::kQuantBlock, 0.0f);
+          std::vector<slm::BlockQ8> xb(size_t(M * blocks)), w8(size_t(N * blocks));
+          std::vector<slm::BlockQ4> w4(size_t(N * blocks));
+          std::vector<uint8_t> xq(size_t(M * K));
+          std::vector<float> xs(size_t(M * blocks));
+          for (int64_t m = 0; m < M; ++m) {
+            slm::quantize_q8(x.data() + m * K, K, xb.data() + m * blocks);
+            gemm->prepare_x(x.data() + m * K, K, xq.data() + m * K, xs.data() + m * blocks);
+            for (int64_t b = 0; b < blocks; ++b) {
+              const slm::BlockQ8& want = xb[size_t(m * blocks + b)];
+              ASSERT_EQ(xs[size_t(m * blocks + b)], slm::f16_to_f32(want.scale)) << what << " row " << m;
+              for (int i = 0; i < slm::kQuantBlock; ++i) {
+                ASSERT_EQ(int(xq[size_t(m * K + b * slm::kQuantBlock + i)]), want.q[i] + 128) << what << " row " << m;
+              }
+            }
+          }
+          uint64_t state = uint64_t(N * 977 + K);
+          auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull, int(state >> 33); };
+          for (size_t i = 0; i < w8.size(); ++i) {
+            const bool extreme = i % 5 == 1;
+            w8[i].scale = w4[i].scale = slm::f32_to_f16(0.001f * float(1 + next() % 100));
+            for (int j = 0; j < slm::kQuantBlock; ++j) {
+              w8[i].q[j] = static_cast<int8_t>(extreme ? (j % 2 ? -128 : 127) : next() % 256 - 128);
+            }
+            for (int j = 0; j < slm::kQuantBlock / 2; ++j) {
+              w4[i].q[j] = static_cast<uint8_t>(extreme ? (j % 2 ? 0xff : 0x00) : next() & 0xff);
+            }
+          }
+          for (DType dtype : {DType::Q8, DType::Q4}) {
+            const void* w = dtype == DType::Q8 ? static_cast<const void*>(w8.data()) : w4.data();
+            const int64_t ldc = N + 3;
+            std::vector<float> got(size_t(M * ldc), std::numeric_limits<float>::quiet_NaN());
+            gemm->gemm(xq.data(), xs.data(), M, dtype, w, N, K, got.data(), ldc);
+            for (int64_t m = 0; m < M; ++m) {
+              for (int64_t n = 0; n < N; ++n) {
+                double want = 0.0, scale = 0.0;
+                for (int64_t b = 0; b < blocks; ++b) {
+                  const slm::BlockQ8& xblock = xb[size_t(m * blocks + b)];
+                  int64_t sum = 0, magnitude = 0;
+                  for (int i = 0; i < slm::kQuantBlock; ++i) {
+                    const slm::BlockQ4& b4 = w4[size_t(n * blocks + b)];
+                    const int level = dtype == DType::Q8 ? w8[size_t(n * blocks + b)].q[i]
+                                                         : (i < 16 ? b4.q[i] & 0x0f : b4.q[i - 16] >> 4) - 8;
+                    sum += int64_t(xblock.q[i]) * level;
+                    magnitude += std::abs(int64_t(xblock.q[i]) * level);
+                  }
+                  const double s = double(slm::f16_to_f32(xblock.scale)) * slm::f16_to_f32(w8[size_t(n * blocks + b)].scale);
+                  want += double(sum) * s;
+                  scale += double(magnitude) * s;
+                }
+                const double bound = double(blocks + 2) * FLT_EPSILON * scale + 1e-30;
+                ASSERT_NEAR(got[size_t(m * ldc + n)], want, bound) << what << " " << slm::dtype_name(dtype) << " row " << m << " col " << n;
+              }
+              for (int64_t n = N; n < ldc; ++n) {
+                ASSERT_TRUE(std::isnan(got[size_t(m * ldc + n)])) << what << ": wrote past column N";
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  if (!slm::cpu::quant_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has an integer GEMM (AVX512-VNNI has one)";
 }
