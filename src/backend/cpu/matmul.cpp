@@ -16,13 +16,14 @@ namespace {
 
 // The activations of a product in the layouts the dot products read: x
 // itself [M, K]; for bf16 weights, prepare_bf16_x's layout (row stride
-// padded_k); for q8/q4 weights, q8 blocks for the integer dot products
-// (null when there are none of either).
+// padded_k); for q8/q4 weights, q8 blocks as the integer dot products read
+// them (row stride q8_bytes; null when there are none of either).
 struct PreparedX {
   const float* x;
   const float* bf16;
   int64_t padded_k;
-  const BlockQ8* q8;
+  const char* q8;
+  int64_t q8_bytes;
 };
 
 // Rows [begin, end) of y[M,N] = x·Wᵀ (+ bias) for a handful of x rows, one
@@ -39,8 +40,8 @@ void dot_rows(const VectorKernels& k, const QuantDotKernels& quant, const Prepar
         case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
         case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
         case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
-        case DType::Q8: sum = quant.q8(in.q8 + m * blocks, W.data_as<const BlockQ8>() + n * blocks, K); break;
-        case DType::Q4: sum = quant.q4(in.q8 + m * blocks, W.data_as<const BlockQ4>() + n * blocks, K); break;
+        case DType::Q8: sum = quant.q8(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ8>() + n * blocks, K); break;
+        case DType::Q4: sum = quant.q4(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ4>() + n * blocks, K); break;
       }
       y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
     }
@@ -237,16 +238,27 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
   // token (the workers' thread_local copies are not this one).
   thread_local std::vector<float> x_bf16;
   thread_local std::vector<BlockQ8> x_q8;
-  PreparedX prepared{x, nullptr, (K + 31) / 32 * 32, nullptr};
+  thread_local std::vector<char> x_arranged;
+  PreparedX prepared{x, nullptr, (K + 31) / 32 * 32, nullptr, 0};
   if (any_bf16) {
     x_bf16.resize(static_cast<size_t>(M * prepared.padded_k));
     for (int64_t m = 0; m < M; ++m) kernels.prepare_bf16_x(x + m * K, K, x_bf16.data() + m * prepared.padded_k);
     prepared.bf16 = x_bf16.data();
   }
   if (any_quantized) {
-    x_q8.resize(static_cast<size_t>(M * (K / kQuantBlock)));
-    for (int64_t m = 0; m < M; ++m) quant.quantize_x(x + m * K, K, x_q8.data() + m * (K / kQuantBlock));
-    prepared.q8 = x_q8.data();
+    const int64_t blocks = K / kQuantBlock;
+    x_q8.resize(static_cast<size_t>(M * blocks));
+    for (int64_t m = 0; m < M; ++m) quant.quantize_x(x + m * K, K, x_q8.data() + m * blocks);
+    prepared.q8 = reinterpret_cast<const char*>(x_q8.data());
+    prepared.q8_bytes = blocks * static_cast<int64_t>(sizeof(BlockQ8));
+    if (quant.arrange_x) {
+      prepared.q8_bytes = quant.arranged_bytes(K);
+      x_arranged.resize(static_cast<size_t>(M * prepared.q8_bytes));
+      for (int64_t m = 0; m < M; ++m) {
+        quant.arrange_x(x_q8.data() + m * blocks, K, x_arranged.data() + m * prepared.q8_bytes);
+      }
+      prepared.q8 = x_arranged.data();
+    }
   }
   // Each thread takes one contiguous share of all the rows, walking across
   // projection boundaries.

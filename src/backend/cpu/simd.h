@@ -104,8 +104,13 @@ const Bf16GemmKernels* bf16_gemm_kernels();
 // product of the two blocks' scales multiplies it into an f32 total.
 struct QuantDotKernels {
   void (*quantize_x)(const float* x, int64_t k, BlockQ8* out);
-  float (*q8)(const BlockQ8* x, const BlockQ8* w, int64_t k);
-  float (*q4)(const BlockQ8* x, const BlockQ4* w, int64_t k);
+  // Where the dot products read x in a layout of their own, arrange_x
+  // rewrites its k/32 blocks into arranged_bytes(k) bytes once per product;
+  // both null where they read the blocks as they are.
+  int64_t (*arranged_bytes)(int64_t k);
+  void (*arrange_x)(const BlockQ8* x, int64_t k, void* out);
+  float (*q8)(const void* x, const BlockQ8* w, int64_t k);
+  float (*q4)(const void* x, const BlockQ4* w, int64_t k);
 };
 
 // The active path's: VNNI on the top path, AVX2's vpmaddubsw on the AVX-512

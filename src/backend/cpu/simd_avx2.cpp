@@ -161,6 +161,32 @@ inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
+// Σ w·x of a row of q8/q4 weight blocks with q8 activation blocks: BlockSum gives one block's integer
+// sum in eight int32 lanes, which is scaled by the product of the two f16
+// scales and accumulated in f32, two blocks at a time in two chains.
+template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
+float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
+  const auto* x = static_cast<const BlockQ8*>(x_blocks);
+  // A few dozen instructions consume a cache line of q4 weights, too few for
+  // out-of-order execution to keep enough loads in flight: ask for the
+  // weights a kilobyte ahead (past the row's end, the next row's).
+  constexpr int64_t kPrefetchBytes = 1024;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  const int64_t blocks = k / kQuantBlock;
+  auto add = [&](int64_t b, __m256& acc) {
+    const __m256 scale = _mm256_set1_ps(scale_of(x[b].scale) * scale_of(w[b].scale));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockSum(x[b], w[b])), scale, acc);
+  };
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + b) + kPrefetchBytes, _MM_HINT_T0);
+    add(b, a0);
+    add(b + 1, a1);
+  }
+  if (b < blocks) add(b, a0);
+  return horizontal_sum(_mm256_add_ps(a0, a1));
+}
+
 // gemm_nt as BLAS kernels do it: B is first packed into column groups of
 // 16, [k][16] each (zero past n), so that the micro-kernel reads two aligned
 // vectors of B per k and broadcasts one element of each of six rows of A:
@@ -377,7 +403,7 @@ VectorKernels avx2_kernels() {
 }
 
 QuantDotKernels avx2_quant_kernels() {
-  return {quantize_x, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
+  return {quantize_x, nullptr, nullptr, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
 }
 
 }  // namespace slm::cpu

@@ -1,8 +1,8 @@
 // Dot products of q8/q4 weights with q8-quantized activations on CPUs with
-// AVX512_VNNI: vpdpbusd multiplies 32 unsigned by 32 signed bytes and adds
-// them in groups of four into eight int32 lanes, so one 32-weight block is one
-// instruction (two for q4, whose offset of 8 is taken out as 8·Σx). Below
-// them, the integer GEMM of prompts with the same instruction.
+// AVX512_VNNI: vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds
+// them in groups of four into sixteen int32 lanes, so two 32-weight blocks
+// are one instruction. Below them, the integer GEMM of prompts with the same
+// instruction.
 #if defined(__x86_64__)
 #include "backend/cpu/simd.h"
 
@@ -53,23 +53,103 @@ void quantize_x(const float* x, int64_t k, BlockQ8* out) {
   }
 }
 
-// Σ w·x of one block, q8 weights: vpdpbusd wants one unsigned operand, so
-// the weights' signs move onto x (|w| · sign(w)·x).
-inline __m256i block_q8(const BlockQ8& x, const BlockQ8& w) {
-  const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q));
-  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+// The dot products read x arranged per pair of blocks, so that one 512-bit
+// vpdpbusd takes two blocks: their 64 values, each block's scale spread
+// over the 8 lanes its sum lands in, and -o·Σx of each block in the first of
+// those lanes, the start of the int32 sums that takes the offset o of
+// unsigned weights back out (q4's levels are w + 8; q8 weights are read as
+// w + 128). An odd last block pairs with zeros.
+struct ArrangedPair {
+  int8_t q[64];
+  float scale[16];
+  int32_t minus_8_sum[16];
+  int32_t minus_128_sum[16];
+};
+
+int64_t arranged_bytes(int64_t k) { return (k / kQuantBlock + 1) / 2 * static_cast<int64_t>(sizeof(ArrangedPair)); }
+
+void arrange_x(const BlockQ8* x, int64_t k, void* out) {
+  const int64_t blocks = k / kQuantBlock;
+  auto* pairs = static_cast<ArrangedPair*>(out);
+  for (int64_t p = 0; p < (blocks + 1) / 2; ++p) {
+    ArrangedPair& a = pairs[p];
+    for (int64_t half = 0; half < 2; ++half) {
+      const int64_t b = 2 * p + half;
+      int32_t sum = 0;
+      float scale = 0.0f;
+      if (b < blocks) {
+        std::memcpy(a.q + 32 * half, x[b].q, 32);
+        for (int i = 0; i < kQuantBlock; ++i) sum += x[b].q[i];
+        scale = f16_to_f32(x[b].scale);
+      } else {
+        std::memset(a.q + 32 * half, 0, 32);
+      }
+      for (int i = 0; i < 8; ++i) {
+        a.scale[8 * half + i] = scale;
+        a.minus_8_sum[8 * half + i] = i == 0 ? -8 * sum : 0;
+        a.minus_128_sum[8 * half + i] = i == 0 ? -128 * sum : 0;
+      }
+    }
+  }
 }
 
-// Σ (w−8)·x of one block, q4 weights (the offset of 8 taken out as 8·Σx).
-inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
-  const __m256i levels = q4_levels(w);
-  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
-  const __m256i products = _mm256_dpbusd_epi32(_mm256_setzero_si256(), levels, xq);
-  const __m256i offset = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), xq);
-  return _mm256_sub_epi32(products, offset);
+// Two q8 blocks (the second zero when absent) as unsigned bytes w + 128.
+inline __m512i pair_levels(const BlockQ8* w, bool two) {
+  const __m256i first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[0].q));
+  const __m256i second = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[1].q)) : _mm256_setzero_si256();
+  return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1),
+                          _mm512_set1_epi8(static_cast<char>(0x80)));
 }
 
+// Two q4 blocks' levels in element order: the nibbles of both in one
+// register, shifted copies beside them, and the 128-bit lanes reordered to
+// [first low, first high, second low, second high].
+inline __m512i pair_levels(const BlockQ4* w, bool two) {
+  const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[0].q));
+  const __m128i second = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[1].q)) : _mm_setzero_si128();
+  const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
+  const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(bytes), _mm256_srli_epi16(bytes, 4), 1);
+  const __m512i levels = _mm512_and_si512(both, _mm512_set1_epi8(0x0f));
+  return _mm512_shuffle_i64x2(levels, levels, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+template <class Block>
+constexpr int32_t kLevelOffset = 128;
+template <>
+constexpr int32_t kLevelOffset<BlockQ4> = 8;
+
+// Σ w·x of a row, two blocks per step in two chains. The f16 scales of a
+// weight pair are widened together and spread over their lanes.
+template <class Block>
+float arranged_row_dot(const void* arranged, const Block* w, int64_t k) {
+  // Ask for the weights a kilobyte ahead (past the row's end, the next
+  // row's): a step consumes too few bytes for out-of-order execution alone
+  // to keep enough loads in flight.
+  constexpr int64_t kPrefetchBytes = 1024;
+  const auto* x = static_cast<const ArrangedPair*>(arranged);
+  const int64_t blocks = k / kQuantBlock;
+  const __m512i spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  auto step = [&](int64_t p, bool two, __m512& total) {
+    const ArrangedPair& a = x[p];
+    const Block* pair = w + 2 * p;
+    const __m512i start = _mm512_loadu_si512(kLevelOffset<Block> == 8 ? a.minus_8_sum : a.minus_128_sum);
+    const __m512i sum = _mm512_dpbusd_epi32(start, pair_levels(pair, two), _mm512_loadu_si512(a.q));
+    const __m128i halves = _mm_insert_epi16(_mm_cvtsi32_si128(pair[0].scale), two ? pair[1].scale : 0, 1);
+    const __m512 w_scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(halves)));
+    total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(w_scale, _mm512_loadu_ps(a.scale)), total);
+  };
+  const int64_t full_pairs = blocks / 2;
+  int64_t p = 0;
+  for (; p + 2 <= full_pairs; p += 2) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * p) + kPrefetchBytes, _MM_HINT_T0);
+    step(p, true, acc[0]);
+    step(p + 1, true, acc[1]);
+  }
+  if (p < full_pairs) step(p++, true, acc[0]);
+  if (blocks % 2) step(p, false, acc[1]);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
 
 // The integer GEMM of prompts has the outer-product shape of the bf16 GEMM,
 // in bytes: vpdpbusd multiplies four consecutive bytes of an activation row
@@ -241,7 +321,7 @@ void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void
 }  // namespace
 
 QuantDotKernels avx512vnni_kernels() {
-  return {quantize_x, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
+  return {quantize_x, arranged_bytes, arrange_x, arranged_row_dot<BlockQ8>, arranged_row_dot<BlockQ4>};
 }
 
 QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm}; }

@@ -37,7 +37,8 @@ float scalar_dot_f16(const float* x, const uint16_t* w, int64_t k) {
 
 // The integer dot products one block at a time, each block's sum exact in
 // int32 and scaled into an f32 total.
-float scalar_dot_q8(const BlockQ8* x, const BlockQ8* w, int64_t k) {
+float scalar_dot_q8(const void* x_blocks, const BlockQ8* w, int64_t k) {
+  const auto* x = static_cast<const BlockQ8*>(x_blocks);
   float sum = 0.0f;
   for (int64_t b = 0; b < k / kQuantBlock; ++b) {
     int32_t block = 0;
@@ -47,7 +48,8 @@ float scalar_dot_q8(const BlockQ8* x, const BlockQ8* w, int64_t k) {
   return sum;
 }
 
-float scalar_dot_q4(const BlockQ8* x, const BlockQ4* w, int64_t k) {
+float scalar_dot_q4(const void* x_blocks, const BlockQ4* w, int64_t k) {
+  const auto* x = static_cast<const BlockQ8*>(x_blocks);
   constexpr int half = kQuantBlock / 2;
   float sum = 0.0f;
   for (int64_t b = 0; b < k / kQuantBlock; ++b) {
@@ -105,7 +107,7 @@ void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) 
 
 }  // namespace
 
-QuantDotKernels portable_quant_kernels() { return {quantize_q8, scalar_dot_q8, scalar_dot_q4}; }
+QuantDotKernels portable_quant_kernels() { return {quantize_q8, nullptr, nullptr, scalar_dot_q8, scalar_dot_q4}; }
 
 VectorKernels portable_kernels() {
   return {scalar_dot_f32,

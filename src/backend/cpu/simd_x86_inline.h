@@ -34,31 +34,5 @@ inline __m256i q4_levels(const BlockQ4& w) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), _mm_and_si128(bytes, nibble));
 }
 
-// Σ w·x of a row of q8/q4 weight blocks with q8 activation blocks, for the
-// integer dot products (QuantDotKernels): BlockSum gives one block's integer
-// sum in eight int32 lanes, which is scaled by the product of the two f16
-// scales and accumulated in f32, two blocks at a time in two chains.
-template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
-float quantized_row_dot(const BlockQ8* x, const Block* w, int64_t k) {
-  // A few dozen instructions consume a cache line of q4 weights, too few for
-  // out-of-order execution to keep enough loads in flight: ask for the
-  // weights a kilobyte ahead (past the row's end, the next row's).
-  constexpr int64_t kPrefetchBytes = 1024;
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  const int64_t blocks = k / kQuantBlock;
-  auto add = [&](int64_t b, __m256& acc) {
-    const __m256 scale = _mm256_set1_ps(scale_of(x[b].scale) * scale_of(w[b].scale));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockSum(x[b], w[b])), scale, acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + b) + kPrefetchBytes, _MM_HINT_T0);
-    add(b, a0);
-    add(b + 1, a1);
-  }
-  if (b < blocks) add(b, a0);
-  return horizontal_sum(_mm256_add_ps(a0, a1));
-}
-
 }  // namespace
 }  // namespace slm::cpu

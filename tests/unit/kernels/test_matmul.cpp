@@ -420,8 +420,16 @@ TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
         // exactly; what rounds is the scale product and the f32 sum of those
         // 8·blocks lane terms: (8·blocks + 2)·ε·Σ|x·w| bounds it.
         const double bound = double(8 * blocks + 2) * FLT_EPSILON;
-        EXPECT_NEAR(quant.q8(x.data(), w8.data(), k), want8, bound * scale8 + 1e-30) << what << " q8";
-        EXPECT_NEAR(quant.q4(x.data(), w4.data(), k), want4, bound * scale4 + 1e-30) << what << " q4";
+        // x as the path's dot products read it.
+        std::vector<char> arranged;
+        const void* xs = x.data();
+        if (quant.arrange_x) {
+          arranged.resize(static_cast<size_t>(quant.arranged_bytes(k)));
+          quant.arrange_x(x.data(), k, arranged.data());
+          xs = arranged.data();
+        }
+        EXPECT_NEAR(quant.q8(xs, w8.data(), k), want8, bound * scale8 + 1e-30) << what << " q8";
+        EXPECT_NEAR(quant.q4(xs, w4.data(), k), want4, bound * scale4 + 1e-30) << what << " q4";
       }
     }
   });
