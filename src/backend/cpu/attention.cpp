@@ -138,11 +138,7 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
       continue;
     }
     const float correction = std::exp(state.row_max[r] - new_max);
-    float sum = 0.0f;
-    for (int64_t c = 0; c < nj; ++c) {
-      row[c] = std::exp(row[c] - new_max);
-      sum += row[c];
-    }
+    const auto sum = static_cast<float>(vector_kernels().exp_shifted(row, new_max, row, nj));
     state.row_sum[r] = state.row_sum[r] * correction + sum;
     state.row_max[r] = new_max;
     float* o = state.acc + r * head_dim;

@@ -292,6 +292,10 @@ void matmul_reference(const float* x, int64_t M, int64_t K, const Tensor& W, con
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (const auto own = vector_kernels().sgemm) {
+    own(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   static const bool single_threaded = [] {
     openblas_set_num_threads(1);
     return true;

@@ -48,6 +48,12 @@ struct VectorKernels {
   // AVX-512 and NEON kernels serve those paths).
   void (*gemm_nt)(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k, float* c,
                   int64_t ldc);
+  // C = alpha·op(A)·op(B) + beta·C in f32, as BLAS sgemm (row-major; with
+  // beta 0, C is not read), single-threaded. Null where OpenBLAS's serves
+  // the path (its AVX-512 kernels are not chosen under the
+  // OPENBLAS_CORETYPE some machines set, nor sized for attention tiles).
+  void (*sgemm)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
   // y += a·x, x in f32, bf16 or f16
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
@@ -55,8 +61,9 @@ struct VectorKernels {
   // out = gate · sigmoid(gate) · up; out may alias gate
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   // out = e^(x − shift), elementwise (out may alias x); returns Σ out. For
-  // softmax numerators over finite x with shift ≥ max x (the cross-entropy
-  // over the vocabulary).
+  // softmax numerators with shift ≥ max x (the cross-entropy over the
+  // vocabulary, attention tiles); x is finite or -inf (a masked score,
+  // whose e^-inf is exactly 0).
   double (*exp_shifted)(const float* x, float shift, float* out, int64_t n);
 };
 

@@ -341,7 +341,10 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    const __m256 v = _mm256_loadu_ps(x + i);
+    // exp8 clamps -inf to e^-87: masked scores give exactly 0.
+    const __m256 live = _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ);
+    const __m256 e = _mm256_and_ps(live, exp8(_mm256_sub_ps(v, s)));
     _mm256_storeu_ps(out + i, e);
     acc = _mm256_add_ps(acc, e);
   }
@@ -395,6 +398,7 @@ VectorKernels avx2_kernels() {
           widen_quantized<BlockQ8, load_q8>,
           widen_quantized<BlockQ4, load_q4>,
           gemm_nt,
+          nullptr,
           axpy,
           axpy_bf16,
           axpy_f16,

@@ -6,6 +6,12 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+#include <array>
+#include <utility>
+#include <vector>
+
 // Everything below, and nothing included above, is compiled for this target:
 // a header compiled under it could leak these instructions into other files.
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
@@ -14,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "backend/cpu/simd_avx512_inline.h"
 #include "backend/cpu/simd_x86_inline.h"
 
 namespace slm::cpu {
@@ -178,11 +185,129 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(n - i);
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    // exp16(-inf) would be NaN: masked scores give exactly 0.
+    const __mmask16 live = m & _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
+    const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(v, s)));
     _mm512_mask_storeu_ps(out + i, m, e);
     acc = _mm512_mask_add_ps(acc, m, acc, e);
   }
   return _mm512_reduce_add_ps(acc);
+}
+
+
+// sgemm as BLAS kernels do it: op(B) is packed for each block of 256 along
+// K into panels of 32 columns, [k][32] each (zero past N), so that the
+// micro-kernel reads two vectors of B per k and broadcasts one element of
+// each of 12 rows of A, read where it lies (row or column of A alike): 14
+// loads feed 24 FMAs into a 12×32 tile of C held in registers. Rows of A
+// are taken 192 at a time, so that their block stays in L2 while the
+// panels pass.
+constexpr int64_t kSgemmRows = 12, kSgemmCols = 32, kSgemmDepth = 256, kSgemmRowBlock = 192;
+
+inline __mmask16 lanes_from(int64_t count, int64_t first) {
+  return tail_mask(std::clamp<int64_t>(count - first, 0, 16));
+}
+
+// Rows [p0, p0 + kc) of op(B) (K × N) as panels of kSgemmCols columns.
+void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_t N, float* out) {
+  for (int64_t n0 = 0; n0 < N; n0 += kSgemmCols) {
+    float* panel = out + n0 * kc;
+    const int64_t cols = std::min(kSgemmCols, N - n0);
+    if (!trans_b) {
+      const __mmask16 lo = lanes_from(cols, 0), hi = lanes_from(cols, 16);
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* row = B + (p0 + p) * ldb + n0;
+        _mm512_storeu_ps(panel + p * kSgemmCols, _mm512_maskz_loadu_ps(lo, row));
+        _mm512_storeu_ps(panel + p * kSgemmCols + 16, _mm512_maskz_loadu_ps(hi, row + 16));
+      }
+      continue;
+    }
+    // op(B)[p][n] = B[n][p]: 16×16 blocks transposed in registers.
+    for (int64_t c0 = 0; c0 < kSgemmCols; c0 += 16) {
+      const int64_t rows = std::clamp<int64_t>(cols - c0, 0, 16);
+      for (int64_t p = 0; p < kc; p += 16) {
+        const __mmask16 depth = lanes_from(kc, p);
+        __m512i r[16];
+        for (int64_t i = 0; i < 16; ++i) {
+          r[i] = i < rows ? _mm512_maskz_loadu_epi32(depth, B + (n0 + c0 + i) * ldb + p0 + p) : _mm512_setzero_si512();
+        }
+        transpose_16x16(r);
+        for (int64_t t = 0; t < std::min<int64_t>(16, kc - p); ++t) {
+          _mm512_storeu_si512(panel + (p + t) * kSgemmCols + c0, r[t]);
+        }
+      }
+    }
+  }
+}
+
+// C[MR, 32 masked] = alpha·A·panel + (first block: beta·C, else C).
+template <int MR, bool TransA>
+void sgemm_tile(const float* a, int64_t lda, const float* panel, int64_t kc, float* c, int64_t ldc,
+                const __mmask16 (&masks)[2], float alpha, float beta, bool first) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_loadu_ps(panel + p * kSgemmCols), b1 = _mm512_loadu_ps(panel + p * kSgemmCols + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(TransA ? a[p * lda + i] : a[i * lda + p]);
+      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha), keep = _mm512_set1_ps(first ? beta : 1.0f);
+  const bool read_c = !first || beta != 0.0f;
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < 2; ++v) {
+      float* out = c + i * ldc + 16 * v;
+      __m512 r = _mm512_mul_ps(acc[i][v], scale);
+      if (read_c) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(masks[v], out), keep, r);
+      _mm512_mask_storeu_ps(out, masks[v], r);
+    }
+  }
+}
+
+template <bool TransA, int... Rows>
+constexpr auto sgemm_tiles(std::integer_sequence<int, Rows...>) {
+  using Tile = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, const __mmask16(&)[2], float,
+                        float, bool);
+  return std::array<Tile, sizeof...(Rows)>{sgemm_tile<Rows + 1, TransA>...};
+}
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  static constexpr auto kTiles = sgemm_tiles<false>(std::make_integer_sequence<int, kSgemmRows>());
+  static constexpr auto kTransposedTiles = sgemm_tiles<true>(std::make_integer_sequence<int, kSgemmRows>());
+  if (K == 0) {
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = 0; n < N; ++n) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
+    }
+    return;
+  }
+  // Kept by each thread across calls: no allocation per product.
+  thread_local std::vector<float> packed;
+  const int64_t padded_n = (N + kSgemmCols - 1) / kSgemmCols * kSgemmCols;
+  for (int64_t p0 = 0; p0 < K; p0 += kSgemmDepth) {
+    const int64_t kc = std::min(kSgemmDepth, K - p0);
+    packed.resize(static_cast<size_t>(padded_n * kc));
+    pack_b(trans_b, B, ldb, p0, kc, N, packed.data());
+    for (int64_t m0 = 0; m0 < M; m0 += kSgemmRowBlock) {
+      const int64_t m1 = std::min(M, m0 + kSgemmRowBlock);
+      for (int64_t n0 = 0; n0 < N; n0 += kSgemmCols) {
+        const __mmask16 masks[2] = {lanes_from(N - n0, 0), lanes_from(N - n0, 16)};
+        const float* panel = packed.data() + n0 * kc;
+        for (int64_t i0 = m0; i0 < m1; i0 += kSgemmRows) {
+          const int64_t rows = std::min(kSgemmRows, m1 - i0);
+          const float* a = trans_a ? A + p0 * lda + i0 : A + i0 * lda + p0;
+          (trans_a ? kTransposedTiles : kTiles)[rows - 1](a, lda, panel, kc, C + i0 * ldc + n0, ldc, masks, alpha,
+                                                          beta, p0 == 0);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -198,6 +323,7 @@ VectorKernels avx512_kernels() {
           widen_quantized<BlockQ8, load_q8>,
           widen_quantized<BlockQ4, load_q4>,
           nullptr,
+          sgemm,
           axpy,
           axpy_widened<load_bf16>,
           axpy_widened<load_f16>,

@@ -120,6 +120,7 @@ VectorKernels portable_kernels() {
           dequantize_q8,
           dequantize_q4,
           nullptr,
+          nullptr,
           scalar_axpy,
           scalar_axpy_bf16,
           scalar_axpy_f16,

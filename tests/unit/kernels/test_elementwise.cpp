@@ -152,8 +152,9 @@ TEST(SiluMul, MatchesFormulaOnEveryPath) {
   });
 }
 
-// The cross-entropy's softmax numerators: e^(x − shift) for x up to the
-// shift (the row's maximum), down to where it underflows, and their sum.
+// Softmax numerators (the cross-entropy's, attention tiles'): e^(x − shift)
+// for x up to the shift (the row's maximum), down to where it underflows,
+// -inf (a masked score) to exactly 0, and their sum.
 TEST(ExpShifted, MatchesExpAndSumsOnEveryPath) {
   slm::test::for_each_isa([](Isa) {
     for (int64_t n : {1, 7, 17, 63, 65, 49152 + 5}) {
@@ -162,6 +163,7 @@ TEST(ExpShifted, MatchesExpAndSumsOnEveryPath) {
         x[0] = -200.0f;  // e^-210: underflows to (near) zero, never NaN
         x[1] = 10.0f;    // the maximum: e^0 = 1
         x[2] = 10.0f - 1e-6f;
+        x[3] = -INFINITY;  // a masked attention score: exactly 0
       }
       std::vector<float> out(size_t(n), NAN);
       const double sum = slm::cpu::vector_kernels().exp_shifted(x.data(), 10.0f, out.data(), n);
@@ -170,6 +172,9 @@ TEST(ExpShifted, MatchesExpAndSumsOnEveryPath) {
         // Of the float difference, which every path rounds the same way.
         const double want = std::exp(double(x[size_t(i)] - 10.0f));
         want_sum += want;
+        if (std::isinf(x[size_t(i)])) {
+          ASSERT_EQ(out[size_t(i)], 0.0f) << "n " << n << ": e^-inf";
+        }
         ASSERT_TRUE(std::isfinite(out[size_t(i)])) << "n " << n << " i " << i;
         ASSERT_NEAR(out[size_t(i)], want, 2e-6 * want + 1e-37) << "n " << n << " i " << i << " x " << x[size_t(i)];
       }

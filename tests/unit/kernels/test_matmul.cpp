@@ -517,3 +517,53 @@ TEST(QuantGemm, EqualsTheScaledIntegerSums) {
   });
   if (!slm::cpu::quant_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has an integer GEMM (AVX512-VNNI has one)";
 }
+
+// The sgemm of paths that have their own (AVX-512), against the formula in
+// double for every transpose, on sizes that cross the 12-row tiles, the
+// 32-column panels and the 256-deep blocks, with alpha and beta as BLAS
+// takes them: beta 0 never reads C (NaN there stays out of the result).
+TEST(Sgemm, EveryPathMatchesTheFormula) {
+  int paths = 0;
+  slm::test::for_each_isa([&](Isa isa) {
+    const auto own = slm::cpu::vector_kernels().sgemm;
+    if (!own) return;
+    ++paths;
+    for (const auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {13, 33, 17}, {25, 70, 300}, {12, 32, 256}, {7, 5, 0}}) {
+      for (bool trans_a : {false, true}) {
+        for (bool trans_b : {false, true}) {
+          for (const auto [alpha, beta] : {std::array<float, 2>{1.0f, 0.0f}, {0.5f, 2.0f}, {-1.0f, 1.0f}}) {
+            const int64_t lda = (trans_a ? M : K) + 3, ldb = (trans_b ? K : N) + 2, ldc = N + 1;
+            const std::vector<float> A = random_vector(std::max<int64_t>(1, (trans_a ? K : M) * lda), 11);
+            const std::vector<float> B = random_vector(std::max<int64_t>(1, (trans_b ? N : K) * ldb), 12);
+            std::vector<float> C = random_vector(M * ldc, 13);
+            if (beta == 0.0f) std::fill(C.begin(), C.end(), std::numeric_limits<float>::quiet_NaN());
+            const std::vector<float> C0 = C;
+            own(trans_a, trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            const std::string what = std::string(slm::cpu::isa_name(isa)) + " " + std::to_string(M) + "x" +
+                                     std::to_string(N) + "x" + std::to_string(K) + " trans_a " +
+                                     std::to_string(trans_a) + " trans_b " + std::to_string(trans_b) + " beta " +
+                                     std::to_string(beta);
+            for (int64_t m = 0; m < M; ++m) {
+              for (int64_t n = 0; n < N; ++n) {
+                double want = beta == 0.0f ? 0.0 : double(beta) * C0[size_t(m * ldc + n)];
+                double scale = std::fabs(want);
+                for (int64_t k = 0; k < K; ++k) {
+                  const double a = A[size_t(trans_a ? k * lda + m : m * lda + k)];
+                  const double b = B[size_t(trans_b ? n * ldb + k : k * ldb + n)];
+                  want += double(alpha) * a * b;
+                  scale += std::fabs(double(alpha) * a * b);
+                }
+                ASSERT_NEAR(C[size_t(m * ldc + n)], want, double(K + 2) * FLT_EPSILON * scale + 1e-30)
+                    << what << " at " << m << "," << n;
+              }
+              if (beta != 0.0f) {
+                ASSERT_EQ(C[size_t(m * ldc + N)], C0[size_t(m * ldc + N)]) << what << ": wrote past N";
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  if (paths == 0) GTEST_SKIP() << "no path of this CPU has an sgemm of its own (AVX-512 has one)";
+}
