@@ -5,6 +5,7 @@
 #include "backend/cpu/flash.h"
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -168,6 +169,7 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
   const int64_t hd = s.head_dim, group = s.heads / s.kv_heads;
   const int64_t q_stride = s.heads * hd, kv_stride = s.kv_heads * hd;
   const float scale = score_scale(s.scale, hd);
+  const VectorKernels& kernels = vector_kernels();
   // One task per (sequence, kv head): it owns the dk/dv rows of that head and
   // the dq rows of its query heads, so nothing is shared between threads.
 #pragma omp parallel
@@ -206,12 +208,15 @@ void attention_train_backward(const float* q, const float* k, const float* v, co
                 const int64_t i = i0 + r;
                 float* p = probs.data() + r * nj;
                 float* dp = dprobs.data() + r * nj;
+                // ∂L/∂(q·k) = p·(dp − δ)·cap'(score)·scale: the factor beside p
+                // while the capped scores are at hand, then p in one vector pass.
                 for (int64_t c = 0; c < nj; ++c) {
                   const float score = soft_cap(p[c], s.softcap);
-                  p[c] = visible(i, j0 + c, s.window) ? std::exp(score - row_lse[i]) : 0.0f;
-                  // ∂L/∂(q·k)
-                  dp[c] = p[c] * (dp[c] - delta[static_cast<size_t>(i)]) * cap_derivative(score, s.softcap) * scale;
+                  dp[c] = (dp[c] - delta[static_cast<size_t>(i)]) * cap_derivative(score, s.softcap) * scale;
+                  p[c] = visible(i, j0 + c, s.window) ? score : -std::numeric_limits<float>::infinity();
                 }
+                kernels.exp_shifted(p, row_lse[i], p, nj);
+                for (int64_t c = 0; c < nj; ++c) dp[c] *= p[c];
               }
               sgemm(true, false, nj, hd, ni, 1.0f, probs.data(), nj, gt, q_stride, 1.0f, dv + kv_base + j0 * kv_stride,
                     kv_stride);
