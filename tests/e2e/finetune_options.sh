@@ -11,7 +11,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tokenizers
 
 PYTHON=${PYTHON:-/usr/bin/python3}
-REFERENCE="$SOURCE_DIR/tests/reference/finetune_reference.py"
+# Tiny steps: OpenMP threads that spin while idle starve each other on a
+# loaded 2-core machine (docs/training.md).
+export OMP_WAIT_POLICY=passive
 model="$SLM_WORK/model"
 data="$SLM_WORK/train.jsonl"
 "$SLM_BIN" create --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --init-std 0.1 \
@@ -65,156 +67,169 @@ LOSS_BOUND=1e-5
 NORM_BOUND=5e-5
 ADAPTER_BOUND=5e-4
 
-# train NAME OPTIONS...: slm finetune and the reference, each with OPTIONS
-# (named alike in both), dropout off; the reference keeps its last adapter.
+# slm's runs first, each noted in jobs.jsonl with what the reference must
+# reproduce; then one Python process (torch imported once) runs the reference
+# for each and compares. job NAME WHAT METRICS ADAPTER_FOLDER OPTIONS...
+jobs="$SLM_WORK/jobs.jsonl"
+: >"$jobs"
+job() {
+  "$PYTHON" -c 'import json, sys
+keys = ("name", "what", "metrics", "adapter")
+print(json.dumps({**dict(zip(keys, sys.argv[1:5])), "options": sys.argv[5:]}))' "$@" >>"$jobs"
+}
+# train NAME WHAT OPTIONS...: slm finetune with OPTIONS (the reference's names
+# too), dropout off; the run and its adapter must be the reference's.
 train() {
-  local name=$1
-  shift
-  rm -rf "$SLM_WORK/$name" "$SLM_WORK/$name.ref"
+  local name=$1 what=$2
+  shift 2
+  rm -rf "${SLM_WORK:?}/$name"
   "$SLM_BIN" finetune "${lora[@]}" --lora-dropout 0 "$@" --out "$SLM_WORK/$name" 2>"$SLM_WORK/$name.err" \
     || fail "$name: slm finetune: $(tail -2 "$SLM_WORK/$name.err")"
-  local steps
-  steps=$(json_get "$SLM_WORK/$name/checkpoint/data_state.json" 'j["step"]' 2>/dev/null || echo 0)
-  "$PYTHON" "$REFERENCE" "$model" --slm "$SLM_BIN" --adapter "$init" --data "$data" --seed "$seed" "$@" \
-    --save-steps "$steps" --save-dir "$SLM_WORK/$name.ref" --out "$SLM_WORK/$name.ref.json" 2>"$SLM_WORK/$name.ref.err" \
-    || fail "$name: reference: $(tail -2 "$SLM_WORK/$name.ref.err")"
-}
-
-# compare METRICS_JSONL REFERENCE_JSON [ADAPTER REFERENCE_ADAPTER]: "ok" and the
-# measured errors when every step's epoch matches and its loss, learning rate
-# and gradient norm agree (and the adapters), else what differs.
-compare() {
-  "$PYTHON" - "$LOSS_BOUND" "$NORM_BOUND" "$ADAPTER_BOUND" "$SOURCE_DIR/tests/reference" "$@" <<'PY' 2>&1
-import json, sys
-loss_bound, norm_bound, adapter_bound = map(float, sys.argv[1:4])
-sys.path.insert(0, sys.argv[4])
-from llama_reference import read_safetensors
-got = [j for j in map(json.loads, open(sys.argv[5])) if "loss" in j]
-want = json.load(open(sys.argv[6]))["steps"]
-if [(g["step"], g["epoch"]) for g in got] != [(w["step"], w["epoch"]) for w in want]:
-    sys.exit(print(f"steps (step, epoch) {[(g['step'], g['epoch']) for g in got]}, "
-                   f"reference {[(w['step'], w['epoch']) for w in want]}"))
-def worst(key, scale=None):
-    return max(abs(g[key] - w[key]) / (scale or abs(w[key])) for g, w in zip(got, want))
-# The learning rate is 0 at a warmup's first step: its error is relative to the peak.
-errors = {"loss": worst("loss"), "lr": worst("lr", max(w["lr"] for w in want)), "grad_norm": worst("grad_norm")}
-bounds = {"loss": loss_bound, "lr": 1e-9, "grad_norm": norm_bound}
-if len(sys.argv) > 8:
-    a = read_safetensors(f"{sys.argv[7]}/adapter_model.safetensors")
-    b = read_safetensors(f"{sys.argv[8]}/adapter_model.safetensors")
-    if sorted(a) != sorted(b):
-        sys.exit(print(f"adapter tensors {sorted(a)} vs {sorted(b)}"))
-    squares = lambda tensors: sum(float((t ** 2).sum()) for t in tensors)
-    errors["adapter"] = (squares(a[n][0] - b[n][0] for n in b) / squares(b[n][0] for n in b)) ** 0.5
-    bounds["adapter"] = adapter_bound
-text = ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
-bad = [k for k in errors if not errors[k] <= bounds[k]]
-print(f"ok ({len(got)} steps; {text})" if not bad else f"{', '.join(bad)} past the bound ({text}); losses "
-      f"{[round(g['loss'], 6) for g in got]}, reference {[round(w['loss'], 6) for w in want]}")
-PY
-}
-
-# agree NAME WHAT: slm's run NAME against the reference's, adapter included.
-agree() {
-  local name=$1 what=$2 steps result
-  steps=$(json_get "$SLM_WORK/$name/checkpoint/data_state.json" 'j["step"]' 2>/dev/null || echo 0)
-  result=$(compare "$SLM_WORK/$name/metrics.jsonl" "$SLM_WORK/$name.ref.json" "$SLM_WORK/$name" \
-    "$SLM_WORK/$name.ref/step-$steps")
-  [[ "$result" == ok* ]] && pass "$what = the reference: $result" || fail "$what: $result"
+  job "$name" "$what" "$SLM_WORK/$name/metrics.jsonl" "$SLM_WORK/$name" "$@"
 }
 
 # --lr-schedule with --warmup-steps: each schedule's learning rate at every
 # step, and the curve it gives. Clipping off here (and below unless tested).
 common=(--batch-size 4 --max-steps 8 --lr 1e-2 --max-grad-norm 0)
-train cosine "${common[@]}" --lr-schedule cosine --warmup-steps 2
-agree cosine "--lr-schedule cosine --warmup-steps 2"
-train linear "${common[@]}" --lr-schedule linear --warmup-steps 3
-agree linear "--lr-schedule linear --warmup-steps 3"
-train constant "${common[@]}" --lr-schedule constant --warmup-steps 1
-agree constant "--lr-schedule constant --warmup-steps 1"
-
-# --max-grad-norm small enough to clip at every step (the reference's norms,
-# before clipping, are all above it).
-train clip "${common[@]}" --lr-schedule cosine --warmup-steps 2 --max-grad-norm 0.05
-agree clip "--max-grad-norm 0.05"
-clipped=$(json_get "$SLM_WORK/clip.ref.json" 'min(s["grad_norm"] for s in j["steps"]) > 0.05')
-[ "$clipped" = True ] && pass "--max-grad-norm 0.05 clips every step" || fail "--max-grad-norm 0.05 did not clip every step"
-
-# --weight-decay: large, so the adapter it shrinks differs well past the bound.
-train decay "${common[@]}" --lr-schedule cosine --warmup-steps 2 --weight-decay 0.5
-agree decay "--weight-decay 0.5"
-
+train cosine "--lr-schedule cosine --warmup-steps 2" "${common[@]}" --lr-schedule cosine --warmup-steps 2
+train linear "--lr-schedule linear --warmup-steps 3" "${common[@]}" --lr-schedule linear --warmup-steps 3
+train constant "--lr-schedule constant --warmup-steps 1" "${common[@]}" --lr-schedule constant --warmup-steps 1
+# --max-grad-norm small enough to clip at every step (checked below: the
+# reference's norms before clipping are all above it).
+train clip "--max-grad-norm 0.05" "${common[@]}" --lr-schedule cosine --warmup-steps 2 --max-grad-norm 0.05
+# --weight-decay large, so the adapter it shrinks differs well past the bound.
+train decay "--weight-decay 0.5" "${common[@]}" --lr-schedule cosine --warmup-steps 2 --weight-decay 0.5
 # --grad-accum 2 over micro-batches of 2 is --batch-size 4: the same examples
 # per step, the loss the mean over all their tokens (not a mean of the two
-# micro-batches' means), so the same curve and adapter as the cosine run.
-train accum --batch-size 2 --grad-accum 2 --max-steps 8 --lr 1e-2 --max-grad-norm 0 --lr-schedule cosine \
-  --warmup-steps 2
-agree accum "--grad-accum 2 --batch-size 2"
-result=$(compare "$SLM_WORK/accum/metrics.jsonl" "$SLM_WORK/cosine.ref.json" "$SLM_WORK/accum" "$SLM_WORK/cosine.ref/step-8")
-[[ "$result" == ok* ]] && pass "--grad-accum 2 --batch-size 2 = --batch-size 4: $result" \
-  || fail "--grad-accum 2 --batch-size 2 differs from --batch-size 4: $result"
-
+# micro-batches' means); checked below against the cosine run's reference too.
+train accum "--grad-accum 2 --batch-size 2" --batch-size 2 --grad-accum 2 --max-steps 8 --lr 1e-2 --max-grad-norm 0 \
+  --lr-schedule cosine --warmup-steps 2
 # --epochs 2: 3 micro-batches of the 10 examples an epoch, so 6 steps, the
 # second epoch in its own order; with --grad-accum 2, 2 steps an epoch, the
 # second of each the one micro-batch left (a step never reaches into the next
 # epoch).
-train epochs --batch-size 4 --epochs 2 --lr 1e-2 --max-grad-norm 0 --lr-schedule linear --warmup-steps 1
-agree epochs "--epochs 2 (6 steps, epochs 1,1,1,2,2,2)"
-train epochs_accum --batch-size 4 --grad-accum 2 --epochs 2 --lr 1e-2 --max-grad-norm 0 --lr-schedule linear \
-  --warmup-steps 1
-agree epochs_accum "--epochs 2 --grad-accum 2 (4 steps, epochs 1,1,2,2)"
-
-# --seq-len 10: the longer examples cut (the summary line counts them as the
-# reference does), the curve of what is left.
-train seq_len --batch-size 4 --max-steps 6 --lr 1e-2 --lr-schedule constant --seq-len 10
-agree seq_len "--seq-len 10"
-truncated=$(json_get "$SLM_WORK/seq_len.ref.json" 'j["truncated"]')
-grep -q ", $truncated truncated to 10)" "$SLM_WORK/seq_len.err" && [ "$truncated" -gt 0 ] \
-  && pass "--seq-len 10 truncates $truncated examples" || fail "--seq-len 10: $(grep truncated "$SLM_WORK/seq_len.err")"
-
+train epochs "--epochs 2 (6 steps, epochs 1,1,1,2,2,2)" --batch-size 4 --epochs 2 --lr 1e-2 --max-grad-norm 0 \
+  --lr-schedule linear --warmup-steps 1
+train epochs_accum "--epochs 2 --grad-accum 2 (4 steps, epochs 1,1,2,2)" --batch-size 4 --grad-accum 2 --epochs 2 \
+  --lr 1e-2 --max-grad-norm 0 --lr-schedule linear --warmup-steps 1
+# --seq-len 10: the longer examples cut (the summary line must count them as
+# the reference does), the curve of what is left.
+train seq_len "--seq-len 10" --batch-size 4 --max-steps 6 --lr 1e-2 --lr-schedule constant --seq-len 10
 # --pack: the examples concatenated into sequences of at most --seq-len, one
 # causal attention over each (docs/training.md), as the reference packs them.
-train pack --pack --seq-len 40 --batch-size 2 --max-steps 6 --lr 1e-2 --lr-schedule constant
-agree pack "--pack --seq-len 40"
-sequences=$(json_get "$SLM_WORK/pack.ref.json" 'j["sequences"]')
-grep -q "^packed 10 examples into $sequences sequences of at most 40 tokens$" "$SLM_WORK/pack.err" \
-  && pass "--pack: 10 examples into $sequences sequences" || fail "--pack: $(grep packed "$SLM_WORK/pack.err")"
+train pack "--pack --seq-len 40" --pack --seq-len 40 --batch-size 2 --max-steps 6 --lr 1e-2 --lr-schedule constant
 
 # --save-every 3: a run killed (SIGKILL) after its fourth step holds the
-# checkpoint of a multiple of 3 steps, and that adapter is the reference's
-# after as many steps.
+# checkpoint of a multiple of 3 steps, whose adapter must be the reference's
+# after as many steps (a constant schedule: the same whatever --max-steps).
 saved="$SLM_WORK/saved"
-rm -rf "$saved" "$saved.ref"
+rm -rf "$saved"
 "$SLM_BIN" finetune "${lora[@]}" --lora-dropout 0 --batch-size 4 --max-steps 100000 --lr 1e-2 --lr-schedule constant \
   --save-every 3 --out "$saved" 2>"$saved.err" &
 pid=$!
-for _ in $(seq 600); do
+for _ in $(seq 1200); do
   [ "$(cat "$saved/metrics.jsonl" 2>/dev/null | grep -c '"loss"')" -ge 4 ] && break
   sleep 0.1
 done
-kill -KILL "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
+{ kill -KILL "$pid" && wait "$pid"; } 2>/dev/null || true
 # A kill between a save's two renames leaves that save as checkpoint.old-N.
 checkpoint=$(ls -d "$saved/checkpoint" "$saved"/checkpoint.old-* 2>/dev/null | head -1 || true)
 step=$(json_get "$checkpoint/data_state.json" 'j["step"]' 2>/dev/null || echo 0)
-logged=$(grep -c '"loss"' "$saved/metrics.jsonl" || true)
+logged=$(cat "$saved/metrics.jsonl" 2>/dev/null | grep -c '"loss"' || true)
 if [ "$step" -gt 0 ] && [ $((step % 3)) = 0 ] && [ "$step" -le "$logged" ]; then
-  "$PYTHON" "$REFERENCE" "$model" --slm "$SLM_BIN" --adapter "$init" --data "$data" --seed "$seed" --batch-size 4 \
-    --max-steps "$step" --lr 1e-2 --lr-schedule constant --save-steps "$step" --save-dir "$saved.ref" \
-    --out "$saved.ref.json" 2>"$saved.ref.err" || fail "--save-every reference: $(tail -2 "$saved.ref.err")"
   head -n "$step" "$saved/metrics.jsonl" >"$saved.metrics.jsonl"
-  result=$(compare "$saved.metrics.jsonl" "$saved.ref.json" "$checkpoint" "$saved.ref/step-$step")
-  [[ "$result" == ok* ]] && pass "--save-every 3: the checkpoint of step $step = the reference: $result" \
-    || fail "--save-every 3, checkpoint of step $step: $result"
+  job saved "--save-every 3: the checkpoint of step $step" "$saved.metrics.jsonl" "$checkpoint" \
+    --batch-size 4 --max-steps "$step" --lr 1e-2 --lr-schedule constant
 else
   fail "--save-every 3: killed after $logged logged steps, the checkpoint holds step $step (expected a multiple of 3)"
 fi
+
+# Every job against the reference: each step's (step, epoch) the same, its
+# loss, learning rate and gradient norm within the bounds, and the adapter;
+# then what some runs add. One line per check, "ok: ..." or "FAIL: ...", and
+# "checked N" at the end, so a reference that dies cannot pass.
+verdicts=$("$PYTHON" - "$SOURCE_DIR/tests/reference" "$jobs" "$model" "$SLM_BIN" "$init" "$data" "$seed" "$SLM_WORK" \
+  "$LOSS_BOUND" "$NORM_BOUND" "$ADAPTER_BOUND" <<'PY' 2>&1
+import json, re, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from finetune_reference import parser, train
+from llama_reference import read_safetensors
+jobs_file, model, slm, init, data, seed, work = sys.argv[2:9]
+loss_bound, norm_bound, adapter_bound = map(float, sys.argv[9:12])
+torch.set_num_threads(1)  # tiny products: threads only wait on each other
+
+
+def compare(got, want, adapter):
+    """'ok (errors)' or what is past its bound."""
+    if [(g["step"], g["epoch"]) for g in got] != [(w["step"], w["epoch"]) for w in want["steps"]]:
+        return (f"steps (step, epoch) {[(g['step'], g['epoch']) for g in got]}, "
+                f"reference {[(w['step'], w['epoch']) for w in want['steps']]}")
+    def worst(key, scale=None):
+        return max(abs(g[key] - w[key]) / (scale or abs(w[key])) for g, w in zip(got, want["steps"]))
+    # The learning rate is 0 at a warmup's first step: its error is relative to the peak.
+    errors = {"loss": worst("loss"), "lr": worst("lr", max(w["lr"] for w in want["steps"])),
+              "grad_norm": worst("grad_norm")}
+    bounds = {"loss": loss_bound, "lr": 1e-9, "grad_norm": norm_bound, "adapter": adapter_bound}
+    trained = {name: array for name, (array, _) in read_safetensors(f"{adapter}/adapter_model.safetensors").items()}
+    expected = want["adapter"]
+    if sorted(trained) != sorted(expected):
+        return f"adapter tensors {sorted(trained)}, reference {sorted(expected)}"
+    squares = lambda arrays: sum(float((a ** 2).sum()) for a in arrays)
+    errors["adapter"] = (squares(trained[n] - expected[n] for n in expected) / squares(expected.values())) ** 0.5
+    text = ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+    bad = [k for k in errors if not errors[k] <= bounds[k]]
+    if bad:
+        return (f"{', '.join(bad)} past the bound ({text}); losses {[round(g['loss'], 6) for g in got]}, "
+                f"reference {[round(w['loss'], 6) for w in want['steps']]}")
+    return f"ok ({len(got)} steps; {text})"
+
+
+def verdict(what, result):
+    if result == "ok":
+        print(f"ok: {what}")
+    else:
+        print(f"ok: {what}: {result}" if result.startswith("ok") else f"FAIL: {what}: {result}")
+
+
+runs, references = {}, {}
+for job in map(json.loads, open(jobs_file)):
+    name = job["name"]
+    runs[name] = [j for j in map(json.loads, open(job["metrics"])) if "loss" in j]
+    args = parser().parse_args([model, "--slm", slm, "--adapter", init, "--data", data, "--seed", seed] + job["options"])
+    references[name] = train(args)
+    verdict(f"{job['what']} = the reference", compare(runs[name], references[name], job["adapter"]))
+    if name == "clip":
+        norms = [s["grad_norm"] for s in references[name]["steps"]]
+        verdict("--max-grad-norm 0.05 clips every step", "ok" if min(norms) > 0.05 else f"norms {norms}")
+    if name == "accum":
+        verdict("--grad-accum 2 --batch-size 2 = --batch-size 4", compare(runs[name], references["cosine"], job["adapter"]))
+    if name == "seq_len":
+        count = references[name]["truncated"]
+        line = re.search(r"\d+ truncated to 10\)", open(f"{work}/{name}.err").read())
+        verdict(f"--seq-len 10 truncates {count} examples",
+                "ok" if count > 0 and line and line.group(0) == f"{count} truncated to 10)" else f"slm: {line}")
+    if name == "pack":
+        count = references[name]["sequences"]
+        line = f"packed 10 examples into {count} sequences of at most 40 tokens"
+        verdict(f"--pack: 10 examples into {count} sequences",
+                "ok" if line in open(f"{work}/{name}.err").read().splitlines() else f"slm did not print {line!r}")
+print(f"checked {len(runs)}")
+PY
+)
+while IFS= read -r line; do
+  case "$line" in
+    ok:* | checked*) echo "$line" ;;
+    *) fail "${line#FAIL: }" ;;
+  esac
+done <<<"$verdicts"
+grep -qx "checked $(wc -l <"$jobs")" <<<"$verdicts" || fail "the reference did not check every job"
 
 # --lora-dropout: no bit-equal reference (another generator). Off, every run
 # above equals the reference; 0.5 moves the curve well past the bound; the
 # same seed twice gives the same run.
 for run in dropout dropout_again; do
-  rm -rf "$SLM_WORK/$run"
+  rm -rf "${SLM_WORK:?}/$run"
   "$SLM_BIN" finetune "${lora[@]}" --lora-dropout 0.5 "${common[@]}" --lr-schedule cosine --warmup-steps 2 \
     --out "$SLM_WORK/$run" 2>"$SLM_WORK/$run.err" || fail "--lora-dropout 0.5: $(tail -2 "$SLM_WORK/$run.err")"
 done

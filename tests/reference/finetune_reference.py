@@ -35,15 +35,16 @@ tokenizers) and the initial adapter (a PEFT folder slm wrote):
 
 Writes OUT (JSON): per step the loss, learning rate and gradient norm
 (before clipping), the epoch and the examples of the step; the number of
-sequences the data became and of examples cut to --seq-len;
-with --save-dir, the adapter after each step in --save-steps, in PEFT layout
-(SAVE_DIR/step-N/adapter_model.safetensors).
+sequences the data became and of examples cut to --seq-len. --adapter-out
+DIR: the trained adapter, DIR/adapter_model.safetensors. train(args), with
+args from parser(), returns the same and the adapter, for a caller that runs
+many (tests/e2e/finetune_options.sh, which imports torch once).
 
 Usage:
   finetune_reference.py MODEL_DIR --slm SLM_BIN --adapter INIT_DIR --data train.jsonl --out OUT.json
-      [--batch-size 4] [--grad-accum 1] [--epochs 1 | --max-steps N] [--seq-len 512] [--pack]
-      [--lr 2e-4] [--lr-schedule cosine] [--warmup-steps 0] [--weight-decay 0] [--max-grad-norm 1.0]
-      [--seed 0] [--save-steps 3,6 --save-dir DIR]
+      [--adapter-out DIR] [--batch-size 4] [--grad-accum 1] [--epochs 1 | --max-steps N] [--seq-len 512]
+      [--pack] [--lr 2e-4] [--lr-schedule cosine] [--warmup-steps 0] [--weight-decay 0]
+      [--max-grad-norm 1.0] [--seed 0]
 """
 
 import argparse
@@ -194,22 +195,23 @@ def read_adapter(folder):
     return config, {key: tuple(pair) for key, pair in pairs.items()}
 
 
-def save_adapter(folder, params):
-    os.makedirs(folder, exist_ok=True)
+def peft_tensors(params):
+    """{PEFT tensor name: float64 numpy array} of the adapter."""
     tensors = {}
     for key, (A, B) in params.items():
-        tensors[f"base_model.model.{key}.lora_A.weight"] = A.detach().numpy()
-        tensors[f"base_model.model.{key}.lora_B.weight"] = B.detach().numpy()
-    write_safetensors(os.path.join(folder, "adapter_model.safetensors"), tensors)
+        tensors[f"base_model.model.{key}.lora_A.weight"] = A.detach().numpy().copy()
+        tensors[f"base_model.model.{key}.lora_B.weight"] = B.detach().numpy().copy()
+    return tensors
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
     ap.add_argument("--slm", required=True, help="the slm binary, for `slm tokenize`")
     ap.add_argument("--adapter", required=True, help="PEFT folder of the initial adapter")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="the JSON to write")
+    ap.add_argument("--adapter-out", help="folder to write the trained adapter into")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=1)
@@ -222,10 +224,11 @@ def main(argv=None):
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--max-grad-norm", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--save-steps", default="", help="comma-separated steps whose adapter to write")
-    ap.add_argument("--save-dir")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def train(args):
+    """{"sequences", "truncated", "steps": [per step], "adapter": {PEFT name: array}} of a run of args."""
     examples, truncated = read_examples(args)
     micro_per_epoch = math.ceil(len(examples) / args.batch_size)
     total = args.max_steps or args.epochs * math.ceil(micro_per_epoch / args.grad_accum)
@@ -235,8 +238,6 @@ def main(argv=None):
     optimizer = torch.optim.AdamW(flat, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   schedule_lambda(args.lr_schedule, args.warmup_steps, total))
-    save_steps = {int(s) for s in args.save_steps.split(",") if s}
-
     epoch, cursor = 0, 0
     order = epoch_order(len(examples), args.seed, epoch)
     steps = []
@@ -259,11 +260,18 @@ def main(argv=None):
         scheduler.step()
         steps.append({"step": step + 1, "epoch": epoch + 1, "loss": float(loss), "lr": lr, "grad_norm": norm,
                       "examples": [i for indices in micro for i in indices]})
-        if step + 1 in save_steps:
-            save_adapter(os.path.join(args.save_dir, f"step-{step + 1}"), params)
+    return {"sequences": len(examples), "truncated": truncated, "steps": steps, "adapter": peft_tensors(params)}
 
-    with open(args.out, "w") as f:
-        json.dump({"sequences": len(examples), "truncated": truncated, "steps": steps}, f)
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    result = train(args)
+    if args.adapter_out:
+        os.makedirs(args.adapter_out, exist_ok=True)
+        write_safetensors(os.path.join(args.adapter_out, "adapter_model.safetensors"), result["adapter"])
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({k: v for k, v in result.items() if k != "adapter"}, f)
 
 
 if __name__ == "__main__":
