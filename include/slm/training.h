@@ -102,8 +102,9 @@ struct TrainingSummary {
 };
 
 // Optimizer steps a run of these options takes over `examples` examples:
-// max_steps, or epochs × max(1, ⌈examples / batch_size⌉ / grad_accum). What
-// OptimizerOptions::total_steps of a linear or cosine schedule should be.
+// max_steps, or epochs × ⌈⌈examples / batch_size⌉ / grad_accum⌉ (a step
+// accumulates grad_accum micro-batches, the last of an epoch those left).
+// What OptimizerOptions::total_steps of a linear or cosine schedule should be.
 int64_t total_training_steps(const TrainingOptions& options, size_t examples);
 
 // Mean loss per counted token over `examples`, in batches of `batch_size`,

@@ -332,7 +332,7 @@ class Metrics {
 int64_t total_training_steps(const TrainingOptions& options, size_t examples) {
   if (options.max_steps > 0) return options.max_steps;
   const int64_t batches_per_epoch = (static_cast<int64_t>(examples) + options.batch_size - 1) / options.batch_size;
-  return options.epochs * std::max<int64_t>(1, batches_per_epoch / options.grad_accum);
+  return options.epochs * ((batches_per_epoch + options.grad_accum - 1) / options.grad_accum);
 }
 
 double evaluate_loss(Trainer& trainer, const std::vector<TrainExample>& examples, int64_t batch_size, int32_t pad_id) {
@@ -402,13 +402,16 @@ TrainingSummary train(Trainer& trainer, const std::vector<TrainExample>& train_d
   int64_t tokens_seen = 0;
   std::vector<size_t> order = epoch_order(train_data.size(), options.seed, state.epoch);
   for (int64_t step = first_step; step < total_steps; ++step) {
+    if (state.cursor >= static_cast<int64_t>(order.size())) {
+      order = epoch_order(train_data.size(), options.seed, ++state.epoch);
+      state.cursor = 0;
+    }
+    // A step never reaches into the next epoch: the last one of an epoch
+    // accumulates what is left (as transformers' Trainer), so --epochs N is N
+    // whole passes and each step's examples come from one epoch's order.
     std::vector<TrainBatch> micro;
     int64_t counted = 0;
-    for (int64_t m = 0; m < options.grad_accum; ++m) {
-      if (state.cursor >= static_cast<int64_t>(order.size())) {
-        order = epoch_order(train_data.size(), options.seed, ++state.epoch);
-        state.cursor = 0;
-      }
+    for (int64_t m = 0; m < options.grad_accum && state.cursor < static_cast<int64_t>(order.size()); ++m) {
       const auto end = std::min<int64_t>(static_cast<int64_t>(order.size()), state.cursor + options.batch_size);
       micro.push_back(make_batch(train_data, {order.begin() + state.cursor, order.begin() + end}, options.pad_id));
       state.cursor = end;

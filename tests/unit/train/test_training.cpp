@@ -356,9 +356,23 @@ TEST_F(TrainingLoop, TotalStepsFollowEpochsBatchesAndAccumulation) {
   o.batch_size = 3;
   o.grad_accum = 2;
   EXPECT_EQ(slm::total_training_steps(o, 10), 6) << "4 micro-batches an epoch, 2 steps";
+  EXPECT_EQ(slm::total_training_steps(o, 13), 9) << "5 micro-batches an epoch: 2 steps of 2, 1 of the one left";
   EXPECT_EQ(slm::total_training_steps(o, 1), 3) << "at least one step an epoch";
   o.max_steps = 7;
   EXPECT_EQ(slm::total_training_steps(o, 10), 7);
+}
+
+TEST_F(TrainingLoop, AStepNeverReachesIntoTheNextEpoch) {
+  // 13 examples in micro-batches of 3: 5 an epoch, so steps of 2, 2 and the 1 left.
+  slm::TrainingOptions o = options("epochs");
+  o.max_steps = 0;
+  o.epochs = 2;
+  std::vector<int64_t> epochs;
+  slm::TrainingCallbacks callbacks;
+  callbacks.on_progress = [&](const slm::ProgressInfo& p) { epochs.push_back(p.epoch); };
+  slm::Trainer t = trainer();
+  EXPECT_EQ(slm::train(t, examples(13, 1), nullptr, o, callbacks).steps, 6);
+  EXPECT_EQ(epochs, (std::vector<int64_t>{1, 1, 1, 2, 2, 2}));
 }
 
 TEST_F(TrainingLoop, RejectsBadOptionsAndAMissingCheckpoint) {
