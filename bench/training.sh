@@ -7,7 +7,9 @@
 # per token); `slm bench --probe` gives the machine's own peak to set it beside.
 # Usage: bench/training.sh [SHAPE...]   (default: smollm2-135m)
 # SLM (default build/slm), WORK (default build/bench-models/training), THREADS
-# and STEPS override.
+# and STEPS override. PYTORCH=1 adds the PyTorch anchor of each shape: the
+# project's PyTorch reference step in f32 at the same setting and threads
+# (bench/training_pytorch.py; minutes per shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 slm=${SLM:-build/slm}
@@ -45,3 +47,11 @@ for shape in "${shapes[@]}"; do
     echo "| $shape | $dtype | $rate | $gflops | $rss |"
   done
 done
+if [ "${PYTORCH:-0}" = 1 ]; then
+  echo
+  echo "| shape | PyTorch reference step, f32, tok/s |"
+  echo "| --- | --- |"
+  for shape in "${shapes[@]}"; do
+    echo "| $shape | $(/usr/bin/python3 bench/training_pytorch.py "$work/$shape-f32" --threads "$threads" --steps 2) |"
+  done
+fi
