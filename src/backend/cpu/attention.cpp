@@ -124,14 +124,21 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
                 int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, float softcap,
                 int64_t window, float* scores, const FlashRows& state) {
   sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < ni; ++r) {
     float* row = scores + r * nj;
     const int64_t i = i0 + r;
-    float tile_max = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < nj; ++c) {
-      row[c] = visible(i, j0 + c, window) ? soft_cap(row[c], softcap) : -std::numeric_limits<float>::infinity();
-      tile_max = std::max(tile_max, row[c]);
+    // The keys query i sees are one run [lo, hi) of the tile.
+    const int64_t lo = std::clamp<int64_t>(first_key(i, window) - j0, 0, nj);
+    const int64_t hi = std::clamp<int64_t>(i + 1 - j0, lo, nj);
+    std::fill(row, row + lo, kMasked);
+    std::fill(row + hi, row + nj, kMasked);
+    if (softcap > 0) {
+      for (int64_t c = lo; c < hi; ++c) row[c] = soft_cap(row[c], softcap);
     }
+    float tile_max = kMasked;
+#pragma omp simd reduction(max : tile_max)
+    for (int64_t c = lo; c < hi; ++c) tile_max = std::max(tile_max, row[c]);
     const float new_max = std::max(state.row_max[r], tile_max);
     if (new_max == -std::numeric_limits<float>::infinity()) {
       std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
