@@ -32,11 +32,19 @@ else
 fi
 
 # --depth: that many tokens in the cache before decoding; --probe: the machine's limits beside the figures.
-bench --depth 40 --probe >"$SLM_WORK/bench-probe.json" || fail "bench --depth --probe: $(cat "$SLM_WORK/bench.err")"
+# q8 weights: the prompt's share of peak is of the int8 dot-product peak
+# where the integer GEMM runs them, else of the f32 FMA peak; every path but
+# the portable one reports an int8 peak.
+bench --dtype q8 --depth 40 --probe >"$SLM_WORK/bench-probe.json" || fail "bench --depth --probe: $(cat "$SLM_WORK/bench.err")"
 if json_get "$SLM_WORK/bench-probe.json" 'j["depth"] == 40 and j["machine"]["read_gb_per_s"] > 0 and j["machine"]["f32_fma_gflops"] > 0 and j["machine"]["sgemm_gflops"] > 0 and 0 < j["decode_bandwidth_percent"] and 0 < j["prefill_peak_percent"]' | grep -qx True; then
   pass "bench --depth 40 --probe reports the depth and the machine's read bandwidth and peaks"
 else
   fail "bench --depth --probe: $(cat "$SLM_WORK/bench-probe.json")"
+fi
+if json_get "$SLM_WORK/bench-probe.json" '(lambda m: (m["isa"] == "scalar") == (m["int8_dot_gops"] is None) and abs(j["prefill_peak_percent"] - 100 * j["prefill_gflops"] / (m["int8_dot_gops"] if m["int8_gemm"] else m["f32_fma_gflops"])) <= 1e-9 * j["prefill_peak_percent"])(j["machine"])' | grep -qx True; then
+  pass "bench --probe: q8 prefill beside the peak of the instructions it runs on ($(json_get "$SLM_WORK/bench-probe.json" 'j["machine"]["isa"], j["machine"]["int8_gemm"]'))"
+else
+  fail "bench --probe with q8 weights: $(cat "$SLM_WORK/bench-probe.json")"
 fi
 
 # tokenize --jsonl: one JSON array per line, each what tokenize gives for that text alone.
