@@ -34,13 +34,16 @@ using slm::Model;
 // float64 reference (f16 widens to f32 exactly and no kernel rounds
 // activations to f16); measured errors are ~1e-6 for both, so 1e-4 is a
 // hundredfold margin. bf16 weights: the reference uses the same stored
-// weights, so the allowance is for the kernels' own rounding (bf16 prefill
-// rounds activations to bf16 before each matrix product on AVX512-BF16).
+// weights, so the allowance is for the kernels' own rounding (on
+// AVX512-BF16 every product with bf16 weights, prefill and decode, rounds
+// its input activations to bf16, as bf16 engines do). Measured there: last
+// prompt row up to 0.89e-2, last greedy step 1.05e-2 (llama_bf16) and
+// 0.96e-2 (phi3_bf16), so 1.5e-2.
 constexpr double kF32Tolerance = 1e-4;
-constexpr double kBf16Tolerance = 1e-2;
+constexpr double kBf16Tolerance = 1.5e-2;
 // bf16 prefill rounds every matrix product's input activations to bf16 (unit
 // roundoff u = 2^-8); the fixtures amplify a perturbation about tenfold, so
-// rows inside the prompt are held to 10u. The last row keeps the 1e-2 bound.
+// rows inside the prompt are held to 10u. The last row keeps kBf16Tolerance.
 constexpr double kBf16ActivationTolerance = 10.0 / 256;
 // Eager and flash attention differ only in summation order (~1e-7); with
 // bf16 prefill that difference can tip an activation across a bf16 rounding
@@ -322,21 +325,30 @@ TEST_P(Parity, CachedDecodingEqualsRecomputation) {
 // How far that moves the logits is the format's unit roundoff u times how much
 // the model amplifies a perturbation of its keys and values; these random
 // fixtures amplify by about 10 (measured: f16 cache 2e-4 to 2e-3, bf16 cache
-// 2e-3 to 2.3e-2), so the bound is 20u: 1e-2 for f16, 8e-2 for bf16. A wrong
-// row, position or scale in the cache moves logits by O(1) and still fails.
+// 2e-3 to 2.3e-2), so the bound is 20u: 1e-2 for f16, 8e-2 for bf16. The
+// comparison is with the same prefill and decode over an f32 cache, so that
+// only the cache's rounding is measured (bf16 weights add their own,
+// held to the reference by the tests above). A wrong row, position or scale
+// in the cache moves logits by O(1) and still fails.
 TEST_P(Parity, LowPrecisionKVCacheStaysClose) {
   const auto& e = expected_;
   const std::vector<int32_t> tokens = full_sequence();
   const size_t prompt = e.prompt.size();
+  // Last prompt row and last decode step over a cache of `kv_dtype`.
+  const auto run = [&](slm::DType kv_dtype) {
+    KVCache cache(model_->config(), static_cast<int64_t>(tokens.size()), kv_dtype);
+    std::span<const float> logits = model_->forward_last_logits(std::span(tokens).first(prompt), cache);
+    std::vector<float> prefill(logits.begin(), logits.end());
+    for (size_t i = prompt; i + 1 < tokens.size(); ++i) logits = model_->forward_last_logits(std::span(tokens).subspan(i, 1), cache);
+    return std::pair(prefill, std::vector<float>(logits.begin(), logits.end()));
+  };
+  const auto [f32_prefill, f32_decode] = run(slm::DType::F32);
   for (const slm::DType kv_dtype : {slm::DType::F16, slm::DType::BF16}) {
     const std::string name = kv_dtype == slm::DType::F16 ? "f16" : "bf16";
     SCOPED_TRACE("kv cache " + name);
-    KVCache cache(model_->config(), static_cast<int64_t>(tokens.size()), kv_dtype);
-    const double prefill_error =
-        relative_error(model_->forward_last_logits(std::span(tokens).first(prompt), cache), e.last_logits);
-    std::span<const float> logits;
-    for (size_t i = prompt; i + 1 < tokens.size(); ++i) logits = model_->forward_last_logits(std::span(tokens).subspan(i, 1), cache);
-    const double decode_error = relative_error(logits, e.greedy_last_logits);
+    const auto [prefill, decode] = run(kv_dtype);
+    const double prefill_error = relative_error(prefill, f32_prefill);
+    const double decode_error = relative_error(decode, f32_decode);
     report("kv_" + name + "_prefill_error", prefill_error);
     report("kv_" + name + "_decode_error", decode_error);
     const double unit_roundoff = kv_dtype == slm::DType::F16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);

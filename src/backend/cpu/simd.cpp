@@ -70,7 +70,10 @@ const VectorKernels& vector_kernels() {
   static const VectorKernels portable = portable_kernels();
 #if defined(__x86_64__)
   switch (active_isa()) {
-    case Isa::Avx512Bf16:
+    case Isa::Avx512Bf16: {
+      static const VectorKernels avx512bf16 = avx512bf16_vector_kernels();
+      return avx512bf16;
+    }
     case Isa::Avx512: {
       static const VectorKernels avx512 = avx512_kernels();
       return avx512;

@@ -31,7 +31,8 @@ struct VectorKernels {
   // bf16 rows against an x rearranged once by prepare_bf16_x into
   // round_up(k, 32) floats: the layout that path's bf16_prepared reads
   // fastest (AVX-512: each 32-block split into even and odd elements, so
-  // widening bf16 pairs needs no shuffles).
+  // widening bf16 pairs needs no shuffles; AVX512-BF16: x rounded to bf16,
+  // as its bf16 GEMM rounds it, in the first half, for vdpbf16ps).
   void (*prepare_bf16_x)(const float* x, int64_t k, float* out);
   float (*bf16_prepared)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
@@ -154,6 +155,8 @@ void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, cons
 VectorKernels avx2_kernels();
 QuantDotKernels avx2_quant_kernels();
 VectorKernels avx512_kernels();
+// avx512_kernels() with the bf16 dot products of AVX512-BF16.
+VectorKernels avx512bf16_vector_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 QuantDotKernels avx512vnni_kernels();
 QuantGemmKernels avx512vnni_gemm_kernels();

@@ -158,7 +158,42 @@ void narrow(const float* x, int64_t n, uint16_t* out) {
   for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
 }
 
+// Decode's x for bf16_dot: rounded to bf16 (zero past k, up to a multiple
+// of 32) in the first half of the round_up(k, 32) floats.
+void prepare_x(const float* x, int64_t k, float* out) {
+  auto* narrowed = reinterpret_cast<uint16_t*>(out);
+  narrow(x, k, narrowed);
+  std::fill(narrowed + k, narrowed + (k + 31) / 32 * 32, uint16_t{0});
+}
+
+// Σ x·w of a bf16 row with prepare_x's x: vdpbf16ps takes 32 products an
+// instruction, against a shift or mask and an FMA per 16 when the weights
+// are widened, and reads x at half the bytes; one thread streams the
+// weights from memory about 1.5× as fast.
+float bf16_dot(const float* prepared, const uint16_t* w, int64_t k) {
+  const auto* x = reinterpret_cast<const uint16_t*>(prepared);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64) {
+    a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_loadu_si512(w + i));
+    a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(x + i + 32), (__m512bh)_mm512_loadu_si512(w + i + 32));
+  }
+  for (; i < k; i += 32) {
+    const int64_t left = k - i;
+    const __mmask32 m = left >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << left) - 1u);
+    a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_maskz_loadu_epi16(m, w + i));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
 }  // namespace
+
+VectorKernels avx512bf16_vector_kernels() {
+  VectorKernels kernels = avx512_kernels();
+  kernels.prepare_bf16_x = prepare_x;
+  kernels.bf16_prepared = bf16_dot;
+  return kernels;
+}
 
 Bf16GemmKernels avx512bf16_kernels() { return {gemm, narrow}; }
 

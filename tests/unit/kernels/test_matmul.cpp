@@ -8,8 +8,8 @@
 // Tolerance: a sum of K f32 products has a rounding error below
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
 // counted in the scale. Two paths read the activations at lower precision,
-// as bf16 and quantized engines do: bf16 weights on the top path with M >= 4
-// round them to bf16, and q8/q4 weights quantize them to q8 blocks (integer
+// as bf16 and quantized engines do: bf16 weights on the top path round them
+// to bf16, and q8/q4 weights quantize them to q8 blocks (integer
 // dot products for M < 4 on every path, the integer GEMM where a path has
 // one). Each is held to the same bound
 // against the reference run on the activations it saw, and against the true
@@ -71,11 +71,11 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 }
 
 // Activations are read at lower precision in two places: the top path's bf16
-// GEMM (M ≥ 4) rounds them to bf16, and the integer products of q8/q4
+// products (GEMM and dot products alike) round them to bf16, and the integer products of q8/q4
 // weights (dot products for M < 4, and the GEMM of paths that have one)
 // quantize them to q8 blocks. Such a product is exact for
 // the activations it saw, and within that rounding of the true ones.
-bool rounds_activations(Isa isa, DType dtype, int64_t M) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16 && M >= 4; }
+bool rounds_activations(Isa isa, DType dtype, int64_t) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16; }
 bool quantizes_activations(DType dtype, int64_t M) {
   return slm::is_quantized(dtype) && (M < 4 || slm::cpu::quant_gemm_kernels() != nullptr);
 }
