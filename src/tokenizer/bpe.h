@@ -64,7 +64,13 @@ class Bpe {
   // The cached BPE of one piece of a word; with `whole_word_token`
   // (ignore_merges), a piece that is itself a token is that token.
   void encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const;
+  // The ids of the characters of a word (with prefix and suffix), byte
+  // fallback or unknown tokens where the vocabulary lacks one, each passed to `push`.
+  template <class Push>
+  void for_each_symbol(std::string_view word, Push push) const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_long_word(std::string_view word, std::vector<int32_t>& out) const;
+  static constexpr size_t kShortWordBytes = 64;
 
   std::vector<std::string> tokens_;  // by id; empty where the vocabulary has a gap
   std::vector<TokenSlot> token_slots_;
@@ -79,6 +85,7 @@ class Bpe {
   bool split_before_metaspace_ = false;
   std::unordered_set<std::string, StringHash, std::equal_to<>> chars_joined_to_metaspace_;
   int32_t byte_ids_[256];
+  int32_t ascii_ids_[0x80];  // the token of each ASCII character alone, -1 when none
 
   // Words repeat: a cache of their ids, shared by threads under a lock.
   // Direct-mapped, one word per two cache lines, a new word replacing the
