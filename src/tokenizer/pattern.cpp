@@ -49,10 +49,14 @@ Pattern Pattern::from_json(const nlohmann::json& pattern, const std::string& whe
 }
 
 void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
+  for_each_match(text, [&](size_t begin, size_t end) { out.emplace_back(begin, end); });
+}
+
+void Pattern::for_each_match(std::string_view text, FunctionRef<void(size_t, size_t)> match) const {
   if (!regex_) {
     if (literal_.empty()) return;
     for (size_t at = text.find(literal_); at != std::string_view::npos; at = text.find(literal_, at + literal_.size())) {
-      out.emplace_back(at, at + literal_.size());
+      match(at, at + literal_.size());
     }
     return;
   }
@@ -67,7 +71,7 @@ void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
     const size_t begin = ovector[0], end = ovector[1];
     if (end > begin) {
-      out.emplace_back(begin, end);
+      match(begin, end);
       start = end;
     } else {
       // An empty match: step over one whole character.

@@ -255,7 +255,7 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
   std::vector<Section> sections;
   split_added(text, raw_trie, sections);
   std::vector<Section> subsections;
-  std::vector<std::string> pieces;
+  auto to_model = [&](std::string_view piece) { model->encode(piece, ids); };
   for (size_t index = 0; index < sections.size(); ++index) {
     const Section& section = sections[index];
     if (section.token >= 0) {
@@ -273,9 +273,11 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
         continue;
       }
       if (sub.text.empty()) continue;
-      pieces.assign(1, std::string(sub.text));
-      if (pre_tokenizer) pre_tokenizer->split(pieces, index);
-      for (const std::string& piece : pieces) model->encode(piece, ids);
+      if (pre_tokenizer) {
+        pre_tokenizer->split(sub.text, index, to_model);
+      } else {
+        model->encode(sub.text, ids);
+      }
     }
   }
 }
