@@ -83,17 +83,14 @@ void Pattern::for_each_match(std::string_view text, FunctionRef<void(size_t, siz
 }
 
 std::string Pattern::replace_all(std::string_view text, std::string_view replacement) const {
-  std::vector<Span> spans;
-  find_all(text, spans);
-  if (spans.empty()) return std::string(text);
   std::string out;
   out.reserve(text.size());
   size_t last = 0;
-  for (const auto& [begin, end] : spans) {
+  for_each_match(text, [&](size_t begin, size_t end) {
     out.append(text.substr(last, begin - last));
     out.append(replacement);
     last = end;
-  }
+  });
   out.append(text.substr(last));
   return out;
 }

@@ -252,6 +252,9 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
   const bool valid = tok::is_valid_utf8(raw);
   const std::string sanitized = valid ? std::string() : tok::sanitize_utf8(raw);
   const std::string_view text = valid ? raw : std::string_view(sanitized);
+  // Room for the ids of most texts (English runs 3 to 5 bytes a token), so
+  // that the list is not copied at every doubling.
+  ids.reserve(ids.size() + text.size() / 3 + 16);
   std::vector<Section> sections;
   split_added(text, raw_trie, sections);
   std::vector<Section> subsections;
