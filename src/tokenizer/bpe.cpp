@@ -219,7 +219,7 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   CacheSlot& slot = cache_[hash & (kCacheSlots - 1)];
   if (cacheable) {
     std::lock_guard lock(cache_mutex_);
-    if (slot.hash == hash && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
+    if (slot.tag == static_cast<uint32_t>(hash >> 32) && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
       out.insert(out.end(), slot.ids, slot.ids + slot.id_count);
       return;
     }
@@ -233,7 +233,7 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   const size_t count = out.size() - first;
   if (cacheable && count <= kCachedIds) {
     std::lock_guard lock(cache_mutex_);
-    slot.hash = hash;
+    slot.tag = static_cast<uint32_t>(hash >> 32);
     slot.word_length = static_cast<uint8_t>(word.size());
     slot.id_count = static_cast<uint8_t>(count);
     std::memcpy(slot.word, word.data(), word.size());

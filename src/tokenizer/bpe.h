@@ -88,16 +88,18 @@ class Bpe {
   int32_t ascii_ids_[0x80];  // the token of each ASCII character alone, -1 when none
 
   // Words repeat: a cache of their ids, shared by threads under a lock.
-  // Direct-mapped, one word per two cache lines, a new word replacing the
-  // one in its slot: memory stays at 8 MB whatever the text.
-  static constexpr size_t kCachedWordBytes = 54, kCachedIds = 16, kCacheSlots = size_t{1} << 16;
-  struct CacheSlot {
-    uint64_t hash;
+  // Direct-mapped, one word per cache line, a new word replacing the one in
+  // its slot: memory stays at 8 MB whatever the text, and the table is small
+  // enough to stay in the last-level cache.
+  static constexpr size_t kCachedWordBytes = 26, kCachedIds = 8, kCacheSlots = size_t{1} << 17;
+  struct alignas(64) CacheSlot {
+    uint32_t tag;  // the high half of the word's hash
     uint8_t word_length;  // 0: empty
     uint8_t id_count;
     char word[kCachedWordBytes];
     int32_t ids[kCachedIds];
   };
+  static_assert(sizeof(CacheSlot) == 64);
   mutable std::mutex cache_mutex_;
   mutable std::vector<CacheSlot> cache_;
 };
