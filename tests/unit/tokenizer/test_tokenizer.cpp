@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,30 @@ TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacter) {
   slm::Tokenizer tokenizer = load(sentencepiece_style(), "sp_utf8");
   // A lone continuation byte encodes as U+FFFD (whose ids the parity corpus holds).
   EXPECT_EQ(tokenizer.encode("\x80", false), tokenizer.encode("\xEF\xBF\xBD", false));
+}
+
+// Words of up to 64 bytes are merged in flat arrays, longer ones through a
+// heap (the reference). "z" merges with nothing, so a word followed by 70
+// "z"s (the heap's) must give the word's ids (the arrays') and 70 "z"s.
+TEST(Tokenizer, ShortAndLongWordMergesAgree) {
+  const std::vector<std::string> merges = {"a b", "b c", "ab c", "a a", "c a", "aa b", "bc a", "ab ab", "ca b", "b b",
+                                           "abc abc", "bb a", "c c", "cc cc"};
+  json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"z", 3}};
+  for (const std::string& merge : merges) {
+    const std::string merged = merge.substr(0, merge.find(' ')) + merge.substr(merge.find(' ') + 1);
+    if (!vocab.contains(merged)) vocab[merged] = vocab.size();
+  }
+  const json file = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  const slm::Tokenizer tokenizer = load(file, "merge_paths");
+  const int32_t z = *tokenizer.token_to_id("z");
+  std::mt19937 random(16);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string word(1 + random() % 64, 'a');
+    for (char& c : word) c = "abc"[random() % 3];
+    std::vector<int32_t> expected = tokenizer.encode(word, false);
+    expected.insert(expected.end(), 70, z);
+    ASSERT_EQ(tokenizer.encode(word + std::string(70, 'z'), false), expected) << word;
+  }
 }
 
 TEST(Tokenizer, StreamDecoderNeverEmitsHalfACharacter) {
