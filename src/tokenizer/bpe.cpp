@@ -216,9 +216,11 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
 void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kCachedWordBytes;
   const uint64_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
-  CacheSlot& slot = cache_[hash & (kCacheSlots - 1)];
+  const size_t slot_index = hash & (kCacheSlots - 1);
+  CacheSlot& slot = cache_[slot_index];
+  std::mutex& slot_lock = cache_locks_[slot_index % kCacheLocks].mutex;
   if (cacheable) {
-    std::lock_guard lock(cache_mutex_);
+    std::lock_guard lock(slot_lock);
     if (slot.tag == static_cast<uint32_t>(hash >> 32) && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
       out.insert(out.end(), slot.ids, slot.ids + slot.id_count);
       return;
@@ -232,7 +234,7 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   }
   const size_t count = out.size() - first;
   if (cacheable && count <= kCachedIds) {
-    std::lock_guard lock(cache_mutex_);
+    std::lock_guard lock(slot_lock);
     slot.tag = static_cast<uint32_t>(hash >> 32);
     slot.word_length = static_cast<uint8_t>(word.size());
     slot.id_count = static_cast<uint8_t>(count);

@@ -87,7 +87,8 @@ class Bpe {
   int32_t byte_ids_[256];
   int32_t ascii_ids_[0x80];  // the token of each ASCII character alone, -1 when none
 
-  // Words repeat: a cache of their ids, shared by threads under a lock.
+  // Words repeat: a cache of their ids, shared by threads, each slot under
+  // one of 64 locks (threads encoding parts of one text seldom wait).
   // Direct-mapped, one word per cache line, a new word replacing the one in
   // its slot: memory stays at 8 MB whatever the text, and the table is small
   // enough to stay in the last-level cache.
@@ -100,7 +101,11 @@ class Bpe {
     int32_t ids[kCachedIds];
   };
   static_assert(sizeof(CacheSlot) == 64);
-  mutable std::mutex cache_mutex_;
+  static constexpr size_t kCacheLocks = 64;
+  struct alignas(64) CacheLock {
+    std::mutex mutex;
+  };
+  mutable CacheLock cache_locks_[kCacheLocks];
   mutable std::vector<CacheSlot> cache_;
 };
 

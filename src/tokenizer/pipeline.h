@@ -35,6 +35,14 @@ class PreTokenizer {
   // Passes the sub-pieces of `piece` to `out`. `section` is the index of the
   // text between added tokens that the piece comes from (Metaspace's "first").
   virtual void split(std::string_view piece, size_t section, PieceSink out) const = 0;
+
+  // When the first step cuts a text by a pattern into pieces (each match and
+  // each stretch between matches) that the later steps take one at a time:
+  // that pattern, and `split_rest`, which runs those later steps on one of
+  // its pieces. A long text can then be cut where the pattern's scan would
+  // pass anyway and its parts encoded apart. Null otherwise.
+  virtual const Pattern* leading_pattern() const { return nullptr; }
+  virtual void split_rest(std::string_view piece, size_t /*section*/, PieceSink out) const { out(piece); }
 };
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, const std::string& where);

@@ -44,6 +44,7 @@ void isolate(std::string_view piece, const Pattern& pattern, PieceSink out) {
     if (begin > last) out(piece.substr(last, begin - last));
     out(piece.substr(begin, end - begin));
     last = end;
+    return true;
   });
   if (last < piece.size()) out(piece.substr(last));
 }
@@ -141,6 +142,7 @@ class PatternSplit final : public PreTokenizer {
     pattern_.find_all(piece, matches);
     split_piece(piece, matches, behavior_, invert_, out);
   }
+  const Pattern* leading_pattern() const override { return behavior_ == Behavior::Isolated ? &pattern_ : nullptr; }
 
  private:
   Pattern pattern_;
@@ -181,23 +183,23 @@ class ByteLevel final : public PreTokenizer {
       spaced += piece;
       piece = spaced;
     }
-    // Pieces are mapped into one buffer on the stack when they fit (most
-    // words), else into one on the heap reused for the whole call.
+    if (use_regex_) {
+      isolate(piece, pattern_, [&](std::string_view sub) { split_rest(sub, 0, out); });
+    } else {
+      split_rest(piece, 0, out);
+    }
+  }
+  const Pattern* leading_pattern() const override { return use_regex_ && !add_prefix_space_ ? &pattern_ : nullptr; }
+  // Maps the bytes, on the stack when they fit (most words).
+  void split_rest(std::string_view piece, size_t, PieceSink out) const override {
     char small[256];
     std::string large;
-    auto map_out = [&](std::string_view text) {
-      char* to = small;
-      if (2 * text.size() > sizeof small) {
-        if (large.size() < 2 * text.size()) large.resize(2 * text.size());
-        to = large.data();
-      }
-      out(std::string_view(to, map_bytes(text, to)));
-    };
-    if (use_regex_) {
-      isolate(piece, pattern_, map_out);
-    } else {
-      map_out(piece);
+    char* to = small;
+    if (2 * piece.size() > sizeof small) {
+      large.resize(2 * piece.size());
+      to = large.data();
     }
+    out(std::string_view(to, map_bytes(piece, to)));
   }
 
  private:
@@ -253,6 +255,10 @@ class Sequence final : public PreTokenizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
   void split(std::string_view piece, size_t section, PieceSink out) const override { split_from(0, piece, section, out); }
+  const Pattern* leading_pattern() const override { return steps_.empty() ? nullptr : steps_[0]->leading_pattern(); }
+  void split_rest(std::string_view piece, size_t section, PieceSink out) const override {
+    steps_[0]->split_rest(piece, section, [&](std::string_view sub) { split_from(1, sub, section, out); });
+  }
 
  private:
   // Each piece of step `step` goes through the steps after it before the next is cut.

@@ -106,6 +106,28 @@ TEST(Tokenizer, ShortAndLongWordMergesAgree) {
   }
 }
 
+// A long text encoded in parts on several threads gives the ids of one
+// thread: Llama 3's (cut in parts) and Llama 2's and Qwen 3's (not cut: a
+// normalizer, no leading pattern), over lines, runs of newlines and spaces,
+// digits, punctuation, accents, CJK and special tokens.
+TEST(Tokenizer, ThreadsGiveTheIdsOfOneThread) {
+  const fs::path packages = fs::path(SLM_SOURCE_DIR) / "tests/reference/node_modules/@lenml";
+  if (!fs::exists(packages / "tokenizer-llama3/models/tokenizer.json")) GTEST_SKIP() << "run scripts/setup.sh";
+  const char* words[] = {"the", "The", "vim", " ", "  ", "\n", "\n\n", " \n", "\r\n", "\t", "12345", "3.14", "!", "?!",
+                         "don't", "I'LL", "café", "naïve", "日本語", "😀", "<|begin_of_text|>", "x=y;", "  \n  ", "—"};
+  std::mt19937 random(7);
+  std::string text;
+  while (text.size() < (600u << 10)) {
+    text += words[random() % std::size(words)];
+    if (random() % 3 == 0) text += ' ';
+  }
+  for (const char* name : {"llama3", "llama2", "qwen3"}) {
+    const slm::Tokenizer tokenizer = slm::Tokenizer::from_dir(packages / ("tokenizer-" + std::string(name)) / "models");
+    const std::vector<int32_t> one = tokenizer.encode(text, true);
+    for (int threads : {2, 3, 8}) EXPECT_EQ(tokenizer.encode(text, true, threads), one) << name << ", " << threads << " threads";
+  }
+}
+
 TEST(Tokenizer, StreamDecoderNeverEmitsHalfACharacter) {
   slm::Tokenizer tokenizer = load(sentencepiece_style(), "sp_stream");
   std::vector<int32_t> ids = tokenizer.encode("ab \xC3\xA9 abc", false);
