@@ -348,18 +348,17 @@ void Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, int
         cuts[k]);
     if (going && last < text.size()) piece(last, text.size());
   };
-  std::vector<std::thread> workers;
   std::vector<std::exception_ptr> errors(parts);
-  for (size_t k = 1; k < parts; ++k) {
-    workers.emplace_back([&, k] {
-      try {
-        encode_part(k);
-      } catch (...) {
-        errors[k] = std::current_exception();
-      }
-    });
-  }
-  encode_part(0);
+  auto run_part = [&](size_t k) {
+    try {
+      encode_part(k);
+    } catch (...) {
+      errors[k] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> workers;
+  for (size_t k = 1; k < parts; ++k) workers.emplace_back(run_part, k);
+  run_part(0);
   for (std::thread& worker : workers) worker.join();
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);
