@@ -42,6 +42,10 @@ class Tokenizer {
   // add_special_tokens: apply the post-processor (BOS/EOS templates) as
   // `tokenizers`' encode(text, add_special_tokens=True) does.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // The same ids, a long text encoded in parts on up to `threads` threads
+  // where the tokenizer's pre-tokenizer lets it be cut exactly (byte-level
+  // ones without a normalizer: Llama 3, GPT-2); other texts on one thread.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, int threads) const;
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   // Token strings as the vocabulary spells them (e.g. "Ġthe", "▁the").

@@ -8,6 +8,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -87,6 +88,7 @@ Bpe::Bpe(const json& options, const simdjson::dom::element* vocab, const simdjso
     if (id < 0) fail(where, ".unk_token: \"", unk, "\" is not in the vocabulary");
     unk_id_ = id;
   }
+  for (int c = 0; c < 0x80; ++c) ascii_ids_[c] = find_token(std::string(1, static_cast<char>(c)));
   for (int b = 0; b < 256; ++b) {
     char name[8];
     std::snprintf(name, sizeof name, "<0x%02X>", b);
@@ -214,10 +216,12 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
 void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kCachedWordBytes;
   const uint64_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
-  CacheSlot& slot = cache_[hash & (kCacheSlots - 1)];
+  const size_t slot_index = hash & (kCacheSlots - 1);
+  CacheSlot& slot = cache_[slot_index];
+  std::mutex& slot_lock = cache_locks_[slot_index % kCacheLocks].mutex;
   if (cacheable) {
-    std::lock_guard lock(cache_mutex_);
-    if (slot.hash == hash && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
+    std::lock_guard lock(slot_lock);
+    if (slot.tag == static_cast<uint32_t>(hash >> 32) && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
       out.insert(out.end(), slot.ids, slot.ids + slot.id_count);
       return;
     }
@@ -230,8 +234,8 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   }
   const size_t count = out.size() - first;
   if (cacheable && count <= kCachedIds) {
-    std::lock_guard lock(cache_mutex_);
-    slot.hash = hash;
+    std::lock_guard lock(slot_lock);
+    slot.tag = static_cast<uint32_t>(hash >> 32);
     slot.word_length = static_cast<uint8_t>(word.size());
     slot.id_count = static_cast<uint8_t>(count);
     std::memcpy(slot.word, word.data(), word.size());
@@ -239,29 +243,27 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   }
 }
 
-void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
-  // Symbols in a doubly linked list; merges are applied lowest rank first,
-  // leftmost first among equal ranks, through a heap of candidate pairs
-  // that are checked for staleness when popped: O(n log n) in the word length.
-  struct Symbol {
-    int32_t id, prev, next;
-  };
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+template <class Push>
+void Bpe::for_each_symbol(std::string_view word, Push push) const {
+  const bool plain = prefix_.empty() && suffix_.empty();
   std::string piece;
   bool previous_unk = false;
   for (size_t i = 0; i < word.size();) {
     const size_t start = i;
-    i += utf8_length(static_cast<uint8_t>(word[i]));
-    i = std::min(i, word.size());
-    piece.clear();
-    if (start > 0) piece += prefix_;
-    piece.append(word.substr(start, i - start));
-    if (i == word.size()) piece += suffix_;
-    auto push = [&](int32_t id) {
-      symbols.push_back({id, static_cast<int32_t>(symbols.size()) - 1, static_cast<int32_t>(symbols.size()) + 1});
-    };
-    if (const int32_t id = find_token(piece); id >= 0) {
+    i = std::min(word.size(), i + utf8_length(static_cast<uint8_t>(word[i])));
+    int32_t id = -1;
+    if (plain) {
+      // Most characters are ASCII: their ids are at hand.
+      id = i - start == 1 && static_cast<uint8_t>(word[start]) < 0x80 ? ascii_ids_[static_cast<uint8_t>(word[start])]
+                                                                       : find_token(word.substr(start, i - start));
+    } else {
+      piece.clear();
+      if (start > 0) piece += prefix_;
+      piece.append(word.substr(start, i - start));
+      if (i == word.size()) piece += suffix_;
+      id = find_token(piece);
+    }
+    if (id >= 0) {
       push(id);
       previous_unk = false;
       continue;
@@ -280,6 +282,60 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
       previous_unk = true;
     }
   }
+}
+
+void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
+  // A word has at most one symbol per byte. Short words (nearly all) are
+  // merged in flat arrays; merge_long_word is the reference they agree with.
+  if (word.size() > kShortWordBytes) {
+    merge_long_word(word, out);
+    return;
+  }
+  // ranks[i]/results[i]: the merge of symbols i and i + 1 (kNoRank: none).
+  constexpr int32_t kNoRank = INT32_MAX;
+  int32_t ids[kShortWordBytes + 1], ranks[kShortWordBytes + 1], results[kShortWordBytes + 1];
+  size_t n = 0;
+  for_each_symbol(word, [&](int32_t id) { ids[n++] = id; });
+  auto rank_pair = [&](size_t i) {
+    const MergeSlot* merge = find_merge(ids[i], ids[i + 1]);
+    ranks[i] = merge ? merge->rank : kNoRank;
+    results[i] = merge ? merge->result : -1;
+  };
+  for (size_t i = 0; i + 1 < n; ++i) rank_pair(i);
+  if (n > 0) ranks[n - 1] = kNoRank;
+  while (n > 1) {
+    // The lowest rank, leftmost among equals, as the heap of merge_long_word pops them.
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i) {
+      if (ranks[i] < ranks[best]) best = i;
+    }
+    if (ranks[best] == kNoRank) break;
+    ids[best] = results[best];
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      ids[i] = ids[i + 1];
+      ranks[i] = ranks[i + 1];
+      results[i] = results[i + 1];
+    }
+    --n;
+    ranks[n - 1] = kNoRank;
+    if (best + 1 < n) rank_pair(best);
+    if (best > 0) rank_pair(best - 1);
+  }
+  out.insert(out.end(), ids, ids + n);
+}
+
+void Bpe::merge_long_word(std::string_view word, std::vector<int32_t>& out) const {
+  // Symbols in a doubly linked list; merges are applied lowest rank first,
+  // leftmost first among equal ranks, through a heap of candidate pairs
+  // that are checked for staleness when popped: O(n log n) in the word length.
+  struct Symbol {
+    int32_t id, prev, next;
+  };
+  std::vector<Symbol> symbols;
+  symbols.reserve(word.size());
+  for_each_symbol(word, [&](int32_t id) {
+    symbols.push_back({id, static_cast<int32_t>(symbols.size()) - 1, static_cast<int32_t>(symbols.size()) + 1});
+  });
   if (symbols.empty()) return;
   symbols.back().next = -1;
 

@@ -64,7 +64,13 @@ class Bpe {
   // The cached BPE of one piece of a word; with `whole_word_token`
   // (ignore_merges), a piece that is itself a token is that token.
   void encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const;
+  // The ids of the characters of a word (with prefix and suffix), byte
+  // fallback or unknown tokens where the vocabulary lacks one, each passed to `push`.
+  template <class Push>
+  void for_each_symbol(std::string_view word, Push push) const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_long_word(std::string_view word, std::vector<int32_t>& out) const;
+  static constexpr size_t kShortWordBytes = 64;
 
   std::vector<std::string> tokens_;  // by id; empty where the vocabulary has a gap
   std::vector<TokenSlot> token_slots_;
@@ -79,19 +85,27 @@ class Bpe {
   bool split_before_metaspace_ = false;
   std::unordered_set<std::string, StringHash, std::equal_to<>> chars_joined_to_metaspace_;
   int32_t byte_ids_[256];
+  int32_t ascii_ids_[0x80];  // the token of each ASCII character alone, -1 when none
 
-  // Words repeat: a cache of their ids, shared by threads under a lock.
-  // Direct-mapped, one word per two cache lines, a new word replacing the
-  // one in its slot: memory stays at 8 MB whatever the text.
-  static constexpr size_t kCachedWordBytes = 54, kCachedIds = 16, kCacheSlots = size_t{1} << 16;
-  struct CacheSlot {
-    uint64_t hash;
+  // Words repeat: a cache of their ids, shared by threads, each slot under
+  // one of 64 locks (threads encoding parts of one text seldom wait).
+  // Direct-mapped, one word per cache line, a new word replacing the one in
+  // its slot: memory stays at 8 MB whatever the text, and the table is small
+  // enough to stay in the last-level cache.
+  static constexpr size_t kCachedWordBytes = 26, kCachedIds = 8, kCacheSlots = size_t{1} << 17;
+  struct alignas(64) CacheSlot {
+    uint32_t tag;  // the high half of the word's hash
     uint8_t word_length;  // 0: empty
     uint8_t id_count;
     char word[kCachedWordBytes];
     int32_t ids[kCachedIds];
   };
-  mutable std::mutex cache_mutex_;
+  static_assert(sizeof(CacheSlot) == 64);
+  static constexpr size_t kCacheLocks = 64;
+  struct alignas(64) CacheLock {
+    std::mutex mutex;
+  };
+  mutable CacheLock cache_locks_[kCacheLocks];
   mutable std::vector<CacheSlot> cache_;
 };
 

@@ -49,10 +49,17 @@ Pattern Pattern::from_json(const nlohmann::json& pattern, const std::string& whe
 }
 
 void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
+  for_each_match(text, [&](size_t begin, size_t end) {
+    out.emplace_back(begin, end);
+    return true;
+  });
+}
+
+void Pattern::for_each_match(std::string_view text, FunctionRef<bool(size_t, size_t)> match, size_t from) const {
   if (!regex_) {
     if (literal_.empty()) return;
-    for (size_t at = text.find(literal_); at != std::string_view::npos; at = text.find(literal_, at + literal_.size())) {
-      out.emplace_back(at, at + literal_.size());
+    for (size_t at = text.find(literal_, from); at != std::string_view::npos; at = text.find(literal_, at + literal_.size())) {
+      if (!match(at, at + literal_.size())) return;
     }
     return;
   }
@@ -60,14 +67,14 @@ void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
   thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
       pcre2_match_data_create(16, nullptr), pcre2_match_data_free);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  size_t start = 0;
+  size_t start = from;
   while (start <= text.size()) {
     const int rc = pcre2_match(regex_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.get(), nullptr);
     if (rc < 0) break;  // no match (or a resource limit: treat the rest as unmatched)
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
     const size_t begin = ovector[0], end = ovector[1];
     if (end > begin) {
-      out.emplace_back(begin, end);
+      if (!match(begin, end)) return;
       start = end;
     } else {
       // An empty match: step over one whole character.
@@ -79,17 +86,15 @@ void Pattern::find_all(std::string_view text, std::vector<Span>& out) const {
 }
 
 std::string Pattern::replace_all(std::string_view text, std::string_view replacement) const {
-  std::vector<Span> spans;
-  find_all(text, spans);
-  if (spans.empty()) return std::string(text);
   std::string out;
   out.reserve(text.size());
   size_t last = 0;
-  for (const auto& [begin, end] : spans) {
+  for_each_match(text, [&](size_t begin, size_t end) {
     out.append(text.substr(last, begin - last));
     out.append(replacement);
     last = end;
-  }
+    return true;
+  });
   out.append(text.substr(last));
   return out;
 }

@@ -3,6 +3,8 @@
 // look-around, run by PCRE2 (UTF + UCP, JIT-compiled).
 #pragma once
 
+#include "tokenizer/function_ref.h"
+
 #include <nlohmann/json_fwd.hpp>
 
 #include <memory>
@@ -22,7 +24,12 @@ class Pattern {
   static Pattern regex(const std::string& expression, const std::string& where);
   static Pattern literal(std::string text);
 
-  // Non-overlapping, non-empty matches, left to right.
+  // Non-overlapping, non-empty matches, left to right from byte `from`, each
+  // passed to `match` as it is found (begin, end); `match` returns false to stop.
+  // The text before `from` is still seen by look-behind: matching from a place
+  // where a scan from the start would look next finds what that scan finds.
+  void for_each_match(std::string_view text, FunctionRef<bool(size_t, size_t)> match, size_t from = 0) const;
+  // The same, collected.
   void find_all(std::string_view text, std::vector<Span>& out) const;
   std::string replace_all(std::string_view text, std::string_view replacement) const;
 

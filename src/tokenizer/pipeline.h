@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace slm::tok {
@@ -23,12 +24,25 @@ class Normalizer {
 // Returns null for a JSON null (no normalizer).
 std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const std::string& where);
 
+// Receives pieces of text one at a time, in order; a piece is a view that
+// lives only for the call. Pieces stream from the pre-tokenizer to the model
+// as they are cut, so no list of the pieces of a whole text is ever held.
+using PieceSink = FunctionRef<void(std::string_view)>;
+
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Replaces each piece by its sub-pieces. `section` is the index of the
-  // text between added tokens that the pieces come from (Metaspace's "first").
-  virtual void split(std::vector<std::string>& pieces, size_t section) const = 0;
+  // Passes the sub-pieces of `piece` to `out`. `section` is the index of the
+  // text between added tokens that the piece comes from (Metaspace's "first").
+  virtual void split(std::string_view piece, size_t section, PieceSink out) const = 0;
+
+  // When the first step cuts a text by a pattern into pieces (each match and
+  // each stretch between matches) that the later steps take one at a time:
+  // that pattern, and `split_rest`, which runs those later steps on one of
+  // its pieces. A long text can then be cut where the pattern's scan would
+  // pass anyway and its parts encoded apart. Null otherwise.
+  virtual const Pattern* leading_pattern() const { return nullptr; }
+  virtual void split_rest(std::string_view piece, size_t /*section*/, PieceSink out) const { out(piece); }
 };
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, const std::string& where);

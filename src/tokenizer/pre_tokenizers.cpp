@@ -36,22 +36,31 @@ struct Segment {
   bool is_match;
 };
 
+// Every match of `pattern` in `piece` and every stretch between them, as
+// they are (the Isolated behavior), passed to `out` as they are found.
+void isolate(std::string_view piece, const Pattern& pattern, PieceSink out) {
+  size_t last = 0;
+  pattern.for_each_match(piece, [&](size_t begin, size_t end) {
+    if (begin > last) out(piece.substr(last, begin - last));
+    out(piece.substr(begin, end - begin));
+    last = end;
+    return true;
+  });
+  if (last < piece.size()) out(piece.substr(last));
+}
+
 // Cuts `piece` at `matches` and regroups the parts as `tokenizers`'
-// SplitDelimiterBehavior does, appending the non-empty results to `out`.
-void split_piece(const std::string& piece, const std::vector<Span>& matches, Behavior behavior, bool invert,
-                 std::vector<std::string>& out) {
+// SplitDelimiterBehavior does, passing the non-empty results to `out`.
+void split_piece(std::string_view piece, const std::vector<Span>& matches, Behavior behavior, bool invert,
+                 PieceSink out) {
   if (behavior == Behavior::Isolated) {  // every match and every stretch between them, as they are
-    // Room for all parts at once: a text of a million words moves its
-    // pieces once, not at every doubling.
-    const size_t needed = out.size() + 2 * matches.size() + 1;
-    if (out.capacity() < needed) out.reserve(std::max(needed, 2 * out.capacity()));
     size_t last = 0;
     for (const auto& [begin, end] : matches) {
-      if (begin > last) out.emplace_back(piece, last, begin - last);
-      out.emplace_back(piece, begin, end - begin);
+      if (begin > last) out(piece.substr(last, begin - last));
+      out(piece.substr(begin, end - begin));
       last = end;
     }
-    if (last < piece.size()) out.emplace_back(piece, last, piece.size() - last);
+    if (last < piece.size()) out(piece.substr(last));
     return;
   }
   std::vector<Segment> segments;
@@ -106,12 +115,12 @@ void split_piece(const std::string& piece, const std::vector<Span>& matches, Beh
       break;
   }
   for (const auto& [begin, end] : grouped) {
-    if (end > begin) out.emplace_back(piece, begin, end - begin);
+    if (end > begin) out(piece.substr(begin, end - begin));
   }
 }
 
 // Matches of single characters satisfying `predicate`.
-std::vector<Span> character_matches(const std::string& piece, const std::function<bool(char32_t)>& predicate) {
+std::vector<Span> character_matches(std::string_view piece, const std::function<bool(char32_t)>& predicate) {
   std::vector<Span> matches;
   for (size_t i = 0; i < piece.size();) {
     const size_t start = i;
@@ -120,26 +129,20 @@ std::vector<Span> character_matches(const std::string& piece, const std::functio
   return matches;
 }
 
-// Applies `split_one` to every piece.
-template <class F>
-void for_each_piece(std::vector<std::string>& pieces, F split_one) {
-  std::vector<std::string> out;
-  out.reserve(pieces.size() * 2);
-  for (const std::string& piece : pieces) split_one(piece, out);
-  pieces.swap(out);
-}
-
 class PatternSplit final : public PreTokenizer {
  public:
   PatternSplit(Pattern pattern, Behavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void split(std::vector<std::string>& pieces, size_t) const override {
-    for_each_piece(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
-      std::vector<Span> matches;
-      pattern_.find_all(piece, matches);
-      split_piece(piece, matches, behavior_, invert_, out);
-    });
+  void split(std::string_view piece, size_t, PieceSink out) const override {
+    if (behavior_ == Behavior::Isolated) {  // invert or not, the same parts
+      isolate(piece, pattern_, out);
+      return;
+    }
+    std::vector<Span> matches;
+    pattern_.find_all(piece, matches);
+    split_piece(piece, matches, behavior_, invert_, out);
   }
+  const Pattern* leading_pattern() const override { return behavior_ == Behavior::Isolated ? &pattern_ : nullptr; }
 
  private:
   Pattern pattern_;
@@ -151,10 +154,8 @@ class CharacterSplit final : public PreTokenizer {
  public:
   CharacterSplit(std::function<bool(char32_t)> predicate, Behavior behavior)
       : predicate_(std::move(predicate)), behavior_(behavior) {}
-  void split(std::vector<std::string>& pieces, size_t) const override {
-    for_each_piece(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
-      split_piece(piece, character_matches(piece, predicate_), behavior_, false, out);
-    });
+  void split(std::string_view piece, size_t, PieceSink out) const override {
+    split_piece(piece, character_matches(piece, predicate_), behavior_, false, out);
   }
 
  private:
@@ -174,31 +175,31 @@ class ByteLevel final : public PreTokenizer {
       std::copy(mapped.begin(), mapped.end(), mapped_[b].bytes);
     }
   }
-  void split(std::vector<std::string>& pieces, size_t) const override {
-    if (!use_regex_) {
-      for (std::string& piece : pieces) {
-        if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
-        piece = map_bytes(piece);
-      }
-      return;
+  void split(std::string_view piece, size_t, PieceSink out) const override {
+    std::string spaced;
+    if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) {
+      spaced.reserve(piece.size() + 1);
+      spaced += ' ';
+      spaced += piece;
+      piece = spaced;
     }
-    std::vector<std::string> out;
-    std::vector<Span> matches;
-    for (std::string& piece : pieces) {
-      if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
-      matches.clear();
-      pattern_.find_all(piece, matches);
-      // Isolated: each match and each stretch between matches is a piece.
-      const std::string_view text = piece;
-      size_t last = 0;
-      for (const auto& [begin, end] : matches) {
-        if (begin > last) out.push_back(map_bytes(text.substr(last, begin - last)));
-        out.push_back(map_bytes(text.substr(begin, end - begin)));
-        last = end;
-      }
-      if (last < text.size()) out.push_back(map_bytes(text.substr(last)));
+    if (use_regex_) {
+      isolate(piece, pattern_, [&](std::string_view sub) { split_rest(sub, 0, out); });
+    } else {
+      split_rest(piece, 0, out);
     }
-    pieces.swap(out);
+  }
+  const Pattern* leading_pattern() const override { return use_regex_ && !add_prefix_space_ ? &pattern_ : nullptr; }
+  // Maps the bytes, on the stack when they fit (most words).
+  void split_rest(std::string_view piece, size_t, PieceSink out) const override {
+    char small[256];
+    std::string large;
+    char* to = small;
+    if (2 * piece.size() > sizeof small) {
+      large.resize(2 * piece.size());
+      to = large.data();
+    }
+    out(std::string_view(to, map_bytes(piece, to)));
   }
 
  private:
@@ -207,17 +208,17 @@ class ByteLevel final : public PreTokenizer {
     uint8_t length;
   };
 
-  std::string map_bytes(std::string_view text) const {
-    std::string mapped(text.size() * 2, '\0');
-    char* at = mapped.data();
+  // Writes the characters of `text`'s bytes to `to` (room for two bytes
+  // per byte); returns their length.
+  size_t map_bytes(std::string_view text, char* to) const {
+    char* at = to;
     for (char c : text) {
       const MappedByte& m = mapped_[static_cast<uint8_t>(c)];
       at[0] = m.bytes[0];
       at[1] = m.bytes[1];
       at += m.length;
     }
-    mapped.resize(static_cast<size_t>(at - mapped.data()));
-    return mapped;
+    return static_cast<size_t>(at - to);
   }
 
   bool add_prefix_space_;
@@ -231,21 +232,17 @@ class Metaspace final : public PreTokenizer {
   enum class Prepend { Always, First, Never };
   Metaspace(std::string replacement, Prepend prepend, bool split)
       : replacement_(std::move(replacement)), prepend_(prepend), split_(split) {}
-  void split(std::vector<std::string>& pieces, size_t section) const override {
-    std::vector<std::string> out;
-    for (const std::string& piece : pieces) {
-      std::string text = Pattern::literal(" ").replace_all(piece, replacement_);
-      const bool prepend = prepend_ == Prepend::Always || (prepend_ == Prepend::First && section == 0);
-      if (prepend && !text.starts_with(replacement_)) text = replacement_ + text;
-      if (!split_) {
-        out.push_back(std::move(text));
-        continue;
-      }
-      std::vector<Span> matches;
-      Pattern::literal(replacement_).find_all(text, matches);
-      split_piece(text, matches, Behavior::MergedWithNext, false, out);
+  void split(std::string_view piece, size_t section, PieceSink out) const override {
+    std::string text = Pattern::literal(" ").replace_all(piece, replacement_);
+    const bool prepend = prepend_ == Prepend::Always || (prepend_ == Prepend::First && section == 0);
+    if (prepend && !text.starts_with(replacement_)) text = replacement_ + text;
+    if (!split_) {
+      out(text);
+      return;
     }
-    pieces.swap(out);
+    std::vector<Span> matches;
+    Pattern::literal(replacement_).find_all(text, matches);
+    split_piece(text, matches, Behavior::MergedWithNext, false, out);
   }
 
  private:
@@ -257,11 +254,22 @@ class Metaspace final : public PreTokenizer {
 class Sequence final : public PreTokenizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
-  void split(std::vector<std::string>& pieces, size_t section) const override {
-    for (const auto& step : steps_) step->split(pieces, section);
+  void split(std::string_view piece, size_t section, PieceSink out) const override { split_from(0, piece, section, out); }
+  const Pattern* leading_pattern() const override { return steps_.empty() ? nullptr : steps_[0]->leading_pattern(); }
+  void split_rest(std::string_view piece, size_t section, PieceSink out) const override {
+    steps_[0]->split_rest(piece, section, [&](std::string_view sub) { split_from(1, sub, section, out); });
   }
 
  private:
+  // Each piece of step `step` goes through the steps after it before the next is cut.
+  void split_from(size_t step, std::string_view piece, size_t section, PieceSink out) const {
+    if (step == steps_.size()) {
+      out(piece);
+      return;
+    }
+    steps_[step]->split(piece, section, [&](std::string_view sub) { split_from(step + 1, sub, section, out); });
+  }
+
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 

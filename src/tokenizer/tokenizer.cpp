@@ -14,10 +14,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 namespace slm {
@@ -90,6 +92,9 @@ class TokenTrie {
   int start_bytes_ = 0;
   char only_start_byte_ = 0;
 };
+
+// Texts are encoded in parts of at least this many bytes on several threads.
+constexpr size_t kPartBytes = 64 << 10;
 
 // A piece of input between added tokens (a view into the text being
 // encoded), or one added token.
@@ -201,7 +206,8 @@ struct Tokenizer::Impl {
   }
 
   void split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const;
-  void encode_text(std::string_view text, std::vector<int32_t>& ids) const;
+  void encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
+  void encode_in_parts(std::string_view text, size_t section, int threads, std::vector<int32_t>& ids) const;
 };
 
 void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const {
@@ -247,15 +253,18 @@ void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, 
   }
 }
 
-void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids) const {
+void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids, int threads) const {
   // Valid input (the usual case) is read in place, not copied.
   const bool valid = tok::is_valid_utf8(raw);
   const std::string sanitized = valid ? std::string() : tok::sanitize_utf8(raw);
   const std::string_view text = valid ? raw : std::string_view(sanitized);
+  // Room for the ids of most texts (English runs 3 to 5 bytes a token), so
+  // that the list is not copied at every doubling.
+  ids.reserve(ids.size() + text.size() / 3 + 16);
   std::vector<Section> sections;
   split_added(text, raw_trie, sections);
   std::vector<Section> subsections;
-  std::vector<std::string> pieces;
+  auto to_model = [&](std::string_view piece) { model->encode(piece, ids); };
   for (size_t index = 0; index < sections.size(); ++index) {
     const Section& section = sections[index];
     if (section.token >= 0) {
@@ -273,10 +282,100 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
         continue;
       }
       if (sub.text.empty()) continue;
-      pieces.assign(1, std::string(sub.text));
-      if (pre_tokenizer) pre_tokenizer->split(pieces, index);
-      for (const std::string& piece : pieces) model->encode(piece, ids);
+      if (threads > 1 && !normalizer && pre_tokenizer && pre_tokenizer->leading_pattern() &&
+          sub.text.size() >= 2 * kPartBytes) {
+        encode_in_parts(sub.text, index, threads, ids);
+      } else if (pre_tokenizer) {
+        pre_tokenizer->split(sub.text, index, to_model);
+      } else {
+        model->encode(sub.text, ids);
+      }
     }
+  }
+}
+
+// The leading pattern's scan of a text goes from piece to piece, and where it
+// goes next depends only on where it is (it matches over the whole text, so
+// look-behind sees the same). Each part is scanned from a cut after a newline,
+// on its own thread, noting where its pieces start; the part before it stops
+// at its first piece at or past the cut, which a scan from the start would
+// also reach. If that piece starts where one of the next part's does, the two
+// scans go the same way from there and the ids join there; if not (the next
+// part never passes where this one stops, among its first pieces), the text
+// is encoded on one thread instead.
+void Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, int threads,
+                                      std::vector<int32_t>& ids) const {
+  const tok::Pattern& pattern = *pre_tokenizer->leading_pattern();
+  std::vector<size_t> cuts{0};
+  const size_t parts_wanted = std::min<size_t>(static_cast<size_t>(threads), text.size() / kPartBytes);
+  for (size_t k = 1; k < parts_wanted; ++k) {
+    const size_t newline = text.find('\n', k * text.size() / parts_wanted);
+    if (newline == std::string_view::npos || newline + 1 >= text.size()) break;
+    if (newline + 1 > cuts.back()) cuts.push_back(newline + 1);
+  }
+  const size_t parts = cuts.size();
+  cuts.push_back(text.size());
+  struct Part {
+    std::vector<int32_t> ids;
+    std::vector<std::pair<size_t, size_t>> starts;  // (piece start, ids before it), the first kNotedStarts
+    size_t stop = std::string_view::npos;            // the first piece start at or past the next cut
+  };
+  static constexpr size_t kNotedStarts = 4096;
+  std::vector<Part> results(parts);
+  auto encode_part = [&](size_t k) {
+    Part& part = results[k];
+    part.ids.reserve((cuts[k + 1] - cuts[k]) / 3 + 16);
+    const size_t limit = k + 1 < parts ? cuts[k + 1] : std::string_view::npos;
+    auto piece = [&](size_t begin, size_t end) {
+      if (begin >= limit) {
+        part.stop = begin;
+        return false;
+      }
+      if (k > 0 && part.starts.size() < kNotedStarts) part.starts.emplace_back(begin, part.ids.size());
+      pre_tokenizer->split_rest(text.substr(begin, end - begin), section,
+                                [&](std::string_view sub) { model->encode(sub, part.ids); });
+      return true;
+    };
+    size_t last = cuts[k];
+    bool going = true;
+    pattern.for_each_match(
+        text,
+        [&](size_t begin, size_t end) {
+          going = (begin <= last || piece(last, begin)) && piece(begin, end);
+          last = end;
+          return going;
+        },
+        cuts[k]);
+    if (going && last < text.size()) piece(last, text.size());
+  };
+  std::vector<std::exception_ptr> errors(parts);
+  auto run_part = [&](size_t k) {
+    try {
+      encode_part(k);
+    } catch (...) {
+      errors[k] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> workers;
+  for (size_t k = 1; k < parts; ++k) workers.emplace_back(run_part, k);
+  run_part(0);
+  for (std::thread& worker : workers) worker.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+  std::vector<size_t> join_at(parts, 0);  // ids of each part from where the part before stopped
+  for (size_t k = 1; k < parts; ++k) {
+    const auto& starts = results[k].starts;
+    const size_t stop = results[k - 1].stop;
+    const auto it = std::lower_bound(starts.begin(), starts.end(), std::pair<size_t, size_t>(stop, 0));
+    if (it == starts.end() || it->first != stop) {
+      pre_tokenizer->split(text, section, [&](std::string_view piece) { model->encode(piece, ids); });
+      return;
+    }
+    join_at[k] = it->second;
+  }
+  for (size_t k = 0; k < parts; ++k) {
+    ids.insert(ids.end(), results[k].ids.begin() + static_cast<std::ptrdiff_t>(join_at[k]), results[k].ids.end());
   }
 }
 
@@ -475,7 +574,15 @@ Tokenizer Tokenizer::build(const simdjson::padded_string& text, const nlohmann::
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = impl_->prefix_ids;
-  impl_->encode_text(text, ids);
+  impl_->encode_text(text, ids, 1);
+  if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
+  return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens, int threads) const {
+  std::vector<int32_t> ids;
+  if (add_special_tokens) ids = impl_->prefix_ids;
+  impl_->encode_text(text, ids, threads);
   if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
   return ids;
 }

@@ -46,7 +46,6 @@ constexpr size_t kChunkBytes = size_t{1} << 16;
 using WordCounts = std::unordered_map<std::string, int64_t>;
 
 void count_words(const tok::PreTokenizer& pre_tokenizer, std::string_view text, WordCounts& counts) {
-  std::vector<std::string> pieces;
   size_t begin = 0;
   while (begin < text.size()) {
     size_t end = std::min(text.size(), begin + kChunkBytes);
@@ -58,9 +57,8 @@ void count_words(const tok::PreTokenizer& pre_tokenizer, std::string_view text, 
         while (end > begin + 1 && (static_cast<uint8_t>(text[end]) & 0xC0) == 0x80) --end;  // not inside a character
       }
     }
-    pieces.assign(1, tok::sanitize_utf8(text.substr(begin, end - begin)));
-    pre_tokenizer.split(pieces, 0);
-    for (std::string& piece : pieces) ++counts[std::move(piece)];
+    pre_tokenizer.split(tok::sanitize_utf8(text.substr(begin, end - begin)), 0,
+                        [&](std::string_view piece) { ++counts[std::string(piece)]; });
     begin = end;
   }
 }

@@ -6,8 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 namespace slm::cli {
 
@@ -28,6 +30,10 @@ int run_tokenize(int argc, char** argv) {
   app.add_flag("--no-special", no_special, "do not add the special tokens of the post-processor (BOS/EOS)");
   app.add_flag("--jsonl", jsonl, "batch mode: each stdin line is a JSON string; print one JSON array of ids per line");
   app.add_option("--output-format", output_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("-t,--threads", threads, "threads for a long text (the ids are the same on any number)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   return run_command(app, argc, argv, [&] {
     const Tokenizer tokenizer = tokenizer_of(dir);
     if (jsonl) {
@@ -45,7 +51,7 @@ int run_tokenize(int argc, char** argv) {
       return 0;
     }
     const std::string text = app.count("--prompt") ? prompt : read_text_file(app.count("--file") ? file : "-");
-    const std::vector<int32_t> ids = tokenizer.encode(text, !no_special);
+    const std::vector<int32_t> ids = tokenizer.encode(text, !no_special, threads);
     if (output_format == "json") {
       nlohmann::json tokens = nlohmann::json::array();
       for (int32_t id : ids) tokens.push_back(tokenizer.id_to_token(id).value_or(""));

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,52 @@ TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacter) {
   slm::Tokenizer tokenizer = load(sentencepiece_style(), "sp_utf8");
   // A lone continuation byte encodes as U+FFFD (whose ids the parity corpus holds).
   EXPECT_EQ(tokenizer.encode("\x80", false), tokenizer.encode("\xEF\xBF\xBD", false));
+}
+
+// Words of up to 64 bytes are merged in flat arrays, longer ones through a
+// heap (the reference). "z" merges with nothing, so a word followed by 70
+// "z"s (the heap's) must give the word's ids (the arrays') and 70 "z"s.
+TEST(Tokenizer, ShortAndLongWordMergesAgree) {
+  const std::vector<std::string> merges = {"a b", "b c", "ab c", "a a", "c a", "aa b", "bc a", "ab ab", "ca b", "b b",
+                                           "abc abc", "bb a", "c c", "cc cc"};
+  json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"z", 3}};
+  for (const std::string& merge : merges) {
+    const std::string merged = merge.substr(0, merge.find(' ')) + merge.substr(merge.find(' ') + 1);
+    if (!vocab.contains(merged)) vocab[merged] = vocab.size();
+  }
+  const json file = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  const slm::Tokenizer tokenizer = load(file, "merge_paths");
+  const int32_t z = *tokenizer.token_to_id("z");
+  std::mt19937 random(16);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string word(1 + random() % 64, 'a');
+    for (char& c : word) c = "abc"[random() % 3];
+    std::vector<int32_t> expected = tokenizer.encode(word, false);
+    expected.insert(expected.end(), 70, z);
+    ASSERT_EQ(tokenizer.encode(word + std::string(70, 'z'), false), expected) << word;
+  }
+}
+
+// A long text encoded in parts on several threads gives the ids of one
+// thread: Llama 3's (cut in parts) and Llama 2's and Qwen 3's (not cut: a
+// normalizer, no leading pattern), over lines, runs of newlines and spaces,
+// digits, punctuation, accents, CJK and special tokens.
+TEST(Tokenizer, ThreadsGiveTheIdsOfOneThread) {
+  const fs::path packages = fs::path(SLM_SOURCE_DIR) / "tests/reference/node_modules/@lenml";
+  if (!fs::exists(packages / "tokenizer-llama3/models/tokenizer.json")) GTEST_SKIP() << "run scripts/setup.sh";
+  const char* words[] = {"the", "The", "vim", " ", "  ", "\n", "\n\n", " \n", "\r\n", "\t", "12345", "3.14", "!", "?!",
+                         "don't", "I'LL", "café", "naïve", "日本語", "😀", "<|begin_of_text|>", "x=y;", "  \n  ", "—"};
+  std::mt19937 random(7);
+  std::string text;
+  while (text.size() < (600u << 10)) {
+    text += words[random() % std::size(words)];
+    if (random() % 3 == 0) text += ' ';
+  }
+  for (const char* name : {"llama3", "llama2", "qwen3"}) {
+    const slm::Tokenizer tokenizer = slm::Tokenizer::from_dir(packages / ("tokenizer-" + std::string(name)) / "models");
+    const std::vector<int32_t> one = tokenizer.encode(text, true);
+    for (int threads : {2, 3, 8}) EXPECT_EQ(tokenizer.encode(text, true, threads), one) << name << ", " << threads << " threads";
+  }
 }
 
 TEST(Tokenizer, StreamDecoderNeverEmitsHalfACharacter) {
