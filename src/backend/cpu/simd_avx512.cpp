@@ -27,10 +27,6 @@ namespace slm::cpu {
 
 namespace {
 
-inline __mmask16 tail_mask(int64_t remaining) {
-  return remaining >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << remaining) - 1u);
-}
-
 inline __m512 load_f32(const float* w, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w); }
 
 inline __m512 load_bf16(const uint16_t* w, __mmask16 m) {
@@ -52,7 +48,7 @@ inline float dot(const float* x, const W* w, int64_t k, Load load) {
     a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load(w + i + 48, all), a3);
   }
   for (; i < k; i += 16) {
-    const __mmask16 m = tail_mask(k - i);
+    const __mmask16 m = lane_mask(k - i);
     a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), load(w + i, m), a0);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
@@ -63,8 +59,8 @@ void split_even_odd(const float* x, int64_t k, float* out) {
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (int64_t i = 0; i < k; i += 32) {
-    const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(k - i), x + i);
-    const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(k - i - 16 > 0 ? k - i - 16 : 0), x + i + 16);
+    const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(k - i), x + i);
+    const __m512 hi = _mm512_maskz_loadu_ps(lane_mask(k - i - 16), x + i + 16);
     _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(lo, even, hi));
     _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(lo, odd, hi));
   }
@@ -86,8 +82,7 @@ float dot_bf16_split(const float* x, const uint16_t* w, int64_t k) {
     a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_castsi512_ps(_mm512_and_si512(v1, high_half)), a3);
   }
   for (; i < k; i += 32) {
-    const int64_t left = k - i;
-    const __mmask32 m = left >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << left) - 1u);
+    const __mmask32 m = lane_mask32(k - i);
     const __m512i v = _mm512_maskz_loadu_epi16(m, w + i);
     a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), a0);
     a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_castsi512_ps(_mm512_and_si512(v, high_half)), a1);
@@ -128,7 +123,7 @@ float dot_f16(const float* x, const uint16_t* w, int64_t k) { return dot(x, w, k
 template <class Load>
 inline void widen(const uint16_t* w, int64_t n, float* out, Load load) {
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = lane_mask(n - i);
     _mm512_mask_storeu_ps(out + i, m, load(w + i, m));
   }
 }
@@ -139,7 +134,7 @@ void widen_f16(const uint16_t* w, int64_t n, float* out) { widen(w, n, out, load
 void axpy(float a, const float* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = lane_mask(n - i);
     _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
@@ -148,7 +143,7 @@ template <__m512 (*Load)(const uint16_t*, __mmask16)>
 void axpy_widened(float a, const uint16_t* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = lane_mask(n - i);
     _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, Load(x + i, m), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
@@ -173,7 +168,7 @@ inline __m512 exp16(__m512 x) {
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = lane_mask(n - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
     _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_maskz_loadu_ps(m, up + i)));
@@ -184,7 +179,7 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
   const __m512 s = _mm512_set1_ps(shift);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = lane_mask(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
     // exp16(-inf) would be NaN: masked scores give exactly 0.
     const __mmask16 live = m & _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
@@ -205,17 +200,13 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
 // panels pass.
 constexpr int64_t kSgemmRows = 12, kSgemmCols = 32, kSgemmDepth = 256, kSgemmRowBlock = 192;
 
-inline __mmask16 lanes_from(int64_t count, int64_t first) {
-  return tail_mask(std::clamp<int64_t>(count - first, 0, 16));
-}
-
 // Rows [p0, p0 + kc) of op(B) (K × N) as panels of kSgemmCols columns.
 void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_t N, float* out) {
   for (int64_t n0 = 0; n0 < N; n0 += kSgemmCols) {
     float* panel = out + n0 * kc;
     const int64_t cols = std::min(kSgemmCols, N - n0);
     if (!trans_b) {
-      const __mmask16 lo = lanes_from(cols, 0), hi = lanes_from(cols, 16);
+      const __mmask16 lo = lane_mask(cols), hi = lane_mask(cols - 16);
       for (int64_t p = 0; p < kc; ++p) {
         const float* row = B + (p0 + p) * ldb + n0;
         _mm512_storeu_ps(panel + p * kSgemmCols, _mm512_maskz_loadu_ps(lo, row));
@@ -227,7 +218,7 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, i
     for (int64_t c0 = 0; c0 < kSgemmCols; c0 += 16) {
       const int64_t rows = std::clamp<int64_t>(cols - c0, 0, 16);
       for (int64_t p = 0; p < kc; p += 16) {
-        const __mmask16 depth = lanes_from(kc, p);
+        const __mmask16 depth = lane_mask(kc - p);
         __m512i r[16];
         for (int64_t i = 0; i < 16; ++i) {
           r[i] = i < rows ? _mm512_maskz_loadu_epi32(depth, B + (n0 + c0 + i) * ldb + p0 + p) : _mm512_setzero_si512();
@@ -297,7 +288,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
     for (int64_t m0 = 0; m0 < M; m0 += kSgemmRowBlock) {
       const int64_t m1 = std::min(M, m0 + kSgemmRowBlock);
       for (int64_t n0 = 0; n0 < N; n0 += kSgemmCols) {
-        const __mmask16 masks[2] = {lanes_from(N - n0, 0), lanes_from(N - n0, 16)};
+        const __mmask16 masks[2] = {lane_mask(N - n0), lane_mask(N - n0 - 16)};
         const float* panel = packed.data() + n0 * kc;
         for (int64_t i0 = m0; i0 < m1; i0 += kSgemmRows) {
           const int64_t rows = std::min(kSgemmRows, m1 - i0);

@@ -5,8 +5,21 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace slm::cpu {
 namespace {
+
+// The first `lanes` of 16 32-bit lanes (`lanes` may lie outside [0, 16]):
+// the mask of a tail, or of the part of a vector inside a bound.
+inline __mmask16 lane_mask(int64_t lanes) {
+  return lanes >= 16 ? static_cast<__mmask16>(0xffff) : lanes <= 0 ? 0 : static_cast<__mmask16>((1u << lanes) - 1u);
+}
+
+// The same over 32 16-bit lanes.
+inline __mmask32 lane_mask32(int64_t lanes) {
+  return lanes >= 32 ? ~__mmask32{0} : lanes <= 0 ? 0 : static_cast<__mmask32>((uint64_t{1} << lanes) - 1u);
+}
 
 // Transposes a 16×16 block of 32-bit words: r[i] holds row i, and on return
 // r[j] holds column j. Three rounds of shuffles (within 128-bit lanes by

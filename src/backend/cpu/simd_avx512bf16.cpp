@@ -78,8 +78,7 @@ void pack_panel_kn(const uint16_t* B, int64_t ldb, int64_t K, int64_t cols, uint
   const int64_t pairs = (K + 1) / 2;
   __mmask16 masks[kVectors];
   for (int64_t v = 0; v < kVectors; ++v) {
-    const int64_t lanes = std::clamp<int64_t>(cols - 16 * v, 0, 16);
-    masks[v] = static_cast<__mmask16>((1u << lanes) - 1u);
+    masks[v] = lane_mask(cols - 16 * v);
   }
   for (int64_t p = 0; p < pairs; ++p) {
     const uint16_t* even = B + 2 * p * ldb;
@@ -120,10 +119,6 @@ void block(const uint32_t* A_pairs, int64_t lda_pairs, const uint32_t* packed, i
 
 using BlockFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, const __mmask16*, bool);
 constexpr BlockFn kBlocks[kRows] = {block<1>, block<2>, block<3>, block<4>, block<5>, block<6>, block<7>, block<8>};
-
-inline __mmask16 lane_mask(int64_t lanes) {
-  return lanes >= 16 ? static_cast<__mmask16>(0xffff) : lanes <= 0 ? 0 : static_cast<__mmask16>((1u << lanes) - 1u);
-}
 
 // A is [M][lda] bf16 with lda even and zero padding past K.
 void gemm(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t ldb, Bf16Layout layout, int64_t N,
@@ -179,8 +174,7 @@ float bf16_dot(const float* prepared, const uint16_t* w, int64_t k) {
     a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(x + i + 32), (__m512bh)_mm512_loadu_si512(w + i + 32));
   }
   for (; i < k; i += 32) {
-    const int64_t left = k - i;
-    const __mmask32 m = left >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << left) - 1u);
+    const __mmask32 m = lane_mask32(k - i);
     a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_maskz_loadu_epi16(m, w + i));
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));

@@ -298,10 +298,7 @@ void gemm_of(const uint8_t* xq, const float* xs, int64_t m, const Block* w, int6
     const int64_t cols = std::min(kGemmCols, n - n0);
     pack_panel(w + n0 * blocks, blocks, cols, panel);
     __mmask16 masks[kGemmVectors];
-    for (int64_t v = 0; v < kGemmVectors; ++v) {
-      const int64_t lanes = std::clamp<int64_t>(cols - 16 * v, 0, 16);
-      masks[v] = static_cast<__mmask16>((1u << lanes) - 1u);
-    }
+    for (int64_t v = 0; v < kGemmVectors; ++v) masks[v] = lane_mask(cols - 16 * v);
     for (int64_t m0 = 0; m0 < m; m0 += kGemmRows) {
       const int64_t rows = std::min(kGemmRows, m - m0);
       kGemmTiles[rows - 1](xq + m0 * k, k, xs + m0 * blocks, panel, blocks, c + m0 * ldc + n0, ldc, masks);
