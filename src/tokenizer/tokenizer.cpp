@@ -572,11 +572,7 @@ Tokenizer Tokenizer::build(const simdjson::padded_string& text, const nlohmann::
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-  std::vector<int32_t> ids;
-  if (add_special_tokens) ids = impl_->prefix_ids;
-  impl_->encode_text(text, ids, 1);
-  if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
-  return ids;
+  return encode(text, add_special_tokens, 1);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens, int threads) const {
