@@ -200,20 +200,14 @@ fi
 # PyTorch reference, predicts what the base plus the PEFT adapter predicts.
 merged_agrees() {
   /usr/bin/python3 - "$1" "$2" "$3" "$SOURCE_DIR/tests/reference" <<'PY' 2>&1
-import json, sys, torch
+import sys, torch
 sys.path.insert(0, sys.argv[4])
-from llama_reference import Reference, read_safetensors
-from lora_reference import LoraReference
+from llama_reference import Reference
+from lora_reference import LoraReference, read_adapter
 base, adapter, merged = sys.argv[1:4]
-config = json.load(open(f"{adapter}/adapter_config.json"))
-tensors = read_safetensors(f"{adapter}/adapter_model.safetensors")
-pairs = {}
-for name, (array, _) in tensors.items():
-    key = name[len("base_model.model."):].rsplit(".lora_", 1)[0]
-    slot = 0 if ".lora_A." in name else 1
-    pairs.setdefault(key, [None, None])[slot] = torch.from_numpy(array.copy()).double()
+config, pairs = read_adapter(adapter)
 ids = [1, 450, 1353, 29871, 29946, 338, 3971, 408]
-want = LoraReference(base, {k: tuple(v) for k, v in pairs.items()}, config["lora_alpha"] / config["r"])
+want = LoraReference(base, pairs, config["lora_alpha"] / config["r"])
 with torch.no_grad():
     a = want.logits(ids)
 b = Reference(merged).logits(ids)

@@ -57,8 +57,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_reference import read_safetensors  # noqa: E402
-from lora_reference import LoraReference, schedule_lambda, write_safetensors  # noqa: E402
+from lora_reference import LoraReference, read_adapter, schedule_lambda, write_safetensors  # noqa: E402
 
 IGNORE = -100
 MASK64 = (1 << 64) - 1
@@ -184,17 +183,6 @@ def summed_loss(model, examples, indices):
     return total, counted
 
 
-def read_adapter(folder):
-    with open(os.path.join(folder, "adapter_config.json")) as f:
-        config = json.load(f)
-    pairs = {}
-    for name, (array, _) in read_safetensors(os.path.join(folder, "adapter_model.safetensors")).items():
-        key = name[len("base_model.model."):].rsplit(".lora_", 1)[0]
-        slot = 0 if ".lora_A." in name else 1
-        pairs.setdefault(key, [None, None])[slot] = torch.from_numpy(array.copy()).double().requires_grad_()
-    return config, {key: tuple(pair) for key, pair in pairs.items()}
-
-
 def peft_tensors(params):
     """{PEFT tensor name: float64 numpy array} of the adapter."""
     tensors = {}
@@ -233,6 +221,9 @@ def train(args):
     micro_per_epoch = math.ceil(len(examples) / args.batch_size)
     total = args.max_steps or args.epochs * math.ceil(micro_per_epoch / args.grad_accum)
     config, params = read_adapter(args.adapter)
+    for pair in params.values():
+        for tensor in pair:
+            tensor.requires_grad_()
     model = LoraReference(args.model_dir, params, config["lora_alpha"] / config["r"])
     flat = [p for pair in params.values() for p in pair]
     optimizer = torch.optim.AdamW(flat, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)

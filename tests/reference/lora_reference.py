@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_reference import Config, Reference  # noqa: E402
+from llama_reference import Config, Reference, read_safetensors  # noqa: E402
 
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FUSED_MODULES = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # Phi-3's linear layers
@@ -107,6 +107,18 @@ def write_safetensors(path, tensors):
         for raw in blobs:
             f.write(raw)
     os.replace(tmp, path)
+
+
+def read_adapter(folder):
+    """A PEFT adapter folder as (adapter_config, {module path: (A, B)}), float64 tensors."""
+    with open(os.path.join(folder, "adapter_config.json")) as f:
+        config = json.load(f)
+    pairs = {}
+    for name, (array, _) in read_safetensors(os.path.join(folder, "adapter_model.safetensors")).items():
+        key = name[len("base_model.model."):].rsplit(".lora_", 1)[0]
+        slot = 0 if ".lora_A." in name else 1
+        pairs.setdefault(key, [None, None])[slot] = torch.from_numpy(array.copy()).double()
+    return config, {key: tuple(pair) for key, pair in pairs.items()}
 
 
 class LoraReference(Reference):

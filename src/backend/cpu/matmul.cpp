@@ -57,10 +57,10 @@ void check_weight(const Tensor& W, int64_t K) {
 constexpr int64_t kGemmMinRows = 4;
 
 // y = x·Wᵀ (+ bias) for every projection, from kGemmMinRows rows on, in
-// tasks of a panel of weight rows (panel_rows, row bytes `row_bytes`)
-// against a block of x's rows (a multiple of row_granule, the kernel's tile
-// height), on every thread: multiply(m0, rows, W, weight rows, n0, cols, y)
-// computes one. Tasks are cut across the rows of x as well when the panels
+// tasks of a panel of panel_rows weight rows against a block of x's rows (a
+// multiple of row_granule, the kernel's tile height), on every thread:
+// multiply(m0, rows, W, w, cols, y) computes rows [m0, m0 + rows) of x
+// against the `cols` rows of W that start at w, into y (row stride N). Tasks are cut across the rows of x as well when the panels
 // alone are too few to share between threads.
 template <class Multiply>
 void panel_tasks(int64_t M, std::span<const Projection> projections, int64_t panel_rows, int64_t row_granule,
@@ -98,8 +98,8 @@ void panel_tasks(int64_t M, std::span<const Projection> projections, int64_t pan
 // The products of panel_tasks for weights without an integer or bf16 GEMM:
 // the path's own gemm_nt where it has one (it packs the panel, at most
 // 128 KB as f32, so that it stays in L2), else the panel widened to f32 for
-// OpenBLAS (single-threaded inside: the tasks are the parallelism, so one
-// pool of threads serves every kernel).
+// sgemm (the path's own or OpenBLAS, single-threaded inside: the tasks are
+// the parallelism, so one pool of threads serves every kernel).
 void float_gemm(const VectorKernels& kernels, const float* x, int64_t M, int64_t K,
                 std::span<const Projection> projections) {
   const int64_t panel_rows = std::clamp<int64_t>((128 << 10) / (4 * K) / 16 * 16, 16, 64);
