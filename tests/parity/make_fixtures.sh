@@ -5,6 +5,8 @@
 #
 #   OUTDIR/NAME/model/          the model folder (config.json, safetensors)
 #   OUTDIR/NAME/expected.json   prompt, last logits, greedy ids, nll, ...
+#   OUTDIR/NAME/expected_bf16_activations.json   bf16 models: the same with
+#                               activations rounded as on AVX512-BF16
 #
 # Usage: make_fixtures.sh SLM_BIN OUTDIR
 # PYTHON overrides the interpreter (default /usr/bin/python3, Debian's, which
@@ -71,11 +73,18 @@ expect() {
   fi
 }
 
+# A model with bf16 weights also gets expected_bf16_activations.json: the
+# reference rounding every product's input to bf16 where slm's AVX512-BF16
+# path does (--bf16-activations), which test_parity holds that path to tightly.
 reference() {
   local name=$1 prompt_len=$2 seed=$3
   if ! "$PYTHON" "$REFERENCE" "$OUTDIR/$name/model" --out "$OUTDIR/$name/expected.json" \
     --prompt-len "$prompt_len" --seed "$seed" 2>"$OUTDIR/$name/reference.log"; then
     { echo "the reference failed:"; cat "$OUTDIR/$name/reference.log"; } >"$OUTDIR/$name/error.txt"
+  elif grep -q '"weight_dtypes": \[[^]]*"BF16"' "$OUTDIR/$name/expected.json" &&
+    ! "$PYTHON" "$REFERENCE" "$OUTDIR/$name/model" --out "$OUTDIR/$name/expected_bf16_activations.json" \
+      --prompt-len "$prompt_len" --seed "$seed" --bf16-activations 2>>"$OUTDIR/$name/reference.log"; then
+    { echo "the reference with --bf16-activations failed:"; cat "$OUTDIR/$name/reference.log"; } >"$OUTDIR/$name/error.txt"
   fi
 }
 

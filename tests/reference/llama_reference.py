@@ -51,14 +51,18 @@ and for Phi-3 (modeling_phi3.py), Llama's block with fused projections:
 Every weight is upcast and all arithmetic runs in float64 by default, so the
 values are the exact answer for the weights in the file, not one particular
 float32 summation order; `--precision f32` runs in float32 the way
-transformers does for an f32 model. The safetensors reader is self-contained
+transformers does for an f32 model. `--bf16-activations` emulates slm's
+AVX512-BF16 path: every product with a weight stored as bf16 (the
+projections and the head) first rounds its input activations to bf16 (round
+to nearest even, as vcvtne2ps2bf16 does), prefill and decode alike; all else
+stays float64. The safetensors reader is self-contained
 (numpy only), so the script needs nothing beyond Debian's python3-torch and
 python3-numpy.
 
 Usage:
   llama_reference.py MODEL_DIR --out expected.json
                      [--prompt-ids 1,2,3 | --prompt-len N --seed S]
-                     [--greedy N] [--precision f64|f32]
+                     [--greedy N] [--precision f64|f32] [--bf16-activations]
 
 The JSON written holds prompt_ids, last_logits (the full vocabulary row of the
 last prompt position), prompt_logits (every position's row), greedy_ids and greedy_margins (top-1 minus top-2 logit
@@ -311,12 +315,14 @@ def rope_inv_freq(cfg, local=False, seq_len=None):
 
 
 class Reference:
-    def __init__(self, model_dir, dtype=torch.float64):
+    def __init__(self, model_dir, dtype=torch.float64, bf16_activations=False):
         with open(os.path.join(model_dir, "config.json")) as f:
             self.cfg = Config(json.load(f))
         self.dtype = dtype
         raw = read_weights(model_dir)
         self.file_dtypes = sorted({d for _, d in raw.values()})
+        # Weights whose products round their input to bf16 (--bf16-activations).
+        self.rounding_weights = {name for name, (_, d) in raw.items() if d == "BF16"} if bf16_activations else set()
         self.w = {name: torch.from_numpy(a.copy()).to(dtype) for name, (a, _) in raw.items()}
         self.inv_freq = rope_inv_freq(self.cfg)  # longrope: the short factors
         # longrope's frequencies for a forward longer than the original length.
@@ -407,8 +413,13 @@ class Reference:
             raise KeyError(f"missing tensor {name} (config.json implies it)")
         return self.w[name]
 
+    def rounded_input(self, x, weight_name):
+        if weight_name in self.rounding_weights:
+            return x.to(torch.bfloat16).to(x.dtype)
+        return x
+
     def linear(self, x, name, bias):
-        y = x @ self.weight(name + ".weight").T
+        y = self.rounded_input(x, name + ".weight") @ self.weight(name + ".weight").T
         return y + self.weight(name + ".bias") if bias else y
 
     def rms_norm(self, x, weight):
@@ -518,7 +529,8 @@ class Reference:
 
     def head(self, hidden):
         """Logits of final hidden states, soft-capped where the model caps them."""
-        logits = hidden @ self.weight("model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight").T
+        name = "model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight"
+        logits = self.rounded_input(hidden, name) @ self.weight(name).T
         if self.cfg.final_softcap:
             logits = torch.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
         return logits
@@ -558,6 +570,7 @@ def expected_values(ref, prompt_ids, greedy_steps):
         "model_type": ref.cfg.model_type,
         "weight_dtypes": ref.file_dtypes,
         "precision": "f64" if ref.dtype == torch.float64 else "f32",
+        "bf16_activations": bool(ref.rounding_weights),
         "prompt_ids": list(prompt_ids),
         "last_logits": all_logits[-1].tolist(),
         "prompt_logits": all_logits.tolist(),
@@ -579,11 +592,14 @@ def main(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
     parser.add_argument("--greedy", type=int, default=32, help="greedy tokens to generate")
     parser.add_argument("--precision", choices=["f64", "f32"], default="f64")
+    parser.add_argument("--bf16-activations", action="store_true",
+                        help="round the input of every product with a bf16 weight to bf16, as slm's AVX512-BF16 path does")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     try:
-        ref = Reference(args.model_dir, torch.float64 if args.precision == "f64" else torch.float32)
+        ref = Reference(args.model_dir, torch.float64 if args.precision == "f64" else torch.float32,
+                        args.bf16_activations)
     except (OSError, ValueError, KeyError) as e:
         print(f"llama_reference.py: {args.model_dir}: {e}", file=sys.stderr)
         sys.exit(1)
