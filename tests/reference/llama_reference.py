@@ -54,8 +54,9 @@ float32 summation order; `--precision f32` runs in float32 the way
 transformers does for an f32 model. `--bf16-activations` emulates slm's
 AVX512-BF16 path: every product with a weight stored as bf16 (the
 projections and the head) first rounds its input activations to bf16 (round
-to nearest even, as vcvtne2ps2bf16 does), prefill and decode alike; all else
-stays float64. The safetensors reader is self-contained
+to nearest even, as vcvtne2ps2bf16 does), prefill and decode alike, and in
+training the gradient its backward multiplies by the weight; all else stays
+float64. The safetensors reader is self-contained
 (numpy only), so the script needs nothing beyond Debian's python3-torch and
 python3-numpy.
 
@@ -314,6 +315,26 @@ def rope_inv_freq(cfg, local=False, seq_len=None):
 # the model
 
 
+def bf16_rounded(x):
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+class RoundedProduct(torch.autograd.Function):
+    """x · Wᵀ for a bf16 weight W as slm's AVX512-BF16 path computes it: the
+    forward rounds x to bf16, and the backward, dx = dy · W, rounds dy (the
+    bf16 GEMM rounds its left operand either way). W is a frozen base weight."""
+
+    @staticmethod
+    def forward(ctx, x, W):
+        ctx.save_for_backward(W)
+        return bf16_rounded(x) @ W.T
+
+    @staticmethod
+    def backward(ctx, dy):
+        (W,) = ctx.saved_tensors
+        return bf16_rounded(dy) @ W, None
+
+
 class Reference:
     def __init__(self, model_dir, dtype=torch.float64, bf16_activations=False):
         with open(os.path.join(model_dir, "config.json")) as f:
@@ -413,13 +434,13 @@ class Reference:
             raise KeyError(f"missing tensor {name} (config.json implies it)")
         return self.w[name]
 
-    def rounded_input(self, x, weight_name):
-        if weight_name in self.rounding_weights:
-            return x.to(torch.bfloat16).to(x.dtype)
-        return x
+    def product(self, x, weight_name):
+        """x · Wᵀ, through RoundedProduct where --bf16-activations rounds it."""
+        W = self.weight(weight_name)
+        return RoundedProduct.apply(x, W) if weight_name in self.rounding_weights else x @ W.T
 
     def linear(self, x, name, bias):
-        y = self.rounded_input(x, name + ".weight") @ self.weight(name + ".weight").T
+        y = self.product(x, name + ".weight")
         return y + self.weight(name + ".bias") if bias else y
 
     def rms_norm(self, x, weight):
@@ -529,8 +550,7 @@ class Reference:
 
     def head(self, hidden):
         """Logits of final hidden states, soft-capped where the model caps them."""
-        name = "model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight"
-        logits = self.rounded_input(hidden, name) @ self.weight(name).T
+        logits = self.product(hidden, "model.embed_tokens.weight" if self.cfg.tied else "lm_head.weight")
         if self.cfg.final_softcap:
             logits = torch.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
         return logits

@@ -35,7 +35,7 @@ Usage:
                     [--targets q_proj,...|all-linear] [--batch 2] [--seq 12]
                     [--steps 20] [--lr 1e-2] [--schedule cosine]
                     [--warmup 2] [--weight-decay 0.01] [--max-grad-norm 1.0]
-                    [--seed 0] [--full]
+                    [--seed 0] [--full] [--bf16-activations]
 
 Needs only Debian's python3-torch and python3-numpy.
 """
@@ -122,8 +122,8 @@ def read_adapter(folder):
 
 
 class LoraReference(Reference):
-    def __init__(self, model_dir, adapters, scale):
-        super().__init__(model_dir, dtype=torch.float64)
+    def __init__(self, model_dir, adapters, scale, bf16_activations=False):
+        super().__init__(model_dir, dtype=torch.float64, bf16_activations=bf16_activations)
         self.adapters = adapters  # {"model.layers.L.self_attn.q_proj": (A, B)}
         self.scale = scale
 
@@ -233,6 +233,9 @@ def main(argv=None):
     ap.add_argument("--b-std", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--full", action="store_true", help="train every weight instead of LoRA adapters")
+    ap.add_argument("--bf16-activations", action="store_true",
+                    help="round products with bf16 base weights as slm's AVX512-BF16 path does (llama_reference.py), "
+                         "and write expected_bf16_activations.json instead of expected.json")
     args = ap.parse_args(argv)
     if args.full:
         run_full(args)
@@ -277,7 +280,7 @@ def main(argv=None):
 
     params = {key: (A.to(torch.float64).requires_grad_(), B.to(torch.float64).requires_grad_())
               for key, (A, B) in initial.items()}
-    model = LoraReference(args.model_dir, params, args.alpha / args.rank)
+    model = LoraReference(args.model_dir, params, args.alpha / args.rank, args.bf16_activations)
 
     loss = model.loss(tokens, labels)
     loss.backward()
@@ -292,7 +295,8 @@ def main(argv=None):
         p.grad = None
     curve, norms = adamw_curve(model, tokens, labels, flat, flat, args)
 
-    with open(os.path.join(args.out, "expected.json"), "w") as f:
+    expected = "expected_bf16_activations.json" if args.bf16_activations else "expected.json"
+    with open(os.path.join(args.out, expected), "w") as f:
         json.dump({"mode": "lora", "tokens": tokens.flatten().tolist(), "labels": labels.flatten().tolist(),
                    "rank": args.rank, "alpha": args.alpha, "targets": targets, **training_options(args),
                    "loss": first_loss, "grads": grads, "curve": curve, "grad_norms": norms}, f)

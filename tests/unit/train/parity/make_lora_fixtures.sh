@@ -8,6 +8,8 @@
 #   OUTDIR/NAME/model/           the model folder
 #   OUTDIR/NAME/adapter/         adapter_config.json + adapter_model.safetensors (LoRA only)
 #   OUTDIR/NAME/expected.json
+#   OUTDIR/NAME/expected_bf16_activations.json   bf16 bases: the reference rounding
+#                                as AVX512-BF16 does (lora_reference.py --bf16-activations)
 #
 # Usage: make_lora_fixtures.sh SLM_BIN OUTDIR. PYTHON overrides the
 # interpreter (default /usr/bin/python3, Debian's, with python3-torch).
@@ -79,3 +81,10 @@ fixture phi3 "--targets all-linear --seq 16 --seed 13" -- "${PHI3[@]}"
 fixture phi3_longrope "--targets qkv_proj,down_proj --seq 16 --seed 14" -- "${PHI3[@]}" --max-position 64 \
   --rope-scaling longrope --rope-original-max-position 8 --rope-short-factor 1,1.5,2,3 --rope-long-factor 2,3,5,8
 fixture full_phi3 "--full --seq 16 --seed 15" -- "${PHI3[@]}"
+# A bf16 base (the README's path): the plain reference, and the one that
+# rounds each base product as the AVX512-BF16 path does (same adapters, same
+# batch), which test_lora_parity reads on that path.
+BF16=(--arch llama --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48 --dtype bf16)
+fixture llama_bf16 "--targets all-linear --seed 16" -- "${BF16[@]}"
+"$PYTHON" "$REFERENCE" "$OUTDIR/llama_bf16/model" --out "$OUTDIR/llama_bf16" --targets all-linear --seed 16 \
+  --bf16-activations
