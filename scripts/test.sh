@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: a Release build with every test, a compile of every
 # source for AArch64, then the same suite under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then each fuzz target for a bounded time.
+# UndefinedBehaviorSanitizer, then the threaded tests under ThreadSanitizer,
+# then each fuzz target for a bounded time.
 # SLM_TEST_QUICK=1 skips the sanitizer and fuzz stages. With ccache installed
 # (scripts/setup.sh) a rebuild of unchanged sources is a cache hit, in this
 # checkout or another; the stage times end the output.
@@ -53,6 +54,22 @@ cmake --build build-asan -j "$jobs"
 stage "AddressSanitizer + UBSan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 1800
+
+# ThreadSanitizer over the code that starts its own threads: the engine
+# (test_generate), the tokenizer's parallel encode (test_tokenizer) and the
+# server's request handling (test_serve); only those binaries are built. The
+# kernels are left out, and OpenMP runs one thread: GCC's libgomp is not
+# instrumented, so TSan cannot see a parallel region's fork and join and
+# reports every region as racing with the code around it (70 such reports in
+# the first minute of test_kernels, none of them real).
+stage "ThreadSanitizer build"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+  -DSLM_SANITIZE_THREAD=ON -DSLM_WERROR=ON -DSLM_BUILD_BENCH=OFF >/dev/null
+cmake --build build-tsan -j "$jobs" --target test_generate test_tokenizer test_serve
+stage "ThreadSanitizer tests"
+printf '%s\n' generate tokenizer serve |
+  OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  xargs -P "$jobs" -I{} sh -c 'build-tsan/tests/test_{} --gtest_brief=1 >build-tsan/test_{}.log 2>&1 || { tail -n 60 build-tsan/test_{}.log; exit 1; }'
 
 # Eight targets, two at a time: 20 s each is 80 s of fuzzing from the
 # committed seeds (SLM_FUZZ_SECONDS for longer runs).
