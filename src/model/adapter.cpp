@@ -11,10 +11,14 @@
 #include <atomic>
 #include <cmath>
 // GCC 12's <regex> trips -Wmaybe-uninitialized inside its own automaton at -O1.
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <regex>
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 namespace slm {
 

@@ -5,6 +5,10 @@
 
 #include <slm/error.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -13,6 +17,14 @@ namespace slm::cpu {
 
 namespace {
 
+#if defined(__x86_64__)
+// Clang 14's __builtin_cpu_supports does not know "f16c"; CPUID leaf 1 does.
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 Isa detect() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
@@ -20,7 +32,7 @@ Isa detect() {
     const bool dot_products = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
     return dot_products ? Isa::Avx512Bf16 : Isa::Avx512;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::Avx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return Isa::Avx2;
 #endif
   return Isa::Scalar;
 }

@@ -14,6 +14,20 @@
 #include <span>
 #include <string_view>
 
+// SLM_TARGET_BEGIN("avx2,fma") ... SLM_TARGET_END: the functions between
+// them are compiled for those instructions. GCC's `#pragma GCC target`
+// covers the rest of the file; clang knows no such pragma, but applies a
+// target attribute to every function between a push and a pop.
+#define SLM_PRAGMA(text) _Pragma(#text)
+#if defined(__clang__)
+#define SLM_TARGET_BEGIN(features) \
+  SLM_PRAGMA(clang attribute push(__attribute__((target(features))), apply_to = function))
+#define SLM_TARGET_END SLM_PRAGMA(clang attribute pop)
+#else
+#define SLM_TARGET_BEGIN(features) SLM_PRAGMA(GCC target(features))
+#define SLM_TARGET_END
+#endif
+
 namespace slm::cpu {
 
 enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16 };

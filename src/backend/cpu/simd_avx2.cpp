@@ -13,7 +13,7 @@
 
 // Everything below, and nothing included above, is compiled for this target:
 // a header compiled under it could leak these instructions into other files.
-#pragma GCC target("avx2,fma,f16c")
+SLM_TARGET_BEGIN("avx2,fma,f16c")
 
 #include "backend/cpu/simd_x86_inline.h"
 
@@ -411,4 +411,5 @@ QuantDotKernels avx2_quant_kernels() {
 }
 
 }  // namespace slm::cpu
+SLM_TARGET_END
 #endif

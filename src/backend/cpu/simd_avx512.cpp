@@ -14,11 +14,13 @@
 
 // Everything below, and nothing included above, is compiled for this target:
 // a header compiled under it could leak these instructions into other files.
-#pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
+SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,fma,f16c")
 // GCC 12's own intrinsics (cvtepu16, slli, cvtph, reduce) read a deliberately
 // undefined pass-through operand, which -Wuninitialized reports once inlined.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "backend/cpu/simd_avx512_inline.h"
 #include "backend/cpu/simd_x86_inline.h"
@@ -323,4 +325,5 @@ VectorKernels avx512_kernels() {
 }
 
 }  // namespace slm::cpu
+SLM_TARGET_END
 #endif

@@ -14,9 +14,11 @@
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target.
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512bf16,fma")
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "backend/cpu/simd_avx512_inline.h"
 
@@ -192,4 +194,5 @@ VectorKernels avx512bf16_vector_kernels() {
 Bf16GemmKernels avx512bf16_kernels() { return {gemm, narrow}; }
 
 }  // namespace slm::cpu
+SLM_TARGET_END
 #endif

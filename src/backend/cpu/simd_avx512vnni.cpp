@@ -15,9 +15,11 @@
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target.
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
+SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "backend/cpu/simd_avx512_inline.h"
 #include "backend/cpu/simd_x86_inline.h"
@@ -324,4 +326,5 @@ QuantDotKernels avx512vnni_kernels() {
 QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm}; }
 
 }  // namespace slm::cpu
+SLM_TARGET_END
 #endif
