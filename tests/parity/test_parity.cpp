@@ -86,6 +86,9 @@ const char* const kModels[] = {
     "phi3_longrope_long", // longrope past an original context of 16: the long factors
 };
 
+// The fixtures above with bf16 weights (Bf16Parity).
+const char* const kBf16Models[] = {"llama_bf16", "gemma3_bf16", "phi3_bf16"};
+
 struct Expected {
   std::vector<int32_t> prompt;
   std::vector<float> last_logits;
@@ -403,8 +406,10 @@ TEST_P(Parity, PerplexityMatchesReference) {
 // A bf16 model against the reference of the path it runs on (see
 // kBf16PathExact): every prompt row, eager and flash, and the greedy
 // continuation through the KV cache, which that reference chose for itself.
-TEST_P(Parity, Bf16MatchesTheReferenceOfItsPath) {
-  if (!expected_.bf16) GTEST_SKIP() << "f32/f16 weights: the tests above hold them to " << kF32Tolerance;
+class Bf16Parity : public Parity {};
+
+TEST_P(Bf16Parity, MatchesTheReferenceOfItsPath) {
+  ASSERT_TRUE(expected_.bf16) << GetParam() << " is listed in kBf16Models but its weights are not bf16";
   const bool rounds = slm::cpu::active_isa() == slm::cpu::Isa::Avx512Bf16;
   const Expected e = read_expected(root_ / (rounds ? "expected_bf16_activations.json" : "expected.json"));
   const double bound = rounds ? kBf16PathTipped : kF32Tolerance;
@@ -450,7 +455,23 @@ TEST_P(Parity, Bf16MatchesTheReferenceOfItsPath) {
 
 TEST(ParityFixtures, ModelListIsTheScripts) { slm::test::expect_fixture_list("SLM_PARITY_DIR", kModels); }
 
+// Every fixture with bf16 weights, and only those, in kBf16Models.
+TEST(ParityFixtures, Bf16ListIsTheBf16Fixtures) {
+  const char* dir = std::getenv("SLM_PARITY_DIR");
+  if (dir == nullptr || *dir == '\0') GTEST_SKIP() << "SLM_PARITY_DIR is not set";
+  for (const char* name : kModels) {
+    const fs::path expected = fs::path(dir) / name / "expected.json";
+    if (!fs::exists(expected)) continue;  // a fixture that could not be made fails its own tests
+    const bool listed = std::find_if(std::begin(kBf16Models), std::end(kBf16Models), [&](const char* bf16) {
+                          return std::string(bf16) == name;
+                        }) != std::end(kBf16Models);
+    EXPECT_EQ(read_expected(expected).bf16, listed) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Parity, ::testing::ValuesIn(kModels),
+                         [](const ::testing::TestParamInfo<const char*>& param) { return std::string(param.param); });
+INSTANTIATE_TEST_SUITE_P(Models, Bf16Parity, ::testing::ValuesIn(kBf16Models),
                          [](const ::testing::TestParamInfo<const char*>& param) { return std::string(param.param); });
 
 }  // namespace

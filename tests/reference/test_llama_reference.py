@@ -245,6 +245,38 @@ class Model(InScratchFolder):
         self.assertAlmostEqual(e["greedy_margins"][3], top[1] - top[0], places=10)
 
 
+class Bf16Activations(InScratchFolder):
+    """--bf16-activations rounds the input of products with bf16 weights, and
+    their backward's dy, to bf16 (round to nearest even), and nothing else."""
+
+    def bf16_model(self, directory):
+        w = make_model(directory)
+        write_safetensors(os.path.join(directory, "model.safetensors"),
+                          {n: ("BF16", (a.view("<u4") >> 16).astype("<u2").tobytes(), a.shape) for n, a in w.items()})
+
+    def test_no_effect_on_f32_weights(self):
+        make_model(self.path("m"))
+        a = ref.Reference(self.path("m")).logits([1, 2, 3])
+        b = ref.Reference(self.path("m"), bf16_activations=True).logits([1, 2, 3])
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    def test_rounds_inputs_and_gradients_of_bf16_products(self):
+        self.bf16_model(self.path("m"))
+        plain = ref.Reference(self.path("m"))
+        rounding = ref.Reference(self.path("m"), bf16_activations=True)
+        name = "model.layers.0.self_attn.q_proj"
+        W = plain.weight(name + ".weight")
+        x = (torch.randn(3, 32, dtype=torch.float64) * (1 + 1e-3)).requires_grad_()
+        y = rounding.linear(x, name, False)
+        x32 = x.detach().to(torch.float32)  # slm rounds float32 activations, to nearest even
+        torch.testing.assert_close(y, x32.to(torch.bfloat16).to(torch.float64) @ W.T, rtol=1e-12, atol=0)
+        self.assertGreater(float((y - plain.linear(x, name, False)).abs().max()), 1e-4)
+        dy = torch.randn(3, W.shape[0], dtype=torch.float64)
+        y.backward(dy)
+        torch.testing.assert_close(x.grad, dy.to(torch.bfloat16).to(torch.float64) @ W, rtol=1e-12, atol=0)
+        self.assertFalse(torch.equal(rounding.logits([1, 2, 3]), plain.logits([1, 2, 3])))
+
+
 def gemma_config(model_type, **overrides):
     config = dict(model_type=model_type, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, vocab_size=50, rms_norm_eps=1e-6)
