@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: a Release build with every test, an AArch64 build
-# whose kernel tests and one generation run under qemu-aarch64, then the same suite under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then each fuzz target for a bounded time.
+# whose kernel tests and one generation run under qemu-aarch64, then the same
+# suite under AddressSanitizer + UndefinedBehaviorSanitizer, then each fuzz
+# target for a bounded time.
 # SLM_TEST_QUICK=1 skips the sanitizer and fuzz stages. With ccache installed
 # (scripts/setup.sh) a rebuild of unchanged sources is a cache hit, in this
 # checkout or another; the stage times end the output.
