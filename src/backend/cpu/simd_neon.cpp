@@ -65,13 +65,6 @@ void widen(const uint16_t* w, int64_t n, float* out) {
 void widen_bf16(const uint16_t* w, int64_t n, float* out) { widen<Bf16Weights>(w, n, out); }
 void widen_f16(const uint16_t* w, int64_t n, float* out) { widen<F16Weights>(w, n, out); }
 
-// x rearranged for bf16_prepared: copied and zero-padded to a multiple of 32.
-void copy_padded(const float* x, int64_t k, float* out) {
-  int64_t i = 0;
-  for (; i < k; ++i) out[i] = x[i];
-  for (; i % 32 != 0; ++i) out[i] = 0.0f;
-}
-
 template <class Weights, class W>
 void axpy_widened(float a, const W* x, float* y, int64_t n) {
   const float32x4_t va = vdupq_n_f32(a);
@@ -201,23 +194,22 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) float dot_q4_sdot(const void* 
 
 }  // namespace
 
+// The portable path's entries where NEON has nothing faster (x copied for
+// bf16_prepared, q8/q4 widening) or OpenBLAS serves (the GEMMs).
 VectorKernels neon_kernels() {
-  return {dot_f32,
-          dot_bf16,
-          copy_padded,
-          dot_bf16,
-          dot_f16,
-          widen_bf16,
-          widen_f16,
-          dequantize_q8,
-          dequantize_q4,
-          nullptr,
-          nullptr,
-          axpy,
-          axpy_bf16,
-          axpy_f16,
-          silu_mul,
-          exp_shifted};
+  VectorKernels k = portable_kernels();
+  k.f32 = dot_f32;
+  k.bf16 = dot_bf16;
+  k.bf16_prepared = dot_bf16;
+  k.f16 = dot_f16;
+  k.widen_bf16 = widen_bf16;
+  k.widen_f16 = widen_f16;
+  k.axpy = axpy;
+  k.axpy_bf16 = axpy_bf16;
+  k.axpy_f16 = axpy_f16;
+  k.silu_mul = silu_mul;
+  k.exp_shifted = exp_shifted;
+  return k;
 }
 
 QuantDotKernels neon_quant_kernels() {
