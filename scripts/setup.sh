@@ -19,7 +19,9 @@ packages=(
   libgtest-dev libgmock-dev               # unit tests
   libbenchmark-dev                        # microbenchmarks
   clang libclang-rt-14-dev                # libFuzzer targets
-  g++-aarch64-linux-gnu                   # the AArch64 compile check (scripts/check_aarch64.sh)
+  g++-aarch64-linux-gnu qemu-user         # AArch64 build and tests under emulation (scripts/check_aarch64.sh)
+  libgtest-dev:arm64 libopenblas-dev:arm64 libpcre2-dev:arm64 libutf8proc-dev:arm64 libcpp-httplib-dev:arm64
+  libsimdjson14:arm64                     # (libsimdjson-dev is one architecture only: cmake/aarch64-linux-gnu.cmake)
   python3-torch python3-numpy             # PyTorch reference for parity tests
   python3-jinja2                          # chat-template reference: the Jinja transformers renders with
   bible-kjv-text bible-kjv fortunes       # public-domain text: tokenizer benchmarks, the default model's recipe
@@ -36,6 +38,8 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  # The arm64 libraries come from Debian's multiarch archive.
+  dpkg --print-foreign-architectures | grep -qx arm64 || as_root dpkg --add-architecture arm64
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

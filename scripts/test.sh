@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: a Release build with every test, a compile of every
-# source for AArch64, then the same suite under AddressSanitizer +
-# UndefinedBehaviorSanitizer, then the threaded tests under ThreadSanitizer,
-# then each fuzz target for a bounded time.
+# The whole test suite: a Release build with every test, an AArch64 build
+# whose kernel tests and one generation run under qemu-aarch64, then the same
+# suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the threaded
+# tests under ThreadSanitizer, then each fuzz target for a bounded time.
 # SLM_TEST_QUICK=1 skips the sanitizer and fuzz stages. With ccache installed
 # (scripts/setup.sh) a rebuild of unchanged sources is a cache hit, in this
 # checkout or another; the stage times end the output.
@@ -42,7 +42,7 @@ ctest --test-dir build --output-on-failure -j "$jobs" --timeout 600
 
 if [ "${SLM_TEST_QUICK:-0}" = 1 ]; then exit 0; fi
 
-stage "AArch64 compile check"
+stage "AArch64 build and tests (qemu)"
 scripts/check_aarch64.sh
 
 # -O1 and line tables only: the sanitizers need neither full optimisation nor

@@ -13,6 +13,11 @@
 #include <cstdlib>
 #include <string>
 
+#if defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace slm::cpu {
 
 namespace {
@@ -34,7 +39,31 @@ Isa detect() {
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return Isa::Avx2;
 #endif
+#if defined(__aarch64__)
+  const unsigned long hwcap = getauxval(AT_HWCAP);
+  if (hwcap & HWCAP_ASIMD) return hwcap & HWCAP_ASIMDDP ? Isa::NeonDot : Isa::Neon;
+#endif
   return Isa::Scalar;
+}
+
+// Which architecture a path belongs to (0 for the portable one).
+int architecture(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return 0;
+    case Isa::Avx2:
+    case Isa::Avx512:
+    case Isa::Avx512Bf16: return 1;
+    case Isa::Neon:
+    case Isa::NeonDot: return 2;
+  }
+  return 0;
+}
+
+// `wanted` where the CPU has it (the portable path, or one of the best
+// path's architecture at or below it), else the best path.
+Isa clamp(Isa wanted, Isa best) {
+  if (wanted == Isa::Scalar || (architecture(wanted) == architecture(best) && wanted <= best)) return wanted;
+  return best;
 }
 
 Isa parse_isa(std::string_view name) {
@@ -42,7 +71,10 @@ Isa parse_isa(std::string_view name) {
   if (name == "avx2") return Isa::Avx2;
   if (name == "avx512") return Isa::Avx512;
   if (name == "avx512bf16") return Isa::Avx512Bf16;
-  fail("SLM_CPU_ISA: unknown instruction set \"", name, "\" (expected scalar, avx2, avx512 or avx512bf16)");
+  if (name == "neon") return Isa::Neon;
+  if (name == "neondot") return Isa::NeonDot;
+  fail("SLM_CPU_ISA: unknown instruction set \"", name,
+       "\" (expected scalar, avx2, avx512, avx512bf16, neon or neondot)");
 }
 
 std::atomic<Isa>& chosen() {
@@ -50,8 +82,7 @@ std::atomic<Isa>& chosen() {
     const Isa best = detect();
     const char* forced = std::getenv("SLM_CPU_ISA");
     if (!forced || !*forced) return best;
-    const Isa wanted = parse_isa(forced);
-    return wanted < best ? wanted : best;
+    return clamp(parse_isa(forced), best);
   }();
   return isa;
 }
@@ -66,14 +97,13 @@ std::string_view isa_name(Isa isa) {
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Bf16: return "avx512bf16";
+    case Isa::Neon: return "neon";
+    case Isa::NeonDot: return "neondot";
   }
   return "?";
 }
 
-void force_isa(Isa isa) {
-  const Isa best = detect();
-  chosen().store(isa < best ? isa : best, std::memory_order_relaxed);
-}
+void force_isa(Isa isa) { chosen().store(clamp(isa, detect()), std::memory_order_relaxed); }
 
 // Each table is built on first use of its path only: the function that
 // builds it is compiled for that path's instructions, which a CPU without
@@ -94,7 +124,13 @@ const VectorKernels& vector_kernels() {
       static const VectorKernels avx2 = avx2_kernels();
       return avx2;
     }
-    case Isa::Scalar: break;
+    default: break;
+  }
+#endif
+#if defined(__aarch64__)
+  if (active_isa() != Isa::Scalar) {
+    static const VectorKernels neon = neon_kernels();
+    return neon;
   }
 #endif
   return portable;
@@ -133,7 +169,20 @@ const QuantDotKernels& quant_dot_kernels() {
       static const QuantDotKernels avx2 = avx2_quant_kernels();
       return avx2;
     }
-    case Isa::Scalar: break;
+    default: break;
+  }
+#endif
+#if defined(__aarch64__)
+  switch (active_isa()) {
+    case Isa::NeonDot: {
+      static const QuantDotKernels sdot = neon_dotprod_kernels();
+      return sdot;
+    }
+    case Isa::Neon: {
+      static const QuantDotKernels neon = neon_quant_kernels();
+      return neon;
+    }
+    default: break;
   }
 #endif
   return portable;

@@ -3,7 +3,9 @@
 // has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
 // to check every path on one machine).
 // SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus the bf16 and int8
-// dot products, AVX512_BF16 and AVX512_VNNI).
+// dot products, AVX512_BF16 and AVX512_VNNI). On AArch64 the paths are
+// scalar, neon (Advanced SIMD) and neondot (plus SDOT, ASIMDDP); a path of
+// the other architecture is never chosen.
 #pragma once
 
 #include "core/quant.h"
@@ -30,7 +32,9 @@
 
 namespace slm::cpu {
 
-enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16 };
+// Ordered within each architecture (a later path has every feature of an
+// earlier one of its architecture); Scalar is below all.
+enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Neon, NeonDot };
 
 Isa active_isa();
 std::string_view isa_name(Isa isa);
@@ -136,7 +140,8 @@ struct QuantDotKernels {
 };
 
 // The active path's: VNNI on the top path, AVX2's vpmaddubsw on the AVX-512
-// and AVX2 paths, plain integer loops on the portable one.
+// and AVX2 paths, SDOT on neondot, NEON widening multiplies on neon, plain
+// integer loops on the portable one.
 const QuantDotKernels& quant_dot_kernels();
 
 // Products of q8/q4 weights with many activation rows (prompts), in integer
@@ -174,6 +179,12 @@ VectorKernels avx512bf16_vector_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 QuantDotKernels avx512vnni_kernels();
 QuantGemmKernels avx512vnni_gemm_kernels();
+#endif
+#if defined(__aarch64__)
+VectorKernels neon_kernels();
+// Widening multiplies on neon, SDOT on neondot.
+QuantDotKernels neon_quant_kernels();
+QuantDotKernels neon_dotprod_kernels();
 #endif
 
 }  // namespace slm::cpu
