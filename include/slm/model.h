@@ -117,6 +117,8 @@ enum class AttentionImpl { Eager, Flash };
 struct LoadOptions {
   std::optional<DType> dtype;  // nullopt: keep what the file holds (no copy)
   std::string device = "auto";  // auto, cpu, cuda, cuda:N
+  int64_t gpu_layers = -1;      // --gpu-layers: the first N layers on the GPU (-1: all)
+  std::filesystem::path device_map;  // --device-map: a JSON file of module name → device
 };
 
 // Threads the CPU kernels use (default: every core the process may run on).

@@ -8,6 +8,8 @@ namespace cpu {
 const Backend& backend();
 }
 
+GpuInventory gpu_inventory() { return {0, "this build of slm has no CUDA backend"}; }
+
 const Backend& backend_for(Device device) {
   if (device == Device::CPU) return cpu::backend();
   fail("--device cuda: this build of slm has no CUDA backend (only the CPU is available)");

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -166,6 +167,14 @@ class Backend {
   };
   virtual void adamw(float* w, float* g, float* m, float* v, int64_t n, const AdamWStep& s) const = 0;
 };
+
+// The GPUs present: this build's and this machine's. `reason` says why
+// there are none (no CUDA backend in the build, no driver, no device).
+struct GpuInventory {
+  int count = 0;
+  std::string reason;
+};
+GpuInventory gpu_inventory();
 
 // The backend of a device; fails naming the device when this build or this
 // machine has none.

@@ -3,6 +3,7 @@
 #include <slm/error.h>
 
 #include "core/kquant.h"
+#include "model/device_map.h"
 
 #include <nlohmann/json.hpp>
 
@@ -352,6 +353,7 @@ ModelConfig ModelConfig::from_model_path(const std::filesystem::path& model) {
 Model load_gguf_model(const std::filesystem::path& path, const LoadOptions& options) {
   const GgufFile file = GgufFile::open(path);
   ModelConfig config = gguf_model_config(file);
+  check_placement(options, config.num_hidden_layers);
   const GgufWeights source(file, config, options.dtype);
   Weights weights = read_weights(config, source, options.dtype);
   return Model(std::move(config), std::move(weights));

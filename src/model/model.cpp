@@ -7,6 +7,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/decoder.h"
+#include "model/device_map.h"
 #include "model/gguf_model.h"
 #include "model/rope.h"
 #include "model/weight_layout.h"
@@ -232,15 +233,10 @@ Model::Model(ModelConfig config, Weights weights)
                                                                    : std::vector<float>{}) {}
 
 Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
-  if (options.device.starts_with("cuda")) {
-    fail("--device ", options.device, ": this build of slm has no CUDA backend (only the CPU is available)");
-  }
-  if (options.device != "auto" && options.device != "cpu") {
-    fail("--device: unknown device \"", options.device, "\" (expected auto, cpu or cuda[:N])");
-  }
   if (is_gguf_file(dir)) return load_gguf_model(dir, options);
   if (!std::filesystem::is_directory(dir)) fail(dir.string(), ": not a model folder (nor a GGUF file)");
   ModelConfig config = ModelConfig::from_file(dir / "config.json");
+  check_placement(options, config.num_hidden_layers);
   const WeightFiles files = WeightFiles::open(dir);
   Weights weights = read_weights(config, files, options.dtype);
   return Model(std::move(config), std::move(weights));

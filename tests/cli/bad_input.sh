@@ -196,6 +196,10 @@ expect_error "no -m and \$SLM_MODEL names no model" 1 "$SLM_WORK/absent" -- env 
 expect_error "--device cuda" 1 "cuda" "no CUDA backend" -- "$SLM_BIN" info -m "$good" --device cuda
 expect_error "--device cuda:1" 1 "cuda:1" -- "$SLM_BIN" info -m "$good" --device cuda:1
 expect_error "--device tpu" 1 "tpu" -- "$SLM_BIN" info -m "$good" --device tpu
+expect_error "--gpu-layers with --device cpu" 1 "--gpu-layers" "--device cpu" -- "$SLM_BIN" info -m "$good" --device cpu --gpu-layers 2
+expect_error "--device-map missing" 1 "--device-map" "no such file" -- "$SLM_BIN" info -m "$good" --device-map "$SLM_WORK/none.json"
+printf '{"model": "cpu"}' > "$SLM_WORK/partial_map.json"
+expect_error "--device-map without lm_head" 1 "partial_map.json" "no device for \"lm_head\"" -- "$SLM_BIN" info -m "$good" --device-map "$SLM_WORK/partial_map.json"
 
 # --- prompts against the context (needs a tokenizer) --------------------------
 

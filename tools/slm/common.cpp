@@ -159,6 +159,12 @@ void add_model_options(CLI::App& app, ModelOptions& options) {
                  "weights in memory: auto (as stored, no copy), f32, f16, bf16, q8 or q4 (blocks of 32, quantized at load)")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8", "q4"}));
   app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N");
+  app.add_option("--gpu-layers", options.gpu_layers,
+                 "the embedding and the first N layers on the GPU, the rest on the CPU (default: all on the device)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--device-map", options.device_map,
+                 "JSON file of module name -> device, as transformers' device_map: {\"model.layers.0\": \"cuda:0\", "
+                 "..., \"lm_head\": \"cpu\"}");
   app.add_option("--attn", options.attention, "attention implementation: eager, flash or auto (= flash)")
       ->check(CLI::IsMember({"auto", "eager", "flash"}));
   app.add_option("--threads", options.threads, "CPU threads (default: the cores no other process is busy on when the command starts)")->check(CLI::Range(1, 1024));
@@ -178,6 +184,8 @@ Model load_model(const ModelOptions& options) {
   LoadOptions load;
   if (options.dtype != "auto") load.dtype = parse_dtype(options.dtype);
   load.device = options.device;
+  load.gpu_layers = options.gpu_layers;
+  load.device_map = options.device_map;
   Model model = Model::load(options.dir, load);
   model.set_attention(parse_attention(options.attention));
   return model;

@@ -43,6 +43,8 @@ struct ModelOptions {
   std::string dir;
   std::string dtype = "auto";
   std::string device = "auto";
+  int64_t gpu_layers = -1;
+  std::string device_map;
   std::string attention = "auto";
   int threads = 0;  // 0: the default (all cores)
   std::string kv_dtype = "f32";
