@@ -8,7 +8,14 @@ namespace cpu {
 const Backend& backend();
 }
 
+#ifdef SLM_WITH_CUDA
+namespace cuda {
+GpuInventory inventory();
+}
+GpuInventory gpu_inventory() { return cuda::inventory(); }
+#else
 GpuInventory gpu_inventory() { return {0, "this build of slm has no CUDA backend"}; }
+#endif
 
 const Backend& backend_for(Device device) {
   if (device == Device::CPU) return cpu::backend();

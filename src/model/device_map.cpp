@@ -155,7 +155,19 @@ DevicePlacement place_model(const PlacementRequest& request, int64_t num_layers,
 }
 
 DevicePlacement check_placement(const LoadOptions& options, int64_t num_layers) {
-  return place_model({options.device, options.gpu_layers, options.device_map}, num_layers, gpu_inventory());
+  const GpuInventory gpus = gpu_inventory();
+  const PlacementRequest request{options.device, options.gpu_layers, options.device_map};
+  const DevicePlacement placement = place_model(request, num_layers, gpus);
+  if (!placement.uses(Device::CUDA)) return placement;
+  // The CUDA layer finds GPUs and holds their memory, but no Backend runs
+  // a model there yet: auto takes the CPU, an explicit GPU is an error.
+  if (request.device == "auto" && request.device_map.empty()) {
+    return place_model({"cpu", -1, {}}, num_layers, gpus);
+  }
+  fail(request.device_map.empty() ? "--device " + request.device : "--device-map " + request.device_map.string(),
+       ": ", gpus.count, gpus.count == 1 ? " GPU" : " GPUs",
+       " found, but this build of slm cannot run a model on a GPU yet (its CUDA kernels are not written); "
+       "use --device cpu");
 }
 
 }  // namespace slm

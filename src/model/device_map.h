@@ -57,6 +57,8 @@ DevicePlacement place_model(const PlacementRequest& request, int64_t num_layers,
 
 // Where `options` place a model of `num_layers` layers on this machine; fails
 // naming the option when it asks for a device this build or machine lacks.
+// No part runs on a GPU yet: auto is the CPU, and a GPU asked for by name is
+// an error that says so.
 DevicePlacement check_placement(const LoadOptions& options, int64_t num_layers);
 
 }  // namespace slm

@@ -193,7 +193,7 @@ expect_error "unknown command" 2 "frobnicate" -- "$SLM_BIN" frobnicate
 expect_error "bad option value" 2 "--dtype" -- "$SLM_BIN" info -m "$good" --dtype f64
 expect_error "bad number" 2 "--threads" -- "$SLM_BIN" info -m "$good" --threads many
 expect_error "no -m and \$SLM_MODEL names no model" 1 "$SLM_WORK/absent" -- env SLM_MODEL="$SLM_WORK/absent" "$SLM_BIN" info
-expect_error "--device cuda" 1 "cuda" "no CUDA backend" -- "$SLM_BIN" info -m "$good" --device cuda
+expect_error "--device cuda" 1 "--device cuda" "no GPU found" -- "$SLM_BIN" info -m "$good" --device cuda
 expect_error "--device cuda:1" 1 "cuda:1" -- "$SLM_BIN" info -m "$good" --device cuda:1
 expect_error "--device tpu" 1 "tpu" -- "$SLM_BIN" info -m "$good" --device tpu
 expect_error "--gpu-layers with --device cpu" 1 "--gpu-layers" "--device cpu" -- "$SLM_BIN" info -m "$good" --device cpu --gpu-layers 2

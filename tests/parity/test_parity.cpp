@@ -253,7 +253,10 @@ TEST_P(Parity, PromptLogitsMatchReferenceAtEveryPosition) {
 // Converting at load (--dtype f32) widens f16/bf16 weights exactly, so every
 // model, whatever its file dtype, then matches the reference to f32 rounding.
 TEST_P(Parity, LoadedAsF32MatchesReferenceTightly) {
-  Model model = Model::load(root_ / "model", slm::LoadOptions{slm::DType::F32, "cpu"});
+  slm::LoadOptions as_f32;
+  as_f32.dtype = slm::DType::F32;
+  as_f32.device = "cpu";
+  Model model = Model::load(root_ / "model", as_f32);
   ASSERT_EQ(model.dtype(), slm::DType::F32);
   KVCache cache(model.config(), static_cast<int64_t>(expected_.prompt.size()));
   const double error = relative_error(model.forward_last_logits(expected_.prompt, cache), expected_.last_logits);

@@ -199,7 +199,7 @@ TEST_F(ModelLoad, TruncatedWeights) {
 
 TEST_F(ModelLoad, DeviceOptions) {
   create(slm::shape_preset("tiny"));
-  EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_, on_device("cuda")); }, {"cuda", "no CUDA backend"}));
+  EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_, on_device("cuda")); }, {"--device cuda", "no GPU found"}));
   EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_, on_device("cuda:1")); }, {"cuda:1"}));
   EXPECT_TRUE(ThrowsErrorWith([&] { Model::load(dir_, on_device("tpu")); }, {"tpu"}));
   EXPECT_NO_THROW(Model::load(dir_, on_device("cpu")));
