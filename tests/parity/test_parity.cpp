@@ -174,6 +174,37 @@ std::span<const float> row(const std::vector<float>& logits, int64_t vocab, int6
   return std::span<const float>(logits).subspan(static_cast<size_t>(i * vocab), static_cast<size_t>(vocab));
 }
 
+// Prefills e.prompt, then decodes greedily one token at a time through the
+// KV cache, held to the reference's tokens (it recomputed the whole sequence
+// for every token) and to its last step's logits within `bound` (relative).
+// A divergence is only forgiven where the reference's top two logits were
+// closer than `bound` lets us tell apart (then the two sequences part ways
+// and the comparison stops there).
+void expect_greedy_matches(Model& model, const Expected& e, double bound, const std::string& report_name) {
+  const int64_t total = static_cast<int64_t>(e.prompt.size() + e.greedy.size());
+  KVCache cache(model.config(), total);
+  std::span<const float> logits = model.forward_last_logits(e.prompt, cache);
+  const double resolvable = 2 * bound * max_abs(e.last_logits);
+  for (size_t step = 0; step < e.greedy.size(); ++step) {
+    const int32_t token = argmax(logits);
+    if (token != e.greedy[step]) {
+      ASSERT_LT(e.margins[step], resolvable)
+          << "greedy token " << step << ": got " << token << ", reference " << e.greedy[step]
+          << " with a top-1/top-2 margin of " << e.margins[step] << " (well above the " << resolvable
+          << " the bound allows)";
+      std::printf("  greedy step %zu is a near tie (reference margin %.3g); compared up to there\n", step,
+                  e.margins[step]);
+      return;
+    }
+    if (step + 1 == e.greedy.size()) break;
+    const int32_t next[] = {token};
+    logits = model.forward_last_logits(next, cache);
+  }
+  const double error = relative_error(logits, e.greedy_last_logits);
+  report(report_name, error);
+  EXPECT_LE(error, bound) << "logits of the last greedy step, position " << total - 2;
+}
+
 class Parity : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -264,37 +295,11 @@ TEST_P(Parity, LoadedAsF32MatchesReferenceTightly) {
   EXPECT_LE(error, kF32Tolerance);
 }
 
-// Prefill the prompt, then one token at a time through the KV cache; the
-// reference recomputed the whole sequence for every token. A divergence is
-// only forgiven where the reference's top two logits were closer than the
-// tolerance lets us tell apart (then the two sequences part ways and the
-// comparison stops there).
+// Greedy decoding through the KV cache against the reference, at the
+// model's tolerance (expect_greedy_matches).
 TEST_P(Parity, GreedyDecodingWithCacheMatchesReference) {
-  const auto& e = expected_;
-  const int64_t total = static_cast<int64_t>(e.prompt.size() + e.greedy.size());
-  KVCache cache(model_->config(), total);
-  std::span<const float> logits = model_->forward_last_logits(e.prompt, cache);
-  const double scale = max_abs(e.last_logits);
-  report("min_greedy_margin", *std::min_element(e.margins.begin(), e.margins.end()));
-  for (size_t step = 0; step < e.greedy.size(); ++step) {
-    const int32_t token = argmax(logits);
-    if (token != e.greedy[step]) {
-      const double resolvable = 2 * tolerance_ * scale;
-      ASSERT_LT(e.margins[step], resolvable)
-          << "greedy token " << step << ": got " << token << ", reference " << e.greedy[step]
-          << " with a top-1/top-2 margin of " << e.margins[step] << " (well above the " << resolvable
-          << " the tolerance allows)";
-      std::printf("  %s: greedy step %zu is a near tie (reference margin %.3g); compared up to there\n", GetParam(),
-                  step, e.margins[step]);
-      return;
-    }
-    if (step + 1 == e.greedy.size()) break;
-    const int32_t next[] = {token};
-    logits = model_->forward_last_logits(next, cache);
-  }
-  const double error = relative_error(logits, e.greedy_last_logits);
-  report("greedy_last_logits_error", error);
-  EXPECT_LE(error, tolerance_) << "logits of the last greedy step, position " << total - 2;
+  report("min_greedy_margin", *std::min_element(expected_.margins.begin(), expected_.margins.end()));
+  expect_greedy_matches(*model_, expected_, tolerance_, "greedy_last_logits_error");
 }
 
 TEST_P(Parity, EagerEqualsFlash) {
@@ -434,26 +439,7 @@ TEST_P(Bf16Parity, MatchesTheReferenceOfItsPath) {
     report(std::string("path_prompt_rows_exact_") + name, static_cast<double>(exact) / static_cast<double>(n));
     EXPECT_GE(4 * exact, n) << exact << " of " << n << " prompt rows within " << kBf16PathExact;
   }
-  const int64_t total = static_cast<int64_t>(e.prompt.size() + e.greedy.size());
-  KVCache cache(model_->config(), total);
-  std::span<const float> logits = model_->forward_last_logits(e.prompt, cache);
-  const double resolvable = 2 * bound * max_abs(e.last_logits);
-  for (size_t step = 0; step < e.greedy.size(); ++step) {
-    const int32_t token = argmax(logits);
-    if (token != e.greedy[step]) {
-      ASSERT_LT(e.margins[step], resolvable) << "greedy token " << step << ": got " << token << ", reference "
-                                             << e.greedy[step] << " with a top-1/top-2 margin of " << e.margins[step];
-      std::printf("  %s: greedy step %zu is a near tie (reference margin %.3g); compared up to there\n", GetParam(),
-                  step, e.margins[step]);
-      return;
-    }
-    if (step + 1 == e.greedy.size()) break;
-    const int32_t next[] = {token};
-    logits = model_->forward_last_logits(next, cache);
-  }
-  const double error = relative_error(logits, e.greedy_last_logits);
-  report("path_greedy_last_logits_error", error);
-  EXPECT_LE(error, bound) << "logits of the last greedy step";
+  expect_greedy_matches(*model_, e, bound, "path_greedy_last_logits_error");
 }
 
 TEST(ParityFixtures, ModelListIsTheScripts) { slm::test::expect_fixture_list("SLM_PARITY_DIR", kModels); }
