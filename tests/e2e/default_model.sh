@@ -22,7 +22,7 @@ size=$(stat -c %s "$model/model.safetensors")
 # info: where the model is, its end-of-sequence ids (ChatML's <|im_end|> too), its
 # sampling defaults, its chat template, and with --tensors every weight.
 "$SLM_BIN" info --tensors --output-format json > "$SLM_WORK/info-full.json"
-[ "$(json_get "$SLM_WORK/info-full.json" 'j["eos_token_ids"] == [0, 2] and j["tokenizer"]["chat_template"] and j["generation_defaults"]["temperature"] == 0.8 and j["path"].endswith("models/slm-tiny") and len(j["tensors"]) == 4 * 9 + 2')" = True ] \
+[ "$(json_get "$SLM_WORK/info-full.json" 'j["eos_token_ids"] == [0, 2] and j["tokenizer"]["chat_template"] and j["generation_defaults"]["temperature"] == 0.8 and j["path"].endswith("models/slm-tiny") and len(j["tensors"]) == 4 * 9 + 2 and j["placement"] == "cpu: model.embed_tokens, model.layers.0-3, model.norm, lm_head"')" = True ] \
   && pass "info: path, eos ids, sampling defaults, chat template, tensors" || fail "info: $(head -c 300 "$SLM_WORK/info-full.json")"
 "$SLM_BIN" finetune --data "$SOURCE_DIR/examples/kettlewise/train.jsonl" --max-steps 1 --lora-r 2 --out "$SLM_WORK/info-adapter" \
   --overwrite 2> /dev/null

@@ -1,6 +1,7 @@
 // slm info: what a model folder holds.
 #include "commands.h"
 #include "common.h"
+#include "model/device_map.h"
 
 #include <slm/error.h>
 
@@ -60,6 +61,7 @@ int run_info(int argc, char** argv) {
     j["parameters"] = c.parameter_count();
     j["dtype"] = dtype_name(model.dtype());
     j["weight_bytes"] = model.weight_bytes();
+    j["placement"] = check_placement(load_options(model_options), c.num_hidden_layers).describe();
     j["hidden_size"] = c.hidden_size;
     j["intermediate_size"] = c.intermediate_size;
     j["layers"] = c.num_hidden_layers;
@@ -104,6 +106,7 @@ int run_info(int argc, char** argv) {
     std::printf("parameters       %.2f M\n", static_cast<double>(c.parameter_count()) / 1e6);
     std::printf("weights          %s, %.1f MiB in memory\n", dtype_name(model.dtype()).data(),
                 static_cast<double>(model.weight_bytes()) / (1 << 20));
+    std::printf("devices          %s\n", j["placement"].get<std::string>().c_str());
     std::printf("layers           %lld (hidden %lld, MLP %lld)\n", static_cast<long long>(c.num_hidden_layers),
                 static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size));
     std::printf("attention        %lld heads, %lld KV heads, head_dim %lld%s%s%s\n",

@@ -178,15 +178,19 @@ void add_adapter_option(CLI::App& app, ModelOptions& options) {
                  "the base weights stay as loaded");
 }
 
-Model load_model(const ModelOptions& options) {
-  check_default_model(options.dir);
-  set_num_threads(options.threads > 0 ? options.threads : idle_cores());
+LoadOptions load_options(const ModelOptions& options) {
   LoadOptions load;
   if (options.dtype != "auto") load.dtype = parse_dtype(options.dtype);
   load.device = options.device;
   load.gpu_layers = options.gpu_layers;
   load.device_map = options.device_map;
-  Model model = Model::load(options.dir, load);
+  return load;
+}
+
+Model load_model(const ModelOptions& options) {
+  check_default_model(options.dir);
+  set_num_threads(options.threads > 0 ? options.threads : idle_cores());
+  Model model = Model::load(options.dir, load_options(options));
   model.set_attention(parse_attention(options.attention));
   return model;
 }

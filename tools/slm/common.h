@@ -61,6 +61,8 @@ std::string default_model_dir();
 void add_model_options(CLI::App& app, ModelOptions& options);
 // --adapter DIR: a PEFT LoRA adapter that load_model applies at run time.
 void add_adapter_option(CLI::App& app, ModelOptions& options);
+// --dtype, --device, --gpu-layers and --device-map as Model::load takes them.
+LoadOptions load_options(const ModelOptions& options);
 // Applies --threads, then loads the model with --dtype, --device and --attn.
 Model load_model(const ModelOptions& options);
 // --kv-cache: positions ("8192") or memory ("512MiB", "2GiB", "100MB") of
