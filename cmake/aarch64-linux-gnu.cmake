@@ -24,7 +24,7 @@ if(NOT DEFINED ENV{SLM_AARCH64_PKGCONFIG})
   file(CREATE_LINK /usr/lib/aarch64-linux-gnu/libsimdjson.so.14 $ENV{SLM_AARCH64_PKGCONFIG}/libsimdjson.so SYMBOLIC)
   set(ENV{PKG_CONFIG_LIBDIR} $ENV{SLM_AARCH64_PKGCONFIG}:/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig)
 endif()
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64)
 # The cross compiler searches its own include folder only: the shared
 # headers come after it, the arm64 ones (cblas.h, ...) first.
 set(CMAKE_CXX_FLAGS_INIT "-idirafter /usr/include/aarch64-linux-gnu -idirafter /usr/include")

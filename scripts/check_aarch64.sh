@@ -20,15 +20,27 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # OpenBLAS's GEMM on weights the paths widen (widening is tested on its own)
 # and take minutes under emulation.
 slow='Attention.*:Dtypes/MatmulTest.GemmPath*:Dtypes/MatmulTest.PanelAndBlock*:Dtypes/MatmulTest.WideRows*'
-emulate() { local cpu=$1; shift; qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$cpu" "$@"; }
+# The arm64 runtime is Debian's multiarch one alone (loader, libc, libgomp,
+# libstdc++ from one glibc and one GCC build): the cross toolchain's loader in
+# /usr/aarch64-linux-gnu is another glibc build, and a program that loads it
+# beside the multiarch libc corrupts pthread_create's stack cache and spins.
+# A run that hangs anyway fails here instead of at CI's time limit.
+emulate() {
+  local cpu=$1 limit=$2; shift 2
+  timeout "$limit" qemu-aarch64 -cpu "$cpu" "$@" || {
+    local rc=$?
+    [ "$rc" != 124 ] || echo "aarch64 -cpu $cpu: $1 did not end within $limit s" >&2
+    return "$rc"
+  }
+}
 generate() {
-  SLM_CPU_ISA=$2 emulate "$1" "$build/slm" generate -m models/slm-tiny -p "And God said" -n 24 --temperature 0 \
+  SLM_CPU_ISA=$2 emulate "$1" 120 "$build/slm" generate -m models/slm-tiny -p "And God said" -n 24 --temperature 0 \
     --ignore-eos --output-format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["tokens"])'
 }
 for cpu_paths in "cortex-a53 neon" "max neon neondot"; do
   read -r cpu paths <<< "$cpu_paths"
   echo "aarch64 -cpu $cpu: kernel tests (scalar $paths)"
-  emulate "$cpu" "$build/tests/test_kernels" --gtest_brief=1 --gtest_filter="-$slow"
+  emulate "$cpu" 900 "$build/tests/test_kernels" --gtest_brief=1 --gtest_filter="-$slow"
   want=$(generate "$cpu" scalar)
   [ "$(python3 -c "print(len($want))")" = 24 ] || { echo "aarch64 -cpu $cpu: generate gave $want" >&2; exit 1; }
   for isa in $paths; do

@@ -22,6 +22,7 @@ packages=(
   g++-aarch64-linux-gnu qemu-user         # AArch64 build and tests under emulation (scripts/check_aarch64.sh)
   libgtest-dev:arm64 libopenblas-dev:arm64 libpcre2-dev:arm64 libutf8proc-dev:arm64 libcpp-httplib-dev:arm64
   libsimdjson14:arm64                     # (libsimdjson-dev is one architecture only: cmake/aarch64-linux-gnu.cmake)
+  libgomp1:arm64                          # the programs run on the multiarch runtime alone (scripts/check_aarch64.sh)
   python3-torch python3-numpy             # PyTorch reference for parity tests
   python3-jinja2                          # chat-template reference: the Jinja transformers renders with
   bible-kjv-text bible-kjv fortunes       # public-domain text: tokenizer benchmarks, the default model's recipe
