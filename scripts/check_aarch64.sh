@@ -3,10 +3,12 @@
 # (g++-aarch64-linux-gnu with Debian's arm64 multiarch libraries,
 # cmake/aarch64-linux-gnu.cmake), then runs them under qemu-aarch64 on two
 # emulated CPUs: cortex-a53 (ARMv8.0: NEON, no SDOT) offers the scalar and
-# neon paths, max (every feature qemu has) adds neondot. The kernel tests run
-# each path the CPU offers against the reference kernels; one greedy
-# generation of the default model per path must give the scalar path's
-# tokens. Emulated timings say nothing of speed on ARM hardware.
+# neon paths, max (every feature qemu has) adds neondot and neonbf16 (BF16
+# and I8MM). The kernel tests run each path the CPU offers against the
+# reference kernels; one greedy generation of the default model per path
+# must give the scalar path's tokens, and on max the bf16, q8 and q4 weights
+# through neonbf16's own GEMMs (a 15-token prompt) neondot's tokens.
+# Emulated timings say nothing of speed on ARM hardware.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=$PWD/build-aarch64
@@ -33,19 +35,34 @@ emulate() {
     return "$rc"
   }
 }
+# generate CPU PATH DTYPE PROMPT: the 24 greedy tokens.
 generate() {
-  SLM_CPU_ISA=$2 emulate "$1" 120 "$build/slm" generate -m models/slm-tiny -p "And God said" -n 24 --temperature 0 \
-    --ignore-eos --output-format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["tokens"])'
+  SLM_CPU_ISA=$2 emulate "$1" 300 "$build/slm" generate -m models/slm-tiny --dtype "$3" -p "$4" -n 24 \
+    --temperature 0 --ignore-eos --output-format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["tokens"])'
 }
-for cpu_paths in "cortex-a53 neon" "max neon neondot"; do
+short="And God said"
+long="In the beginning God created the heaven and the earth. And the earth was"
+for cpu_paths in "cortex-a53 neon" "max neon neondot neonbf16"; do
   read -r cpu paths <<< "$cpu_paths"
   echo "aarch64 -cpu $cpu: kernel tests (scalar $paths)"
   emulate "$cpu" 900 "$build/tests/test_kernels" --gtest_brief=1 --gtest_filter="-$slow"
-  want=$(generate "$cpu" scalar)
+  want=$(generate "$cpu" scalar f32 "$short")
   [ "$(python3 -c "print(len($want))")" = 24 ] || { echo "aarch64 -cpu $cpu: generate gave $want" >&2; exit 1; }
   for isa in $paths; do
-    got=$(generate "$cpu" "$isa")
+    got=$(generate "$cpu" "$isa" f32 "$short")
     [ "$got" = "$want" ] || { echo "aarch64 -cpu $cpu: $isa generated $got, scalar $want" >&2; exit 1; }
     echo "aarch64 -cpu $cpu: $isa generates the scalar path's 24 tokens"
   done
+done
+# neonbf16's bf16 and integer GEMMs inside matmul (tiles shared among
+# threads, prompt-sized products); the other paths' prompt products are
+# OpenBLAS's, left out above.
+echo "aarch64 -cpu max: prompt-sized bf16, q8 and q4 products"
+emulate max 900 "$build/tests/test_kernels" --gtest_brief=1 \
+  --gtest_filter='Dtypes/MatmulTest.GemmPath*/bf16:Dtypes/MatmulTest.GemmPath*/q8:Dtypes/MatmulTest.GemmPath*/q4:Dtypes/MatmulTest.PanelAndBlock*/bf16'
+for dtype in bf16 q8 q4; do
+  want=$(generate max neondot "$dtype" "$long")
+  got=$(generate max neonbf16 "$dtype" "$long")
+  [ "$got" = "$want" ] || { echo "aarch64 -cpu max: $dtype weights on neonbf16 generated $got, neondot $want" >&2; exit 1; }
+  echo "aarch64 -cpu max: $dtype weights through neonbf16's GEMMs give neondot's 24 tokens"
 done

@@ -418,7 +418,7 @@ class Bf16Parity : public Parity {};
 
 TEST_P(Bf16Parity, MatchesTheReferenceOfItsPath) {
   ASSERT_TRUE(expected_.bf16) << GetParam() << " is listed in kBf16Models but its weights are not bf16";
-  const bool rounds = slm::cpu::active_isa() == slm::cpu::Isa::Avx512Bf16;
+  const bool rounds = slm::cpu::bf16_gemm_kernels() != nullptr;
   const Expected e = read_expected(root_ / (rounds ? "expected_bf16_activations.json" : "expected.json"));
   const double bound = rounds ? kBf16PathTipped : kF32Tolerance;
   const int64_t n = static_cast<int64_t>(e.prompt.size());

@@ -40,8 +40,10 @@ Isa detect() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return Isa::Avx2;
 #endif
 #if defined(__aarch64__)
-  const unsigned long hwcap = getauxval(AT_HWCAP);
-  if (hwcap & HWCAP_ASIMD) return hwcap & HWCAP_ASIMDDP ? Isa::NeonDot : Isa::Neon;
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  if (!(hwcap & HWCAP_ASIMD)) return Isa::Scalar;
+  if (!(hwcap & HWCAP_ASIMDDP)) return Isa::Neon;
+  return (hwcap2 & HWCAP2_BF16) && (hwcap2 & HWCAP2_I8MM) ? Isa::NeonBf16 : Isa::NeonDot;
 #endif
   return Isa::Scalar;
 }
@@ -54,7 +56,8 @@ int architecture(Isa isa) {
     case Isa::Avx512:
     case Isa::Avx512Bf16: return 1;
     case Isa::Neon:
-    case Isa::NeonDot: return 2;
+    case Isa::NeonDot:
+    case Isa::NeonBf16: return 2;
   }
   return 0;
 }
@@ -73,8 +76,9 @@ Isa parse_isa(std::string_view name) {
   if (name == "avx512bf16") return Isa::Avx512Bf16;
   if (name == "neon") return Isa::Neon;
   if (name == "neondot") return Isa::NeonDot;
+  if (name == "neonbf16") return Isa::NeonBf16;
   fail("SLM_CPU_ISA: unknown instruction set \"", name,
-       "\" (expected scalar, avx2, avx512, avx512bf16, neon or neondot)");
+       "\" (expected scalar, avx2, avx512, avx512bf16, neon, neondot or neonbf16)");
 }
 
 std::atomic<Isa>& chosen() {
@@ -99,6 +103,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::Avx512Bf16: return "avx512bf16";
     case Isa::Neon: return "neon";
     case Isa::NeonDot: return "neondot";
+    case Isa::NeonBf16: return "neonbf16";
   }
   return "?";
 }
@@ -128,9 +133,17 @@ const VectorKernels& vector_kernels() {
   }
 #endif
 #if defined(__aarch64__)
-  if (active_isa() != Isa::Scalar) {
-    static const VectorKernels neon = neon_kernels();
-    return neon;
+  switch (active_isa()) {
+    case Isa::NeonBf16: {
+      static const VectorKernels neonbf16 = neonbf16_vector_kernels();
+      return neonbf16;
+    }
+    case Isa::NeonDot:
+    case Isa::Neon: {
+      static const VectorKernels neon = neon_kernels();
+      return neon;
+    }
+    default: break;
   }
 #endif
   return portable;
@@ -143,6 +156,12 @@ const Bf16GemmKernels* bf16_gemm_kernels() {
     return &kernels;
   }
 #endif
+#if defined(__aarch64__)
+  if (active_isa() == Isa::NeonBf16) {
+    static const Bf16GemmKernels kernels = neonbf16_gemm_kernels();
+    return &kernels;
+  }
+#endif
   return nullptr;
 }
 
@@ -150,6 +169,12 @@ const QuantGemmKernels* quant_gemm_kernels() {
 #if defined(__x86_64__)
   if (active_isa() == Isa::Avx512Bf16) {
     static const QuantGemmKernels kernels = avx512vnni_gemm_kernels();
+    return &kernels;
+  }
+#endif
+#if defined(__aarch64__)
+  if (active_isa() == Isa::NeonBf16) {
+    static const QuantGemmKernels kernels = neon_i8mm_gemm_kernels();
     return &kernels;
   }
 #endif
@@ -174,6 +199,7 @@ const QuantDotKernels& quant_dot_kernels() {
 #endif
 #if defined(__aarch64__)
   switch (active_isa()) {
+    case Isa::NeonBf16:
     case Isa::NeonDot: {
       static const QuantDotKernels sdot = neon_dotprod_kernels();
       return sdot;

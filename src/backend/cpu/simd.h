@@ -4,8 +4,9 @@
 // to check every path on one machine).
 // SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus the bf16 and int8
 // dot products, AVX512_BF16 and AVX512_VNNI). On AArch64 the paths are
-// scalar, neon (Advanced SIMD) and neondot (plus SDOT, ASIMDDP); a path of
-// the other architecture is never chosen.
+// scalar, neon (Advanced SIMD), neondot (plus SDOT, ASIMDDP) and neonbf16
+// (plus the bf16 and int8 matrix instructions of ARMv8.6, BF16 and I8MM); a
+// path of the other architecture is never chosen.
 #pragma once
 
 #include "core/quant.h"
@@ -34,7 +35,7 @@ namespace slm::cpu {
 
 // Ordered within each architecture (a later path has every feature of an
 // earlier one of its architecture); Scalar is below all.
-enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Neon, NeonDot };
+enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Neon, NeonDot, NeonBf16 };
 
 Isa active_isa();
 std::string_view isa_name(Isa isa);
@@ -119,7 +120,9 @@ struct Bf16Operand {
 void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K,
                         std::span<const Bf16Operand> operands, bool accumulate);
 
-// Null when the active path has no bf16 dot-product instructions.
+// Null when the active path has no bf16 dot-product instructions. Where it
+// has them (avx512bf16, neonbf16), bf16 products round their activations to
+// bf16, decode's dot products (prepare_bf16_x) as well as the GEMM.
 const Bf16GemmKernels* bf16_gemm_kernels();
 
 // Dot products of q8/q4 weight rows (k/32 blocks, src/core/quant.h) with
@@ -161,7 +164,7 @@ struct QuantGemmKernels {
                float* c, int64_t ldc);
 };
 
-// Null when the active path has none (VNNI has one).
+// Null when the active path has none (VNNI and I8MM have one).
 const QuantGemmKernels* quant_gemm_kernels();
 
 VectorKernels portable_kernels();
@@ -185,6 +188,11 @@ VectorKernels neon_kernels();
 // Widening multiplies on neon, SDOT on neondot.
 QuantDotKernels neon_quant_kernels();
 QuantDotKernels neon_dotprod_kernels();
+// neon_kernels() with BFDOT's bf16 dot products; BFMMLA's bf16 GEMM and
+// SMMLA's integer GEMM.
+VectorKernels neonbf16_vector_kernels();
+Bf16GemmKernels neonbf16_gemm_kernels();
+QuantGemmKernels neon_i8mm_gemm_kernels();
 #endif
 
 }  // namespace slm::cpu

@@ -8,8 +8,8 @@
 // Tolerance: a sum of K f32 products has a rounding error below
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
 // counted in the scale. Two paths read the activations at lower precision,
-// as bf16 and quantized engines do: bf16 weights on the top path round them
-// to bf16, and q8/q4 weights quantize them to q8 blocks (integer
+// as bf16 and quantized engines do: bf16 weights on paths with bf16
+// instructions (avx512bf16, neonbf16) round them to bf16, and q8/q4 weights quantize them to q8 blocks (integer
 // dot products for M < 4 on every path, the integer GEMM where a path has
 // one). Each is held to the same bound
 // against the reference run on the activations it saw, and against the true
@@ -70,20 +70,20 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   }
 }
 
-// Activations are read at lower precision in two places: the top path's bf16
-// products (GEMM and dot products alike) round them to bf16, and the integer products of q8/q4
+// Activations are read at lower precision in two places: the bf16 products
+// of paths with bf16 instructions (GEMM and dot products alike) round them to bf16, and the integer products of q8/q4
 // weights (dot products for M < 4, and the GEMM of paths that have one)
 // quantize them to q8 blocks. Such a product is exact for
 // the activations it saw, and within that rounding of the true ones.
-bool rounds_activations(Isa isa, DType dtype, int64_t) { return isa == Isa::Avx512Bf16 && dtype == DType::BF16; }
+bool rounds_activations(DType dtype) { return slm::cpu::bf16_gemm_kernels() != nullptr && dtype == DType::BF16; }
 bool quantizes_activations(DType dtype, int64_t M) {
   return slm::is_quantized(dtype) && (M < 4 || slm::cpu::quant_gemm_kernels() != nullptr);
 }
 
 // x as the kernel for (isa, dtype, M) sees it, rows of K.
-std::vector<float> seen_activations(Isa isa, DType dtype, int64_t M, int64_t K, const std::vector<float>& x) {
+std::vector<float> seen_activations(DType dtype, int64_t M, int64_t K, const std::vector<float>& x) {
   std::vector<float> seen(x.size());
-  if (rounds_activations(isa, dtype, M)) {
+  if (rounds_activations(dtype)) {
     for (size_t i = 0; i < x.size(); ++i) seen[i] = slm::bf16_to_f32(slm::f32_to_bf16(x[i]));
   } else if (quantizes_activations(dtype, M)) {
     std::vector<slm::BlockQ8> blocks(static_cast<size_t>(K / slm::kQuantBlock));
@@ -97,7 +97,7 @@ std::vector<float> seen_activations(Isa isa, DType dtype, int64_t M, int64_t K, 
   return seen;
 }
 
-void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool with_bias) {
+void check_matmul(DType dtype, int64_t M, int64_t K, int64_t N, bool with_bias) {
   const uint64_t seed = static_cast<uint64_t>(M * 1000003 + K * 1009 + N * 17 + static_cast<int>(dtype));
   const std::vector<float> x = random_vector(M * K, seed);
   const Tensor W = random_weight(dtype, N, K, seed + 1);
@@ -112,10 +112,10 @@ void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool wi
 
   std::vector<float> want(got.size());
   const double bound = (static_cast<double>(K) + 2) * FLT_EPSILON;
-  const std::vector<float> seen = seen_activations(isa, dtype, M, K, x);
+  const std::vector<float> seen = seen_activations(dtype, M, K, x);
   slm::cpu::matmul_reference(seen.data(), M, K, W, bias, want.data());
   expect_close(got, want, magnitudes(seen, M, K, W, bias), bound, what + " (vs the activations the kernel saw)");
-  if (rounds_activations(isa, dtype, M)) {
+  if (rounds_activations(dtype)) {
     slm::cpu::matmul_reference(x.data(), M, K, W, bias, want.data());
     expect_close(got, want, magnitudes(x, M, K, W, bias), 0x1p-8 + bound, what);
   }
@@ -147,12 +147,12 @@ void check_matmul(Isa isa, DType dtype, int64_t M, int64_t K, int64_t N, bool wi
 class MatmulTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(MatmulTest, DotProductPathMatchesReference) {
-  const auto ran = slm::test::for_each_isa([&](Isa isa) {
+  const auto ran = slm::test::for_each_isa([&](Isa) {
     for (int64_t M : {1, 2, 3}) {
       for (int64_t K : widths(GetParam())) {
         for (int64_t N : {1, 3, 17, 65, 257}) {
           for (bool bias : {false, true}) {
-            check_matmul(isa, GetParam(), M, K, N, bias);
+            check_matmul(GetParam(), M, K, N, bias);
             if (HasFatalFailure()) return;
           }
         }
@@ -163,12 +163,12 @@ TEST_P(MatmulTest, DotProductPathMatchesReference) {
 }
 
 TEST_P(MatmulTest, GemmPathMatchesReference) {
-  slm::test::for_each_isa([&](Isa isa) {
+  slm::test::for_each_isa([&](Isa) {
     for (int64_t M : {4, 5, 9, 37}) {
       for (int64_t K : widths(GetParam())) {
         for (int64_t N : {1, 3, 17, 65, 257}) {
           for (bool bias : {false, true}) {
-            check_matmul(isa, GetParam(), M, K, N, bias);
+            check_matmul(GetParam(), M, K, N, bias);
             if (HasFatalFailure()) return;
           }
         }
@@ -183,11 +183,11 @@ TEST_P(MatmulTest, GemmPathMatchesReference) {
 // blocks of 8 rows, and 16 × 16 word transposes along K (K 67: one full
 // transpose block and a ragged edge; 97: three and an odd last element).
 TEST_P(MatmulTest, PanelAndBlockBoundaries) {
-  slm::test::for_each_isa([&](Isa isa) {
+  slm::test::for_each_isa([&](Isa) {
     for (int64_t K : slm::is_quantized(GetParam()) ? std::vector<int64_t>{96} : std::vector<int64_t>{67, 97}) {
       for (int64_t M : {1, 3, 8, 17, 300}) {
         for (int64_t N : {31, 32, 33, 47, 48, 49, 63, 64, 95, 96, 97, 129}) {
-          check_matmul(isa, GetParam(), M, K, N, true);
+          check_matmul(GetParam(), M, K, N, true);
           if (HasFatalFailure()) return;
         }
       }
@@ -198,10 +198,10 @@ TEST_P(MatmulTest, PanelAndBlockBoundaries) {
 // Wide rows cut into the GEMM's blocks along K (256) with a ragged last
 // one, and panels narrower than 64 rows (the L2 bound on a widened panel).
 TEST_P(MatmulTest, WideRowsAcrossKBlocksAndNarrowPanels) {
-  slm::test::for_each_isa([&](Isa isa) {
+  slm::test::for_each_isa([&](Isa) {
     const int64_t K = slm::is_quantized(GetParam()) ? 1056 : 1029;
     for (int64_t M : {4, 11}) {
-      check_matmul(isa, GetParam(), M, K, 97, true);
+      check_matmul(GetParam(), M, K, 97, true);
       if (HasFatalFailure()) return;
     }
   });
@@ -211,7 +211,7 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, MatmulTest, ::testing::Values(DType::F32, DType
                          [](const auto& param_info) { return std::string(slm::dtype_name(param_info.param)); });
 
 TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
-  slm::test::for_each_isa([&](Isa isa) {
+  slm::test::for_each_isa([&](Isa) {
     for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8, DType::Q4}) {
       for (int64_t M : {1, 2, 3, 4, 6}) {
         const int64_t K = slm::is_quantized(dtype) ? 64 : 65;
@@ -222,7 +222,7 @@ TEST(MatmulGroup, EqualsSeparateReferenceProducts) {
         std::vector<float> q(size_t(M * 17), NAN), k(size_t(M * 3), NAN), v(size_t(M * 63), NAN);
         const slm::Projection projections[] = {{&Wq, bq.data(), q.data()}, {&Wk, nullptr, k.data()}, {&Wv, bv.data(), v.data()}};
         slm::cpu::matmul_group(x.data(), M, K, projections);
-        const std::vector<float> seen = seen_activations(isa, dtype, M, K, x);
+        const std::vector<float> seen = seen_activations(dtype, M, K, x);
         for (const auto& [W, b, out] : {std::tuple{&Wq, bq.data(), &q}, std::tuple{&Wk, (const float*)nullptr, &k},
                                         std::tuple{&Wv, bv.data(), &v}}) {
           std::vector<float> want(out->size());
@@ -515,7 +515,63 @@ TEST(QuantGemm, EqualsTheScaledIntegerSums) {
       }
     }
   });
-  if (!slm::cpu::quant_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has an integer GEMM (AVX512-VNNI has one)";
+  if (!slm::cpu::quant_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has an integer GEMM (AVX512-VNNI and ARM I8MM have one)";
+}
+
+// The bf16 GEMM of paths with bf16 instructions (avx512bf16, neonbf16):
+// narrow() is f32_to_bf16 (ties to even, NaN kept), and C (+)= A·op(B) is
+// the sum of the bf16 products within (K + 2)·ε·Σ|a·b|, for both layouts
+// of B, with and without accumulation, on sizes that cross every tile and
+// panel edge and an odd K; nothing past N in a row of C is written.
+TEST(Bf16Gemm, EqualsTheSumsOfTheBf16Products) {
+  slm::test::for_each_isa([&](Isa isa) {
+    const slm::cpu::Bf16GemmKernels* kernels = slm::cpu::bf16_gemm_kernels();
+    if (!kernels) return;
+    const std::vector<float> ties = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0x1p-130f, 3.0e38f,
+                                     std::numeric_limits<float>::quiet_NaN(), -0.0f, 1.5f, 0x1.fffffep127f, 7.0f};
+    std::vector<uint16_t> narrowed(ties.size());
+    kernels->narrow(ties.data(), int64_t(ties.size()), narrowed.data());
+    for (size_t i = 0; i < ties.size(); ++i) {
+      ASSERT_EQ(narrowed[i], slm::f32_to_bf16(ties[i])) << slm::cpu::isa_name(isa) << " narrow of " << ties[i];
+    }
+    for (const auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {3, 9, 5}, {9, 17, 37}, {17, 50, 70}, {2, 97, 8}}) {
+      const int64_t lda = (K + 1) / 2 * 2;
+      std::vector<uint16_t> A(size_t(M * lda), 0);
+      const std::vector<float> a32 = random_vector(M * K, uint64_t(M * 7 + K));
+      for (int64_t m = 0; m < M; ++m) kernels->narrow(a32.data() + m * K, K, A.data() + m * lda);
+      for (const slm::cpu::Bf16Layout layout : {slm::cpu::Bf16Layout::NK, slm::cpu::Bf16Layout::KN}) {
+        const bool nk = layout == slm::cpu::Bf16Layout::NK;
+        const int64_t ldb = (nk ? K : N) + 3;
+        std::vector<uint16_t> B(size_t((nk ? N : K) * ldb));
+        const std::vector<float> b32 = random_vector(int64_t(B.size()), uint64_t(N * 5 + K));
+        for (size_t i = 0; i < B.size(); ++i) B[i] = slm::f32_to_bf16(b32[i]);
+        const auto b_at = [&](int64_t n, int64_t k) { return slm::bf16_to_f32(B[size_t(nk ? n * ldb + k : k * ldb + n)]); };
+        for (const bool accumulate : {false, true}) {
+          const int64_t ldc = N + 2;
+          std::vector<float> C = random_vector(M * ldc, 3);
+          const std::vector<float> C0 = C;
+          kernels->gemm(A.data(), M, lda, B.data(), ldb, layout, N, K, C.data(), ldc, accumulate);
+          const std::string what = std::string(slm::cpu::isa_name(isa)) + " " + std::to_string(M) + "x" +
+                                   std::to_string(N) + "x" + std::to_string(K) + (nk ? " NK" : " KN") +
+                                   (accumulate ? " accumulate" : "");
+          for (int64_t m = 0; m < M; ++m) {
+            for (int64_t n = 0; n < N; ++n) {
+              double want = accumulate ? C0[size_t(m * ldc + n)] : 0.0, scale = std::fabs(want);
+              for (int64_t k = 0; k < K; ++k) {
+                const double p = double(slm::bf16_to_f32(A[size_t(m * lda + k)])) * b_at(n, k);
+                want += p;
+                scale += std::fabs(p);
+              }
+              ASSERT_NEAR(C[size_t(m * ldc + n)], want, double(K + 2) * FLT_EPSILON * scale + 1e-30)
+                  << what << " at " << m << "," << n;
+            }
+            for (int64_t n = N; n < ldc; ++n) ASSERT_EQ(C[size_t(m * ldc + n)], C0[size_t(m * ldc + n)]) << what;
+          }
+        }
+      }
+    }
+  });
+  if (!slm::cpu::bf16_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has bf16 instructions (AVX512-BF16, ARM BF16)";
 }
 
 // The sgemm of paths that have their own (AVX-512), against the formula in
