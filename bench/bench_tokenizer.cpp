@@ -1,12 +1,13 @@
-// Tokenizer encoding speed, single thread, on the real tokenizers of
-// tests/reference/node_modules (scripts/setup.sh installs them).
+// Tokenizer encoding speed on the real tokenizers of tests/reference/node_modules
+// (scripts/setup.sh installs them): single thread, but for EncodeThreads.
 //   SLM_BENCH_TEXT=FILE   English prose to encode, e.g. the KJV Bible of
 //                          Debian's bible-kjv (docs/benchmarks.md):
 //                          bible -f "Genesis 1:1-Revelation 22:21" | sed 's/^[^ ]* //' > /tmp/kjv.txt
 // Reported as bytes_per_second (MiB/s of UTF-8 input per CPU second). The Linear* cases encode
 // one 1 MB and one 10 MB text to show time grows linearly, including one
 // 1 MB word and one 1 MB whitespace run, the corners where a naive BPE merge
-// or regex goes quadratic.
+// or regex goes quadratic. EncodeThreads encodes SLM_BENCH_TEXT on 1 and 2
+// threads and reports wall-clock time (the ids are the same on any number).
 #include <slm/error.h>
 #include <slm/tokenizer.h>
 
@@ -79,6 +80,14 @@ void BM_LinearSpaces(benchmark::State& state, const std::string& name) {
   encode_text(state, name, std::string(static_cast<size_t>(state.range(0)) << 20, ' ') + "x");
 }
 
+void BM_EncodeThreads(benchmark::State& state, const std::string& name) {
+  const slm::Tokenizer& t = tokenizer(name);
+  const std::string& text = english_prose();
+  const int threads = static_cast<int>(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(t.encode(text, false, threads));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
 void BM_LoadTokenizer(benchmark::State& state, const std::string& name) {
   for (auto _ : state) benchmark::DoNotOptimize(slm::Tokenizer::from_dir(tokenizer_dir(name)));
 }
@@ -94,4 +103,9 @@ BENCHMARK_CAPTURE(BM_LinearProse, llama2, std::string("llama2"))->Arg(1)->Arg(10
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama2, std::string("llama2"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearSpaces, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeThreads, llama3, std::string("llama3"))
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LoadTokenizer, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -145,7 +146,7 @@ Bpe::Bpe(const json& options, const simdjson::dom::element* vocab, const simdjso
   }
   split_before_metaspace_ = !merge_joins_metaspace_to_other_symbol && prefix_.empty() && suffix_.empty() &&
                             find_token(kMetaspace) >= 0;
-  cache_.resize(kCacheSlots);
+  cache_ = std::make_unique<CacheSlot[]>(kCacheSlots);
 }
 
 int32_t Bpe::find_token(std::string_view token) const {
@@ -213,19 +214,38 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
   encode_piece(word.substr(start), false, out);
 }
 
+// The reader's side of the slot's sequence lock. Only the words it needs are
+// read: the tag first (a different word's slot stops there), then the word
+// as far as its length, then its ids.
+bool Bpe::lookup(const CacheSlot& slot, uint32_t tag, std::string_view word, std::vector<int32_t>& out) {
+  const uint32_t before = slot.version.load(std::memory_order_acquire);
+  if (before % 2 != 0 || slot.entry[0].load(std::memory_order_relaxed) != tag) return false;
+  uint32_t words[kEntryWords];
+  words[0] = tag;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(words);
+  const size_t word_end = (offsetof(CacheEntry, word) + word.size() + 3) / 4;
+  for (size_t i = 1; i < word_end; ++i) words[i] = slot.entry[i].load(std::memory_order_relaxed);
+  const size_t count = bytes[offsetof(CacheEntry, id_count)];
+  if (bytes[offsetof(CacheEntry, word_length)] != word.size() || count > kCachedIds ||
+      std::memcmp(bytes + offsetof(CacheEntry, word), word.data(), word.size()) != 0) {
+    return false;
+  }
+  constexpr size_t ids_at = offsetof(CacheEntry, ids) / 4;
+  for (size_t i = ids_at; i < ids_at + count; ++i) words[i] = slot.entry[i].load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (slot.version.load(std::memory_order_relaxed) != before) return false;
+  const size_t first = out.size();
+  out.resize(first + count);
+  std::memcpy(out.data() + first, bytes + offsetof(CacheEntry, ids), count * sizeof(int32_t));
+  return true;
+}
+
 void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kCachedWordBytes;
   const uint64_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
-  const size_t slot_index = hash & (kCacheSlots - 1);
-  CacheSlot& slot = cache_[slot_index];
-  std::mutex& slot_lock = cache_locks_[slot_index % kCacheLocks].mutex;
-  if (cacheable) {
-    std::lock_guard lock(slot_lock);
-    if (slot.tag == static_cast<uint32_t>(hash >> 32) && slot.word_length == word.size() && std::memcmp(slot.word, word.data(), word.size()) == 0) {
-      out.insert(out.end(), slot.ids, slot.ids + slot.id_count);
-      return;
-    }
-  }
+  CacheSlot& slot = cache_[hash & (kCacheSlots - 1)];
+  const auto tag = static_cast<uint32_t>(hash >> 32);
+  if (cacheable && lookup(slot, tag, word, out)) return;
   const size_t first = out.size();
   if (const int32_t whole = whole_word_token ? find_token(word) : -1; whole >= 0) {
     out.push_back(whole);
@@ -233,13 +253,20 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
     merge_word(word, out);
   }
   const size_t count = out.size() - first;
-  if (cacheable && count <= kCachedIds) {
-    std::lock_guard lock(slot_lock);
-    slot.tag = static_cast<uint32_t>(hash >> 32);
-    slot.word_length = static_cast<uint8_t>(word.size());
-    slot.id_count = static_cast<uint8_t>(count);
-    std::memcpy(slot.word, word.data(), word.size());
-    std::copy(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), slot.ids);
+  uint32_t version = slot.version.load(std::memory_order_relaxed);
+  if (cacheable && count <= kCachedIds && version % 2 == 0 &&
+      slot.version.compare_exchange_strong(version, version + 1, std::memory_order_relaxed)) {
+    std::atomic_thread_fence(std::memory_order_release);
+    CacheEntry entry{};
+    entry.tag = tag;
+    entry.word_length = static_cast<uint8_t>(word.size());
+    entry.id_count = static_cast<uint8_t>(count);
+    std::memcpy(entry.word, word.data(), word.size());
+    std::copy(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), entry.ids);
+    uint32_t words[kEntryWords];
+    std::memcpy(words, &entry, sizeof entry);
+    for (size_t i = 0; i < kEntryWords; ++i) slot.entry[i].store(words[i], std::memory_order_relaxed);
+    slot.version.store(version + 2, std::memory_order_release);
   }
 }
 

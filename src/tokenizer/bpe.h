@@ -6,8 +6,9 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <atomic>
 #include <cstdint>
-#include <mutex>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,26 +88,34 @@ class Bpe {
   int32_t byte_ids_[256];
   int32_t ascii_ids_[0x80];  // the token of each ASCII character alone, -1 when none
 
-  // Words repeat: a cache of their ids, shared by threads, each slot under
-  // one of 64 locks (threads encoding parts of one text seldom wait).
-  // Direct-mapped, one word per cache line, a new word replacing the one in
-  // its slot: memory stays at 8 MB whatever the text, and the table is small
-  // enough to stay in the last-level cache.
-  static constexpr size_t kCachedWordBytes = 26, kCachedIds = 8, kCacheSlots = size_t{1} << 17;
-  struct alignas(64) CacheSlot {
+  // Words repeat: a cache of their ids, shared by threads. Direct-mapped,
+  // one word per cache line, a new word replacing the one in its slot:
+  // memory stays at 8 MB whatever the text, and the table is small enough
+  // to stay in the last-level cache. Each slot is a sequence lock: a reader
+  // copies the entry and keeps it only if the slot's version was the same,
+  // and even, before and after; a writer makes the version odd while it
+  // writes (a slot another writer holds is left alone). Hits never write,
+  // so threads encoding parts of one text do not pull each other's cache
+  // lines away (a striped mutex per lookup did, and halved the second
+  // thread's gain).
+  static constexpr size_t kCachedWordBytes = 26, kCachedIds = 7, kCacheSlots = size_t{1} << 17;
+  struct CacheEntry {
     uint32_t tag;  // the high half of the word's hash
     uint8_t word_length;  // 0: empty
     uint8_t id_count;
     char word[kCachedWordBytes];
     int32_t ids[kCachedIds];
   };
-  static_assert(sizeof(CacheSlot) == 64);
-  static constexpr size_t kCacheLocks = 64;
-  struct alignas(64) CacheLock {
-    std::mutex mutex;
+  static constexpr size_t kEntryWords = sizeof(CacheEntry) / sizeof(uint32_t);
+  struct alignas(64) CacheSlot {
+    std::atomic<uint32_t> version{0};
+    std::atomic<uint32_t> entry[kEntryWords] = {};  // a CacheEntry, word by word
   };
-  mutable CacheLock cache_locks_[kCacheLocks];
-  mutable std::vector<CacheSlot> cache_;
+  static_assert(sizeof(CacheEntry) % sizeof(uint32_t) == 0 && sizeof(CacheSlot) == 64);
+  std::unique_ptr<CacheSlot[]> cache_;
+  // The ids of `word` from its slot into `out`; false if the slot holds
+  // another word or a writer is in it.
+  static bool lookup(const CacheSlot& slot, uint32_t tag, std::string_view word, std::vector<int32_t>& out);
 };
 
 }  // namespace slm::tok
