@@ -102,6 +102,22 @@ WorkItem work_item(std::span<const AttentionRun> runs, int64_t item) {
   return {&run, local / tiles, (local % tiles) * query_tile(run)};
 }
 
+// The largest of x[0, n), -inf when n is 0: sixteen running maxima, which the
+// compiler keeps in vector registers. (A reduction through one std::max, even
+// under `omp simd`, compiled to a chain of scalar maxss: 8% of a 2048-token
+// prefill.)
+float max_of(const float* x, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes];
+  std::fill_n(lanes, kLanes, -std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t k = 0; k < kLanes; ++k) lanes[k] = std::max(lanes[k], x[i + k]);
+  }
+  for (; i < n; ++i) lanes[0] = std::max(lanes[0], x[i]);
+  return *std::max_element(lanes, lanes + kLanes);
+}
+
 }  // namespace
 
 void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs, const PagedKV& c) {
@@ -136,10 +152,7 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
     if (softcap > 0) {
       for (int64_t c = lo; c < hi; ++c) row[c] = soft_cap(row[c], softcap);
     }
-    float tile_max = kMasked;
-#pragma omp simd reduction(max : tile_max)
-    for (int64_t c = lo; c < hi; ++c) tile_max = std::max(tile_max, row[c]);
-    const float new_max = std::max(state.row_max[r], tile_max);
+    const float new_max = std::max(state.row_max[r], max_of(row + lo, hi - lo));
     if (new_max == -std::numeric_limits<float>::infinity()) {
       std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
       continue;
