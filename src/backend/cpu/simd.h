@@ -13,6 +13,7 @@
 
 #include <slm/tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -119,6 +120,16 @@ struct Bf16Operand {
 // the work is cut into tiles of each C for a balanced dynamic schedule.
 void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t M, int64_t K,
                         std::span<const Bf16Operand> operands, bool accumulate);
+
+// prepare_bf16_x of the paths whose bf16 dot products take x rounded to
+// bf16 by their `Narrow`: the rounded values, zero past k up to a multiple
+// of 32, in the first half of the round_up(k, 32) floats.
+template <void (*Narrow)(const float*, int64_t, uint16_t*)>
+void prepare_narrowed_x(const float* x, int64_t k, float* out) {
+  auto* narrowed = reinterpret_cast<uint16_t*>(out);
+  Narrow(x, k, narrowed);
+  std::fill(narrowed + k, narrowed + (k + 31) / 32 * 32, uint16_t{0});
+}
 
 // Null when the active path has no bf16 dot-product instructions. Where it
 // has them (avx512bf16, neonbf16), bf16 products round their activations to

@@ -155,15 +155,7 @@ void narrow(const float* x, int64_t n, uint16_t* out) {
   for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
 }
 
-// Decode's x for bf16_dot: rounded to bf16 (zero past k, up to a multiple
-// of 32) in the first half of the round_up(k, 32) floats.
-void prepare_x(const float* x, int64_t k, float* out) {
-  auto* narrowed = reinterpret_cast<uint16_t*>(out);
-  narrow(x, k, narrowed);
-  std::fill(narrowed + k, narrowed + (k + 31) / 32 * 32, uint16_t{0});
-}
-
-// Σ x·w of a bf16 row with prepare_x's x: vdpbf16ps takes 32 products an
+// Σ x·w of a bf16 row with prepare_narrowed_x's x: vdpbf16ps takes 32 products an
 // instruction, against a shift or mask and an FMA per 16 when the weights
 // are widened, and reads x at half the bytes; one thread streams the
 // weights from memory about 1.5× as fast.
@@ -186,7 +178,7 @@ float bf16_dot(const float* prepared, const uint16_t* w, int64_t k) {
 
 VectorKernels avx512bf16_vector_kernels() {
   VectorKernels kernels = avx512_kernels();
-  kernels.prepare_bf16_x = prepare_x;
+  kernels.prepare_bf16_x = prepare_narrowed_x<narrow>;
   kernels.bf16_prepared = bf16_dot;
   return kernels;
 }

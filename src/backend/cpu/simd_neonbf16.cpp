@@ -43,15 +43,7 @@ void narrow(const float* x, int64_t n, uint16_t* out) {
 
 inline bfloat16x8_t load_bf16(const uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
 
-// Decode's x for bf16_dot: rounded to bf16, zero past k up to a multiple of
-// 32, in the first half of the round_up(k, 32) floats.
-void prepare_x(const float* x, int64_t k, float* out) {
-  auto* narrowed = reinterpret_cast<uint16_t*>(out);
-  narrow(x, k, narrowed);
-  std::fill(narrowed + k, narrowed + (k + 31) / 32 * 32, uint16_t{0});
-}
-
-// Σ x·w of a bf16 row with prepare_x's x: BFDOT takes 8 products an
+// Σ x·w of a bf16 row with prepare_narrowed_x's x: BFDOT takes 8 products an
 // instruction and reads x at half the bytes. The last partial group of 8
 // weights is copied so that nothing past the row is read.
 float bf16_dot(const float* prepared, const uint16_t* w, int64_t k) {
@@ -307,7 +299,7 @@ void quant_gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, cons
 
 VectorKernels neonbf16_vector_kernels() {
   VectorKernels kernels = neon_kernels();
-  kernels.prepare_bf16_x = prepare_x;
+  kernels.prepare_bf16_x = prepare_narrowed_x<narrow>;
   kernels.bf16_prepared = bf16_dot;
   return kernels;
 }
