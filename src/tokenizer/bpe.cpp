@@ -216,23 +216,25 @@ void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
 
 // The reader's side of the slot's sequence lock. Only the words it needs are
 // read: the tag first (a different word's slot stops there), then the word
-// as far as its length, then its ids.
+// as far as its length, then its ids. The entry's words are loaded with
+// acquire and stored with release (plain moves on x86) in place of fences,
+// which ThreadSanitizer does not model: a reader that sees any word of a
+// newer entry then sees the writer's odd version, and drops what it read.
 bool Bpe::lookup(const CacheSlot& slot, uint32_t tag, std::string_view word, std::vector<int32_t>& out) {
   const uint32_t before = slot.version.load(std::memory_order_acquire);
-  if (before % 2 != 0 || slot.entry[0].load(std::memory_order_relaxed) != tag) return false;
+  if (before % 2 != 0 || slot.entry[0].load(std::memory_order_acquire) != tag) return false;
   uint32_t words[kEntryWords];
   words[0] = tag;
   const auto* bytes = reinterpret_cast<const unsigned char*>(words);
   const size_t word_end = (offsetof(CacheEntry, word) + word.size() + 3) / 4;
-  for (size_t i = 1; i < word_end; ++i) words[i] = slot.entry[i].load(std::memory_order_relaxed);
+  for (size_t i = 1; i < word_end; ++i) words[i] = slot.entry[i].load(std::memory_order_acquire);
   const size_t count = bytes[offsetof(CacheEntry, id_count)];
   if (bytes[offsetof(CacheEntry, word_length)] != word.size() || count > kCachedIds ||
       std::memcmp(bytes + offsetof(CacheEntry, word), word.data(), word.size()) != 0) {
     return false;
   }
   constexpr size_t ids_at = offsetof(CacheEntry, ids) / 4;
-  for (size_t i = ids_at; i < ids_at + count; ++i) words[i] = slot.entry[i].load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
+  for (size_t i = ids_at; i < ids_at + count; ++i) words[i] = slot.entry[i].load(std::memory_order_acquire);
   if (slot.version.load(std::memory_order_relaxed) != before) return false;
   const size_t first = out.size();
   out.resize(first + count);
@@ -256,7 +258,6 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
   uint32_t version = slot.version.load(std::memory_order_relaxed);
   if (cacheable && count <= kCachedIds && version % 2 == 0 &&
       slot.version.compare_exchange_strong(version, version + 1, std::memory_order_relaxed)) {
-    std::atomic_thread_fence(std::memory_order_release);
     CacheEntry entry{};
     entry.tag = tag;
     entry.word_length = static_cast<uint8_t>(word.size());
@@ -265,7 +266,7 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
     std::copy(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), entry.ids);
     uint32_t words[kEntryWords];
     std::memcpy(words, &entry, sizeof entry);
-    for (size_t i = 0; i < kEntryWords; ++i) slot.entry[i].store(words[i], std::memory_order_relaxed);
+    for (size_t i = 0; i < kEntryWords; ++i) slot.entry[i].store(words[i], std::memory_order_release);
     slot.version.store(version + 2, std::memory_order_release);
   }
 }
