@@ -2,7 +2,7 @@
 # Command-line options whose effect other tests do not see, each checked by
 # what it changes (a wrong or ignored option fails): bench --dtype (the weight
 # bytes a decoded token reads), --depth and --probe; tokenize --jsonl against
-# one call per text; chat-template --messages - against the same file;
+# one call per text, and --output-format json's tokens against the vocabulary; chat-template --messages - against the same file;
 # generate --kv-dtype and --dtype by how far they move log-probabilities;
 # tokenizer-train --min-frequency (a higher floor, fewer merges; above every
 # pair count, none).
@@ -67,6 +67,22 @@ print("ok" if one == batch and len(batch) == 4 else f"{one} != {batch}")
 PY
 )
 [ "$same" = ok ] && pass "tokenize --jsonl gives each line's ids as tokenize alone does" || fail "tokenize --jsonl: $same"
+
+# tokenize --output-format json: one vocabulary entry per id, the ids'
+# own (the list is written as it goes, not built as one document).
+"$SLM_BIN" tokenize -m "$model" -p "In the beginning, 日本 and tabs	too." --output-format json >"$SLM_WORK/tokenize.json" \
+  || fail "tokenize --output-format json failed"
+named=$(python3 - "$SLM_WORK/tokenize.json" "$model/tokenizer.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+t = json.load(open(sys.argv[2]))
+names = {i: s for s, i in t["model"]["vocab"].items()}
+names.update({a["id"]: a["content"] for a in t.get("added_tokens", [])})
+want = [names[i] for i in j["ids"]]
+print("ok" if len(j["ids"]) > 5 and j["tokens"] == want else f"{j} against {want}")
+PY
+)
+[ "$named" = ok ] && pass "tokenize --output-format json names each id's token" || fail "tokenize json: $named"
 
 # chat-template --messages -: stdin reads as the file does.
 echo '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]' >"$SLM_WORK/messages.json"

@@ -53,10 +53,16 @@ int run_tokenize(int argc, char** argv) {
     const std::string text = app.count("--prompt") ? prompt : read_text_file(app.count("--file") ? file : "-");
     const std::vector<int32_t> ids = tokenizer.encode(text, !no_special, threads);
     if (output_format == "json") {
-      nlohmann::json tokens = nlohmann::json::array();
-      for (int32_t id : ids) tokens.push_back(tokenizer.id_to_token(id).value_or(""));
-      std::cout << nlohmann::json{{"ids", ids}, {"tokens", tokens}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                << "\n";
+      // Written as it goes: a document of the whole list (the ids and each
+      // token's string) took 450 MB for a 10 MB text.
+      std::cout << "{\"ids\":[";
+      for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
+      std::cout << "],\"tokens\":[";
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const nlohmann::json token = tokenizer.id_to_token(ids[i]).value_or("");
+        std::cout << (i ? "," : "") << token.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      }
+      std::cout << "]}\n";
     } else {
       for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
       std::cout << "\n";
