@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <span>
 
 namespace slm::tok {
 
@@ -242,6 +243,26 @@ bool Bpe::lookup(const CacheSlot& slot, uint32_t tag, std::string_view word, std
   return true;
 }
 
+// The writer's side: the slot is claimed by making its version odd (a slot
+// another writer holds is left alone), the entry written, the version made
+// even again.
+void Bpe::store(CacheSlot& slot, uint32_t tag, std::string_view word, std::span<const int32_t> ids) {
+  uint32_t version = slot.version.load(std::memory_order_relaxed);
+  if (version % 2 != 0 || !slot.version.compare_exchange_strong(version, version + 1, std::memory_order_relaxed)) {
+    return;
+  }
+  CacheEntry entry{};
+  entry.tag = tag;
+  entry.word_length = static_cast<uint8_t>(word.size());
+  entry.id_count = static_cast<uint8_t>(ids.size());
+  std::memcpy(entry.word, word.data(), word.size());
+  std::copy(ids.begin(), ids.end(), entry.ids);
+  uint32_t words[kEntryWords];
+  std::memcpy(words, &entry, sizeof entry);
+  for (size_t i = 0; i < kEntryWords; ++i) slot.entry[i].store(words[i], std::memory_order_release);
+  slot.version.store(version + 2, std::memory_order_release);
+}
+
 void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kCachedWordBytes;
   const uint64_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
@@ -255,20 +276,7 @@ void Bpe::encode_piece(std::string_view word, bool whole_word_token, std::vector
     merge_word(word, out);
   }
   const size_t count = out.size() - first;
-  uint32_t version = slot.version.load(std::memory_order_relaxed);
-  if (cacheable && count <= kCachedIds && version % 2 == 0 &&
-      slot.version.compare_exchange_strong(version, version + 1, std::memory_order_relaxed)) {
-    CacheEntry entry{};
-    entry.tag = tag;
-    entry.word_length = static_cast<uint8_t>(word.size());
-    entry.id_count = static_cast<uint8_t>(count);
-    std::memcpy(entry.word, word.data(), word.size());
-    std::copy(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), entry.ids);
-    uint32_t words[kEntryWords];
-    std::memcpy(words, &entry, sizeof entry);
-    for (size_t i = 0; i < kEntryWords; ++i) slot.entry[i].store(words[i], std::memory_order_release);
-    slot.version.store(version + 2, std::memory_order_release);
-  }
+  if (cacheable && count <= kCachedIds) store(slot, tag, word, std::span(out).subspan(first));
 }
 
 template <class Push>

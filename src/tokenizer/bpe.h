@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -116,6 +117,9 @@ class Bpe {
   // The ids of `word` from its slot into `out`; false if the slot holds
   // another word or a writer is in it.
   static bool lookup(const CacheSlot& slot, uint32_t tag, std::string_view word, std::vector<int32_t>& out);
+  // `word` and its ids (at most kCachedIds) into its slot, unless another
+  // writer is in it.
+  static void store(CacheSlot& slot, uint32_t tag, std::string_view word, std::span<const int32_t> ids);
 };
 
 }  // namespace slm::tok
