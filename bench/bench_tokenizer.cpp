@@ -103,9 +103,8 @@ BENCHMARK_CAPTURE(BM_LinearProse, llama2, std::string("llama2"))->Arg(1)->Arg(10
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama2, std::string("llama2"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearSpaces, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_EncodeThreads, llama3, std::string("llama3"))
-    ->Arg(1)
-    ->Arg(2)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeThreads, llama3, std::string("llama3"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeThreads, qwen3, std::string("qwen3"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeThreads, llama2, std::string("llama2"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EncodeThreads, gemma3, std::string("gemma3"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LoadTokenizer, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);

@@ -2,6 +2,7 @@
 // as written, and encodes and decodes exactly as the `tokenizers` library does.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -43,9 +44,13 @@ class Tokenizer {
   // `tokenizers`' encode(text, add_special_tokens=True) does.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // The same ids, a long text encoded in parts on up to `threads` threads
-  // where the tokenizer's pre-tokenizer lets it be cut exactly (byte-level
-  // ones without a normalizer: Llama 3, GPT-2); other texts on one thread.
-  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, int threads) const;
+  // where the tokenizer lets it be cut exactly: after a newline where the
+  // pre-tokenizer's leading split pattern would pass anyway (Llama 3, GPT-2,
+  // Qwen), before a "▁" where no merge reaches across (SentencePiece-style:
+  // Llama 2, Gemma). `parts`, when given, receives how many parts the text
+  // was encoded in (1: on one thread).
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, int threads,
+                              size_t* parts = nullptr) const;
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   // Token strings as the vocabulary spells them (e.g. "Ġthe", "▁the").

@@ -2,6 +2,7 @@
 
 #include <slm/error.h>
 
+#include "tokenizer/parts.h"
 #include "tokenizer/unicode.h"
 
 #include <nlohmann/json.hpp>
@@ -182,35 +183,62 @@ const std::string* Bpe::id_to_token(int32_t id) const {
   return &tokens_[static_cast<size_t>(id)];
 }
 
-void Bpe::encode(std::string_view word, std::vector<int32_t>& out) const {
-  if (word.empty()) return;
+size_t Bpe::encode(std::string_view word, std::vector<int32_t>& out, int threads) const {
+  if (word.empty()) return 1;
   if (!split_before_metaspace_) {
     encode_piece(word, ignore_merges_, out);
-    return;
+    return 1;
   }
   if (ignore_merges_) {
     if (const int32_t id = find_token(word); id >= 0) {
       out.push_back(id);
-      return;
+      return 1;
     }
   }
-  // Where no merge can join a "▁" to the symbol before it, BPE on the pieces
-  // between those points gives the same ids as on the whole text: the pieces
-  // are short and repeat, so they hit the cache, where the whole text (one
-  // "word" for SentencePiece-style files without a pre-tokenizer) would not.
+  std::vector<size_t> cuts{0};
+  const size_t parts_wanted = parts_for(word.size(), threads);
+  for (size_t k = 1; k < parts_wanted; ++k) {
+    const size_t cut = next_cut(word, std::max(cuts.back() + 1, k * word.size() / parts_wanted));
+    if (cut >= word.size()) break;
+    cuts.push_back(cut);
+  }
+  const size_t parts = cuts.size();
+  if (parts == 1) {
+    encode_between_cuts(word, out);
+    return 1;
+  }
+  cuts.push_back(word.size());
+  std::vector<std::vector<int32_t>> ids(parts);
+  run_parts(parts, [&](size_t k) {
+    ids[k].reserve((cuts[k + 1] - cuts[k]) / 3 + 16);
+    encode_between_cuts(word.substr(cuts[k], cuts[k + 1] - cuts[k]), ids[k]);
+  });
+  for (const std::vector<int32_t>& part : ids) out.insert(out.end(), part.begin(), part.end());
+  return parts;
+}
+
+// Where no merge can join a "▁" to the symbol before it, BPE on the pieces
+// between those points gives the same ids as on the whole text: the pieces
+// are short and repeat, so they hit the cache, where the whole text (one
+// "word" for SentencePiece-style files without a pre-tokenizer) would not.
+// (A "▁" is found by its bytes: in UTF-8 its first byte only starts a
+// character.)
+size_t Bpe::next_cut(std::string_view word, size_t from) const {
+  for (size_t pos = word.find(kMetaspace, std::max<size_t>(from, 1)); pos != std::string_view::npos;
+       pos = word.find(kMetaspace, pos + 1)) {
+    size_t previous = pos - 1;
+    while (previous > 0 && (static_cast<uint8_t>(word[previous]) & 0xc0) == 0x80) --previous;
+    const std::string_view before = word.substr(previous, pos - previous);
+    if (before != kMetaspace && !chars_joined_to_metaspace_.contains(before)) return pos;
+  }
+  return word.size();
+}
+
+void Bpe::encode_between_cuts(std::string_view word, std::vector<int32_t>& out) const {
   size_t start = 0;
-  size_t previous_char = 0;
-  for (size_t pos = 0; pos < word.size();) {
-    const size_t next = std::min(word.size(), pos + utf8_length(static_cast<uint8_t>(word[pos])));
-    if (pos > 0 && word.substr(pos, next - pos) == kMetaspace) {
-      const std::string_view before = word.substr(previous_char, pos - previous_char);
-      if (before != kMetaspace && !chars_joined_to_metaspace_.contains(before)) {
-        encode_piece(word.substr(start, pos - start), false, out);
-        start = pos;
-      }
-    }
-    previous_char = pos;
-    pos = next;
+  for (size_t cut = next_cut(word, 1); cut < word.size(); cut = next_cut(word, cut + 1)) {
+    encode_piece(word.substr(start, cut - start), false, out);
+    start = cut;
   }
   encode_piece(word.substr(start), false, out);
 }

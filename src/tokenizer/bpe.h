@@ -36,8 +36,10 @@ class Bpe {
   Bpe(const nlohmann::json& options, const simdjson::dom::element* vocab, const simdjson::dom::element* merges,
       const std::string& where);
 
-  // Appends the ids of one pre-tokenized word.
-  void encode(std::string_view word, std::vector<int32_t>& out) const;
+  // Appends the ids of one pre-tokenized word. A long word that may be cut
+  // before a "▁" (SentencePiece-style files, where the whole text is one
+  // word) is encoded in parts on up to `threads` threads; returns how many.
+  size_t encode(std::string_view word, std::vector<int32_t>& out, int threads = 1) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
   const std::string* id_to_token(int32_t id) const;
@@ -63,6 +65,12 @@ class Bpe {
   // The id of a token string; -1 when it is not in the vocabulary.
   int32_t find_token(std::string_view token) const;
   const MergeSlot* find_merge(int32_t a, int32_t b) const;
+  // The first place at or after `from` (at least 1) where `word` may be cut
+  // before a "▁": BPE on the two sides gives the ids of BPE on the whole.
+  // word.size() when there is none.
+  size_t next_cut(std::string_view word, size_t from) const;
+  // BPE of `word` piece by piece between its cuts.
+  void encode_between_cuts(std::string_view word, std::vector<int32_t>& out) const;
   // The cached BPE of one piece of a word; with `whole_word_token`
   // (ignore_merges), a piece that is itself a token is that token.
   void encode_piece(std::string_view word, bool whole_word_token, std::vector<int32_t>& out) const;

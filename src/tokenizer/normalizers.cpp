@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace slm::tok {
@@ -31,7 +32,7 @@ class UnicodeForm final : public Normalizer {
   // of a composed pair), so only the stretches of non-ASCII characters, with
   // the character before each, go through utf8proc: one accented letter no
   // longer sends a whole book through it.
-  std::string normalize(std::string text) const override {
+  std::string normalize(std::string text, bool /*first*/, bool /*last*/) const override {
     if (is_ascii(text)) return text;
     auto is_ascii_byte = [](char c) { return static_cast<uint8_t>(c) < 0x80; };
     std::string out;
@@ -71,9 +72,11 @@ class UnicodeForm final : public Normalizer {
   int options_;
 };
 
+// A part cut after a newline neither starts nor ends with a word
+// character, so Σ's rule sees the same on either side of the cut.
 class Lowercase final : public Normalizer {
  public:
-  std::string normalize(std::string text) const override {
+  std::string normalize(std::string text, bool /*first*/, bool /*last*/) const override {
     std::string out;
     out.reserve(text.size());
     char32_t previous = 0;
@@ -97,7 +100,11 @@ class Lowercase final : public Normalizer {
 class Strip final : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
-  std::string normalize(std::string text) const override { return std::string(trim_whitespace(text, left_, right_)); }
+  std::string normalize(std::string text, bool first, bool last) const override {
+    return std::string(trim_whitespace(text, left_ && first, right_ && last));
+  }
+  // A first part of whitespace alone would leave the strip short of the second part's.
+  bool normalizes_in_parts() const override { return false; }
 
  private:
   bool left_, right_;
@@ -105,7 +112,7 @@ class Strip final : public Normalizer {
 
 class StripAccents final : public Normalizer {
  public:
-  std::string normalize(std::string text) const override {
+  std::string normalize(std::string text, bool /*first*/, bool /*last*/) const override {
     std::string out;
     for (size_t i = 0; i < text.size();) {
       const char32_t cp = next_code_point(text, i);
@@ -118,7 +125,11 @@ class StripAccents final : public Normalizer {
 class Replace final : public Normalizer {
  public:
   Replace(Pattern pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  std::string normalize(std::string text) const override { return pattern_.replace_all(text, content_); }
+  std::string normalize(std::string text, bool /*first*/, bool /*last*/) const override {
+    return pattern_.replace_all(text, content_);
+  }
+  // A match that holds no newline neither reaches across a cut after one nor removes it.
+  bool normalizes_in_parts() const override { return !pattern_.may_match_newline(); }
 
  private:
   Pattern pattern_;
@@ -128,7 +139,10 @@ class Replace final : public Normalizer {
 class Prepend final : public Normalizer {
  public:
   explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
-  std::string normalize(std::string text) const override { return text.empty() ? text : prefix_ + text; }
+  std::string normalize(std::string text, bool first, bool /*last*/) const override {
+    if (first && !text.empty()) text.insert(0, prefix_);
+    return text;
+  }
 
  private:
   std::string prefix_;
@@ -137,9 +151,12 @@ class Prepend final : public Normalizer {
 class Sequence final : public Normalizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
-  std::string normalize(std::string text) const override {
-    for (const auto& step : steps_) text = step->normalize(std::move(text));
+  std::string normalize(std::string text, bool first, bool last) const override {
+    for (const auto& step : steps_) text = step->normalize(std::move(text), first, last);
     return text;
+  }
+  bool normalizes_in_parts() const override {
+    return std::all_of(steps_.begin(), steps_.end(), [](const auto& step) { return step->normalizes_in_parts(); });
   }
 
  private:

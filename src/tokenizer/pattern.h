@@ -32,6 +32,9 @@ class Pattern {
   // The same, collected.
   void find_all(std::string_view text, std::vector<Span>& out) const;
   std::string replace_all(std::string_view text, std::string_view replacement) const;
+  // Whether a match may hold a newline: false only for a string without one
+  // (a regular expression is not inspected).
+  bool may_match_newline() const { return regex_ || literal_.find('\n') != std::string::npos; }
 
  private:
   struct Regex;

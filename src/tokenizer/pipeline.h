@@ -18,7 +18,15 @@ namespace slm::tok {
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  virtual std::string normalize(std::string text) const = 0;
+  std::string normalize(std::string text) const { return normalize(std::move(text), true, true); }
+  // Normalizes a part of a text: `first` when the part starts the text,
+  // `last` when it ends it (Prepend adds to the first part alone).
+  virtual std::string normalize(std::string text, bool first, bool last) const = 0;
+  // Whether a long text may be cut after its newlines and the parts
+  // normalized apart (on threads): their results, joined, are the whole's.
+  // Each step that says so keeps every newline where it was, so that the
+  // next step of a Sequence also sees the parts end after newlines.
+  virtual bool normalizes_in_parts() const { return true; }
 };
 
 // Returns null for a JSON null (no normalizer).

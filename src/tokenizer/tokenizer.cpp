@@ -6,6 +6,7 @@
 #include <slm/tokenizer.h>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/parts.h"
 #include "tokenizer/pipeline.h"
 #include "tokenizer/unicode.h"
 
@@ -14,12 +15,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
-#include <thread>
 #include <unordered_map>
 
 namespace slm {
@@ -92,9 +91,6 @@ class TokenTrie {
   int start_bytes_ = 0;
   char only_start_byte_ = 0;
 };
-
-// Texts are encoded in parts of at least this many bytes on several threads.
-constexpr size_t kPartBytes = 64 << 10;
 
 // A piece of input between added tokens (a view into the text being
 // encoded), or one added token.
@@ -206,8 +202,15 @@ struct Tokenizer::Impl {
   }
 
   void split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const;
-  void encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
-  void encode_in_parts(std::string_view text, size_t section, int threads, std::vector<int32_t>& ids) const;
+  // These return how many parts the text was encoded in (1: on one thread).
+  size_t encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
+  // The normalizer's text, in parts on up to `threads` threads where it may be cut.
+  std::string normalize(std::string_view text, int threads) const;
+  // sections[index]: its normalizing, the added tokens in the normalized
+  // text, pre-tokenizing and BPE.
+  size_t encode_section(const std::vector<Section>& sections, size_t index, int threads,
+                        std::vector<int32_t>& ids) const;
+  size_t encode_in_parts(std::string_view text, size_t section, size_t parts_wanted, std::vector<int32_t>& ids) const;
 };
 
 void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const {
@@ -253,7 +256,7 @@ void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, 
   }
 }
 
-void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids, int threads) const {
+size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ids, int threads) const {
   // Valid input (the usual case) is read in place, not copied.
   const bool valid = tok::is_valid_utf8(raw);
   const std::string sanitized = valid ? std::string() : tok::sanitize_utf8(raw);
@@ -263,35 +266,90 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
   ids.reserve(ids.size() + text.size() / 3 + 16);
   std::vector<Section> sections;
   split_added(text, raw_trie, sections);
-  std::vector<Section> subsections;
-  auto to_model = [&](std::string_view piece) { model->encode(piece, ids); };
-  for (size_t index = 0; index < sections.size(); ++index) {
-    const Section& section = sections[index];
-    if (section.token >= 0) {
-      ids.push_back(added[static_cast<size_t>(section.token)].id);
+  // Sections are encoded apart. A long one is cut into parts by its own
+  // stages; a run of short ones (Gemma's "\n" is an added token, so its
+  // sections are lines) is dealt out to the threads whole, in order.
+  auto is_long = [&](const Section& section) { return tok::parts_for(section.text.size(), threads) > 1; };
+  size_t parts = 1;
+  for (size_t first = 0; first < sections.size();) {
+    if (is_long(sections[first])) {
+      parts = std::max(parts, encode_section(sections, first, threads, ids));
+      ++first;
       continue;
     }
-    if (section.text.empty()) continue;
-    const std::string normalized = normalizer ? normalizer->normalize(std::string(section.text)) : std::string();
-    const std::string_view normalized_text = normalizer ? std::string_view(normalized) : section.text;
-    subsections.clear();
-    split_added(normalized_text, normalized_trie, subsections);
-    for (const Section& sub : subsections) {
-      if (sub.token >= 0) {
-        ids.push_back(added[static_cast<size_t>(sub.token)].id);
-        continue;
-      }
-      if (sub.text.empty()) continue;
-      if (threads > 1 && !normalizer && pre_tokenizer && pre_tokenizer->leading_pattern() &&
-          sub.text.size() >= 2 * kPartBytes) {
-        encode_in_parts(sub.text, index, threads, ids);
-      } else if (pre_tokenizer) {
-        pre_tokenizer->split(sub.text, index, to_model);
-      } else {
-        model->encode(sub.text, ids);
-      }
+    size_t end = first, bytes = 0;
+    for (; end < sections.size() && !is_long(sections[end]); ++end) bytes += sections[end].text.size();
+    const size_t wanted = tok::parts_for(bytes, threads);
+    std::vector<size_t> cuts{first};  // each part's first section
+    for (size_t index = first, before = 0; index < end; before += sections[index++].text.size()) {
+      if (cuts.size() < wanted && before >= cuts.size() * bytes / wanted && index > cuts.back()) cuts.push_back(index);
+    }
+    cuts.push_back(end);
+    if (cuts.size() == 2) {
+      for (size_t index = first; index < end; ++index) encode_section(sections, index, 1, ids);
+    } else {
+      std::vector<std::vector<int32_t>> part_ids(cuts.size() - 1);
+      tok::run_parts(part_ids.size(), [&](size_t k) {
+        for (size_t index = cuts[k]; index < cuts[k + 1]; ++index) encode_section(sections, index, 1, part_ids[k]);
+      });
+      for (const std::vector<int32_t>& part : part_ids) ids.insert(ids.end(), part.begin(), part.end());
+      parts = std::max(parts, part_ids.size());
+    }
+    first = end;
+  }
+  return parts;
+}
+
+std::string Tokenizer::Impl::normalize(std::string_view text, int threads) const {
+  const std::vector<size_t> cuts = normalizer->normalizes_in_parts()
+                                       ? tok::cuts_after_newlines(text, tok::parts_for(text.size(), threads))
+                                       : std::vector<size_t>{0, text.size()};
+  const size_t parts = cuts.size() - 1;
+  if (parts == 1) return normalizer->normalize(std::string(text));
+  std::vector<std::string> normalized(parts);
+  tok::run_parts(parts, [&](size_t k) {
+    normalized[k] = normalizer->normalize(std::string(text.substr(cuts[k], cuts[k + 1] - cuts[k])), k == 0, k + 1 == parts);
+  });
+  size_t bytes = 0;
+  for (const std::string& part : normalized) bytes += part.size();
+  std::string joined;
+  joined.reserve(bytes);
+  for (const std::string& part : normalized) joined += part;
+  return joined;
+}
+
+size_t Tokenizer::Impl::encode_section(const std::vector<Section>& sections, size_t index, int threads,
+                                       std::vector<int32_t>& ids) const {
+  const Section& section = sections[index];
+  if (section.token >= 0) {
+    ids.push_back(added[static_cast<size_t>(section.token)].id);
+    return 1;
+  }
+  if (section.text.empty()) return 1;
+  const std::string normalized = normalizer ? normalize(section.text, threads) : std::string();
+  const std::string_view normalized_text = normalizer ? std::string_view(normalized) : section.text;
+  std::vector<Section> subsections;
+  split_added(normalized_text, normalized_trie, subsections);
+  size_t parts = 1;
+  // A piece the pre-tokenizer leaves long (a SentencePiece-style text is one
+  // piece) may be cut by the model itself.
+  auto to_model = [&](std::string_view piece) { parts = std::max(parts, model->encode(piece, ids, threads)); };
+  for (const Section& sub : subsections) {
+    if (sub.token >= 0) {
+      ids.push_back(added[static_cast<size_t>(sub.token)].id);
+      continue;
+    }
+    if (sub.text.empty()) continue;
+    if (const size_t wanted = tok::parts_for(sub.text.size(), threads);
+        wanted > 1 && pre_tokenizer && pre_tokenizer->leading_pattern()) {
+      parts = std::max(parts, encode_in_parts(sub.text, index, wanted, ids));
+    } else if (pre_tokenizer) {
+      pre_tokenizer->split(sub.text, index, to_model);
+    } else {
+      to_model(sub.text);
     }
   }
+  return parts;
 }
 
 // The leading pattern's scan of a text goes from piece to piece, and where it
@@ -303,18 +361,11 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& id
 // scans go the same way from there and the ids join there; if not (the next
 // part never passes where this one stops, among its first pieces), the text
 // is encoded on one thread instead.
-void Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, int threads,
-                                      std::vector<int32_t>& ids) const {
+size_t Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, size_t parts_wanted,
+                                        std::vector<int32_t>& ids) const {
   const tok::Pattern& pattern = *pre_tokenizer->leading_pattern();
-  std::vector<size_t> cuts{0};
-  const size_t parts_wanted = std::min<size_t>(static_cast<size_t>(threads), text.size() / kPartBytes);
-  for (size_t k = 1; k < parts_wanted; ++k) {
-    const size_t newline = text.find('\n', k * text.size() / parts_wanted);
-    if (newline == std::string_view::npos || newline + 1 >= text.size()) break;
-    if (newline + 1 > cuts.back()) cuts.push_back(newline + 1);
-  }
-  const size_t parts = cuts.size();
-  cuts.push_back(text.size());
+  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, parts_wanted);
+  const size_t parts = cuts.size() - 1;
   struct Part {
     std::vector<int32_t> ids;
     std::vector<std::pair<size_t, size_t>> starts;  // (piece start, ids before it), the first kNotedStarts
@@ -348,21 +399,7 @@ void Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, int
         cuts[k]);
     if (going && last < text.size()) piece(last, text.size());
   };
-  std::vector<std::exception_ptr> errors(parts);
-  auto run_part = [&](size_t k) {
-    try {
-      encode_part(k);
-    } catch (...) {
-      errors[k] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> workers;
-  for (size_t k = 1; k < parts; ++k) workers.emplace_back(run_part, k);
-  run_part(0);
-  for (std::thread& worker : workers) worker.join();
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
+  tok::run_parts(parts, encode_part);
   std::vector<size_t> join_at(parts, 0);  // ids of each part from where the part before stopped
   for (size_t k = 1; k < parts; ++k) {
     const auto& starts = results[k].starts;
@@ -370,13 +407,14 @@ void Tokenizer::Impl::encode_in_parts(std::string_view text, size_t section, int
     const auto it = std::lower_bound(starts.begin(), starts.end(), std::pair<size_t, size_t>(stop, 0));
     if (it == starts.end() || it->first != stop) {
       pre_tokenizer->split(text, section, [&](std::string_view piece) { model->encode(piece, ids); });
-      return;
+      return 1;
     }
     join_at[k] = it->second;
   }
   for (size_t k = 0; k < parts; ++k) {
     ids.insert(ids.end(), results[k].ids.begin() + static_cast<std::ptrdiff_t>(join_at[k]), results[k].ids.end());
   }
+  return parts;
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -575,10 +613,12 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   return encode(text, add_special_tokens, 1);
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens, int threads) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens, int threads,
+                                       size_t* parts) const {
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = impl_->prefix_ids;
-  impl_->encode_text(text, ids, threads);
+  const size_t encoded_parts = impl_->encode_text(text, ids, threads);
+  if (parts) *parts = encoded_parts;
   if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
   return ids;
 }

@@ -107,24 +107,34 @@ TEST(Tokenizer, ShortAndLongWordMergesAgree) {
 }
 
 // A long text encoded in parts on several threads gives the ids of one
-// thread: Llama 3's (cut in parts) and Llama 2's and Qwen 3's (not cut: a
-// normalizer, no leading pattern), over lines, runs of newlines and spaces,
-// digits, punctuation, accents, CJK and special tokens.
+// thread, and is cut: Llama 3 after newlines, Qwen 3 the same after its NFC,
+// Llama 2 (no pre-tokenizer) and Gemma 3 (a split on spaces, which its
+// normalizer has replaced) before a "▁", over lines, runs of newlines and
+// spaces, digits, punctuation, accents, CJK and special tokens.
 TEST(Tokenizer, ThreadsGiveTheIdsOfOneThread) {
   const fs::path packages = fs::path(SLM_SOURCE_DIR) / "tests/reference/node_modules/@lenml";
   if (!fs::exists(packages / "tokenizer-llama3/models/tokenizer.json")) GTEST_SKIP() << "run scripts/setup.sh";
   const char* words[] = {"the", "The", "vim", " ", "  ", "\n", "\n\n", " \n", "\r\n", "\t", "12345", "3.14", "!", "?!",
-                         "don't", "I'LL", "café", "naïve", "日本語", "😀", "<|begin_of_text|>", "x=y;", "  \n  ", "—"};
+                         "don't", "I'LL", "café", "naïve", "日本語", "😀", "x=y;", "  \n  ", "—", "e\u0301", "\u2581"};
   std::mt19937 random(7);
   std::string text;
-  while (text.size() < (600u << 10)) {
+  while (text.size() < (1200u << 10)) {
     text += words[random() % std::size(words)];
     if (random() % 3 == 0) text += ' ';
   }
-  for (const char* name : {"llama3", "llama2", "qwen3"}) {
+  // Special tokens (of Llama 3 and of Gemma 3) cut the text into sections,
+  // each encoded apart: two long ones, each long enough for 8 parts.
+  text.insert(1000, "<|begin_of_text|><start_of_turn>");
+  text.insert(text.size() / 2, "<start_of_turn><|begin_of_text|>");
+  for (const char* name : {"llama3", "llama2", "qwen3", "gemma3"}) {
     const slm::Tokenizer tokenizer = slm::Tokenizer::from_dir(packages / ("tokenizer-" + std::string(name)) / "models");
-    const std::vector<int32_t> one = tokenizer.encode(text, true);
-    for (int threads : {2, 3, 8}) EXPECT_EQ(tokenizer.encode(text, true, threads), one) << name << ", " << threads << " threads";
+    size_t parts = 0;
+    const std::vector<int32_t> one = tokenizer.encode(text, true, 1, &parts);
+    EXPECT_EQ(parts, 1u) << name;
+    for (int threads : {2, 3, 8}) {
+      EXPECT_EQ(tokenizer.encode(text, true, threads, &parts), one) << name << ", " << threads << " threads";
+      EXPECT_EQ(parts, static_cast<size_t>(threads)) << name << ", " << threads << " threads";
+    }
   }
 }
 
