@@ -23,14 +23,16 @@ inline size_t parts_for(size_t bytes, int threads) {
   return threads > 1 ? std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), bytes / kPartBytes)) : 1;
 }
 
-// Where to cut `text` into up to `parts_wanted` parts, each after a newline
-// near an even share: the parts' starts, 0 first, then text.size().
+// Where to cut `text` into up to `parts_wanted` parts, each after a run of
+// newlines near an even share: the parts' starts, 0 first, then text.size().
 inline std::vector<size_t> cuts_after_newlines(std::string_view text, size_t parts_wanted) {
   std::vector<size_t> cuts{0};
   for (size_t k = 1; k < parts_wanted; ++k) {
-    const size_t newline = text.find('\n', k * text.size() / parts_wanted);
-    if (newline == std::string_view::npos || newline + 1 >= text.size()) break;
-    if (newline + 1 > cuts.back()) cuts.push_back(newline + 1);
+    size_t cut = text.find('\n', k * text.size() / parts_wanted);
+    if (cut == std::string_view::npos) break;
+    while (cut < text.size() && text[cut] == '\n') ++cut;
+    if (cut >= text.size()) break;
+    if (cut > cuts.back()) cuts.push_back(cut);
   }
   cuts.push_back(text.size());
   return cuts;

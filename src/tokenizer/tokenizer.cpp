@@ -56,15 +56,17 @@ class TokenTrie {
     terminal_[static_cast<size_t>(node)] = token;
   }
   bool empty() const { return edges_.empty(); }
-  // The first position from `at` where some token could start (text.size()
-  // when none): most text never enters the trie, and where every token
-  // starts with the same byte ("<" of "<|eot_id|>"), memchr finds the next.
-  size_t next_start(std::string_view text, size_t at) const {
+  // The first position from `at` before `end` where some token could start
+  // (`end` when none; `at` itself when it is past `end`): most text never
+  // enters the trie, and where every token starts with the same byte ("<"
+  // of "<|eot_id|>"), memchr finds the next.
+  size_t next_start(std::string_view text, size_t at, size_t end) const {
+    if (at >= end) return at;
     if (start_bytes_ == 1) {
-      const void* found = at < text.size() ? std::memchr(text.data() + at, only_start_byte_, text.size() - at) : nullptr;
-      return found ? static_cast<size_t>(static_cast<const char*>(found) - text.data()) : text.size();
+      const void* found = std::memchr(text.data() + at, only_start_byte_, end - at);
+      return found ? static_cast<size_t>(static_cast<const char*>(found) - text.data()) : end;
     }
-    while (at < text.size() && !can_start_[static_cast<uint8_t>(text[at])]) ++at;
+    while (at < end && !can_start_[static_cast<uint8_t>(text[at])]) ++at;
     return at;
   }
   // Longest token starting at `at`: {token, length}, token -1 when none.
@@ -201,7 +203,16 @@ struct Tokenizer::Impl {
     return model->token_to_id(token);
   }
 
-  void split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const;
+  // The text's sections between the added tokens of `trie`, and those
+  // tokens, to `out`; a long text is scanned in parts on up to `threads`.
+  void split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out, int threads) const;
+  // The added tokens the scan of `text` finds from `begin`, a place it lands
+  // on, until it passes `end`, and the sections between them (the last one
+  // ending at `end`), to `out`; returns where it lands next, at `end` unless
+  // a token runs past it. Words around a single_word token are looked at in
+  // the whole text.
+  size_t find_added(std::string_view text, size_t begin, size_t end, const TokenTrie& trie,
+                    std::vector<Section>& out) const;
   // These return how many parts the text was encoded in (1: on one thread).
   size_t encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
   // The normalizer's text, in parts on up to `threads` threads where it may be cut.
@@ -213,14 +224,10 @@ struct Tokenizer::Impl {
   size_t encode_in_parts(std::string_view text, size_t section, size_t parts_wanted, std::vector<int32_t>& ids) const;
 };
 
-void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out) const {
-  if (trie.empty()) {
-    if (!text.empty()) out.push_back({text, -1});
-    return;
-  }
-  const size_t first = out.size();
-  size_t start = 0, i = 0;
-  while ((i = trie.next_start(text, i)) < text.size()) {
+size_t Tokenizer::Impl::find_added(std::string_view text, size_t begin, size_t end, const TokenTrie& trie,
+                                   std::vector<Section>& out) const {
+  size_t start = begin, i = begin;
+  while ((i = trie.next_start(text, i, end)) < end) {
     const auto [token, length] = trie.longest(text, i);
     bool accept = token >= 0;
     if (accept && added[static_cast<size_t>(token)].single_word) {
@@ -244,7 +251,41 @@ void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, 
     i += length;
     start = i;
   }
-  if (start < text.size()) out.push_back({text.substr(start), -1});
+  if (start < end) out.push_back({text.substr(start, end - start), -1});
+  return i;
+}
+
+void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out,
+                                  int threads) const {
+  if (trie.empty()) {
+    if (!text.empty()) out.push_back({text, -1});
+    return;
+  }
+  const size_t first = out.size();
+  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, tok::parts_for(text.size(), threads));
+  const size_t parts = cuts.size() - 1;
+  std::vector<std::vector<Section>> found(parts);
+  std::vector<size_t> landed(parts);
+  tok::run_parts(parts, [&](size_t k) { landed[k] = find_added(text, cuts[k], cuts[k + 1], trie, found[k]); });
+  // Each part's scan starts where the whole text's lands, unless a token ran
+  // over a cut (a token with a newline inside): then the text is scanned whole.
+  bool joined = true;
+  for (size_t k = 0; k + 1 < parts; ++k) joined = joined && landed[k] == cuts[k + 1];
+  if (!joined) {
+    find_added(text, 0, text.size(), trie, out);
+  } else {
+    for (const std::vector<Section>& part : found) {
+      for (const Section& section : part) {
+        // The text on both sides of a cut is one section of the whole's scan.
+        if (out.size() > first && section.token < 0 && out.back().token < 0 &&
+            out.back().text.data() + out.back().text.size() == section.text.data()) {
+          out.back().text = std::string_view(out.back().text.data(), out.back().text.size() + section.text.size());
+        } else {
+          out.push_back(section);
+        }
+      }
+    }
+  }
   // lstrip / rstrip: the token swallows the whitespace beside it.
   for (size_t k = first; k < out.size(); ++k) {
     if (out[k].token < 0) continue;
@@ -265,7 +306,7 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
   // that the list is not copied at every doubling.
   ids.reserve(ids.size() + text.size() / 3 + 16);
   std::vector<Section> sections;
-  split_added(text, raw_trie, sections);
+  split_added(text, raw_trie, sections, threads);
   // Sections are encoded apart. A long one is cut into parts by its own
   // stages; a run of short ones (Gemma's "\n" is an added token, so its
   // sections are lines) is dealt out to the threads whole, in order.
@@ -329,7 +370,7 @@ size_t Tokenizer::Impl::encode_section(const std::vector<Section>& sections, siz
   const std::string normalized = normalizer ? normalize(section.text, threads) : std::string();
   const std::string_view normalized_text = normalizer ? std::string_view(normalized) : section.text;
   std::vector<Section> subsections;
-  split_added(normalized_text, normalized_trie, subsections);
+  split_added(normalized_text, normalized_trie, subsections, threads);
   size_t parts = 1;
   // A piece the pre-tokenizer leaves long (a SentencePiece-style text is one
   // piece) may be cut by the model itself.

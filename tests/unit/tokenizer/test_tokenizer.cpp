@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -135,6 +136,28 @@ TEST(Tokenizer, ThreadsGiveTheIdsOfOneThread) {
       EXPECT_EQ(tokenizer.encode(text, true, threads, &parts), one) << name << ", " << threads << " threads";
       EXPECT_EQ(parts, static_cast<size_t>(threads)) << name << ", " << threads << " threads";
     }
+  }
+}
+
+// Added tokens are found in parts of a long text too, as in the whole: a
+// token with a newline inside runs over every cut (after newlines) here, so
+// the text goes back to one scan; a token that swallows the whitespace
+// before it (lstrip) swallows the newline that ends the part before.
+TEST(Tokenizer, AddedTokensInPartsAsInTheWhole) {
+  json file = sentencepiece_style();
+  auto added = [](int id, const char* content, bool lstrip) {
+    return json{{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", lstrip},
+                {"rstrip", lstrip}, {"normalized", false}, {"special", false}};
+  };
+  file["added_tokens"].push_back(added(1000, "c\nc", false));
+  file["added_tokens"].push_back(added(1001, "<t>", true));
+  const slm::Tokenizer tokenizer = load(file, "added_in_parts");
+  for (const auto& [line, token] : {std::pair("ab c\nc abc ", 1000), std::pair("ab c\n<t> abc ", 1001)}) {
+    std::string text;
+    while (text.size() < (400u << 10)) text += line;
+    const std::vector<int32_t> one = tokenizer.encode(text, false);
+    ASSERT_EQ(std::count(one.begin(), one.end(), token), static_cast<std::ptrdiff_t>(text.size() / strlen(line)));
+    for (int threads : {2, 3}) EXPECT_EQ(tokenizer.encode(text, false, threads), one) << token << ", " << threads << " threads";
   }
 }
 
