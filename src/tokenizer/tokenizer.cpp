@@ -213,6 +213,11 @@ struct Tokenizer::Impl {
   // the whole text.
   size_t find_added(std::string_view text, size_t begin, size_t end, const TokenTrie& trie,
                     std::vector<Section>& out) const;
+  // The same over the whole text, its parts (between `cuts`) scanned on
+  // threads and joined; false, with nothing written, when a token runs over
+  // a cut (then the text must be scanned whole).
+  bool find_added_in_parts(std::string_view text, const std::vector<size_t>& cuts, const TokenTrie& trie,
+                           std::vector<Section>& out) const;
   // These return how many parts the text was encoded in (1: on one thread).
   size_t encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
   // The normalizer's text, in parts on up to `threads` threads where it may be cut.
@@ -255,6 +260,33 @@ size_t Tokenizer::Impl::find_added(std::string_view text, size_t begin, size_t e
   return i;
 }
 
+bool Tokenizer::Impl::find_added_in_parts(std::string_view text, const std::vector<size_t>& cuts,
+                                          const TokenTrie& trie, std::vector<Section>& out) const {
+  const size_t parts = cuts.size() - 1;
+  if (parts < 2) return false;
+  std::vector<std::vector<Section>> found(parts);
+  std::vector<size_t> landed(parts);
+  tok::run_parts(parts, [&](size_t k) { landed[k] = find_added(text, cuts[k], cuts[k + 1], trie, found[k]); });
+  // Each part's scan starts where the whole text's lands, unless a token ran
+  // over a cut (a token with a newline inside).
+  for (size_t k = 0; k + 1 < parts; ++k) {
+    if (landed[k] != cuts[k + 1]) return false;
+  }
+  const size_t first = out.size();
+  for (const std::vector<Section>& part : found) {
+    for (const Section& section : part) {
+      // The text on both sides of a cut is one section of the whole's scan.
+      if (out.size() > first && section.token < 0 && out.back().token < 0 &&
+          out.back().text.data() + out.back().text.size() == section.text.data()) {
+        out.back().text = std::string_view(out.back().text.data(), out.back().text.size() + section.text.size());
+      } else {
+        out.push_back(section);
+      }
+    }
+  }
+  return true;
+}
+
 void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, std::vector<Section>& out,
                                   int threads) const {
   if (trie.empty()) {
@@ -262,29 +294,9 @@ void Tokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, 
     return;
   }
   const size_t first = out.size();
-  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, tok::parts_for(text.size(), threads));
-  const size_t parts = cuts.size() - 1;
-  std::vector<std::vector<Section>> found(parts);
-  std::vector<size_t> landed(parts);
-  tok::run_parts(parts, [&](size_t k) { landed[k] = find_added(text, cuts[k], cuts[k + 1], trie, found[k]); });
-  // Each part's scan starts where the whole text's lands, unless a token ran
-  // over a cut (a token with a newline inside): then the text is scanned whole.
-  bool joined = true;
-  for (size_t k = 0; k + 1 < parts; ++k) joined = joined && landed[k] == cuts[k + 1];
-  if (!joined) {
+  const size_t wanted = tok::parts_for(text.size(), threads);
+  if (wanted == 1 || !find_added_in_parts(text, tok::cuts_after_newlines(text, wanted), trie, out)) {
     find_added(text, 0, text.size(), trie, out);
-  } else {
-    for (const std::vector<Section>& part : found) {
-      for (const Section& section : part) {
-        // The text on both sides of a cut is one section of the whole's scan.
-        if (out.size() > first && section.token < 0 && out.back().token < 0 &&
-            out.back().text.data() + out.back().text.size() == section.text.data()) {
-          out.back().text = std::string_view(out.back().text.data(), out.back().text.size() + section.text.size());
-        } else {
-          out.push_back(section);
-        }
-      }
-    }
   }
   // lstrip / rstrip: the token swallows the whitespace beside it.
   for (size_t k = first; k < out.size(); ++k) {
@@ -342,9 +354,9 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
 }
 
 std::string Tokenizer::Impl::normalize(std::string_view text, int threads) const {
-  const std::vector<size_t> cuts = normalizer->normalizes_in_parts()
-                                       ? tok::cuts_after_newlines(text, tok::parts_for(text.size(), threads))
-                                       : std::vector<size_t>{0, text.size()};
+  const size_t wanted = normalizer->normalizes_in_parts() ? tok::parts_for(text.size(), threads) : 1;
+  if (wanted == 1) return normalizer->normalize(std::string(text));
+  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, wanted);
   const size_t parts = cuts.size() - 1;
   if (parts == 1) return normalizer->normalize(std::string(text));
   std::vector<std::string> normalized(parts);
