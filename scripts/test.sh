@@ -71,7 +71,7 @@ printf '%s\n' generate tokenizer serve |
   OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   xargs -P "$jobs" -I{} sh -c 'build-tsan/tests/test_{} --gtest_brief=1 >build-tsan/test_{}.log 2>&1 || { tail -n 60 build-tsan/test_{}.log; exit 1; }'
 
-# Nine targets, two at a time: 20 s each is 90 s of fuzzing from the
+# Ten targets, two at a time: 20 s each is 100 s of fuzzing from the
 # committed seeds (SLM_FUZZ_SECONDS for longer runs).
 stage "Fuzzing (bounded)"
 scripts/fuzz.sh "${SLM_FUZZ_SECONDS:-20}"
