@@ -70,9 +70,10 @@ struct VectorKernels {
   void (*gemm_nt)(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k, float* c,
                   int64_t ldc);
   // C = alpha·op(A)·op(B) + beta·C in f32, as BLAS sgemm (row-major; with
-  // beta 0, C is not read), single-threaded. Null where OpenBLAS's serves
-  // the path (its AVX-512 kernels are not chosen under the
-  // OPENBLAS_CORETYPE some machines set, nor sized for attention tiles).
+  // beta 0, C is not read), single-threaded, allocating nothing per call.
+  // The x86 paths have one (OpenBLAS's AVX-512 kernels are not chosen under
+  // the OPENBLAS_CORETYPE some machines set, and its small-matrix path
+  // allocates per attention tile); null where OpenBLAS's serves (ARM).
   void (*sgemm)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
   // y += a·x, x in f32, bf16 or f16
@@ -177,6 +178,13 @@ struct QuantGemmKernels {
 
 // Null when the active path has none (VNNI and I8MM have one).
 const QuantGemmKernels* quant_gemm_kernels();
+
+// What an sgemm with K = 0 leaves: C = beta·C (C not read when beta is 0).
+inline void sgemm_empty_k(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
+  }
+}
 
 VectorKernels portable_kernels();
 QuantDotKernels portable_quant_kernels();

@@ -8,7 +8,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target:
@@ -187,11 +189,12 @@ float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
   return horizontal_sum(_mm256_add_ps(a0, a1));
 }
 
-// gemm_nt as BLAS kernels do it: B is first packed into column groups of
-// 16, [k][16] each (zero past n), so that the micro-kernel reads two aligned
-// vectors of B per k and broadcasts one element of each of six rows of A:
-// eight loads feed twelve FMAs into a 6×16 tile of C held in registers.
-constexpr int64_t kPackCols = 16;
+// gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
+// groups of 16, [k][16] each (zero past n), so that the micro-kernel reads
+// two aligned vectors of B per k and broadcasts one element of each of six
+// rows of A: eight loads feed twelve FMAs into a 6×16 tile of C held in
+// registers.
+constexpr int64_t kPackCols = 16, kMr = 6;
 
 // r[0..7] transposed in place: r[i][j] becomes r[j][i].
 inline void transpose8(__m256 (&r)[8]) {
@@ -228,6 +231,22 @@ void widen_rows(DType dtype, const void* w, int64_t r0, int64_t rows, int64_t k,
   }
 }
 
+// Columns [p0, p0 + kc) of eight rows of length-ld f32 (`rows` of them
+// real, zeros for the rest) as [kc][16] at column 8·half of `out`.
+void pack_transposed(const float* rows_f32, int64_t ld, int64_t rows, int64_t p0, int64_t kc, int64_t half,
+                     float* out) {
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(rows_f32 + i * ld + p0 + p) : _mm256_setzero_ps();
+    transpose8(r);
+    for (int t = 0; t < 8; ++t) _mm256_storeu_ps(out + (p + t) * kPackCols + 8 * half, r[t]);
+  }
+  for (; p < kc; ++p) {
+    for (int64_t i = 0; i < 8; ++i) out[p * kPackCols + 8 * half + i] = i < rows ? rows_f32[i * ld + p0 + p] : 0.0f;
+  }
+}
+
 // Rows [j0, j0+16) of w (those < n; zeros for the rest), widened, as
 // [k][16]; `rows_f32` is scratch for eight widened rows.
 void pack_group(DType dtype, const void* w, int64_t n, int64_t j0, int64_t k, float* out, float* rows_f32) {
@@ -235,22 +254,16 @@ void pack_group(DType dtype, const void* w, int64_t n, int64_t j0, int64_t k, fl
     const int64_t r0 = j0 + 8 * half;
     const int64_t rows = std::clamp<int64_t>(n - r0, 0, 8);
     if (rows > 0) widen_rows(dtype, w, r0, rows, k, rows_f32);
-    int64_t p = 0;
-    for (; p + 8 <= k; p += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(rows_f32 + i * k + p) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int t = 0; t < 8; ++t) _mm256_storeu_ps(out + (p + t) * kPackCols + 8 * half, r[t]);
-    }
-    for (; p < k; ++p) {
-      for (int64_t i = 0; i < 8; ++i) out[p * kPackCols + 8 * half + i] = i < rows ? rows_f32[i * k + p] : 0.0f;
-    }
+    pack_transposed(rows_f32, k, rows, 0, k, half, out);
   }
 }
 
-// C[MR, nr] (+)= A[MR, k] · packed B [k][16]; `add` accumulates into C.
-template <int MR>
-void micro_kernel(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t nr, bool add) {
+// C[MR, nr] = alpha·A[MR, k]·packed B [k][16] + (first: beta·C, not read
+// when beta is 0; else C). A is read by rows (a[i·lda + p]) or, TransA, by
+// columns (a[p·lda + i]).
+template <int MR, bool TransA>
+void micro_kernel(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t nr,
+                  float alpha, float beta, bool first) {
   __m256 lo[MR], hi[MR];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
@@ -258,7 +271,7 @@ void micro_kernel(const float* a, int64_t lda, const float* b, int64_t k, float*
     const __m256 b0 = _mm256_loadu_ps(b + p * kPackCols), b1 = _mm256_loadu_ps(b + p * kPackCols + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + i * lda + p);
+      const __m256 av = _mm256_broadcast_ss(TransA ? a + p * lda + i : a + i * lda + p);
       lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
       hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
     }
@@ -274,13 +287,21 @@ void micro_kernel(const float* a, int64_t lda, const float* b, int64_t k, float*
   }
   for (int i = 0; i < MR; ++i) {
     float* row = c + i * ldc;
-    for (int64_t j = 0; j < nr; ++j) row[j] = add ? row[j] + out[i][j] : out[i][j];
+    for (int64_t j = 0; j < nr; ++j) {
+      const float product = alpha * out[i][j];
+      row[j] = !first ? row[j] + product : beta == 0.0f ? product : product + beta * row[j];
+    }
   }
 }
 
-using MicroKernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
-constexpr MicroKernel kMicroKernels[6] = {micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
-                                          micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
+using MicroKernel = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, float, float,
+                             bool);
+template <bool TransA, int... Rows>
+constexpr auto micro_kernels(std::integer_sequence<int, Rows...>) {
+  return std::array<MicroKernel, sizeof...(Rows)>{micro_kernel<Rows + 1, TransA>...};
+}
+constexpr auto kMicroKernels = micro_kernels<false>(std::make_integer_sequence<int, kMr>());
+constexpr auto kTransposedMicroKernels = micro_kernels<true>(std::make_integer_sequence<int, kMr>());
 
 void copy_padded(const float* x, int64_t k, float* out) {
   int64_t i = 0;
@@ -361,9 +382,16 @@ double exp_shifted(const float* x, float shift, float* out, int64_t n) {
 
 // k is cut into blocks of 256 so that a packed group of B (16 KB) stays in
 // L1 while the rows of A stream past it.
+constexpr int64_t kKc = 256, kRowBlock = 192;
+
+// The first `n` of eight lanes (none when n ≤ 0), as _mm256_maskload_ps wants them.
+inline __m256i lane_mask8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 void gemm_nt(const float* a, int64_t m, int64_t lda, DType dtype, const void* w, int64_t n, int64_t k, float* c,
              int64_t ldc) {
-  constexpr int64_t kMr = 6, kKc = 256;
   const int64_t groups = (n + kPackCols - 1) / kPackCols;
   // Kept by each thread across calls: no allocation per product.
   thread_local std::vector<float> packed, rows_f32;
@@ -379,7 +407,55 @@ void gemm_nt(const float* a, int64_t m, int64_t lda, DType dtype, const void* w,
       const int64_t nr = std::min(kPackCols, n - g * kPackCols);
       for (int64_t i0 = 0; i0 < m; i0 += kMr) {
         const int64_t mr = std::min(kMr, m - i0);
-        kMicroKernels[mr - 1](a + i0 * lda + p0, lda, group, kc, c + i0 * ldc + g * kPackCols, ldc, nr, p0 > 0);
+        kMicroKernels[mr - 1](a + i0 * lda + p0, lda, group, kc, c + i0 * ldc + g * kPackCols, ldc, nr, 1.0f, 0.0f,
+                              p0 == 0);
+      }
+    }
+  }
+}
+
+// The same tiles for BLAS's sgemm (attention tiles, training): op(B) is
+// packed per block of 256 along k, as it is; rows of A are read where they
+// lie, either layout. No allocation per call, where OpenBLAS's small-matrix
+// path allocated and freed per attention tile.
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
+  const int64_t groups = (N + kPackCols - 1) / kPackCols;
+  thread_local std::vector<float> packed;
+  packed.resize(static_cast<size_t>(groups * std::min(K, kKc) * kPackCols));
+  for (int64_t p0 = 0; p0 < K; p0 += kKc) {
+    const int64_t kc = std::min(kKc, K - p0);
+    for (int64_t g = 0; g < groups; ++g) {
+      float* group = packed.data() + g * kc * kPackCols;
+      const int64_t n0 = g * kPackCols, nr = std::min(kPackCols, N - n0);
+      if (trans_b) {  // op(B)[p][n] = B[n][p]: rows of B, transposed
+        for (int64_t half = 0; half < 2; ++half) {
+          const int64_t rows = std::clamp<int64_t>(nr - 8 * half, 0, 8);
+          pack_transposed(rows > 0 ? B + (n0 + 8 * half) * ldb : B, ldb, rows, p0, kc, half, group);
+        }
+      } else {
+        const __m256i lo = lane_mask8(nr), hi = lane_mask8(nr - 8);
+        for (int64_t p = 0; p < kc; ++p) {
+          const float* row = B + (p0 + p) * ldb + n0;
+          _mm256_storeu_ps(group + p * kPackCols, _mm256_maskload_ps(row, lo));
+          _mm256_storeu_ps(group + p * kPackCols + 8, _mm256_maskload_ps(row + 8, hi));
+        }
+      }
+    }
+    // Rows of A a block at a time, so that the block (192 × 256 floats)
+    // stays in L2 while the groups of B pass.
+    for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+      const int64_t m1 = std::min(M, m0 + kRowBlock);
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* group = packed.data() + g * kc * kPackCols;
+        const int64_t n0 = g * kPackCols, nr = std::min(kPackCols, N - n0);
+        for (int64_t i0 = m0; i0 < m1; i0 += kMr) {
+          const int64_t mr = std::min(kMr, m1 - i0);
+          const float* a = trans_a ? A + p0 * lda + i0 : A + i0 * lda + p0;
+          (trans_a ? kTransposedMicroKernels : kMicroKernels)[mr - 1](a, lda, group, kc, C + i0 * ldc + n0, ldc, nr,
+                                                                       alpha, beta, p0 == 0);
+        }
       }
     }
   }
@@ -398,7 +474,7 @@ VectorKernels avx2_kernels() {
           widen_quantized<BlockQ8, load_q8>,
           widen_quantized<BlockQ4, load_q4>,
           gemm_nt,
-          nullptr,
+          sgemm,
           axpy,
           axpy_bf16,
           axpy_f16,

@@ -274,12 +274,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   static constexpr auto kTiles = sgemm_tiles<false>(std::make_integer_sequence<int, kSgemmRows>());
   static constexpr auto kTransposedTiles = sgemm_tiles<true>(std::make_integer_sequence<int, kSgemmRows>());
-  if (K == 0) {
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t n = 0; n < N; ++n) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
-    }
-    return;
-  }
+  if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
   // Kept by each thread across calls: no allocation per product.
   thread_local std::vector<float> packed;
   const int64_t padded_n = (N + kSgemmCols - 1) / kSgemmCols * kSgemmCols;
