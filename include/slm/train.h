@@ -109,7 +109,9 @@ using RenderChatFn = std::function<std::string(const ChatJson& messages, bool ad
 // render, trailing whitespace aside, does not already end with it. Examples
 // longer than seq_len are truncated and counted. Blank lines are skipped; a
 // bad line (or a conversation without render_chat) fails naming the file and
-// line number; an empty file fails.
+// line number; an empty file fails. Lines are turned into examples on the
+// threads of the OpenMP pool (`tokenize` and `render_chat` are called from
+// several at once), with the results of reading them one after another.
 std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, const TokenizeFn& tokenize,
                                              int64_t seq_len, std::optional<int32_t> eos,
                                              DatasetSummary* summary = nullptr, const RenderChatFn& render_chat = {});

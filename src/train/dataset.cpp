@@ -6,8 +6,10 @@
 #include <slm/train.h>
 
 #include <algorithm>
+#include <exception>
 #include <fstream>
 #include <numeric>
+#include <optional>
 
 namespace slm {
 
@@ -101,6 +103,84 @@ TrainExample chat_example(const ChatJson& messages, const std::string& where, co
   return example;
 }
 
+// What one line of the file gives: an example or none (a blank line, or
+// nothing to learn), and its share of the summary.
+struct LineResult {
+  std::optional<TrainExample> example;
+  DatasetSummary summary;
+  bool cut_to_nothing = false;  // its learnable tokens all lie past seq_len
+  std::exception_ptr error;
+};
+
+LineResult read_line(const std::string& line, const std::string& where, const TokenizeFn& tokenize, int64_t seq_len,
+                     std::optional<int32_t> eos, const RenderChatFn& render_chat) {
+  LineResult result;
+  if (line.find_first_not_of(" \t\r") == std::string::npos) return result;
+  DatasetSummary& s = result.summary;
+  // Ordered: a conversation's keys reach the chat template as written.
+  ChatJson j;
+  try {
+    j = ChatJson::parse(line);
+  } catch (const ChatJson::exception& e) {
+    fail(where, ": not JSON (", e.what(), ")");
+  }
+  if (!j.is_object()) fail(where, ": expected a JSON object");
+  // One format per line: a line that could be read two ways is refused
+  // rather than read one way without a word.
+  std::vector<std::string> formats;
+  if (j.contains("text")) formats.emplace_back("\"text\"");
+  if (j.contains("prompt") || j.contains("completion")) formats.emplace_back("\"prompt\"/\"completion\"");
+  if (j.contains("messages")) formats.emplace_back("\"messages\"");
+  if (formats.size() > 1) {
+    fail(where, ": holds both ", formats[0], " and ", formats[1], "; a line is one example in one format");
+  }
+  TrainExample example;
+  if (j.contains("text")) {
+    example.tokens = tokenize(string_field(j, "text", where), true);
+    example.labels = example.tokens;
+  } else if (j.contains("prompt") && j.contains("completion")) {
+    example.tokens = tokenize(string_field(j, "prompt", where), true);
+    example.labels.assign(example.tokens.size(), kIgnore);
+    const std::vector<int32_t> completion = tokenize(string_field(j, "completion", where), false);
+    example.tokens.insert(example.tokens.end(), completion.begin(), completion.end());
+    example.labels.insert(example.labels.end(), completion.begin(), completion.end());
+  } else if (j.contains("messages")) {
+    example = chat_example(j["messages"], where, tokenize, render_chat, eos, s);
+  } else {
+    fail(where, ": expected {\"text\": ...}, {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]}");
+  }
+  if (!j.contains("messages") && eos && (example.tokens.empty() || example.tokens.back() != *eos)) {
+    example.tokens.push_back(*eos);
+    example.labels.push_back(*eos);
+  }
+  if (static_cast<int64_t>(example.tokens.size()) > seq_len) {
+    example.tokens.resize(static_cast<size_t>(seq_len));
+    example.labels.resize(static_cast<size_t>(seq_len));
+    ++s.truncated;
+  }
+  // A label counts when it is predicted from an earlier position.
+  int64_t counted = 0;
+  for (size_t i = 1; i < example.labels.size(); ++i) counted += example.labels[i] >= 0 ? 1 : 0;
+  if (counted == 0) {  // nothing to learn from (e.g. a prompt that fills seq_len)
+    result.cut_to_nothing = static_cast<int64_t>(example.tokens.size()) == seq_len;
+    return result;
+  }
+  s.examples = 1;
+  s.tokens = static_cast<int64_t>(example.tokens.size());
+  s.loss_tokens = counted;
+  result.example = std::move(example);
+  return result;
+}
+
+void add(DatasetSummary& total, const DatasetSummary& part) {
+  total.examples += part.examples;
+  total.tokens += part.tokens;
+  total.loss_tokens += part.loss_tokens;
+  total.truncated += part.truncated;
+  if (total.unrendered_messages == 0) total.first_unrendered = part.first_unrendered;
+  total.unrendered_messages += part.unrendered_messages;
+}
+
 }  // namespace
 
 std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, const TokenizeFn& tokenize,
@@ -113,64 +193,35 @@ std::vector<TrainExample> read_jsonl_dataset(const std::filesystem::path& path, 
   std::vector<TrainExample> examples;
   DatasetSummary s;
   int64_t cut_to_nothing = 0;  // examples whose learnable tokens all lie past seq_len
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    const std::string where = path.string() + ":" + std::to_string(number);
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    // Ordered: a conversation's keys reach the chat template as written.
-    ChatJson j;
-    try {
-      j = ChatJson::parse(line);
-    } catch (const ChatJson::exception& e) {
-      fail(where, ": not JSON (", e.what(), ")");
+  // Lines are read a batch at a time and turned into examples on every
+  // thread of the pool (parsing, rendering and encoding are most of a large
+  // file's time), then taken in file order: the same examples, summary and
+  // first error as one line after another.
+  constexpr size_t kBatchLines = 4096;
+  std::vector<std::string> lines(kBatchLines);
+  std::vector<LineResult> results(kBatchLines);
+  for (int64_t first_number = 1;; first_number += static_cast<int64_t>(kBatchLines)) {
+    size_t count = 0;
+    while (count < kBatchLines && std::getline(in, lines[count])) ++count;
+    if (count == 0) break;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (size_t i = 0; i < count; ++i) {
+      const std::string where = path.string() + ":" + std::to_string(first_number + static_cast<int64_t>(i));
+      try {
+        results[i] = read_line(lines[i], where, tokenize, seq_len, eos, render_chat);
+      } catch (...) {
+        results[i] = LineResult{};
+        results[i].error = std::current_exception();
+      }
     }
-    if (!j.is_object()) fail(where, ": expected a JSON object");
-    // One format per line: a line that could be read two ways is refused
-    // rather than read one way without a word.
-    std::vector<std::string> formats;
-    if (j.contains("text")) formats.emplace_back("\"text\"");
-    if (j.contains("prompt") || j.contains("completion")) formats.emplace_back("\"prompt\"/\"completion\"");
-    if (j.contains("messages")) formats.emplace_back("\"messages\"");
-    if (formats.size() > 1) {
-      fail(where, ": holds both ", formats[0], " and ", formats[1], "; a line is one example in one format");
+    for (size_t i = 0; i < count; ++i) {
+      LineResult& result = results[i];
+      if (result.error) std::rethrow_exception(result.error);
+      add(s, result.summary);
+      cut_to_nothing += result.cut_to_nothing ? 1 : 0;
+      if (result.example) examples.push_back(std::move(*result.example));
     }
-    TrainExample example;
-    if (j.contains("text")) {
-      example.tokens = tokenize(string_field(j, "text", where), true);
-      example.labels = example.tokens;
-    } else if (j.contains("prompt") && j.contains("completion")) {
-      example.tokens = tokenize(string_field(j, "prompt", where), true);
-      example.labels.assign(example.tokens.size(), kIgnore);
-      const std::vector<int32_t> completion = tokenize(string_field(j, "completion", where), false);
-      example.tokens.insert(example.tokens.end(), completion.begin(), completion.end());
-      example.labels.insert(example.labels.end(), completion.begin(), completion.end());
-    } else if (j.contains("messages")) {
-      example = chat_example(j["messages"], where, tokenize, render_chat, eos, s);
-    } else {
-      fail(where, ": expected {\"text\": ...}, {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]}");
-    }
-    if (!j.contains("messages") && eos && (example.tokens.empty() || example.tokens.back() != *eos)) {
-      example.tokens.push_back(*eos);
-      example.labels.push_back(*eos);
-    }
-    if (static_cast<int64_t>(example.tokens.size()) > seq_len) {
-      example.tokens.resize(static_cast<size_t>(seq_len));
-      example.labels.resize(static_cast<size_t>(seq_len));
-      ++s.truncated;
-    }
-    // A label counts when it is predicted from an earlier position.
-    int64_t counted = 0;
-    for (size_t i = 1; i < example.labels.size(); ++i) counted += example.labels[i] >= 0 ? 1 : 0;
-    if (counted == 0) {  // nothing to learn from (e.g. a prompt that fills seq_len)
-      if (static_cast<int64_t>(example.tokens.size()) == seq_len) ++cut_to_nothing;
-      continue;
-    }
-    ++s.examples;
-    s.tokens += static_cast<int64_t>(example.tokens.size());
-    s.loss_tokens += counted;
-    examples.push_back(std::move(example));
+    if (count < kBatchLines) break;
   }
   if (examples.empty() && cut_to_nothing > 0) {
     fail(path.string(), ": no training examples: in ", cut_to_nothing, " of them every token to learn lies past --seq-len ",

@@ -44,6 +44,58 @@ TEST(Dataset, TextAndPromptCompletionLines) {
   EXPECT_EQ(summary.truncated, 0);
 }
 
+// A file of many batches of lines, read on every thread of the pool: the
+// examples in file order, the summary of all of them, and of two bad lines
+// the first named (the one a reader going line by line would stop at).
+TEST(Dataset, ManyLinesOnThreadsGiveTheOrderOfTheFile) {
+  const int lines = 10000;
+  std::string text;
+  std::vector<std::vector<int32_t>> want;  // each line's tokens (BOS, bytes), cut to 16
+  int64_t tokens = 0, truncated = 0;
+  for (int i = 0; i < lines; ++i) {
+    if (i % 11 == 5) {
+      text += "\n";
+      continue;
+    }
+    const bool pair = i % 7 == 3;
+    std::string words = "l";
+    words += std::to_string(i);
+    words.append(pair ? 0 : static_cast<size_t>(i % 13), 'x');
+    text += pair ? "{\"prompt\": \"" : "{\"text\": \"";
+    text += words;
+    text += pair ? "\", \"completion\": \"!\"}\n" : "\"}\n";
+    if (pair) words += '!';
+    std::vector<int32_t> ids = byte_tokens(words, true);
+    if (ids.size() > 16) {
+      ids.resize(16);
+      ++truncated;
+    }
+    tokens += static_cast<int64_t>(ids.size());
+    want.push_back(std::move(ids));
+  }
+  slm::DatasetSummary summary;
+  const auto examples = slm::read_jsonl_dataset(write_file("many.jsonl", text), byte_tokens, 16, std::nullopt, &summary);
+  ASSERT_EQ(examples.size(), want.size());
+  for (size_t k = 0; k < want.size(); ++k) ASSERT_EQ(examples[k].tokens, want[k]) << "example " << k;
+  EXPECT_EQ(summary.examples, static_cast<int64_t>(want.size()));
+  EXPECT_EQ(summary.tokens, tokens);
+  EXPECT_EQ(summary.truncated, truncated);
+  EXPECT_GT(truncated, 0);
+
+  std::string bad = text;
+  for (const int line : {6001, 4500}) {  // the later one first, so that the order is what is tested
+    size_t at = 0;
+    for (int k = 1; k < line; ++k) at = bad.find('\n', at) + 1;
+    bad.insert(at, "not json\n");
+  }
+  try {
+    slm::read_jsonl_dataset(write_file("many_bad.jsonl", bad), byte_tokens, 16, std::nullopt);
+    ADD_FAILURE() << "accepted two bad lines";
+  } catch (const slm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("many_bad.jsonl:4500: not JSON"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Dataset, TruncatesAndCounts) {
   const fs::path file = write_file("long.jsonl", "{\"text\": \"abcdefgh\"}\n{\"text\": \"a\"}\n");
   slm::DatasetSummary summary;
