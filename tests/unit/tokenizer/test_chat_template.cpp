@@ -11,6 +11,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -42,6 +44,31 @@ TEST(ChatTemplate, TextAndOutput) {
   EXPECT_EQ(render("{{ x }}", {{"x", "é"}}), "é");
   EXPECT_EQ(render("line\n"), "line");  // the source's last newline is dropped, as in Jinja
   EXPECT_EQ(render("line\n\n"), "line\n");
+}
+
+// One template rendered from several threads at once (the server's request
+// threads, the training-data reader's) gives each the serial render; the
+// ThreadSanitizer stage runs this.
+TEST(ChatTemplate, RendersFromSeveralThreadsAtOnce) {
+  const slm::ChatTemplate chat(
+      "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+      "{{ m['role'] | upper }}:{{ m['content'] ~ '|' ~ ns.n }}{% if not loop.last %}\n{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}\nASSISTANT:{% endif %}",
+      "threads");
+  ChatJson context = ChatJson::object();
+  context["messages"] = kMessages;
+  context["add_generation_prompt"] = true;
+  const std::string want = chat.render(context);
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(4, 0);
+  for (size_t t = 0; t < mismatches.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) mismatches[t] += chat.render(context) != want ? 1 : 0;
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int m : mismatches) EXPECT_EQ(m, 0);
+  EXPECT_EQ(want, "SYSTEM:Be brief.|1USER:Hi|2ASSISTANT:Hello|3ASSISTANT:");  // trim_blocks, as transformers
 }
 
 TEST(ChatTemplate, TrimAndLstripBlocks) {
