@@ -72,8 +72,10 @@ class UnicodeForm final : public Normalizer {
   int options_;
 };
 
-// A part cut after a newline neither starts nor ends with a word
-// character, so Σ's rule sees the same on either side of the cut.
+// Σ's rule looks at the characters on either side of it. A part cut after
+// a newline ends with that newline, and the part after it starts where the
+// character before is that newline: a non-word character either way, as the
+// start of a text (nothing) is, so the rule sees the same across a cut.
 class Lowercase final : public Normalizer {
  public:
   std::string normalize(std::string text, bool /*first*/, bool /*last*/) const override {
