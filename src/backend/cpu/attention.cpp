@@ -17,6 +17,7 @@ namespace {
 // calls than a single query gains).
 constexpr int64_t kMinTileQueries = 8;
 constexpr int64_t kTileQueries = 64, kTileKeys = 64;
+static_assert(kTileQueries <= kMaxTileQueries);
 // Queries a dot-product work item takes at once.
 constexpr int64_t kQueryBlock = 16;
 
@@ -141,6 +142,7 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
                 int64_t window, float* scores, const FlashRows& state) {
   sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
   constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  float new_max[kMaxTileQueries], correction[kMaxTileQueries];
   for (int64_t r = 0; r < ni; ++r) {
     float* row = scores + r * nj;
     const int64_t i = i0 + r;
@@ -152,17 +154,24 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const 
     if (softcap > 0) {
       for (int64_t c = lo; c < hi; ++c) row[c] = soft_cap(row[c], softcap);
     }
-    const float new_max = std::max(state.row_max[r], max_of(row + lo, hi - lo));
-    if (new_max == -std::numeric_limits<float>::infinity()) {
+    new_max[r] = std::max(state.row_max[r], max_of(row + lo, hi - lo));
+    // The factor the row's earlier sums shrink by: e^(old max - new max),
+    // exponentiated below for all rows at once.
+    correction[r] = new_max[r] == kMasked ? 0.0f : state.row_max[r] - new_max[r];
+  }
+  const VectorKernels& kernels = vector_kernels();
+  kernels.exp_shifted(correction, 0.0f, correction, ni);
+  for (int64_t r = 0; r < ni; ++r) {
+    float* row = scores + r * nj;
+    if (new_max[r] == -std::numeric_limits<float>::infinity()) {
       std::fill_n(row, nj, 0.0f);  // no key of this tile is visible from this row
       continue;
     }
-    const float correction = std::exp(state.row_max[r] - new_max);
-    const auto sum = static_cast<float>(vector_kernels().exp_shifted(row, new_max, row, nj));
-    state.row_sum[r] = state.row_sum[r] * correction + sum;
-    state.row_max[r] = new_max;
+    const auto sum = static_cast<float>(kernels.exp_shifted(row, new_max[r], row, nj));
+    state.row_sum[r] = state.row_sum[r] * correction[r] + sum;
+    state.row_max[r] = new_max[r];
     float* o = state.acc + r * head_dim;
-    for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction[r];
   }
   sgemm(false, false, ni, head_dim, nj, 1.0f, scores, nj, v, kv_stride, 1.0f, state.acc, head_dim);
 }

@@ -119,6 +119,7 @@ namespace {
 
 constexpr int64_t kQueryTile = 64;
 constexpr int64_t kKeyTile = 64;
+static_assert(kQueryTile <= kMaxTileQueries);
 
 
 }  // namespace

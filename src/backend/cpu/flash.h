@@ -32,6 +32,9 @@ struct FlashRows {
   float* row_sum;
 };
 
+// The most queries one flash_tile takes.
+constexpr int64_t kMaxTileQueries = 96;
+
 // Folds keys [j0, j0+nj) into the state of queries [i0, i0+ni) (absolute
 // positions): S = soft_cap(scale·Q·Kᵀ), masked by `visible`, then acc = acc·correction
 // + softmax numerators·V. q rows have stride q_stride, k and v rows
