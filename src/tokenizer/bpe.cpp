@@ -208,12 +208,13 @@ size_t Bpe::encode(std::string_view word, std::vector<int32_t>& out, int threads
     return 1;
   }
   cuts.push_back(word.size());
-  std::vector<std::vector<int32_t>> ids(parts);
-  run_parts(parts, [&](size_t k) {
-    ids[k].reserve((cuts[k + 1] - cuts[k]) / 3 + 16);
-    encode_between_cuts(word.substr(cuts[k], cuts[k + 1] - cuts[k]), ids[k]);
-  });
-  for (const std::vector<int32_t>& part : ids) out.insert(out.end(), part.begin(), part.end());
+  encode_parts(
+      parts,
+      [&](size_t k, std::vector<int32_t>& ids) {
+        ids.reserve((cuts[k + 1] - cuts[k]) / 3 + 16);
+        encode_between_cuts(word.substr(cuts[k], cuts[k + 1] - cuts[k]), ids);
+      },
+      out);
   return parts;
 }
 

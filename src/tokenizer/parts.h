@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <string_view>
 #include <thread>
@@ -57,6 +58,15 @@ inline void run_parts(size_t parts, FunctionRef<void(size_t)> part) {
   for (const std::exception_ptr& error : errors) {
     if (error) std::rethrow_exception(error);
   }
+}
+
+// encode(k, ids) for each part as run_parts runs them, each into a list of
+// its own, and those lists appended to `out` in order.
+inline void encode_parts(size_t parts, FunctionRef<void(size_t, std::vector<int32_t>&)> encode,
+                         std::vector<int32_t>& out) {
+  std::vector<std::vector<int32_t>> ids(parts);
+  run_parts(parts, [&](size_t k) { encode(k, ids[k]); });
+  for (const std::vector<int32_t>& part : ids) out.insert(out.end(), part.begin(), part.end());
 }
 
 }  // namespace slm::tok

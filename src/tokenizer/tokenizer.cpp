@@ -222,10 +222,9 @@ struct Tokenizer::Impl {
   size_t encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
   // The normalizer's text, in parts on up to `threads` threads where it may be cut.
   std::string normalize(std::string_view text, int threads) const;
-  // sections[index]: its normalizing, the added tokens in the normalized
-  // text, pre-tokenizing and BPE.
-  size_t encode_section(const std::vector<Section>& sections, size_t index, int threads,
-                        std::vector<int32_t>& ids) const;
+  // One section (the index-th of its text): its normalizing, the added
+  // tokens in the normalized text, pre-tokenizing and BPE.
+  size_t encode_section(const Section& section, size_t index, int threads, std::vector<int32_t>& ids) const;
   size_t encode_in_parts(std::string_view text, size_t section, size_t parts_wanted, std::vector<int32_t>& ids) const;
 };
 
@@ -326,7 +325,7 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
   size_t parts = 1;
   for (size_t first = 0; first < sections.size();) {
     if (is_long(sections[first])) {
-      parts = std::max(parts, encode_section(sections, first, threads, ids));
+      parts = std::max(parts, encode_section(sections[first], first, threads, ids));
       ++first;
       continue;
     }
@@ -339,14 +338,17 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
     }
     cuts.push_back(end);
     if (cuts.size() == 2) {
-      for (size_t index = first; index < end; ++index) encode_section(sections, index, 1, ids);
+      for (size_t index = first; index < end; ++index) encode_section(sections[index], index, 1, ids);
     } else {
-      std::vector<std::vector<int32_t>> part_ids(cuts.size() - 1);
-      tok::run_parts(part_ids.size(), [&](size_t k) {
-        for (size_t index = cuts[k]; index < cuts[k + 1]; ++index) encode_section(sections, index, 1, part_ids[k]);
-      });
-      for (const std::vector<int32_t>& part : part_ids) ids.insert(ids.end(), part.begin(), part.end());
-      parts = std::max(parts, part_ids.size());
+      tok::encode_parts(
+          cuts.size() - 1,
+          [&](size_t k, std::vector<int32_t>& part_ids) {
+            for (size_t index = cuts[k]; index < cuts[k + 1]; ++index) {
+              encode_section(sections[index], index, 1, part_ids);
+            }
+          },
+          ids);
+      parts = std::max(parts, cuts.size() - 1);
     }
     first = end;
   }
@@ -355,9 +357,9 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
 
 std::string Tokenizer::Impl::normalize(std::string_view text, int threads) const {
   const size_t wanted = normalizer->normalizes_in_parts() ? tok::parts_for(text.size(), threads) : 1;
-  if (wanted == 1) return normalizer->normalize(std::string(text));
-  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, wanted);
-  const size_t parts = cuts.size() - 1;
+  // No list of cuts (nor its allocation) for the short texts nearly all calls bring.
+  const std::vector<size_t> cuts = wanted > 1 ? tok::cuts_after_newlines(text, wanted) : std::vector<size_t>();
+  const size_t parts = cuts.empty() ? 1 : cuts.size() - 1;
   if (parts == 1) return normalizer->normalize(std::string(text));
   std::vector<std::string> normalized(parts);
   tok::run_parts(parts, [&](size_t k) {
@@ -371,9 +373,8 @@ std::string Tokenizer::Impl::normalize(std::string_view text, int threads) const
   return joined;
 }
 
-size_t Tokenizer::Impl::encode_section(const std::vector<Section>& sections, size_t index, int threads,
+size_t Tokenizer::Impl::encode_section(const Section& section, size_t index, int threads,
                                        std::vector<int32_t>& ids) const {
-  const Section& section = sections[index];
   if (section.token >= 0) {
     ids.push_back(added[static_cast<size_t>(section.token)].id);
     return 1;
