@@ -1,7 +1,7 @@
 // Dot products of q8/q4 weights with q8-quantized activations on CPUs with
 // AVX512_VNNI: vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds
 // them in groups of four into sixteen int32 lanes, so two 32-weight blocks
-// are one instruction. Below them, the integer GEMM of prompts with the same
+// are one instruction (q4: the nibbles of four blocks are two). Below them, the integer GEMM of prompts with the same
 // instruction.
 #if defined(__x86_64__)
 #include "backend/cpu/simd.h"
@@ -55,75 +55,65 @@ void quantize_x(const float* x, int64_t k, BlockQ8* out) {
   }
 }
 
-// The dot products read x arranged per pair of blocks, so that one 512-bit
-// vpdpbusd takes two blocks: their 64 values, each block's scale spread
-// over the 8 lanes its sum lands in, and -o·Σx of each block in the first of
-// those lanes, the start of the int32 sums that takes the offset o of
-// unsigned weights back out (q4's levels are w + 8; q8 weights are read as
-// w + 128). An odd last block pairs with zeros.
+// The dot products read x arranged once per product in two forms, one after
+// the other. The q8 products read it per pair of blocks, so that one 512-bit
+// vpdpbusd takes both: their 64 values, each block's scale spread over the 8
+// lanes its sum lands in, and -128·Σx of each block in the first of those
+// lanes, the start of the int32 sums that takes back out the 128 added to
+// the weights to read them unsigned. An odd last block pairs with zeros.
 struct ArrangedPair {
   int8_t q[64];
   float scale[16];
-  int32_t minus_8_sum[16];
   int32_t minus_128_sum[16];
 };
 
-int64_t arranged_bytes(int64_t k) { return (k / kQuantBlock + 1) / 2 * static_cast<int64_t>(sizeof(ArrangedPair)); }
+// The q4 products read it per four blocks, in the order a q4 block stores
+// its levels: element j in the low nibble of byte j, element j + 16 in the
+// high one. So the nibble bytes of four blocks, gathered into one register,
+// are two vpdpbusd operands as they stand (low nibbles, then high), against
+// `low` (x_0..15 of each block) and `high` (x_16..31); a block's sums land in
+// 4 lanes, which hold its scale, and -8·Σx (q4 levels are w + 8) starts the
+// first of them. Blocks past the end are zeros.
+struct ArrangedQuad {
+  int8_t low[64];
+  int8_t high[64];
+  float scale[16];
+  int32_t minus_8_sum[16];
+};
+
+int64_t pairs_bytes(int64_t k) { return (k / kQuantBlock + 1) / 2 * static_cast<int64_t>(sizeof(ArrangedPair)); }
+
+int64_t arranged_bytes(int64_t k) {
+  return pairs_bytes(k) + (k / kQuantBlock + 3) / 4 * static_cast<int64_t>(sizeof(ArrangedQuad));
+}
 
 void arrange_x(const BlockQ8* x, int64_t k, void* out) {
   const int64_t blocks = k / kQuantBlock;
   auto* pairs = static_cast<ArrangedPair*>(out);
-  for (int64_t p = 0; p < (blocks + 1) / 2; ++p) {
-    ArrangedPair& a = pairs[p];
-    for (int64_t half = 0; half < 2; ++half) {
-      const int64_t b = 2 * p + half;
-      int32_t sum = 0;
-      float scale = 0.0f;
-      if (b < blocks) {
-        std::memcpy(a.q + 32 * half, x[b].q, 32);
-        for (int i = 0; i < kQuantBlock; ++i) sum += x[b].q[i];
-        scale = f16_to_f32(x[b].scale);
-      } else {
-        std::memset(a.q + 32 * half, 0, 32);
-      }
-      for (int i = 0; i < 8; ++i) {
-        a.scale[8 * half + i] = scale;
-        a.minus_8_sum[8 * half + i] = i == 0 ? -8 * sum : 0;
-        a.minus_128_sum[8 * half + i] = i == 0 ? -128 * sum : 0;
-      }
-    }
+  auto* quads = reinterpret_cast<ArrangedQuad*>(static_cast<char*>(out) + pairs_bytes(k));
+  std::memset(out, 0, static_cast<size_t>(arranged_bytes(k)));
+  for (int64_t b = 0; b < blocks; ++b) {
+    int32_t sum = 0;
+    for (int i = 0; i < kQuantBlock; ++i) sum += x[b].q[i];
+    const float scale = f16_to_f32(x[b].scale);
+    ArrangedPair& pair = pairs[b / 2];
+    const int64_t half = b % 2;
+    std::memcpy(pair.q + 32 * half, x[b].q, 32);
+    std::fill_n(pair.scale + 8 * half, 8, scale);
+    pair.minus_128_sum[8 * half] = -128 * sum;
+    ArrangedQuad& quad = quads[b / 4];
+    const int64_t quarter = b % 4;
+    std::memcpy(quad.low + 16 * quarter, x[b].q, 16);
+    std::memcpy(quad.high + 16 * quarter, x[b].q + 16, 16);
+    std::fill_n(quad.scale + 4 * quarter, 4, scale);
+    quad.minus_8_sum[4 * quarter] = -8 * sum;
   }
 }
 
-// Two q8 blocks (the second zero when absent) as unsigned bytes w + 128.
-inline __m512i pair_levels(const BlockQ8* w, bool two) {
-  const __m256i first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[0].q));
-  const __m256i second = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[1].q)) : _mm256_setzero_si256();
-  return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1),
-                          _mm512_set1_epi8(static_cast<char>(0x80)));
-}
-
-// Two q4 blocks' levels in element order: the nibbles of both in one
-// register, shifted copies beside them, and the 128-bit lanes reordered to
-// [first low, first high, second low, second high].
-inline __m512i pair_levels(const BlockQ4* w, bool two) {
-  const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[0].q));
-  const __m128i second = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[1].q)) : _mm_setzero_si128();
-  const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
-  const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(bytes), _mm256_srli_epi16(bytes, 4), 1);
-  const __m512i levels = _mm512_and_si512(both, _mm512_set1_epi8(0x0f));
-  return _mm512_shuffle_i64x2(levels, levels, _MM_SHUFFLE(3, 1, 2, 0));
-}
-
-template <class Block>
-constexpr int32_t kLevelOffset = 128;
-template <>
-constexpr int32_t kLevelOffset<BlockQ4> = 8;
-
-// Σ w·x of a row, two blocks per step in two chains. The f16 scales of a
-// weight pair are widened together and spread over their lanes.
-template <class Block>
-float arranged_row_dot(const void* arranged, const Block* w, int64_t k) {
+// Σ w·x of a q8 row, two blocks per step in two chains: the weights of a
+// pair as unsigned bytes w + 128, their f16 scales widened together and
+// spread over their lanes.
+float q8_row_dot(const void* arranged, const BlockQ8* w, int64_t k) {
   // Ask for the weights a kilobyte ahead (past the row's end, the next
   // row's): a step consumes too few bytes for out-of-order execution alone
   // to keep enough loads in flight.
@@ -134,9 +124,12 @@ float arranged_row_dot(const void* arranged, const Block* w, int64_t k) {
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   auto step = [&](int64_t p, bool two, __m512& total) {
     const ArrangedPair& a = x[p];
-    const Block* pair = w + 2 * p;
-    const __m512i start = _mm512_loadu_si512(kLevelOffset<Block> == 8 ? a.minus_8_sum : a.minus_128_sum);
-    const __m512i sum = _mm512_dpbusd_epi32(start, pair_levels(pair, two), _mm512_loadu_si512(a.q));
+    const BlockQ8* pair = w + 2 * p;
+    const __m256i first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair[0].q));
+    const __m256i second = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair[1].q)) : _mm256_setzero_si256();
+    const __m512i levels = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1),
+                                            _mm512_set1_epi8(static_cast<char>(0x80)));
+    const __m512i sum = _mm512_dpbusd_epi32(_mm512_loadu_si512(a.minus_128_sum), levels, _mm512_loadu_si512(a.q));
     const __m128i halves = _mm_insert_epi16(_mm_cvtsi32_si128(pair[0].scale), two ? pair[1].scale : 0, 1);
     const __m512 w_scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(halves)));
     total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(w_scale, _mm512_loadu_ps(a.scale)), total);
@@ -150,6 +143,61 @@ float arranged_row_dot(const void* arranged, const Block* w, int64_t k) {
   }
   if (p < full_pairs) step(p++, true, acc[0]);
   if (blocks % 2) step(p, false, acc[1]);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+// Σ w·x of a q4 row, four blocks (72 bytes) per step in two chains. A block
+// is 9 16-bit words, its scale first, so one word permute of two loads
+// gathers the nibble bytes of four blocks and another their scales; the
+// last step reads only the bytes of the blocks left.
+float q4_row_dot(const void* arranged, const BlockQ4* w, int64_t k) {
+  constexpr int64_t kPrefetchBytes = 1024;
+  constexpr int64_t kWords = sizeof(BlockQ4) / 2;
+  static_assert(sizeof(BlockQ4) == 18, "a q4 block is its f16 scale and 16 bytes of nibbles");
+  const auto* x = reinterpret_cast<const ArrangedQuad*>(static_cast<const char*>(arranged) + pairs_bytes(k));
+  const auto* bytes = reinterpret_cast<const char*>(w);
+  const int64_t blocks = k / kQuantBlock;
+  // Word i of the gathered nibbles is word 1 + i % 8 of block i / 8; words
+  // 32 and up of the 72 bytes are the second load's first four.
+  alignas(64) static const int16_t nibble_words[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12,
+                                                       13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 24,
+                                                       25, 26, 28, 29, 30, 31, 32, 33, 34, 35};
+  const __m512i gather_nibbles = _mm512_load_si512(nibble_words);
+  const __m512i gather_scales = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                 0, 0, 0, 0, 3 * kWords, 2 * kWords, kWords, 0);
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  auto step = [&](int64_t g, __m512i head, __m512i tail, __m512& total) {
+    const ArrangedQuad& a = x[g];
+    const __m512i nibbles = _mm512_permutex2var_epi16(head, gather_nibbles, tail);
+    __m512i sum = _mm512_dpbusd_epi32(_mm512_loadu_si512(a.minus_8_sum), _mm512_and_si512(nibbles, low_nibbles),
+                                      _mm512_loadu_si512(a.low));
+    sum = _mm512_dpbusd_epi32(sum, _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles),
+                              _mm512_loadu_si512(a.high));
+    const __m128i scales = _mm512_castsi512_si128(_mm512_permutex2var_epi16(head, gather_scales, tail));
+    const __m512 w_scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(scales)));
+    total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(w_scale, _mm512_loadu_ps(a.scale)), total);
+  };
+  auto full_step = [&](int64_t g, __m512& total) {
+    const char* at = bytes + g * 4 * sizeof(BlockQ4);
+    step(g, _mm512_loadu_si512(at), _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at + 64))),
+         total);
+  };
+  const int64_t full_groups = blocks / 4;
+  int64_t g = 0;
+  for (; g + 2 <= full_groups; g += 2) {
+    const char* at = bytes + g * 4 * sizeof(BlockQ4);
+    _mm_prefetch(at + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(at + kPrefetchBytes + 64, _MM_HINT_T0);
+    full_step(g, acc[0]);
+    full_step(g + 1, acc[1]);
+  }
+  if (g < full_groups) full_step(g++, acc[0]);
+  if (const int64_t left = blocks % 4) {
+    const __mmask64 present = _cvtu64_mask64((uint64_t{1} << (left * sizeof(BlockQ4))) - 1);
+    step(g, _mm512_maskz_loadu_epi8(present, bytes + g * 4 * sizeof(BlockQ4)), _mm512_setzero_si512(), acc[1]);
+  }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
 }
 
@@ -320,7 +368,7 @@ void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void
 }  // namespace
 
 QuantDotKernels avx512vnni_kernels() {
-  return {quantize_x, arranged_bytes, arrange_x, arranged_row_dot<BlockQ8>, arranged_row_dot<BlockQ4>};
+  return {quantize_x, arranged_bytes, arrange_x, q8_row_dot, q4_row_dot};
 }
 
 QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm}; }
