@@ -19,6 +19,8 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace {
 
@@ -72,6 +74,25 @@ void BM_LinearProse(benchmark::State& state, const std::string& name) {
   encode_text(state, name, repeat_to(english_prose(), static_cast<size_t>(state.range(0)) << 20));
 }
 
+// The 10 MB text of LinearProse/10 as ten calls of about 1 MB each (cut
+// after a newline): against LinearProse/10, what encoding the text whole
+// costs beyond its parts, the content being the same.
+void BM_LinearProseInParts(benchmark::State& state, const std::string& name) {
+  const slm::Tokenizer& t = tokenizer(name);
+  const std::string text = repeat_to(english_prose(), size_t{10} << 20);
+  std::vector<std::string_view> parts;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', std::min(text.size(), begin + (size_t{1} << 20)));
+    end = end == std::string::npos ? text.size() : end + 1;
+    parts.push_back(std::string_view(text).substr(begin, end - begin));
+    begin = end;
+  }
+  for (auto _ : state) {
+    for (std::string_view part : parts) benchmark::DoNotOptimize(t.encode(part, false));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
 void BM_LinearLongWord(benchmark::State& state, const std::string& name) {
   encode_text(state, name, std::string(static_cast<size_t>(state.range(0)) << 20, 'a'));
 }
@@ -100,6 +121,8 @@ BENCHMARK_CAPTURE(BM_EncodeEnglish, llama2, std::string("llama2"))->Unit(benchma
 BENCHMARK_CAPTURE(BM_EncodeEnglish, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearProse, llama3, std::string("llama3"))->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearProse, llama2, std::string("llama2"))->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearProseInParts, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearProseInParts, llama2, std::string("llama2"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearLongWord, llama2, std::string("llama2"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearSpaces, llama3, std::string("llama3"))->Arg(1)->Arg(4)->Unit(benchmark::kMillisecond);

@@ -195,6 +195,11 @@ size_t Bpe::encode(std::string_view word, std::vector<int32_t>& out, int threads
       return 1;
     }
   }
+  return encode_cut_word(word, out, threads);
+}
+
+size_t Bpe::encode_cut_word(std::string_view word, std::vector<int32_t>& out, int threads) const {
+  if (word.empty()) return 1;
   std::vector<size_t> cuts{0};
   const size_t parts_wanted = parts_for(word.size(), threads);
   for (size_t k = 1; k < parts_wanted; ++k) {
@@ -224,15 +229,28 @@ size_t Bpe::encode(std::string_view word, std::vector<int32_t>& out, int threads
 // "word" for SentencePiece-style files without a pre-tokenizer) would not.
 // (A "▁" is found by its bytes: in UTF-8 its first byte only starts a
 // character.)
+bool Bpe::cuts_before(std::string_view word, size_t pos) const {
+  size_t previous = pos - 1;
+  while (previous > 0 && (static_cast<uint8_t>(word[previous]) & 0xc0) == 0x80) --previous;
+  const std::string_view before = word.substr(previous, pos - previous);
+  return before != kMetaspace && !chars_joined_to_metaspace_.contains(before);
+}
+
 size_t Bpe::next_cut(std::string_view word, size_t from) const {
   for (size_t pos = word.find(kMetaspace, std::max<size_t>(from, 1)); pos != std::string_view::npos;
        pos = word.find(kMetaspace, pos + 1)) {
-    size_t previous = pos - 1;
-    while (previous > 0 && (static_cast<uint8_t>(word[previous]) & 0xc0) == 0x80) --previous;
-    const std::string_view before = word.substr(previous, pos - previous);
-    if (before != kMetaspace && !chars_joined_to_metaspace_.contains(before)) return pos;
+    if (cuts_before(word, pos)) return pos;
   }
   return word.size();
+}
+
+size_t Bpe::last_cut(std::string_view word, size_t from) const {
+  from = std::max<size_t>(from, 1);
+  for (size_t pos = word.rfind(kMetaspace); pos != std::string_view::npos && pos >= from;
+       pos = pos > 0 ? word.rfind(kMetaspace, pos - 1) : std::string_view::npos) {
+    if (cuts_before(word, pos)) return pos;
+  }
+  return 0;
 }
 
 void Bpe::encode_between_cuts(std::string_view word, std::vector<int32_t>& out) const {

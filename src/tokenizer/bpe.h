@@ -40,6 +40,14 @@ class Bpe {
   // before a "▁" (SentencePiece-style files, where the whole text is one
   // word) is encoded in parts on up to `threads` threads; returns how many.
   size_t encode(std::string_view word, std::vector<int32_t>& out, int threads = 1) const;
+  // Whether encode cuts long words before their "▁"s (SentencePiece-style).
+  bool cuts_words() const { return split_before_metaspace_; }
+  // Where such a word may be cut last, at or after `from` (0: nowhere), and
+  // the ids of a part of one that starts and ends at cuts (or at the word's
+  // ends): what encoding the whole word gives there, a word longer than any
+  // token.
+  size_t last_cut(std::string_view word, size_t from) const;
+  size_t encode_cut_word(std::string_view part, std::vector<int32_t>& out, int threads) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
   const std::string* id_to_token(int32_t id) const;
@@ -69,6 +77,8 @@ class Bpe {
   // before a "▁": BPE on the two sides gives the ids of BPE on the whole.
   // word.size() when there is none.
   size_t next_cut(std::string_view word, size_t from) const;
+  // Whether `word` may be cut before the "▁" at `pos` (> 0).
+  bool cuts_before(std::string_view word, size_t pos) const;
   // BPE of `word` piece by piece between its cuts.
   void encode_between_cuts(std::string_view word, std::vector<int32_t>& out) const;
   // The cached BPE of one piece of a word; with `whole_word_token`

@@ -220,12 +220,17 @@ struct Tokenizer::Impl {
                            std::vector<Section>& out) const;
   // These return how many parts the text was encoded in (1: on one thread).
   size_t encode_text(std::string_view text, std::vector<int32_t>& ids, int threads) const;
-  // The normalizer's text, in parts on up to `threads` threads where it may be cut.
-  std::string normalize(std::string_view text, int threads) const;
+  // The normalizer's text, in parts on up to `threads` threads where it may
+  // be cut; `first` and `last` when it starts or ends its section.
+  std::string normalize(std::string_view text, int threads, bool first = true, bool last = true) const;
   // One section (the index-th of its text): its normalizing, the added
   // tokens in the normalized text, pre-tokenizing and BPE.
   size_t encode_section(const Section& section, size_t index, int threads, std::vector<int32_t>& ids) const;
   size_t encode_in_parts(std::string_view text, size_t section, size_t parts_wanted, std::vector<int32_t>& ids) const;
+  // Whether a section of `bytes` streams through the normalizer to the model
+  // window by window (encode_streamed).
+  bool streams(size_t bytes) const;
+  size_t encode_streamed(std::string_view text, int threads, std::vector<int32_t>& ids) const;
 };
 
 size_t Tokenizer::Impl::find_added(std::string_view text, size_t begin, size_t end, const TokenTrie& trie,
@@ -355,15 +360,16 @@ size_t Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& 
   return parts;
 }
 
-std::string Tokenizer::Impl::normalize(std::string_view text, int threads) const {
+std::string Tokenizer::Impl::normalize(std::string_view text, int threads, bool first, bool last) const {
   const size_t wanted = normalizer->normalizes_in_parts() ? tok::parts_for(text.size(), threads) : 1;
   // No list of cuts (nor its allocation) for the short texts nearly all calls bring.
   const std::vector<size_t> cuts = wanted > 1 ? tok::cuts_after_newlines(text, wanted) : std::vector<size_t>();
   const size_t parts = cuts.empty() ? 1 : cuts.size() - 1;
-  if (parts == 1) return normalizer->normalize(std::string(text));
+  if (parts == 1) return normalizer->normalize(std::string(text), first, last);
   std::vector<std::string> normalized(parts);
   tok::run_parts(parts, [&](size_t k) {
-    normalized[k] = normalizer->normalize(std::string(text.substr(cuts[k], cuts[k + 1] - cuts[k])), k == 0, k + 1 == parts);
+    normalized[k] = normalizer->normalize(std::string(text.substr(cuts[k], cuts[k + 1] - cuts[k])), first && k == 0,
+                                          last && k + 1 == parts);
   });
   size_t bytes = 0;
   for (const std::string& part : normalized) bytes += part.size();
@@ -380,6 +386,7 @@ size_t Tokenizer::Impl::encode_section(const Section& section, size_t index, int
     return 1;
   }
   if (section.text.empty()) return 1;
+  if (streams(section.text.size())) return encode_streamed(section.text, threads, ids);
   const std::string normalized = normalizer ? normalize(section.text, threads) : std::string();
   const std::string_view normalized_text = normalizer ? std::string_view(normalized) : section.text;
   std::vector<Section> subsections;
@@ -402,6 +409,40 @@ size_t Tokenizer::Impl::encode_section(const Section& section, size_t index, int
     } else {
       to_model(sub.text);
     }
+  }
+  return parts;
+}
+
+// A SentencePiece-style section (normalized, then one word for the model,
+// which cuts it before its "▁"s) streams when it is long: windows of it, cut
+// after newlines, are normalized one at a time and appended to what is left
+// of the window before, and the model encodes that up to its last cut and
+// keeps the rest. So the normalized text (a third longer than the raw for
+// English, each space become a three-byte "▁") never exists whole, and
+// what is held stays in the caches. Only sections longer than a window
+// stream: no token is that long, as encode_cut_word takes for granted.
+constexpr size_t kStreamWindowBytes = size_t{256} << 10;
+
+bool Tokenizer::Impl::streams(size_t bytes) const {
+  return normalizer && normalizer->normalizes_in_parts() && normalized_trie.empty() && !pre_tokenizer &&
+         model->cuts_words() && bytes > kStreamWindowBytes;
+}
+
+size_t Tokenizer::Impl::encode_streamed(std::string_view text, int threads, std::vector<int32_t>& ids) const {
+  // Each thread takes a window's worth of each, as a whole text would be
+  // cut on them.
+  const size_t window = kStreamWindowBytes * static_cast<size_t>(std::max(1, threads));
+  const std::vector<size_t> cuts = tok::cuts_after_newlines(text, (text.size() + window - 1) / window);
+  std::string pending;
+  size_t parts = 1;
+  for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+    const bool last = k + 2 == cuts.size();
+    // What is pending has no cut but at its start: only the new text may.
+    const size_t appended_at = pending.size();
+    pending += normalize(text.substr(cuts[k], cuts[k + 1] - cuts[k]), threads, k == 0, last);
+    const size_t cut = last ? pending.size() : model->last_cut(pending, appended_at);
+    parts = std::max(parts, model->encode_cut_word(std::string_view(pending).substr(0, cut), ids, threads));
+    pending.erase(0, cut);
   }
   return parts;
 }

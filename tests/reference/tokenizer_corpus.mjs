@@ -84,6 +84,39 @@ function rng(seed) {
   };
 }
 
+// About 700 KB of lines, longer than the windows and parts a long text is
+// cut into (after newlines; SentencePiece-style texts stream through the
+// normalizer in windows of 256 KiB a thread): prose, indented and blank
+// lines, runs of spaces and newlines, "▁" typed in, scripts and emoji, so
+// that cuts land among them. One special token splits it into two sections
+// (570 and 130 KB).
+function longText(random, pick) {
+  const words = prose.split(" ");
+  const plain = fragments.filter((f) => !f.startsWith("<"));  // no added tokens but the one
+  const pickPlain = () => pick(plain);
+  const kinds = [
+    () => words.slice(Math.floor(random() * 200)).slice(0, 5 + Math.floor(random() * 60)).join(" "),
+    () => " ".repeat(1 + Math.floor(random() * 8)) + pick(words) + " " + pick(words),
+    () => "",
+    () => " ".repeat(1 + Math.floor(random() * 5)),
+    () => "\t" + pickPlain() + pickPlain(),
+    () => pick(["▁", "▁▁", " ▁", "▁ "]) + pick(words),
+    () => Array.from({ length: 3 + Math.floor(random() * 12) }, pickPlain).join(random() < 0.5 ? " " : ""),
+  ];
+  const lines = [];
+  let bytes = 0;
+  for (let i = 0; bytes < 700000; ++i) {
+    // Most lines end in a word after two spaces or after "a ": their last
+    // "▁" follows another, or an "a" that the hand-made metaspace_merge
+    // tokenizer joins to it, where SentencePiece-style BPE may not be cut.
+    const ending = random() < 0.7 ? pick(["  ", " a ", "a "]) + pick(words) : "";
+    const line = i === 16000 ? "a <s> b" : pick(kinds)() + ending;
+    lines.push(line);
+    bytes += Buffer.byteLength(line) + 1;
+  }
+  return lines.join("\n");
+}
+
 export function corpus() {
   const random = rng(20261128);
   const pick = (list) => list[Math.floor(random() * list.length)];
@@ -110,6 +143,7 @@ export function corpus() {
     "word ".repeat(1000),
     "x".repeat(100) + " " + "y".repeat(100),
     ".".repeat(2000),
+    longText(random, pick),
   ];
   return [...handWritten, ...generated, ...long];
 }
