@@ -163,9 +163,10 @@ float q4_row_dot(const void* arranged, const BlockQ4* w, int64_t k) {
                                                        13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 24,
                                                        25, 26, 28, 29, 30, 31, 32, 33, 34, 35};
   const __m512i gather_nibbles = _mm512_load_si512(nibble_words);
-  const __m512i gather_scales = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                 0, 0, 0, 0, 3 * kWords, 2 * kWords, kWords, 0);
-  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  // Each block's scale four times, for the four lanes its sums land in.
+  const __m512i spread_scales = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3 * kWords, 3 * kWords,
+                                                 3 * kWords, 3 * kWords, 2 * kWords, 2 * kWords, 2 * kWords, 2 * kWords,
+                                                 kWords, kWords, kWords, kWords, 0, 0, 0, 0);
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   auto step = [&](int64_t g, __m512i head, __m512i tail, __m512& total) {
@@ -175,8 +176,7 @@ float q4_row_dot(const void* arranged, const BlockQ4* w, int64_t k) {
                                       _mm512_loadu_si512(a.low));
     sum = _mm512_dpbusd_epi32(sum, _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low_nibbles),
                               _mm512_loadu_si512(a.high));
-    const __m128i scales = _mm512_castsi512_si128(_mm512_permutex2var_epi16(head, gather_scales, tail));
-    const __m512 w_scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(scales)));
+    const __m512 w_scale = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(spread_scales, head)));
     total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(w_scale, _mm512_loadu_ps(a.scale)), total);
   };
   auto full_step = [&](int64_t g, __m512& total) {
