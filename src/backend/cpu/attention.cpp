@@ -17,7 +17,11 @@ namespace {
 // calls than a single query gains).
 constexpr int64_t kMinTileQueries = 8;
 constexpr int64_t kTileQueries = 64, kTileKeys = 64;
-static_assert(kTileQueries <= kMaxTileQueries);
+// A tile takes the queries of up to this many heads that share a KV head,
+// stacked as rows (the heads of a query, then the next query), so that each
+// key and value tile is widened and packed once for all of them.
+constexpr int64_t kMaxStackedHeads = 4;
+static_assert(kTileQueries * kMaxStackedHeads <= kMaxTileQueries);
 // Queries a dot-product work item takes at once.
 constexpr int64_t kQueryBlock = 16;
 
@@ -76,31 +80,42 @@ int64_t keys_in_block(const PagedKV& c, int64_t j, int64_t end_key) {
   return std::min({kTileKeys, c.block_tokens - j % c.block_tokens, end_key - j});
 }
 
-int64_t query_tile(const AttentionRun& run) { return run.n_queries >= kMinTileQueries ? kTileQueries : kQueryBlock; }
+bool tiled(const AttentionRun& run) { return run.n_queries >= kMinTileQueries; }
+int64_t query_tile(const AttentionRun& run) { return tiled(run) ? kTileQueries : kQueryBlock; }
 
-// Numbers the work items (head × query tile of each run) and returns their count.
-int64_t number_work(std::span<AttentionRun> runs, int64_t heads) {
+// How many heads of a group sharing a KV head one tile stacks: the most that
+// divides the group, up to kMaxStackedHeads.
+int64_t stacked_heads(int64_t heads, int64_t kv_heads) {
+  int64_t stack = std::min(heads / kv_heads, kMaxStackedHeads);
+  while ((heads / kv_heads) % stack != 0) --stack;
+  return stack;
+}
+
+// Numbers the work items (heads × query tile of each run: `stack` heads at
+// once in tiles, one in blocks) and returns their count.
+int64_t number_work(std::span<AttentionRun> runs, int64_t heads, int64_t stack) {
   int64_t total = 0;
   for (AttentionRun& run : runs) {
     run.work_begin = total;
-    total += heads * ((run.n_queries + query_tile(run) - 1) / query_tile(run));
+    total += (tiled(run) ? heads / stack : heads) * ((run.n_queries + query_tile(run) - 1) / query_tile(run));
   }
   return total;
 }
 
-// The run, head and first query of work item `item`.
+// The run, first head, head count and first query of work item `item`.
 struct WorkItem {
   const AttentionRun* run;
   int64_t head;
+  int64_t heads;
   int64_t i0;
 };
-WorkItem work_item(std::span<const AttentionRun> runs, int64_t item) {
+WorkItem work_item(std::span<const AttentionRun> runs, int64_t item, int64_t stack) {
   const auto it = std::upper_bound(runs.begin(), runs.end(), item,
                                    [](int64_t value, const AttentionRun& r) { return value < r.work_begin; });
   const AttentionRun& run = *(it - 1);
   const int64_t tiles = (run.n_queries + query_tile(run) - 1) / query_tile(run);
-  const int64_t local = item - run.work_begin;
-  return {&run, local / tiles, (local % tiles) * query_tile(run)};
+  const int64_t local = item - run.work_begin, heads = tiled(run) ? stack : 1;
+  return {&run, local / tiles * heads, heads, (local % tiles) * query_tile(run)};
 }
 
 // The largest of x[0, n), -inf when n is 0: sixteen running maxima, which the
@@ -137,15 +152,15 @@ void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs
   }
 }
 
-void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
-                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, float softcap,
-                int64_t window, float* scores, const FlashRows& state) {
+void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t rows_per_query, int64_t i0, const float* k,
+                const float* v, int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale,
+                float softcap, int64_t window, float* scores, const FlashRows& state) {
   sgemm(false, true, ni, nj, head_dim, scale, q, q_stride, k, kv_stride, 0.0f, scores, nj);
   constexpr float kMasked = -std::numeric_limits<float>::infinity();
   float new_max[kMaxTileQueries], correction[kMaxTileQueries];
   for (int64_t r = 0; r < ni; ++r) {
     float* row = scores + r * nj;
-    const int64_t i = i0 + r;
+    const int64_t i = i0 + r / rows_per_query;
     // The keys query i sees are one run [lo, hi) of the tile.
     const int64_t lo = std::clamp<int64_t>(first_key(i, window) - j0, 0, nj);
     const int64_t hi = std::clamp<int64_t>(i + 1 - j0, lo, nj);
@@ -222,19 +237,20 @@ void attention_eager(const float* q, const PagedKV& c, const AttentionBatch& bat
 
 namespace {
 
-// One work item of a long run: a tile of up to 64 queries of one head
-// against every key it sees, through flash_tile's matrix products, which reuse
-// each key and value row across the tile's queries. Key tiles never cross a
-// block; cached rows in f16/bf16 are widened a tile at a time.
+// One work item of a long run: a tile of up to 64 queries of `w.heads` heads
+// against every key they see, through flash_tile's matrix products, which
+// reuse each key and value row across the tile's rows. Key tiles never cross
+// a block; cached rows in f16/bf16 are widened a tile at a time.
 struct TileScratch {
-  std::vector<float> scores, acc, row_max, row_sum, widened_k, widened_v;
+  std::vector<float> scores, acc, row_max, row_sum, widened_k, widened_v, stacked_q;
   explicit TileScratch(int64_t head_dim)
-      : scores(static_cast<size_t>(kTileQueries * kTileKeys)),
-        acc(static_cast<size_t>(kTileQueries * head_dim)),
-        row_max(static_cast<size_t>(kTileQueries)),
-        row_sum(static_cast<size_t>(kTileQueries)),
+      : scores(static_cast<size_t>(kMaxTileQueries * kTileKeys)),
+        acc(static_cast<size_t>(kMaxTileQueries * head_dim)),
+        row_max(static_cast<size_t>(kMaxTileQueries)),
+        row_sum(static_cast<size_t>(kMaxTileQueries)),
         widened_k(static_cast<size_t>(kTileKeys * head_dim)),
-        widened_v(static_cast<size_t>(kTileKeys * head_dim)) {}
+        widened_v(static_cast<size_t>(kTileKeys * head_dim)),
+        stacked_q(static_cast<size_t>(kMaxTileQueries * head_dim)) {}
 };
 
 void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w,
@@ -242,25 +258,33 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
   const AttentionRun& run = *w.run;
   const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
   const float scale = score_scale(batch.scale, hd);
-  const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0);
+  const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0), rows = ni * w.heads;
   const int64_t first = run.q_start + w.i0, end_key = first + ni;  // absolute positions
-  std::fill_n(t.acc.data(), ni * hd, 0.0f);
-  std::fill_n(t.row_max.data(), ni, -std::numeric_limits<float>::infinity());
-  std::fill_n(t.row_sum.data(), ni, 0.0f);
+  // Row r is query r / heads of head w.head + r % heads: a query's heads are
+  // adjacent in q, so each query's are copied as one run.
+  const float* q_tile = q + ((run.row0 + w.i0) * batch.heads + w.head) * hd;
+  int64_t q_stride = batch.heads * hd;
+  if (w.heads > 1) {
+    for (int64_t i = 0; i < ni; ++i) std::copy_n(q_tile + i * q_stride, w.heads * hd, t.stacked_q.data() + i * w.heads * hd);
+    q_tile = t.stacked_q.data();
+    q_stride = hd;
+  }
+  std::fill_n(t.acc.data(), rows * hd, 0.0f);
+  std::fill_n(t.row_max.data(), rows, -std::numeric_limits<float>::infinity());
+  std::fill_n(t.row_sum.data(), rows, 0.0f);
   for (int64_t j0 = first_key(first, batch.window); j0 < end_key;) {
     const int64_t nj = keys_in_block(c, j0, end_key);
     const int32_t block = run.block_table[j0 / c.block_tokens];
     const int64_t slot = j0 % c.block_tokens;
     const float* k = BlockRows(c.keys, c, block, g, slot).widened(nj, t.widened_k.data());
     const float* v = BlockRows(c.values, c, block, g, slot).widened(nj, t.widened_v.data());
-    flash_tile(q + ((run.row0 + w.i0) * batch.heads + w.head) * hd, batch.heads * hd, ni, first, k, v, hd, nj, j0, hd,
-               scale, batch.softcap, batch.window, t.scores.data(),
-               {t.acc.data(), t.row_max.data(), t.row_sum.data()});
+    flash_tile(q_tile, q_stride, rows, w.heads, first, k, v, hd, nj, j0, hd, scale, batch.softcap, batch.window,
+               t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
     j0 += nj;
   }
-  for (int64_t r = 0; r < ni; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     const float inv = 1.0f / t.row_sum[static_cast<size_t>(r)];
-    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
+    float* o = out + ((run.row0 + w.i0 + r / w.heads) * batch.heads + w.head + r % w.heads) * hd;
     for (int64_t d = 0; d < hd; ++d) o[d] = t.acc[static_cast<size_t>(r * hd + d)] * inv;
   }
 }
@@ -327,17 +351,17 @@ void flash_query_block(const float* q, const PagedKV& c, const AttentionBatch& b
 }  // namespace
 
 void attention_flash(const float* q, const PagedKV& c, const AttentionBatch& batch, float* out) {
-  const int64_t items = number_work(batch.runs, batch.heads);
-  bool tiled = false;
-  for (const AttentionRun& run : batch.runs) tiled = tiled || run.n_queries >= kMinTileQueries;
+  const int64_t stack = stacked_heads(batch.heads, c.kv_heads);
+  const int64_t items = number_work(batch.runs, batch.heads, stack);
+  const bool any_tiled = std::any_of(batch.runs.begin(), batch.runs.end(), tiled);
 #pragma omp parallel if (items > 1)
   {
     std::optional<TileScratch> scratch;
-    if (tiled) scratch.emplace(c.head_dim);
+    if (any_tiled) scratch.emplace(c.head_dim);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
-      const WorkItem w = work_item(batch.runs, item);
-      if (w.run->n_queries >= kMinTileQueries) {
+      const WorkItem w = work_item(batch.runs, item, stack);
+      if (tiled(*w.run)) {
         flash_query_tile(q, c, batch, w, *scratch, out);
       } else {
         flash_query_block(q, c, batch, w, out);

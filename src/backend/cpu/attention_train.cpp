@@ -149,7 +149,7 @@ void attention_train_forward(const float* q, const float* k, const float* v, con
           const int64_t j_begin = first_key(i0, s.window) / kKeyTile * kKeyTile;
           for (int64_t j0 = j_begin; j0 < i0 + ni; j0 += kKeyTile) {
             const int64_t nj = std::min(kKeyTile, i0 + ni - j0);
-            flash_tile(qt, q_stride, ni, i0, kb + j0 * kv_stride, vb + j0 * kv_stride, kv_stride, nj, j0, hd, scale,
+            flash_tile(qt, q_stride, ni, 1, i0, kb + j0 * kv_stride, vb + j0 * kv_stride, kv_stride, nj, j0, hd, scale,
                        s.softcap, s.window, scores.data(), {acc.data(), row_max.data(), row_sum.data()});
           }
           for (int64_t r = 0; r < ni; ++r) {

@@ -32,15 +32,17 @@ struct FlashRows {
   float* row_sum;
 };
 
-// The most queries one flash_tile takes.
-constexpr int64_t kMaxTileQueries = 96;
+// The most query rows one flash_tile takes.
+constexpr int64_t kMaxTileQueries = 256;
 
-// Folds keys [j0, j0+nj) into the state of queries [i0, i0+ni) (absolute
-// positions): S = soft_cap(scale·Q·Kᵀ), masked by `visible`, then acc = acc·correction
-// + softmax numerators·V. q rows have stride q_stride, k and v rows
-// kv_stride, all f32. `scores` holds ni·nj floats of scratch.
-void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t i0, const float* k, const float* v,
-                int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale, float softcap,
-                int64_t window, float* scores, const FlashRows& state);
+// Folds keys [j0, j0+nj) into the state of ni query rows, each
+// `rows_per_query` consecutive ones of one query (the heads of a group that
+// share these keys), from the query at absolute position i0 on: S =
+// soft_cap(scale·Q·Kᵀ), masked by `visible`, then acc = acc·correction +
+// softmax numerators·V. q rows have stride q_stride, k and v rows kv_stride,
+// all f32. `scores` holds ni·nj floats of scratch.
+void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t rows_per_query, int64_t i0, const float* k,
+                const float* v, int64_t kv_stride, int64_t nj, int64_t j0, int64_t head_dim, float scale,
+                float softcap, int64_t window, float* scores, const FlashRows& state);
 
 }  // namespace slm::cpu

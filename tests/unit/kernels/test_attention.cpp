@@ -69,6 +69,7 @@ struct Case {
   slm::DType kv_dtype = slm::DType::F32;
   int64_t block_tokens = 64;
   float scale = 0.0f, softcap = 0.0f;
+  int64_t heads = 6, kv_heads = 2;
 };
 
 // The cache as the kernels read it (f32, f16 or bf16 bytes), and `values`
@@ -134,11 +135,11 @@ Paged to_paged(const std::vector<uint8_t>& keys, const std::vector<uint8_t>& val
 std::string name(const Case& c) {
   return std::string(slm::dtype_name(c.kv_dtype)) + " block " + std::to_string(c.block_tokens) + " head_dim " + std::to_string(c.head_dim) + " n " + std::to_string(c.n_queries) + " q_start " +
          std::to_string(c.q_start) + " window " + std::to_string(c.window) + " scale " + std::to_string(c.scale) +
-         " softcap " + std::to_string(c.softcap);
+         " softcap " + std::to_string(c.softcap) + " heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads);
 }
 
 void check_case(const Case& c) {
-  const int64_t heads = 6, kv_heads = 2;
+  const int64_t heads = c.heads, kv_heads = c.kv_heads;
   const int64_t kv_len = c.q_start + c.n_queries;
   const AttentionShape shape{c.n_queries, c.q_start,  heads,   kv_heads, c.head_dim,
                              kv_len + 5,  c.window,   c.kv_dtype, c.scale, c.softcap};
@@ -223,6 +224,21 @@ TEST(Attention, ScaleAndSoftcap) {
                         Case{34, 65, 63, 9, slm::DType::F32, 64, 0.4f, 0.0f}}) {
     check_case(c);
     if (HasFatalFailure()) return;
+  }
+}
+
+// Query tiles stack the heads that share a KV head, up to four that divide
+// the group: groups of 1 (none), 2, 4, 8 (two stacks of four), 5 and 7
+// (one head a tile), across two query tiles and a window.
+TEST(Attention, HeadsSharingKeysStackedInTiles) {
+  for (const auto& [heads, kv_heads] : {std::pair{4, 4}, {4, 2}, {8, 2}, {8, 1}, {10, 2}, {7, 1}}) {
+    for (const Case& c : {Case{64, 70, 5, 0}, Case{32, 129, 0, 40, slm::DType::BF16, 16}}) {
+      Case stacked = c;
+      stacked.heads = heads;
+      stacked.kv_heads = kv_heads;
+      check_case(stacked);
+      if (HasFatalFailure()) return;
+    }
   }
 }
 
