@@ -5,25 +5,22 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <optional>
 #include <vector>
 
 namespace slm::cpu {
 
 namespace {
 
-// From this many queries on, a run is attended as matrix products over
-// tiles; below, as dot products (a matrix product per key tile costs more in
-// calls than a single query gains).
-constexpr int64_t kMinTileQueries = 8;
+// Every run is attended as matrix products over tiles of queries and keys,
+// a single decoding query as well: stacked with the other heads of its group
+// (below), a key tile costs one pass for all of them, where dot products per
+// key and head read it once per head.
 constexpr int64_t kTileQueries = 64, kTileKeys = 64;
 // A tile takes the queries of up to this many heads that share a KV head,
 // stacked as rows (the heads of a query, then the next query), so that each
 // key and value tile is widened and packed once for all of them.
 constexpr int64_t kMaxStackedHeads = 4;
 static_assert(kTileQueries * kMaxStackedHeads <= kMaxTileQueries);
-// Queries a dot-product work item takes at once.
-constexpr int64_t kQueryBlock = 16;
 
 // Element offset of (block, head, slot) in a layer's pages.
 int64_t cache_offset(const PagedKV& c, int32_t block, int64_t head, int64_t slot) {
@@ -80,8 +77,7 @@ int64_t keys_in_block(const PagedKV& c, int64_t j, int64_t end_key) {
   return std::min({kTileKeys, c.block_tokens - j % c.block_tokens, end_key - j});
 }
 
-bool tiled(const AttentionRun& run) { return run.n_queries >= kMinTileQueries; }
-int64_t query_tile(const AttentionRun& run) { return tiled(run) ? kTileQueries : kQueryBlock; }
+int64_t query_tiles(const AttentionRun& run) { return (run.n_queries + kTileQueries - 1) / kTileQueries; }
 
 // How many heads of a group sharing a KV head one tile stacks: the most that
 // divides the group, up to kMaxStackedHeads.
@@ -91,13 +87,13 @@ int64_t stacked_heads(int64_t heads, int64_t kv_heads) {
   return stack;
 }
 
-// Numbers the work items (heads × query tile of each run: `stack` heads at
-// once in tiles, one in blocks) and returns their count.
+// Numbers the work items (each `stack` heads × a query tile of a run) and
+// returns their count.
 int64_t number_work(std::span<AttentionRun> runs, int64_t heads, int64_t stack) {
   int64_t total = 0;
   for (AttentionRun& run : runs) {
     run.work_begin = total;
-    total += (tiled(run) ? heads / stack : heads) * ((run.n_queries + query_tile(run) - 1) / query_tile(run));
+    total += heads / stack * query_tiles(run);
   }
   return total;
 }
@@ -113,9 +109,8 @@ WorkItem work_item(std::span<const AttentionRun> runs, int64_t item, int64_t sta
   const auto it = std::upper_bound(runs.begin(), runs.end(), item,
                                    [](int64_t value, const AttentionRun& r) { return value < r.work_begin; });
   const AttentionRun& run = *(it - 1);
-  const int64_t tiles = (run.n_queries + query_tile(run) - 1) / query_tile(run);
-  const int64_t local = item - run.work_begin, heads = tiled(run) ? stack : 1;
-  return {&run, local / tiles * heads, heads, (local % tiles) * query_tile(run)};
+  const int64_t tiles = query_tiles(run), local = item - run.work_begin;
+  return {&run, local / tiles * stack, stack, local % tiles * kTileQueries};
 }
 
 // The largest of x[0, n), -inf when n is 0: sixteen running maxima, which the
@@ -237,20 +232,26 @@ void attention_eager(const float* q, const PagedKV& c, const AttentionBatch& bat
 
 namespace {
 
-// One work item of a long run: a tile of up to 64 queries of `w.heads` heads
-// against every key they see, through flash_tile's matrix products, which
-// reuse each key and value row across the tile's rows. Key tiles never cross
-// a block; cached rows in f16/bf16 are widened a tile at a time.
+// One work item: a tile of up to 64 queries of `w.heads` heads against every
+// key they see, through flash_tile's matrix products, which reuse each key
+// and value row across the tile's rows. Key tiles never cross a block;
+// cached rows in f16/bf16 are widened a tile at a time. The scratch is each
+// thread's own and kept from call to call (decoding calls once per layer and
+// token).
 struct TileScratch {
   std::vector<float> scores, acc, row_max, row_sum, widened_k, widened_v, stacked_q;
-  explicit TileScratch(int64_t head_dim)
-      : scores(static_cast<size_t>(kMaxTileQueries * kTileKeys)),
-        acc(static_cast<size_t>(kMaxTileQueries * head_dim)),
-        row_max(static_cast<size_t>(kMaxTileQueries)),
-        row_sum(static_cast<size_t>(kMaxTileQueries)),
-        widened_k(static_cast<size_t>(kTileKeys * head_dim)),
-        widened_v(static_cast<size_t>(kTileKeys * head_dim)),
-        stacked_q(static_cast<size_t>(kMaxTileQueries * head_dim)) {}
+  void reserve(int64_t head_dim) {
+    auto at_least = [](std::vector<float>& v, int64_t n) {
+      if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+    };
+    at_least(scores, kMaxTileQueries * kTileKeys);
+    at_least(acc, kMaxTileQueries * head_dim);
+    at_least(row_max, kMaxTileQueries);
+    at_least(row_sum, kMaxTileQueries);
+    at_least(widened_k, kTileKeys * head_dim);
+    at_least(widened_v, kTileKeys * head_dim);
+    at_least(stacked_q, kMaxTileQueries * head_dim);
+  }
 };
 
 void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w,
@@ -260,13 +261,18 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
   const float scale = score_scale(batch.scale, hd);
   const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0), rows = ni * w.heads;
   const int64_t first = run.q_start + w.i0, end_key = first + ni;  // absolute positions
-  // Row r is query r / heads of head w.head + r % heads: a query's heads are
-  // adjacent in q, so each query's are copied as one run.
+  // Row r is query r / heads of head w.head + r % heads. A query's heads are
+  // adjacent in q: a single query's rows are read in place, several queries'
+  // copied a query at a time.
   const float* q_tile = q + ((run.row0 + w.i0) * batch.heads + w.head) * hd;
   int64_t q_stride = batch.heads * hd;
   if (w.heads > 1) {
-    for (int64_t i = 0; i < ni; ++i) std::copy_n(q_tile + i * q_stride, w.heads * hd, t.stacked_q.data() + i * w.heads * hd);
-    q_tile = t.stacked_q.data();
+    if (ni > 1) {
+      for (int64_t i = 0; i < ni; ++i) {
+        std::copy_n(q_tile + i * q_stride, w.heads * hd, t.stacked_q.data() + i * w.heads * hd);
+      }
+      q_tile = t.stacked_q.data();
+    }
     q_stride = hd;
   }
   std::fill_n(t.acc.data(), rows * hd, 0.0f);
@@ -289,83 +295,18 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
   }
 }
 
-// One work item of a short run (decoding): up to 16 queries of one head, per
-// key one dot product and one scaled row added; the running max and sum of
-// the online softmax replace the score matrix.
-void flash_query_block(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w, float* out) {
-  const AttentionRun& run = *w.run;
-  const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
-  const float scale = score_scale(batch.scale, hd);
-  const int64_t rows = std::min(kQueryBlock, run.n_queries - w.i0);
-  const int64_t end_key = run.q_start + w.i0 + rows;
-  float tile[kQueryBlock * kTileKeys];
-  float running_max[kQueryBlock];
-  float running_sum[kQueryBlock];
-  for (int64_t r = 0; r < rows; ++r) {
-    running_max[r] = -std::numeric_limits<float>::infinity();
-    running_sum[r] = 0.0f;
-    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
-    std::fill(o, o + hd, 0.0f);
-  }
-  for (int64_t j0 = first_key(run.q_start + w.i0, batch.window); j0 < end_key;) {
-    const int64_t cols = keys_in_block(c, j0, end_key);
-    const int32_t block = run.block_table[j0 / c.block_tokens];
-    const BlockRows k(c.keys, c, block, g, j0 % c.block_tokens), v(c.values, c, block, g, j0 % c.block_tokens);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t pos = run.q_start + w.i0 + r, first = first_key(pos, batch.window);
-      const float* qi = q + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
-      float* scores = tile + r * kTileKeys;
-      float block_max = -std::numeric_limits<float>::infinity();
-      for (int64_t col = 0; col < cols; ++col) {
-        const int64_t j = j0 + col;
-        scores[col] = j >= first && j <= pos ? soft_cap(k.dot(qi, col) * scale, batch.softcap)
-                                             : -std::numeric_limits<float>::infinity();
-        block_max = std::max(block_max, scores[col]);
-      }
-      if (block_max == -std::numeric_limits<float>::infinity()) continue;
-      const float new_max = std::max(running_max[r], block_max);
-      const float correction = std::exp(running_max[r] - new_max);
-      float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
-      if (correction != 1.0f) {
-        for (int64_t d = 0; d < hd; ++d) o[d] *= correction;
-      }
-      float block_sum = 0.0f;
-      for (int64_t col = 0; col < cols; ++col) {
-        const float p = std::exp(scores[col] - new_max);
-        if (p == 0.0f) continue;
-        block_sum += p;
-        v.accumulate(p, col, o);
-      }
-      running_sum[r] = running_sum[r] * correction + block_sum;
-      running_max[r] = new_max;
-    }
-    j0 += cols;
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    float* o = out + ((run.row0 + w.i0 + r) * batch.heads + w.head) * hd;
-    const float inv = 1.0f / running_sum[r];
-    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
-  }
-}
-
 }  // namespace
 
 void attention_flash(const float* q, const PagedKV& c, const AttentionBatch& batch, float* out) {
   const int64_t stack = stacked_heads(batch.heads, c.kv_heads);
   const int64_t items = number_work(batch.runs, batch.heads, stack);
-  const bool any_tiled = std::any_of(batch.runs.begin(), batch.runs.end(), tiled);
 #pragma omp parallel if (items > 1)
   {
-    std::optional<TileScratch> scratch;
-    if (any_tiled) scratch.emplace(c.head_dim);
+    thread_local TileScratch scratch;
+    scratch.reserve(c.head_dim);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
-      const WorkItem w = work_item(batch.runs, item, stack);
-      if (tiled(*w.run)) {
-        flash_query_tile(q, c, batch, w, *scratch, out);
-      } else {
-        flash_query_block(q, c, batch, w, out);
-      }
+      flash_query_tile(q, c, batch, work_item(batch.runs, item, stack), scratch, out);
     }
   }
 }

@@ -197,9 +197,9 @@ TEST(Attention, EagerAndFlashMatchNaiveAttention) {
   });
 }
 
-// Odd head sizes and lengths that cross flash's tiles: 16 queries × 64 keys
-// for a few queries (7 is the most that path takes), 64 × 64 as matrix
-// products from 8 queries on, with windows that hide whole key tiles.
+// Odd head sizes and lengths that cross flash's tiles of 64 queries × 64
+// keys (a key tile also ends where a block does), from a single decoding
+// query on, with windows that hide whole key tiles.
 TEST(Attention, TileBoundaries) {
   for (const Case& c : {Case{2, 17, 0, 0}, Case{6, 16, 48, 0}, Case{34, 65, 63, 0}, Case{64, 129, 0, 64},
                         Case{64, 1, 200, 65}, Case{64, 33, 31, 17}, Case{34, 65, 63, 9, slm::DType::BF16},
