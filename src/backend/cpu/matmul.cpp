@@ -29,21 +29,39 @@ struct PreparedX {
 // Rows [begin, end) of y[M,N] = x·Wᵀ (+ bias) for a handful of x rows, one
 // weight row at a time: a single sequential stream is what the hardware
 // prefetcher serves best (interleaving four rows measured 40% slower).
+// Quantized rows go to their kernel kRowRun at a time for each x row, the
+// run's weights still in cache for the x rows after the first.
 void dot_rows(const VectorKernels& k, const QuantDotKernels& quant, const PreparedX& in, int64_t M, int64_t K,
               const Tensor& W, const float* bias, float* y, int64_t begin, int64_t end) {
+  constexpr int64_t kRowRun = 64;
   const int64_t N = W.dim(0), blocks = K / kQuantBlock;
   const float* x = in.x;
-  for (int64_t n = begin; n < end; ++n) {
-    for (int64_t m = 0; m < M; ++m) {
-      float sum = 0.0f;
-      switch (W.dtype()) {
-        case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
-        case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
-        case DType::F16: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;
-        case DType::Q8: sum = quant.q8(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ8>() + n * blocks, K); break;
-        case DType::Q4: sum = quant.q4(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ4>() + n * blocks, K); break;
+  if (is_quantized(W.dtype())) {
+    for (int64_t n = begin; n < end; n += kRowRun) {
+      const int64_t rows = std::min(kRowRun, end - n);
+      for (int64_t m = 0; m < M; ++m) {
+        if (W.dtype() == DType::Q8) {
+          quant.q8(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ8>() + n * blocks, K, rows, y + m * N + n);
+        } else {
+          quant.q4(in.q8 + m * in.q8_bytes, W.data_as<const BlockQ4>() + n * blocks, K, rows, y + m * N + n);
+        }
       }
-      y[m * N + n] = sum + (bias ? bias[n] : 0.0f);
+    }
+  } else {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t m = 0; m < M; ++m) {
+        float& sum = y[m * N + n];
+        switch (W.dtype()) {
+          case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
+          case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
+          default: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;  // F16
+        }
+      }
+    }
+  }
+  if (bias) {
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = begin; n < end; ++n) y[m * N + n] += bias[n];
     }
   }
 }

@@ -150,8 +150,12 @@ struct QuantDotKernels {
   // both null where they read the blocks as they are.
   int64_t (*arranged_bytes)(int64_t k);
   void (*arrange_x)(const BlockQ8* x, int64_t k, void* out);
-  float (*q8)(const void* x, const BlockQ8* w, int64_t k);
-  float (*q4)(const void* x, const BlockQ4* w, int64_t k);
+  // out[r] = Σ x·w_r for `rows` consecutive weight rows of k/32 blocks: one
+  // call for a thread's share of a product, so what a row costs besides its
+  // blocks (the call, constants, the last blocks, the reduction) is paid
+  // once or overlaps the next row.
+  void (*q8)(const void* x, const BlockQ8* w, int64_t k, int64_t rows, float* out);
+  void (*q4)(const void* x, const BlockQ4* w, int64_t k, int64_t rows, float* out);
 };
 
 // The active path's: VNNI on the top path, AVX2's vpmaddubsw on the AVX-512

@@ -167,7 +167,7 @@ inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
 // sum in eight int32 lanes, which is scaled by the product of the two f16
 // scales and accumulated in f32, two blocks at a time in two chains.
 template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
-float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
+inline float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
   const auto* x = static_cast<const BlockQ8*>(x_blocks);
   // A few dozen instructions consume a cache line of q4 weights, too few for
   // out-of-order execution to keep enough loads in flight: ask for the
@@ -187,6 +187,11 @@ float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
   }
   if (b < blocks) add(b, a0);
   return horizontal_sum(_mm256_add_ps(a0, a1));
+}
+
+template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
+void quantized_rows(const void* x, const Block* w, int64_t k, int64_t rows, float* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = quantized_row_dot<Block, BlockSum>(x, w + r * (k / kQuantBlock), k);
 }
 
 // gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
@@ -483,7 +488,7 @@ VectorKernels avx2_kernels() {
 }
 
 QuantDotKernels avx2_quant_kernels() {
-  return {quantize_x, nullptr, nullptr, quantized_row_dot<BlockQ8, block_q8>, quantized_row_dot<BlockQ4, block_q4>};
+  return {quantize_x, nullptr, nullptr, quantized_rows<BlockQ8, block_q8>, quantized_rows<BlockQ4, block_q4>};
 }
 
 }  // namespace slm::cpu

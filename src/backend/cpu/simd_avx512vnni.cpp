@@ -112,14 +112,13 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
 
 // Σ w·x of a q8 row, two blocks per step in two chains: the weights of a
 // pair as unsigned bytes w + 128, their f16 scales widened together and
-// spread over their lanes.
-float q8_row_dot(const void* arranged, const BlockQ8* w, int64_t k) {
+// spread over their lanes. Inlined into the loop over rows, whose constants
+// are then loaded once.
+[[gnu::always_inline]] inline float q8_row_dot(const ArrangedPair* x, const BlockQ8* w, int64_t blocks) {
   // Ask for the weights a kilobyte ahead (past the row's end, the next
   // row's): a step consumes too few bytes for out-of-order execution alone
   // to keep enough loads in flight.
   constexpr int64_t kPrefetchBytes = 1024;
-  const auto* x = static_cast<const ArrangedPair*>(arranged);
-  const int64_t blocks = k / kQuantBlock;
   const __m512i spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   auto step = [&](int64_t p, bool two, __m512& total) {
@@ -150,13 +149,11 @@ float q8_row_dot(const void* arranged, const BlockQ8* w, int64_t k) {
 // is 9 16-bit words, its scale first, so one word permute of two loads
 // gathers the nibble bytes of four blocks and another their scales; the
 // last step reads only the bytes of the blocks left.
-float q4_row_dot(const void* arranged, const BlockQ4* w, int64_t k) {
+[[gnu::always_inline]] inline float q4_row_dot(const ArrangedQuad* x, const BlockQ4* w, int64_t blocks) {
   constexpr int64_t kPrefetchBytes = 1024;
   constexpr int64_t kWords = sizeof(BlockQ4) / 2;
   static_assert(sizeof(BlockQ4) == 18, "a q4 block is its f16 scale and 16 bytes of nibbles");
-  const auto* x = reinterpret_cast<const ArrangedQuad*>(static_cast<const char*>(arranged) + pairs_bytes(k));
   const auto* bytes = reinterpret_cast<const char*>(w);
-  const int64_t blocks = k / kQuantBlock;
   // Word i of the gathered nibbles is word 1 + i % 8 of block i / 8; words
   // 32 and up of the 72 bytes are the second load's first four.
   alignas(64) static const int16_t nibble_words[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12,
@@ -199,6 +196,17 @@ float q4_row_dot(const void* arranged, const BlockQ4* w, int64_t k) {
     step(g, _mm512_maskz_loadu_epi8(present, bytes + g * 4 * sizeof(BlockQ4)), _mm512_setzero_si512(), acc[1]);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+void q8_rows(const void* arranged, const BlockQ8* w, int64_t k, int64_t rows, float* out) {
+  const int64_t blocks = k / kQuantBlock;
+  for (int64_t r = 0; r < rows; ++r) out[r] = q8_row_dot(static_cast<const ArrangedPair*>(arranged), w + r * blocks, blocks);
+}
+
+void q4_rows(const void* arranged, const BlockQ4* w, int64_t k, int64_t rows, float* out) {
+  const auto* x = reinterpret_cast<const ArrangedQuad*>(static_cast<const char*>(arranged) + pairs_bytes(k));
+  const int64_t blocks = k / kQuantBlock;
+  for (int64_t r = 0; r < rows; ++r) out[r] = q4_row_dot(x, w + r * blocks, blocks);
 }
 
 // The integer GEMM of prompts has the outer-product shape of the bf16 GEMM,
@@ -368,7 +376,7 @@ void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void
 }  // namespace
 
 QuantDotKernels avx512vnni_kernels() {
-  return {quantize_x, arranged_bytes, arrange_x, q8_row_dot, q4_row_dot};
+  return {quantize_x, arranged_bytes, arrange_x, q8_rows, q4_rows};
 }
 
 QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm}; }

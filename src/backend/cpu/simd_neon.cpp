@@ -184,12 +184,27 @@ template <class Weights, int32_t (*BlockSum)(const int8_t*, int8x16_t, int8x16_t
   return sum;
 }
 
-// The loops for SDOT, compiled for it (ARMv8.2, where it was added).
-__attribute__((target("arch=armv8.2-a+dotprod"))) float dot_q8_sdot(const void* x, const BlockQ8* w, int64_t k) {
-  return quantized_row_dot<Q8Weights, block_sum_dot>(x, w, k);
+template <class Weights, int32_t (*BlockSum)(const int8_t*, int8x16_t, int8x16_t)>
+[[gnu::always_inline]] inline void quantized_rows(const void* x, const typename Weights::Block* w, int64_t k,
+                                                  int64_t rows, float* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = quantized_row_dot<Weights, BlockSum>(x, w + r * (k / kQuantBlock), k);
 }
-__attribute__((target("arch=armv8.2-a+dotprod"))) float dot_q4_sdot(const void* x, const BlockQ4* w, int64_t k) {
-  return quantized_row_dot<Q4Weights, block_sum_dot>(x, w, k);
+
+// NEON's widening multiplies, and the loops for SDOT compiled for it
+// (ARMv8.2, where it was added).
+void dot_q8_neon(const void* x, const BlockQ8* w, int64_t k, int64_t rows, float* out) {
+  quantized_rows<Q8Weights, block_sum_neon>(x, w, k, rows, out);
+}
+void dot_q4_neon(const void* x, const BlockQ4* w, int64_t k, int64_t rows, float* out) {
+  quantized_rows<Q4Weights, block_sum_neon>(x, w, k, rows, out);
+}
+__attribute__((target("arch=armv8.2-a+dotprod"))) void dot_q8_sdot(const void* x, const BlockQ8* w, int64_t k,
+                                                                   int64_t rows, float* out) {
+  quantized_rows<Q8Weights, block_sum_dot>(x, w, k, rows, out);
+}
+__attribute__((target("arch=armv8.2-a+dotprod"))) void dot_q4_sdot(const void* x, const BlockQ4* w, int64_t k,
+                                                                   int64_t rows, float* out) {
+  quantized_rows<Q4Weights, block_sum_dot>(x, w, k, rows, out);
 }
 
 }  // namespace
@@ -213,8 +228,7 @@ VectorKernels neon_kernels() {
 }
 
 QuantDotKernels neon_quant_kernels() {
-  return {quantize_q8, nullptr, nullptr, quantized_row_dot<Q8Weights, block_sum_neon>,
-          quantized_row_dot<Q4Weights, block_sum_neon>};
+  return {quantize_q8, nullptr, nullptr, dot_q8_neon, dot_q4_neon};
 }
 
 QuantDotKernels neon_dotprod_kernels() { return {quantize_q8, nullptr, nullptr, dot_q8_sdot, dot_q4_sdot}; }

@@ -107,7 +107,14 @@ void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) 
 
 }  // namespace
 
-QuantDotKernels portable_quant_kernels() { return {quantize_q8, nullptr, nullptr, scalar_dot_q8, scalar_dot_q4}; }
+template <class Block, float (*RowDot)(const void*, const Block*, int64_t)>
+void scalar_rows(const void* x, const Block* w, int64_t k, int64_t rows, float* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = RowDot(x, w + r * (k / kQuantBlock), k);
+}
+
+QuantDotKernels portable_quant_kernels() {
+  return {quantize_q8, nullptr, nullptr, scalar_rows<BlockQ8, scalar_dot_q8>, scalar_rows<BlockQ4, scalar_dot_q4>};
+}
 
 VectorKernels portable_kernels() {
   return {scalar_dot_f32,

@@ -370,56 +370,37 @@ TEST(QuantDot, QuantizedActivationsAreQuantizeQ8Blocks) {
 // Each block's integer sum is exact, so a row's dot product is Σ over blocks
 // of (integer sum) · scale_x · scale_w up to the f32 rounding of that sum.
 // Extreme levels (±127 and -128 for q8, 0 and 15 for q4) in every lane reach
-// the int16 limits of vpmaddubsw's pairs.
+// the int16 limits of vpmaddubsw's pairs. Three weight rows a call: each
+// output is its own row's.
 TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
+  constexpr int64_t kRows = 3;
   slm::test::for_each_isa([&](Isa isa) {
     const slm::cpu::QuantDotKernels& quant = slm::cpu::quant_dot_kernels();
     for (int64_t blocks : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
       for (int pattern = 0; pattern < 3; ++pattern) {
         const auto count = static_cast<size_t>(blocks);
-        std::vector<slm::BlockQ8> x(count), w8(count);
-        std::vector<slm::BlockQ4> w4(count);
+        std::vector<slm::BlockQ8> x(count), w8(count * kRows);
+        std::vector<slm::BlockQ4> w4(count * kRows);
         uint64_t state = 7 + uint64_t(blocks) * 31 + uint64_t(pattern);
         auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull, int(state >> 33); };
         for (int64_t b = 0; b < blocks; ++b) {
           x[size_t(b)].scale = slm::f32_to_f16(0.01f * float(1 + next() % 50));
-          w8[size_t(b)].scale = slm::f32_to_f16(0.02f * float(1 + next() % 50));
-          w4[size_t(b)].scale = w8[size_t(b)].scale;
+          // pattern 0: random; 1: x at +127, weights at their extremes; 2: x at -127.
           for (int i = 0; i < slm::kQuantBlock; ++i) {
-            const int r = next();
-            // pattern 0: random; 1: x at +127, weights at their extremes; 2: x at -127.
-            x[size_t(b)].q[i] = static_cast<int8_t>(pattern == 0 ? r % 255 - 127 : (pattern == 1 ? 127 : -127));
-            w8[size_t(b)].q[i] = static_cast<int8_t>(pattern == 0 ? (r >> 8) % 256 - 128 : (i % 2 ? -128 : 127));
+            x[size_t(b)].q[i] = static_cast<int8_t>(pattern == 0 ? next() % 255 - 127 : (pattern == 1 ? 127 : -127));
+          }
+        }
+        for (size_t b = 0; b < w8.size(); ++b) {
+          w8[b].scale = slm::f32_to_f16(0.02f * float(1 + next() % 50));
+          w4[b].scale = w8[b].scale;
+          for (int i = 0; i < slm::kQuantBlock; ++i) {
+            w8[b].q[i] = static_cast<int8_t>(pattern == 0 ? (next() >> 8) % 256 - 128 : (i % 2 ? -128 : 127));
           }
           for (int i = 0; i < slm::kQuantBlock / 2; ++i) {
-            const int r = next();
-            w4[size_t(b)].q[i] = static_cast<uint8_t>(pattern == 0 ? r & 0xff : (i % 2 ? 0xff : 0x00));
+            w4[b].q[i] = static_cast<uint8_t>(pattern == 0 ? next() & 0xff : (i % 2 ? 0xff : 0x00));
           }
         }
         const int64_t k = blocks * slm::kQuantBlock;
-        double want8 = 0.0, want4 = 0.0, scale8 = 0.0, scale4 = 0.0;
-        for (int64_t b = 0; b < blocks; ++b) {
-          int64_t sum8 = 0, sum4 = 0, abs8 = 0, abs4 = 0;
-          for (int i = 0; i < slm::kQuantBlock; ++i) {
-            const int level4 = (i < 16 ? w4[size_t(b)].q[i] & 0x0f : w4[size_t(b)].q[i - 16] >> 4) - 8;
-            const int64_t p8 = int64_t(x[size_t(b)].q[i]) * w8[size_t(b)].q[i], p4 = int64_t(x[size_t(b)].q[i]) * level4;
-            sum8 += p8;
-            sum4 += p4;
-            abs8 += p8 < 0 ? -p8 : p8;
-            abs4 += p4 < 0 ? -p4 : p4;
-          }
-          const double sx = slm::f16_to_f32(x[size_t(b)].scale), sw = slm::f16_to_f32(w8[size_t(b)].scale);
-          want8 += double(sum8) * sx * sw;
-          want4 += double(sum4) * sx * sw;
-          scale8 += double(abs8) * sx * sw;
-          scale4 += double(abs4) * sx * sw;
-        }
-        const std::string what = std::string(slm::cpu::isa_name(isa)) + " blocks " + std::to_string(blocks) +
-                                 " pattern " + std::to_string(pattern);
-        // The integer sums (per block, in each of 8 lanes) convert to f32
-        // exactly; what rounds is the scale product and the f32 sum of those
-        // 8·blocks lane terms: (8·blocks + 2)·ε·Σ|x·w| bounds it.
-        const double bound = double(8 * blocks + 2) * FLT_EPSILON;
         // x as the path's dot products read it.
         std::vector<char> arranged;
         const void* xs = x.data();
@@ -428,8 +409,39 @@ TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
           quant.arrange_x(x.data(), k, arranged.data());
           xs = arranged.data();
         }
-        EXPECT_NEAR(quant.q8(xs, w8.data(), k), want8, bound * scale8 + 1e-30) << what << " q8";
-        EXPECT_NEAR(quant.q4(xs, w4.data(), k), want4, bound * scale4 + 1e-30) << what << " q4";
+        float got8[kRows], got4[kRows];
+        quant.q8(xs, w8.data(), k, kRows, got8);
+        quant.q4(xs, w4.data(), k, kRows, got4);
+        for (int64_t row = 0; row < kRows; ++row) {
+          double want8 = 0.0, want4 = 0.0, scale8 = 0.0, scale4 = 0.0;
+          for (int64_t b = 0; b < blocks; ++b) {
+            const slm::BlockQ8& xb = x[size_t(b)];
+            const slm::BlockQ8& b8 = w8[size_t(row * blocks + b)];
+            const slm::BlockQ4& b4 = w4[size_t(row * blocks + b)];
+            int64_t sum8 = 0, sum4 = 0, abs8 = 0, abs4 = 0;
+            for (int i = 0; i < slm::kQuantBlock; ++i) {
+              const int level4 = (i < 16 ? b4.q[i] & 0x0f : b4.q[i - 16] >> 4) - 8;
+              const int64_t p8 = int64_t(xb.q[i]) * b8.q[i], p4 = int64_t(xb.q[i]) * level4;
+              sum8 += p8;
+              sum4 += p4;
+              abs8 += p8 < 0 ? -p8 : p8;
+              abs4 += p4 < 0 ? -p4 : p4;
+            }
+            const double sx = slm::f16_to_f32(xb.scale), sw = slm::f16_to_f32(b8.scale);
+            want8 += double(sum8) * sx * sw;
+            want4 += double(sum4) * sx * sw;
+            scale8 += double(abs8) * sx * sw;
+            scale4 += double(abs4) * sx * sw;
+          }
+          const std::string what = std::string(slm::cpu::isa_name(isa)) + " blocks " + std::to_string(blocks) +
+                                   " pattern " + std::to_string(pattern) + " row " + std::to_string(row);
+          // The integer sums (per block, in each of 8 lanes) convert to f32
+          // exactly; what rounds is the scale product and the f32 sum of
+          // those 8·blocks lane terms: (8·blocks + 2)·ε·Σ|x·w| bounds it.
+          const double bound = double(8 * blocks + 2) * FLT_EPSILON;
+          EXPECT_NEAR(got8[row], want8, bound * scale8 + 1e-30) << what << " q8";
+          EXPECT_NEAR(got4[row], want4, bound * scale4 + 1e-30) << what << " q4";
+        }
       }
     }
   });
