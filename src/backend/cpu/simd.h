@@ -43,6 +43,22 @@ std::string_view isa_name(Isa isa);
 // Overrides the detected path (never above what the CPU supports); for tests and benchmarks.
 void force_isa(Isa isa);
 
+// How far ahead of their reading decode's dot products ask for a weight
+// row's bytes (past the row's end, the next row's). One core streaming a
+// matrix keeps only as many loads in flight as its loop issues: a kilobyte
+// ahead left Llama-3.2-1B's q4 decode at 37 GB/s of a 52 GB/s machine, 8 KiB
+// took it to 50-60 (docs/benchmarks.md).
+constexpr int64_t kDecodePrefetchBytes = 8192;
+
+// Asks for the cache lines of the `Bytes` a loop step reads from `at`,
+// kDecodePrefetchBytes ahead.
+template <int64_t Bytes>
+[[gnu::always_inline]] inline void prefetch_ahead(const void* at) {
+  for (int64_t line = 0; line < Bytes; line += 64) {
+    __builtin_prefetch(static_cast<const char*>(at) + kDecodePrefetchBytes + line);
+  }
+}
+
 // The vector loops of the kernels. Dot products of f32 activations with one
 // weight row accumulate in f32 (q8/q4 rows have QuantDotKernels instead).
 struct VectorKernels {

@@ -50,6 +50,7 @@ float dot(const float* x, const W* w, int64_t k) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
+    prefetch_ahead<32 * sizeof(W)>(w + i);
     a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), Weights::load8(w + i), a0);
     a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), Weights::load8(w + i + 8), a1);
     a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), Weights::load8(w + i + 16), a2);
@@ -169,10 +170,6 @@ inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
 template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
 inline float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
   const auto* x = static_cast<const BlockQ8*>(x_blocks);
-  // A few dozen instructions consume a cache line of q4 weights, too few for
-  // out-of-order execution to keep enough loads in flight: ask for the
-  // weights a kilobyte ahead (past the row's end, the next row's).
-  constexpr int64_t kPrefetchBytes = 1024;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   const int64_t blocks = k / kQuantBlock;
   auto add = [&](int64_t b, __m256& acc) {
@@ -181,7 +178,7 @@ inline float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) 
   };
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + b) + kPrefetchBytes, _MM_HINT_T0);
+    prefetch_ahead<2 * sizeof(Block)>(w + b);
     add(b, a0);
     add(b + 1, a1);
   }

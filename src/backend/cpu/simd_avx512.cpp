@@ -44,6 +44,7 @@ inline float dot(const float* x, const W* w, int64_t k, Load load) {
   constexpr __mmask16 all = 0xffff;
   int64_t i = 0;
   for (; i + 64 <= k; i += 64) {
+    prefetch_ahead<64 * sizeof(W)>(w + i);
     a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load(w + i, all), a0);
     a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load(w + i + 16, all), a1);
     a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load(w + i + 32, all), a2);
@@ -76,6 +77,7 @@ float dot_bf16_split(const float* x, const uint16_t* w, int64_t k) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= k; i += 64) {
+    prefetch_ahead<64 * sizeof(uint16_t)>(w + i);
     const __m512i v0 = _mm512_loadu_si512(w + i);
     const __m512i v1 = _mm512_loadu_si512(w + i + 32);
     a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), a0);

@@ -164,6 +164,7 @@ float bf16_dot(const float* prepared, const uint16_t* w, int64_t k) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t i = 0;
   for (; i + 64 <= k; i += 64) {
+    prefetch_ahead<64 * sizeof(uint16_t)>(w + i);
     a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_loadu_si512(w + i));
     a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(x + i + 32), (__m512bh)_mm512_loadu_si512(w + i + 32));
   }

@@ -115,10 +115,6 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
 // spread over their lanes. Inlined into the loop over rows, whose constants
 // are then loaded once.
 [[gnu::always_inline]] inline float q8_row_dot(const ArrangedPair* x, const BlockQ8* w, int64_t blocks) {
-  // Ask for the weights a kilobyte ahead (past the row's end, the next
-  // row's): a step consumes too few bytes for out-of-order execution alone
-  // to keep enough loads in flight.
-  constexpr int64_t kPrefetchBytes = 1024;
   const __m512i spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   auto step = [&](int64_t p, bool two, __m512& total) {
@@ -136,7 +132,7 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
   const int64_t full_pairs = blocks / 2;
   int64_t p = 0;
   for (; p + 2 <= full_pairs; p += 2) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * p) + kPrefetchBytes, _MM_HINT_T0);
+    prefetch_ahead<4 * sizeof(BlockQ8)>(w + 2 * p);
     step(p, true, acc[0]);
     step(p + 1, true, acc[1]);
   }
@@ -150,7 +146,6 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
 // gathers the nibble bytes of four blocks and another their scales; the
 // last step reads only the bytes of the blocks left.
 [[gnu::always_inline]] inline float q4_row_dot(const ArrangedQuad* x, const BlockQ4* w, int64_t blocks) {
-  constexpr int64_t kPrefetchBytes = 1024;
   constexpr int64_t kWords = sizeof(BlockQ4) / 2;
   static_assert(sizeof(BlockQ4) == 18, "a q4 block is its f16 scale and 16 bytes of nibbles");
   const auto* bytes = reinterpret_cast<const char*>(w);
@@ -185,8 +180,7 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
   int64_t g = 0;
   for (; g + 2 <= full_groups; g += 2) {
     const char* at = bytes + g * 4 * sizeof(BlockQ4);
-    _mm_prefetch(at + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(at + kPrefetchBytes + 64, _MM_HINT_T0);
+    prefetch_ahead<8 * sizeof(BlockQ4)>(at);
     full_step(g, acc[0]);
     full_step(g + 1, acc[1]);
   }
