@@ -66,9 +66,9 @@ struct VectorKernels {
   float (*bf16)(const float* x, const uint16_t* w, int64_t k);
   // bf16 rows against an x rearranged once by prepare_bf16_x into
   // round_up(k, 32) floats: the layout that path's bf16_prepared reads
-  // fastest (AVX-512: each 32-block split into even and odd elements, so
-  // widening bf16 pairs needs no shuffles; AVX512-BF16: x rounded to bf16,
-  // as its bf16 GEMM rounds it, in the first half, for vdpbf16ps).
+  // (AVX512-BF16 and NEON-BF16: x rounded to bf16, as their bf16 GEMMs
+  // round it, in the first half, for their bf16 dot instructions; the
+  // others: x as it is, copy_padded).
   void (*prepare_bf16_x)(const float* x, int64_t k, float* out);
   float (*bf16_prepared)(const float* x, const uint16_t* w, int64_t k);
   float (*f16)(const float* x, const uint16_t* w, int64_t k);
@@ -205,6 +205,10 @@ inline void sgemm_empty_k(int64_t M, int64_t N, float beta, float* C, int64_t ld
     for (int64_t n = 0; n < N; ++n) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
   }
 }
+
+// x zero-padded to a multiple of 32: prepare_bf16_x of the paths that widen
+// bf16 weights against x as it is.
+void copy_padded(const float* x, int64_t k, float* out);
 
 VectorKernels portable_kernels();
 QuantDotKernels portable_quant_kernels();

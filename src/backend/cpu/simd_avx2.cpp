@@ -305,12 +305,6 @@ constexpr auto micro_kernels(std::integer_sequence<int, Rows...>) {
 constexpr auto kMicroKernels = micro_kernels<false>(std::make_integer_sequence<int, kMr>());
 constexpr auto kTransposedMicroKernels = micro_kernels<true>(std::make_integer_sequence<int, kMr>());
 
-void copy_padded(const float* x, int64_t k, float* out) {
-  int64_t i = 0;
-  for (; i < k; ++i) out[i] = x[i];
-  for (; i % 32; ++i) out[i] = 0.0f;
-}
-
 void axpy(float a, const float* x, float* y, int64_t n) {
   const __m256 va = _mm256_set1_ps(a);
   int64_t i = 0;

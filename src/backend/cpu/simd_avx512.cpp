@@ -57,43 +57,6 @@ inline float dot(const float* x, const W* w, int64_t k, Load load) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-// Each 32-block of x as [16 even elements][16 odd elements], zero-padded.
-void split_even_odd(const float* x, int64_t k, float* out) {
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  for (int64_t i = 0; i < k; i += 32) {
-    const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(k - i), x + i);
-    const __m512 hi = _mm512_maskz_loadu_ps(lane_mask(k - i - 16), x + i + 16);
-    _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(lo, even, hi));
-    _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(lo, odd, hi));
-  }
-}
-
-// 32 bf16 weights per load: shifting each 32-bit pair left by 16 gives the
-// even elements as f32, masking the low half gives the odd ones — no
-// cross-lane shuffle, against an x split the same way.
-float dot_bf16_split(const float* x, const uint16_t* w, int64_t k) {
-  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 64 <= k; i += 64) {
-    prefetch_ahead<64 * sizeof(uint16_t)>(w + i);
-    const __m512i v0 = _mm512_loadu_si512(w + i);
-    const __m512i v1 = _mm512_loadu_si512(w + i + 32);
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_castsi512_ps(_mm512_and_si512(v0, high_half)), a1);
-    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), a2);
-    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_castsi512_ps(_mm512_and_si512(v1, high_half)), a3);
-  }
-  for (; i < k; i += 32) {
-    const __mmask32 m = lane_mask32(k - i);
-    const __m512i v = _mm512_maskz_loadu_epi16(m, w + i);
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_castsi512_ps(_mm512_and_si512(v, high_half)), a1);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
 // 32 quantized values of a block as two vectors of 16 floats (before the scale).
 inline void load_q8(const BlockQ8& b, __m512& lo, __m512& hi) {
   lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q))));
@@ -305,8 +268,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 VectorKernels avx512_kernels() {
   return {dot_f32,
           dot_bf16,
-          split_even_odd,
-          dot_bf16_split,
+          copy_padded,
+          dot_bf16,
           dot_f16,
           widen_bf16,
           widen_f16,

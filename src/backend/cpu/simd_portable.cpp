@@ -70,11 +70,6 @@ void scalar_widen_f16(const uint16_t* w, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(w[i]);
 }
 
-void copy_padded(const float* x, int64_t k, float* out) {
-  std::copy(x, x + k, out);
-  std::fill(out + k, out + (k + 31) / 32 * 32, 0.0f);
-}
-
 void scalar_axpy(float a, const float* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
@@ -105,11 +100,16 @@ void scalar_silu_mul(const float* gate, const float* up, float* out, int64_t n) 
   }
 }
 
-}  // namespace
-
 template <class Block, float (*RowDot)(const void*, const Block*, int64_t)>
 void scalar_rows(const void* x, const Block* w, int64_t k, int64_t rows, float* out) {
   for (int64_t r = 0; r < rows; ++r) out[r] = RowDot(x, w + r * (k / kQuantBlock), k);
+}
+
+}  // namespace
+
+void copy_padded(const float* x, int64_t k, float* out) {
+  std::copy(x, x + k, out);
+  std::fill(out + k, out + (k + 31) / 32 * 32, 0.0f);
 }
 
 QuantDotKernels portable_quant_kernels() {
