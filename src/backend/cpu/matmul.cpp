@@ -50,11 +50,11 @@ void dot_rows(const VectorKernels& k, const QuantDotKernels& quant, const Prepar
   } else {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t m = 0; m < M; ++m) {
-        float& sum = y[m * N + n];
+        float& out = y[m * N + n];
         switch (W.dtype()) {
-          case DType::F32: sum = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
-          case DType::BF16: sum = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
-          default: sum = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;  // F16
+          case DType::F32: out = k.f32(x + m * K, W.data_as<const float>() + n * K, K); break;
+          case DType::BF16: out = k.bf16_prepared(in.bf16 + m * in.padded_k, W.data_as<const uint16_t>() + n * K, K); break;
+          default: out = k.f16(x + m * K, W.data_as<const uint16_t>() + n * K, K); break;  // F16
         }
       }
     }

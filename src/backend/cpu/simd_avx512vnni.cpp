@@ -1,8 +1,8 @@
 // Dot products of q8/q4 weights with q8-quantized activations on CPUs with
 // AVX512_VNNI: vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds
 // them in groups of four into sixteen int32 lanes, so two 32-weight blocks
-// are one instruction (q4: the nibbles of four blocks are two). Below them, the integer GEMM of prompts with the same
-// instruction.
+// are one instruction (q4: the nibbles of four blocks are two). Below them,
+// the integer GEMM of prompts with the same instruction.
 #if defined(__x86_64__)
 #include "backend/cpu/simd.h"
 
