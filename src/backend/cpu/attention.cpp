@@ -180,8 +180,12 @@ void flash_tile(const float* q, int64_t q_stride, int64_t ni, int64_t rows_per_q
     const auto sum = static_cast<float>(kernels.exp_shifted(row, new_max[r], row, nj));
     state.row_sum[r] = state.row_sum[r] * correction[r] + sum;
     state.row_max[r] = new_max[r];
+    // Past the first key tiles a row's maximum seldom moves (e^0 is exactly
+    // 1): its sums stay as they are.
     float* o = state.acc + r * head_dim;
-    for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction[r];
+    if (correction[r] != 1.0f) {
+      for (int64_t d = 0; d < head_dim; ++d) o[d] *= correction[r];
+    }
   }
   sgemm(false, false, ni, head_dim, nj, 1.0f, scores, nj, v, kv_stride, 1.0f, state.acc, head_dim);
 }
