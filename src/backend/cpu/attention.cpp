@@ -57,12 +57,15 @@ class BlockRows {
     }
   }
 
-  // `rows` rows as f32: in place for an f32 cache, else widened into `buffer`.
-  const float* widened(int64_t rows, float* buffer) const {
-    if (dtype_ == DType::F32) return f32_;
-    (dtype_ == DType::BF16 ? kernels_.widen_bf16 : kernels_.widen_f16)(half_, rows * head_dim_, buffer);
-    return buffer;
+  // `rows` rows as f32 into `out`: copied, or widened from f16/bf16.
+  void to_f32(int64_t rows, float* out) const {
+    if (dtype_ == DType::F32) {
+      std::copy_n(f32_, rows * head_dim_, out);
+    } else {
+      (dtype_ == DType::BF16 ? kernels_.widen_bf16 : kernels_.widen_f16)(half_, rows * head_dim_, out);
+    }
   }
+  const float* f32() const { return f32_; }
 
  private:
   const VectorKernels& kernels_;
@@ -72,9 +75,20 @@ class BlockRows {
   const uint16_t* half_ = nullptr;
 };
 
-// Keys [j, j + count) of a run that lie in one block and one key tile.
-int64_t keys_in_block(const PagedKV& c, int64_t j, int64_t end_key) {
-  return std::min({kTileKeys, c.block_tokens - j % c.block_tokens, end_key - j});
+// Rows [j0, j0 + nj) of KV head g of a run's keys or values (`base`) as
+// f32: read in place when they lie in one block of an f32 cache, else
+// copied or widened block by block into `buffer`, so that a tile spans
+// blocks shorter than it.
+const float* tile_rows(const void* base, const PagedKV& c, const AttentionRun& run, int64_t g, int64_t j0, int64_t nj,
+                       float* buffer) {
+  const int64_t bt = c.block_tokens;
+  if (c.dtype == DType::F32 && j0 % bt + nj <= bt) return BlockRows(base, c, run.block_table[j0 / bt], g, j0 % bt).f32();
+  for (int64_t j = j0; j < j0 + nj;) {
+    const int64_t rows = std::min(bt - j % bt, j0 + nj - j);
+    BlockRows(base, c, run.block_table[j / bt], g, j % bt).to_f32(rows, buffer + (j - j0) * c.head_dim);
+    j += rows;
+  }
+  return buffer;
 }
 
 int64_t query_tiles(const AttentionRun& run) { return (run.n_queries + kTileQueries - 1) / kTileQueries; }
@@ -238,10 +252,10 @@ namespace {
 
 // One work item: a tile of up to 64 queries of `w.heads` heads against every
 // key they see, through flash_tile's matrix products, which reuse each key
-// and value row across the tile's rows. Key tiles never cross a block;
-// cached rows in f16/bf16 are widened a tile at a time. The scratch is each
-// thread's own and kept from call to call (decoding calls once per layer and
-// token).
+// and value row across the tile's rows. Key tiles are the 64-aligned runs of
+// positions (one block of the default size), read by tile_rows. The scratch
+// is each thread's own and kept from call to call (decoding calls once per
+// layer and token).
 struct TileScratch {
   std::vector<float> scores, acc, row_max, row_sum, widened_k, widened_v, stacked_q;
   void reserve(int64_t head_dim) {
@@ -283,11 +297,9 @@ void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& ba
   std::fill_n(t.row_max.data(), rows, -std::numeric_limits<float>::infinity());
   std::fill_n(t.row_sum.data(), rows, 0.0f);
   for (int64_t j0 = first_key(first, batch.window); j0 < end_key;) {
-    const int64_t nj = keys_in_block(c, j0, end_key);
-    const int32_t block = run.block_table[j0 / c.block_tokens];
-    const int64_t slot = j0 % c.block_tokens;
-    const float* k = BlockRows(c.keys, c, block, g, slot).widened(nj, t.widened_k.data());
-    const float* v = BlockRows(c.values, c, block, g, slot).widened(nj, t.widened_v.data());
+    const int64_t nj = std::min(kTileKeys - j0 % kTileKeys, end_key - j0);
+    const float* k = tile_rows(c.keys, c, run, g, j0, nj, t.widened_k.data());
+    const float* v = tile_rows(c.values, c, run, g, j0, nj, t.widened_v.data());
     flash_tile(q_tile, q_stride, rows, w.heads, first, k, v, hd, nj, j0, hd, scale, batch.softcap, batch.window,
                t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
     j0 += nj;
