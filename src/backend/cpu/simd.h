@@ -169,7 +169,8 @@ struct QuantDotKernels {
   // out[r] = Σ x·w_r for `rows` consecutive weight rows of k/32 blocks: one
   // call for a thread's share of a product, so what a row costs besides its
   // blocks (the call, constants, the last blocks, the reduction) is paid
-  // once or overlaps the next row.
+  // once or overlaps the next row. Each path writes this loop in its own
+  // file, compiled for its target, so that its row body inlines into it.
   void (*q8)(const void* x, const BlockQ8* w, int64_t k, int64_t rows, float* out);
   void (*q4)(const void* x, const BlockQ4* w, int64_t k, int64_t rows, float* out);
 };

@@ -193,8 +193,9 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
 }
 
 void q8_rows(const void* arranged, const BlockQ8* w, int64_t k, int64_t rows, float* out) {
+  const auto* x = static_cast<const ArrangedPair*>(arranged);
   const int64_t blocks = k / kQuantBlock;
-  for (int64_t r = 0; r < rows; ++r) out[r] = q8_row_dot(static_cast<const ArrangedPair*>(arranged), w + r * blocks, blocks);
+  for (int64_t r = 0; r < rows; ++r) out[r] = q8_row_dot(x, w + r * blocks, blocks);
 }
 
 void q4_rows(const void* arranged, const BlockQ4* w, int64_t k, int64_t rows, float* out) {
