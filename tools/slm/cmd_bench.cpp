@@ -90,6 +90,8 @@ int run_bench(int argc, char** argv) {
                      {"f32_fma_gflops", limits->f32_fma_gflops},
                      {"bf16_dot_gflops", limits->bf16_dot_gflops ? nlohmann::json(*limits->bf16_dot_gflops) : nullptr},
                      {"int8_dot_gops", limits->int8_dot_gops ? nlohmann::json(*limits->int8_dot_gops) : nullptr},
+                     {"amx_bf16_gflops", limits->amx_bf16_gflops ? nlohmann::json(*limits->amx_bf16_gflops) : nullptr},
+                     {"amx_int8_gops", limits->amx_int8_gops ? nlohmann::json(*limits->amx_int8_gops) : nullptr},
                      {"int8_gemm", limits->int8_gemm},
                      {"sgemm_gflops", limits->sgemm_gflops}};
       if (output_format == "text") {
@@ -97,6 +99,8 @@ int run_bench(int argc, char** argv) {
                     limits->isa.c_str(), limits->read_gb_per_s, limits->f32_fma_gflops);
         if (limits->bf16_dot_gflops) std::printf("bf16 dot peak %.0f GFLOP/s, ", *limits->bf16_dot_gflops);
         if (limits->int8_dot_gops) std::printf("int8 dot peak %.0f GOP/s, ", *limits->int8_dot_gops);
+        if (limits->amx_bf16_gflops) std::printf("AMX bf16 peak %.0f GFLOP/s, ", *limits->amx_bf16_gflops);
+        if (limits->amx_int8_gops) std::printf("AMX int8 peak %.0f GOP/s, ", *limits->amx_int8_gops);
         std::printf("OpenBLAS sgemm %.0f GFLOP/s\n", limits->sgemm_gflops);
       }
     }
@@ -164,7 +168,9 @@ int run_bench(int argc, char** argv) {
       // The peak of the instructions the prompt's products run on.
       peak_gflops = limits->f32_fma_gflops;
       if (model.dtype() == DType::BF16 && limits->bf16_dot_gflops) peak_gflops = *limits->bf16_dot_gflops;
+      if (model.dtype() == DType::BF16 && limits->amx_bf16_gflops) peak_gflops = *limits->amx_bf16_gflops;
       if (is_quantized(model.dtype()) && limits->int8_gemm && limits->int8_dot_gops) peak_gflops = *limits->int8_dot_gops;
+      if (is_quantized(model.dtype()) && limits->amx_int8_gops) peak_gflops = *limits->amx_int8_gops;
       out["machine"] = limits_json;
       out["decode_bandwidth_percent"] = 100.0 * decode_rate * weight_gb / limits->read_gb_per_s;
       out["prefill_peak_percent"] = peak_gflops > 0 ? nlohmann::json(100.0 * prefill_gflops / peak_gflops) : nullptr;

@@ -190,9 +190,13 @@ MachineLimits probe_machine() {
   } else {
     limits.f32_fma_gflops = peak(fma_loop_portable, 8 * 16 * 2);
   }
-  if (cpu::active_isa() == cpu::Isa::Avx512Bf16) {
+  if (cpu::active_isa() >= cpu::Isa::Avx512Bf16) {
     limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
     limits.int8_dot_gops = peak(int8_loop_vnni, 8 * 16 * 8);
+  }
+  if (cpu::active_isa() == cpu::Isa::Amx) {
+    limits.amx_bf16_gflops = peak(cpu::amx_bf16_loop, 4 * 16 * 16 * 32 * 2);
+    limits.amx_int8_gops = peak(cpu::amx_int8_loop, 4 * 16 * 16 * 64 * 2);
   } else if (cpu::active_isa() >= cpu::Isa::Avx2) {
     limits.int8_dot_gops = peak(int8_loop_avx2, 6 * 8 * 8);
   }

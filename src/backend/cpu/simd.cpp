@@ -7,6 +7,8 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include <atomic>
@@ -28,6 +30,29 @@ bool has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
 }
+
+// AMX-TILE, AMX-BF16 and AMX-INT8 (CPUID leaf 7), enabled by the OS (XCR0's
+// tile state bits), and granted to this process: Linux (5.16 on) hands out
+// the 8 KiB of tile state per process on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); where it refuses (an older
+// kernel, a sigaltstack too small for the larger signal frame), the path
+// below serves.
+bool amx_granted() {
+  static const bool granted = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24, kAmxInt8 = 1u << 25;
+    if ((edx & (kAmxBf16 | kAmxTile | kAmxInt8)) != (kAmxBf16 | kAmxTile | kAmxInt8)) return false;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return false;
+    unsigned xcr0_low = 0, xcr0_high = 0;
+    __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    constexpr unsigned kTileState = (1u << 17) | (1u << 18);
+    if ((xcr0_low & kTileState) != kTileState) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+}
 #endif
 
 Isa detect() {
@@ -35,7 +60,8 @@ Isa detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
     const bool dot_products = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
-    return dot_products ? Isa::Avx512Bf16 : Isa::Avx512;
+    if (!dot_products) return Isa::Avx512;
+    return amx_granted() ? Isa::Amx : Isa::Avx512Bf16;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return Isa::Avx2;
 #endif
@@ -54,7 +80,8 @@ int architecture(Isa isa) {
     case Isa::Scalar: return 0;
     case Isa::Avx2:
     case Isa::Avx512:
-    case Isa::Avx512Bf16: return 1;
+    case Isa::Avx512Bf16:
+    case Isa::Amx: return 1;
     case Isa::Neon:
     case Isa::NeonDot:
     case Isa::NeonBf16: return 2;
@@ -74,11 +101,12 @@ Isa parse_isa(std::string_view name) {
   if (name == "avx2") return Isa::Avx2;
   if (name == "avx512") return Isa::Avx512;
   if (name == "avx512bf16") return Isa::Avx512Bf16;
+  if (name == "amx") return Isa::Amx;
   if (name == "neon") return Isa::Neon;
   if (name == "neondot") return Isa::NeonDot;
   if (name == "neonbf16") return Isa::NeonBf16;
   fail("SLM_CPU_ISA: unknown instruction set \"", name,
-       "\" (expected scalar, avx2, avx512, avx512bf16, neon, neondot or neonbf16)");
+       "\" (expected scalar, avx2, avx512, avx512bf16, amx, neon, neondot or neonbf16)");
 }
 
 std::atomic<Isa>& chosen() {
@@ -101,6 +129,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Bf16: return "avx512bf16";
+    case Isa::Amx: return "amx";
     case Isa::Neon: return "neon";
     case Isa::NeonDot: return "neondot";
     case Isa::NeonBf16: return "neonbf16";
@@ -117,6 +146,7 @@ const VectorKernels& vector_kernels() {
   static const VectorKernels portable = portable_kernels();
 #if defined(__x86_64__)
   switch (active_isa()) {
+    case Isa::Amx:
     case Isa::Avx512Bf16: {
       static const VectorKernels avx512bf16 = avx512bf16_vector_kernels();
       return avx512bf16;
@@ -151,6 +181,10 @@ const VectorKernels& vector_kernels() {
 
 const Bf16GemmKernels* bf16_gemm_kernels() {
 #if defined(__x86_64__)
+  if (active_isa() == Isa::Amx) {
+    static const Bf16GemmKernels kernels = amx_bf16_kernels();
+    return &kernels;
+  }
   if (active_isa() == Isa::Avx512Bf16) {
     static const Bf16GemmKernels kernels = avx512bf16_kernels();
     return &kernels;
@@ -167,6 +201,10 @@ const Bf16GemmKernels* bf16_gemm_kernels() {
 
 const QuantGemmKernels* quant_gemm_kernels() {
 #if defined(__x86_64__)
+  if (active_isa() == Isa::Amx) {
+    static const QuantGemmKernels kernels = amx_quant_kernels();
+    return &kernels;
+  }
   if (active_isa() == Isa::Avx512Bf16) {
     static const QuantGemmKernels kernels = avx512vnni_gemm_kernels();
     return &kernels;
@@ -185,6 +223,7 @@ const QuantDotKernels& quant_dot_kernels() {
   static const QuantDotKernels portable = portable_quant_kernels();
 #if defined(__x86_64__)
   switch (active_isa()) {
+    case Isa::Amx:
     case Isa::Avx512Bf16: {
       static const QuantDotKernels vnni = avx512vnni_kernels();
       return vnni;

@@ -2,8 +2,10 @@
 // file compiled for its target; `active_isa()` picks the best one the CPU
 // has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
 // to check every path on one machine).
-// SLM_CPU_ISA=avx512bf16 names the top path (AVX-512 plus the bf16 and int8
-// dot products, AVX512_BF16 and AVX512_VNNI). On AArch64 the paths are
+// SLM_CPU_ISA=avx512bf16 names AVX-512 plus the bf16 and int8 dot products
+// (AVX512_BF16 and AVX512_VNNI), SLM_CPU_ISA=amx the top path: that one with
+// the prompt's bf16 and int8 GEMMs on AMX tiles (AMX-BF16, AMX-INT8), where
+// the CPU has them and Linux grants the process their state. On AArch64 the paths are
 // scalar, neon (Advanced SIMD), neondot (plus SDOT, ASIMDDP) and neonbf16
 // (plus the bf16 and int8 matrix instructions of ARMv8.6, BF16 and I8MM); a
 // path of the other architecture is never chosen.
@@ -36,7 +38,7 @@ namespace slm::cpu {
 
 // Ordered within each architecture (a later path has every feature of an
 // earlier one of its architecture); Scalar is below all.
-enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Neon, NeonDot, NeonBf16 };
+enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Amx, Neon, NeonDot, NeonBf16 };
 
 Isa active_isa();
 std::string_view isa_name(Isa isa);
@@ -226,6 +228,17 @@ VectorKernels avx512bf16_vector_kernels();
 Bf16GemmKernels avx512bf16_kernels();
 QuantDotKernels avx512vnni_kernels();
 QuantGemmKernels avx512vnni_gemm_kernels();
+// The AMX GEMMs (simd_amx.cpp); callable only where the amx path is active.
+Bf16GemmKernels amx_bf16_kernels();
+QuantGemmKernels amx_quant_kernels();
+// The same kernels over a software model of the tile instructions
+// (amx_tiles.h), for tests on CPUs without AMX; they need avx512bf16.
+Bf16GemmKernels amx_model_bf16_kernels();
+QuantGemmKernels amx_model_quant_kernels();
+// Loops of four independent tile products (bf16: 16 K FLOP each, int8: 32 K
+// operations), for the probe.
+double amx_bf16_loop(int64_t iterations);
+double amx_int8_loop(int64_t iterations);
 #endif
 #if defined(__aarch64__)
 VectorKernels neon_kernels();

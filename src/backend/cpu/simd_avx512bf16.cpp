@@ -14,13 +14,15 @@
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target.
-SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #include "backend/cpu/simd_avx512_inline.h"
+#include "backend/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_avx512_panels.h"
 
 namespace slm::cpu {
 
@@ -35,65 +37,6 @@ namespace {
 constexpr int64_t kRows = 8;
 constexpr int64_t kVectors = 3;
 constexpr int64_t kCols = 16 * kVectors;
-
-// Panel of a [N][K] B (row stride ldb): rows [0, cols) (cols ≤ kCols) into
-// packed[(K+1)/2][kCols] words, zero-padded. A pair (B[c][2p], B[c][2p+1]) is
-// one 32-bit word of row c, so packing is a transpose of 32-bit words: 16×16
-// blocks in registers, the ragged edges word by word.
-void pack_panel_nk(const uint16_t* B, int64_t ldb, int64_t K, int64_t cols, uint32_t* out) {
-  const int64_t pairs = (K + 1) / 2;
-  const int64_t full_pairs = K / 2;
-  const int64_t block_pairs = full_pairs / 16 * 16;
-  for (int64_t c0 = 0; c0 < kCols; c0 += 16) {
-    const bool full_rows = c0 + 16 <= cols;
-    const int64_t vector_pairs = full_rows ? block_pairs : 0;
-    __m512i r[16];
-    for (int64_t p0 = 0; p0 < vector_pairs; p0 += 16) {
-      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(B + (c0 + i) * ldb + 2 * p0);
-      transpose_16x16(r);
-      for (int j = 0; j < 16; ++j) _mm512_storeu_si512(out + (p0 + j) * kCols + c0, r[j]);
-    }
-    for (int64_t c = c0; c < c0 + 16; ++c) {
-      if (c >= cols) {
-        for (int64_t p = vector_pairs; p < pairs; ++p) out[p * kCols + c] = 0;
-        continue;
-      }
-      const uint16_t* row = B + c * ldb;
-      for (int64_t p = vector_pairs; p < full_pairs; ++p) {
-        uint32_t word;
-        std::memcpy(&word, row + 2 * p, sizeof word);
-        out[p * kCols + c] = word;
-      }
-      if (K % 2) out[full_pairs * kCols + c] = row[K - 1];
-    }
-  }
-}
-
-// Panel of a [K][N] B (row stride ldb): columns [0, cols) into the same
-// packed layout. Here a pair spans rows 2p and 2p+1, so each packed vector
-// interleaves 16 words of two rows; masked loads give the zero padding past
-// `cols` and past an odd K.
-void pack_panel_kn(const uint16_t* B, int64_t ldb, int64_t K, int64_t cols, uint32_t* out) {
-  alignas(64) static constexpr uint16_t kInterleave[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                                            8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  const __m512i interleave = _mm512_load_si512(kInterleave);
-  const int64_t pairs = (K + 1) / 2;
-  __mmask16 masks[kVectors];
-  for (int64_t v = 0; v < kVectors; ++v) {
-    masks[v] = lane_mask(cols - 16 * v);
-  }
-  for (int64_t p = 0; p < pairs; ++p) {
-    const uint16_t* even = B + 2 * p * ldb;
-    const uint16_t* odd = 2 * p + 1 < K ? even + ldb : nullptr;
-    for (int64_t v = 0; v < kVectors; ++v) {
-      const __m256i a = _mm256_maskz_loadu_epi16(masks[v], even + 16 * v);
-      const __m256i b = odd ? _mm256_maskz_loadu_epi16(masks[v], odd + 16 * v) : _mm256_setzero_si256();
-      const __m512i words =
-          _mm512_permutex2var_epi16(_mm512_castsi256_si512(a), interleave, _mm512_castsi256_si512(b));
-      _mm512_storeu_si512(out + p * kCols + 16 * v, words);
-    }
-  }
-}
 
 template <int MR>
 void block(const uint32_t* A_pairs, int64_t lda_pairs, const uint32_t* packed, int64_t pairs, float* C, int64_t ldc,
@@ -132,9 +75,9 @@ void gemm(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t 
   for (int64_t n = 0; n < N; n += kCols) {
     const int64_t cols = std::min(kCols, N - n);
     if (layout == Bf16Layout::NK) {
-      pack_panel_nk(B + n * ldb, ldb, K, cols, packed.data());
+      pack_panel_nk<kCols>(B + n * ldb, ldb, K, cols, packed.data());
     } else {
-      pack_panel_kn(B + n, ldb, K, cols, packed.data());
+      pack_panel_kn<kCols>(B + n, ldb, K, cols, packed.data());
     }
     __mmask16 masks[kVectors];
     for (int64_t v = 0; v < kVectors; ++v) masks[v] = lane_mask(cols - 16 * v);

@@ -23,29 +23,11 @@ SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
 
 #include "backend/cpu/simd_avx512_inline.h"
 #include "backend/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_avx512_panels.h"
 
 namespace slm::cpu {
 
 namespace {
-
-// One block of quantize_q8 (src/core/quant.cpp) with the same arithmetic
-// step by step, so the blocks are bit-identical: amax/127 rounded through
-// f16, values scaled by its inverse, rounded to nearest even and clamped to
-// ±127. Returns the f16 scale; the 32 values go to `values`.
-uint16_t quantize_block(const float* x, __m256i* values) {
-  const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
-  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-  const uint16_t half = f32_to_f16(amax / 127.0f);
-  const float scale = f16_to_f32(half);
-  const __m512 inverse = _mm512_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
-  const __m512i limit = _mm512_set1_epi32(127), neg_limit = _mm512_set1_epi32(-127);
-  auto to_int8 = [&](__m512 v) {
-    const __m512i q = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(q, limit), neg_limit));
-  };
-  *values = _mm256_set_m128i(to_int8(hi), to_int8(lo));
-  return half;
-}
 
 void quantize_x(const float* x, int64_t k, BlockQ8* out) {
   for (int64_t b = 0; b < k / kQuantBlock; ++b) {
@@ -217,84 +199,9 @@ void q4_rows(const void* arranged, const BlockQ4* w, int64_t k, int64_t rows, fl
 constexpr int64_t kGemmRows = 4;
 constexpr int64_t kGemmVectors = 3;
 constexpr int64_t kGemmCols = 16 * kGemmVectors;
-constexpr int64_t kQuads = kQuantBlock / 4;
-
-// A panel's packed weights, for `blocks` blocks, 64-byte aligned.
-class PackedPanel {
- public:
-  void reserve(int64_t blocks) {
-    const size_t words = static_cast<size_t>(blocks * kGemmVectors * (kQuads + 2) * 16) + 16;
-    if (storage_.size() < words) storage_.resize(words);
-    const uintptr_t address = reinterpret_cast<uintptr_t>(storage_.data());
-    weights_ = storage_.data() + (64 - address % 64) % 64 / sizeof(int32_t);
-    blocks_ = blocks;
-  }
-  // 16 columns × 4 bytes: quad q of vector v of block b.
-  int32_t* weights(int64_t b, int64_t v, int64_t q) { return weights_ + ((b * kGemmVectors + v) * kQuads + q) * 16; }
-  float* scales(int64_t b, int64_t v) {
-    return reinterpret_cast<float*>(weights_ + (blocks_ * kGemmVectors * kQuads + b * kGemmVectors + v) * 16);
-  }
-  int32_t* offsets(int64_t b, int64_t v) {
-    return weights_ + (blocks_ * kGemmVectors * (kQuads + 1) + b * kGemmVectors + v) * 16;
-  }
-
- private:
-  std::vector<int32_t> storage_;
-  int32_t* weights_ = nullptr;
-  int64_t blocks_ = 0;
-};
-
-// A weight block's 32 values as signed bytes (q4: its levels less 8).
-template <class Block>
-__m256i block_values(const Block& w);
-template <>
-__m256i block_values<BlockQ8>(const BlockQ8& w) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q));
-}
-template <>
-__m256i block_values<BlockQ4>(const BlockQ4& w) {
-  return _mm256_sub_epi8(q4_levels(w), _mm256_set1_epi8(8));
-}
-
-// Packs weight rows [0, cols) (cols ≤ kGemmCols) of w (rows of `blocks`
-// blocks). Two blocks of 16 rows are one 16×16 transpose of 32-bit words:
-// row i's 16 words (both blocks) become word i of 16 vectors, one per quad.
-template <class Block>
-void pack_panel(const Block* w, int64_t blocks, int64_t cols, PackedPanel& panel) {
-  panel.reserve(blocks);
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int64_t v = 0; v < kGemmVectors; ++v) {
-    const int64_t c0 = 16 * v;
-    for (int64_t b = 0; b < blocks; b += 2) {
-      const bool pair = b + 1 < blocks;
-      __m512i r[16];
-      for (int64_t i = 0; i < 16; ++i) {
-        if (c0 + i >= cols) {
-          r[i] = _mm512_setzero_si512();
-          continue;
-        }
-        const Block* row = w + (c0 + i) * blocks;
-        const __m256i second = pair ? block_values(row[b + 1]) : _mm256_setzero_si256();
-        r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(block_values(row[b])), second, 1);
-      }
-      transpose_16x16(r);
-      for (int64_t half = 0; half < (pair ? 2 : 1); ++half) {
-        __m512i sum = _mm512_setzero_si512();
-        for (int64_t q = 0; q < kQuads; ++q) {
-          const __m512i quad = r[half * kQuads + q];
-          _mm512_store_si512(panel.weights(b + half, v, q), quad);
-          sum = _mm512_dpbusd_epi32(sum, ones, quad);
-        }
-        _mm512_store_si512(panel.offsets(b + half, v), _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
-        float* scales = panel.scales(b + half, v);
-        for (int64_t i = 0; i < 16; ++i) scales[i] = c0 + i < cols ? scale_of(w[(c0 + i) * blocks + b + half].scale) : 0.0f;
-      }
-    }
-  }
-}
 
 template <int MR>
-void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel& panel, int64_t blocks, float* c,
+void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel<kGemmVectors>& panel, int64_t blocks, float* c,
                int64_t ldc, const __mmask16* masks) {
   __m512 total[MR][kGemmVectors];
   for (int i = 0; i < MR; ++i) {
@@ -330,23 +237,14 @@ void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel& panel
   }
 }
 
-using GemmTile = void (*)(const uint8_t*, int64_t, const float*, PackedPanel&, int64_t, float*, int64_t, const __mmask16*);
+using GemmTile = void (*)(const uint8_t*, int64_t, const float*, PackedPanel<kGemmVectors>&, int64_t, float*, int64_t, const __mmask16*);
 constexpr GemmTile kGemmTiles[kGemmRows] = {gemm_tile<1>, gemm_tile<2>, gemm_tile<3>, gemm_tile<4>};
-
-void prepare_x(const float* x, int64_t k, uint8_t* q, float* scales) {
-  const __m256i offset = _mm256_set1_epi8(static_cast<char>(0x80));
-  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    __m256i values;
-    scales[b] = f16_to_f32(quantize_block(x + b * kQuantBlock, &values));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQuantBlock), _mm256_xor_si256(values, offset));
-  }
-}
 
 template <class Block>
 void gemm_of(const uint8_t* xq, const float* xs, int64_t m, const Block* w, int64_t n, int64_t k, float* c,
              int64_t ldc) {
   const int64_t blocks = k / kQuantBlock;
-  thread_local PackedPanel panel;
+  thread_local PackedPanel<kGemmVectors> panel;
   for (int64_t n0 = 0; n0 < n; n0 += kGemmCols) {
     const int64_t cols = std::min(kGemmCols, n - n0);
     pack_panel(w + n0 * blocks, blocks, cols, panel);

@@ -9,7 +9,7 @@
 // (K + 2)·ε·Σ|x_k·w_k| (ε = 2^-23), whatever the order of summation; bias is
 // counted in the scale. Two paths read the activations at lower precision,
 // as bf16 and quantized engines do: bf16 weights on paths with bf16
-// instructions (avx512bf16, neonbf16) round them to bf16, and q8/q4 weights quantize them to q8 blocks (integer
+// instructions (avx512bf16, amx, neonbf16) round them to bf16, and q8/q4 weights quantize them to q8 blocks (integer
 // dot products for M < 4 on every path, the integer GEMM where a path has
 // one). Each is held to the same bound
 // against the reference run on the activations it saw, and against the true
@@ -454,137 +454,176 @@ TEST(QuantDot, DotProductsAreTheScaledIntegerSums) {
 // row and column counts cross every tile and panel edge; weights take
 // their extreme levels (q8 -128 and 127, q4 0 and 15) and x has an all-zero
 // block.
-TEST(QuantGemm, EqualsTheScaledIntegerSums) {
-  slm::test::for_each_isa([&](Isa isa) {
-    const slm::cpu::QuantGemmKernels* gemm = slm::cpu::quant_gemm_kernels();
-    if (!gemm) return;
-    for (int64_t blocks : {1, 2, 3, 9}) {
-      const int64_t K = blocks * slm::kQuantBlock;
-      for (int64_t M : {1, 3, 4, 5, 9}) {
-        for (int64_t N : {1, 17, 48, 50, 97}) {
-          const std::string what = std::string(slm::cpu::isa_name(isa)) + " M=" + std::to_string(M) +
-                                   " N=" + std::to_string(N) + " K=" + std::to_string(K);
-          std::vector<float> x = random_vector(M * K, uint64_t(M * 131 + N * 7 + K), 3.0);
-          std::fill_n(x.begin(), slm::kQuantBlock, 0.0f);
-          std::vector<slm::BlockQ8> xb(size_t(M * blocks)), w8(size_t(N * blocks));
-          std::vector<slm::BlockQ4> w4(size_t(N * blocks));
-          std::vector<uint8_t> xq(size_t(M * K));
-          std::vector<float> xs(size_t(M * blocks));
+void check_quant_gemm(const slm::cpu::QuantGemmKernels* gemm, const std::string& path) {
+  for (int64_t blocks : {1, 2, 3, 9}) {
+    const int64_t K = blocks * slm::kQuantBlock;
+    for (int64_t M : {1, 3, 4, 5, 9, 20, 40}) {
+      for (int64_t N : {1, 17, 48, 50, 97}) {
+        const std::string what = path + " M=" + std::to_string(M) +
+                                 " N=" + std::to_string(N) + " K=" + std::to_string(K);
+        std::vector<float> x = random_vector(M * K, uint64_t(M * 131 + N * 7 + K), 3.0);
+        std::fill_n(x.begin(), slm::kQuantBlock, 0.0f);
+        std::vector<slm::BlockQ8> xb(size_t(M * blocks)), w8(size_t(N * blocks));
+        std::vector<slm::BlockQ4> w4(size_t(N * blocks));
+        std::vector<uint8_t> xq(size_t(M * K));
+        std::vector<float> xs(size_t(M * blocks));
+        for (int64_t m = 0; m < M; ++m) {
+          slm::quantize_q8(x.data() + m * K, K, xb.data() + m * blocks);
+          gemm->prepare_x(x.data() + m * K, K, xq.data() + m * K, xs.data() + m * blocks);
+          for (int64_t b = 0; b < blocks; ++b) {
+            const slm::BlockQ8& want = xb[size_t(m * blocks + b)];
+            ASSERT_EQ(xs[size_t(m * blocks + b)], slm::f16_to_f32(want.scale)) << what << " row " << m;
+            for (int i = 0; i < slm::kQuantBlock; ++i) {
+              ASSERT_EQ(int(xq[size_t(m * K + b * slm::kQuantBlock + i)]), want.q[i] + 128) << what << " row " << m;
+            }
+          }
+        }
+        uint64_t state = uint64_t(N * 977 + K);
+        auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull, int(state >> 33); };
+        for (size_t i = 0; i < w8.size(); ++i) {
+          const bool extreme = i % 5 == 1;
+          w8[i].scale = w4[i].scale = slm::f32_to_f16(0.001f * float(1 + next() % 100));
+          for (int j = 0; j < slm::kQuantBlock; ++j) {
+            w8[i].q[j] = static_cast<int8_t>(extreme ? (j % 2 ? -128 : 127) : next() % 256 - 128);
+          }
+          for (int j = 0; j < slm::kQuantBlock / 2; ++j) {
+            w4[i].q[j] = static_cast<uint8_t>(extreme ? (j % 2 ? 0xff : 0x00) : next() & 0xff);
+          }
+        }
+        for (DType dtype : {DType::Q8, DType::Q4}) {
+          const void* w = dtype == DType::Q8 ? static_cast<const void*>(w8.data()) : w4.data();
+          const int64_t ldc = N + 3;
+          std::vector<float> got(size_t(M * ldc), std::numeric_limits<float>::quiet_NaN());
+          gemm->gemm(xq.data(), xs.data(), M, dtype, w, N, K, got.data(), ldc);
           for (int64_t m = 0; m < M; ++m) {
-            slm::quantize_q8(x.data() + m * K, K, xb.data() + m * blocks);
-            gemm->prepare_x(x.data() + m * K, K, xq.data() + m * K, xs.data() + m * blocks);
-            for (int64_t b = 0; b < blocks; ++b) {
-              const slm::BlockQ8& want = xb[size_t(m * blocks + b)];
-              ASSERT_EQ(xs[size_t(m * blocks + b)], slm::f16_to_f32(want.scale)) << what << " row " << m;
-              for (int i = 0; i < slm::kQuantBlock; ++i) {
-                ASSERT_EQ(int(xq[size_t(m * K + b * slm::kQuantBlock + i)]), want.q[i] + 128) << what << " row " << m;
-              }
-            }
-          }
-          uint64_t state = uint64_t(N * 977 + K);
-          auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull, int(state >> 33); };
-          for (size_t i = 0; i < w8.size(); ++i) {
-            const bool extreme = i % 5 == 1;
-            w8[i].scale = w4[i].scale = slm::f32_to_f16(0.001f * float(1 + next() % 100));
-            for (int j = 0; j < slm::kQuantBlock; ++j) {
-              w8[i].q[j] = static_cast<int8_t>(extreme ? (j % 2 ? -128 : 127) : next() % 256 - 128);
-            }
-            for (int j = 0; j < slm::kQuantBlock / 2; ++j) {
-              w4[i].q[j] = static_cast<uint8_t>(extreme ? (j % 2 ? 0xff : 0x00) : next() & 0xff);
-            }
-          }
-          for (DType dtype : {DType::Q8, DType::Q4}) {
-            const void* w = dtype == DType::Q8 ? static_cast<const void*>(w8.data()) : w4.data();
-            const int64_t ldc = N + 3;
-            std::vector<float> got(size_t(M * ldc), std::numeric_limits<float>::quiet_NaN());
-            gemm->gemm(xq.data(), xs.data(), M, dtype, w, N, K, got.data(), ldc);
-            for (int64_t m = 0; m < M; ++m) {
-              for (int64_t n = 0; n < N; ++n) {
-                double want = 0.0, scale = 0.0;
-                for (int64_t b = 0; b < blocks; ++b) {
-                  const slm::BlockQ8& xblock = xb[size_t(m * blocks + b)];
-                  int64_t sum = 0, magnitude = 0;
-                  for (int i = 0; i < slm::kQuantBlock; ++i) {
-                    const slm::BlockQ4& b4 = w4[size_t(n * blocks + b)];
-                    const int level = dtype == DType::Q8 ? w8[size_t(n * blocks + b)].q[i]
-                                                         : (i < 16 ? b4.q[i] & 0x0f : b4.q[i - 16] >> 4) - 8;
-                    sum += int64_t(xblock.q[i]) * level;
-                    magnitude += std::abs(int64_t(xblock.q[i]) * level);
-                  }
-                  const double s = double(slm::f16_to_f32(xblock.scale)) * slm::f16_to_f32(w8[size_t(n * blocks + b)].scale);
-                  want += double(sum) * s;
-                  scale += double(magnitude) * s;
+            for (int64_t n = 0; n < N; ++n) {
+              double want = 0.0, scale = 0.0;
+              for (int64_t b = 0; b < blocks; ++b) {
+                const slm::BlockQ8& xblock = xb[size_t(m * blocks + b)];
+                int64_t sum = 0, magnitude = 0;
+                for (int i = 0; i < slm::kQuantBlock; ++i) {
+                  const slm::BlockQ4& b4 = w4[size_t(n * blocks + b)];
+                  const int level = dtype == DType::Q8 ? w8[size_t(n * blocks + b)].q[i]
+                                                       : (i < 16 ? b4.q[i] & 0x0f : b4.q[i - 16] >> 4) - 8;
+                  sum += int64_t(xblock.q[i]) * level;
+                  magnitude += std::abs(int64_t(xblock.q[i]) * level);
                 }
-                const double bound = double(blocks + 2) * FLT_EPSILON * scale + 1e-30;
-                ASSERT_NEAR(got[size_t(m * ldc + n)], want, bound) << what << " " << slm::dtype_name(dtype) << " row " << m << " col " << n;
+                const double s = double(slm::f16_to_f32(xblock.scale)) * slm::f16_to_f32(w8[size_t(n * blocks + b)].scale);
+                want += double(sum) * s;
+                scale += double(magnitude) * s;
               }
-              for (int64_t n = N; n < ldc; ++n) {
-                ASSERT_TRUE(std::isnan(got[size_t(m * ldc + n)])) << what << ": wrote past column N";
-              }
+              const double bound = double(blocks + 2) * FLT_EPSILON * scale + 1e-30;
+              ASSERT_NEAR(got[size_t(m * ldc + n)], want, bound) << what << " " << slm::dtype_name(dtype) << " row " << m << " col " << n;
+            }
+            for (int64_t n = N; n < ldc; ++n) {
+              ASSERT_TRUE(std::isnan(got[size_t(m * ldc + n)])) << what << ": wrote past column N";
             }
           }
         }
       }
+    }
+  }
+}
+
+TEST(QuantGemm, EqualsTheScaledIntegerSums) {
+  slm::test::for_each_isa([&](Isa isa) {
+    if (const slm::cpu::QuantGemmKernels* gemm = slm::cpu::quant_gemm_kernels()) {
+      check_quant_gemm(gemm, std::string(slm::cpu::isa_name(isa)));
     }
   });
   if (!slm::cpu::quant_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has an integer GEMM (AVX512-VNNI and ARM I8MM have one)";
 }
 
-// The bf16 GEMM of paths with bf16 instructions (avx512bf16, neonbf16):
+
+// The bf16 GEMM of paths with bf16 instructions (avx512bf16, amx, neonbf16):
 // narrow() is f32_to_bf16 (ties to even, NaN kept), and C (+)= A·op(B) is
 // the sum of the bf16 products within (K + 2)·ε·Σ|a·b|, for both layouts
 // of B, with and without accumulation, on sizes that cross every tile and
 // panel edge and an odd K; nothing past N in a row of C is written.
-TEST(Bf16Gemm, EqualsTheSumsOfTheBf16Products) {
-  slm::test::for_each_isa([&](Isa isa) {
-    const slm::cpu::Bf16GemmKernels* kernels = slm::cpu::bf16_gemm_kernels();
-    if (!kernels) return;
-    const std::vector<float> ties = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0x1p-130f, 3.0e38f,
-                                     std::numeric_limits<float>::quiet_NaN(), -0.0f, 1.5f, 0x1.fffffep127f, 7.0f};
-    std::vector<uint16_t> narrowed(ties.size());
-    kernels->narrow(ties.data(), int64_t(ties.size()), narrowed.data());
-    for (size_t i = 0; i < ties.size(); ++i) {
-      ASSERT_EQ(narrowed[i], slm::f32_to_bf16(ties[i])) << slm::cpu::isa_name(isa) << " narrow of " << ties[i];
-    }
-    for (const auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {3, 9, 5}, {9, 17, 37}, {17, 50, 70}, {2, 97, 8}}) {
-      const int64_t lda = (K + 1) / 2 * 2;
-      std::vector<uint16_t> A(size_t(M * lda), 0);
-      const std::vector<float> a32 = random_vector(M * K, uint64_t(M * 7 + K));
-      for (int64_t m = 0; m < M; ++m) kernels->narrow(a32.data() + m * K, K, A.data() + m * lda);
-      for (const slm::cpu::Bf16Layout layout : {slm::cpu::Bf16Layout::NK, slm::cpu::Bf16Layout::KN}) {
-        const bool nk = layout == slm::cpu::Bf16Layout::NK;
-        const int64_t ldb = (nk ? K : N) + 3;
-        std::vector<uint16_t> B(size_t((nk ? N : K) * ldb));
-        const std::vector<float> b32 = random_vector(int64_t(B.size()), uint64_t(N * 5 + K));
-        for (size_t i = 0; i < B.size(); ++i) B[i] = slm::f32_to_bf16(b32[i]);
-        const auto b_at = [&](int64_t n, int64_t k) { return slm::bf16_to_f32(B[size_t(nk ? n * ldb + k : k * ldb + n)]); };
-        for (const bool accumulate : {false, true}) {
-          const int64_t ldc = N + 2;
-          std::vector<float> C = random_vector(M * ldc, 3);
-          const std::vector<float> C0 = C;
-          kernels->gemm(A.data(), M, lda, B.data(), ldb, layout, N, K, C.data(), ldc, accumulate);
-          const std::string what = std::string(slm::cpu::isa_name(isa)) + " " + std::to_string(M) + "x" +
-                                   std::to_string(N) + "x" + std::to_string(K) + (nk ? " NK" : " KN") +
-                                   (accumulate ? " accumulate" : "");
-          for (int64_t m = 0; m < M; ++m) {
-            for (int64_t n = 0; n < N; ++n) {
-              double want = accumulate ? C0[size_t(m * ldc + n)] : 0.0, scale = std::fabs(want);
-              for (int64_t k = 0; k < K; ++k) {
-                const double p = double(slm::bf16_to_f32(A[size_t(m * lda + k)])) * b_at(n, k);
-                want += p;
-                scale += std::fabs(p);
-              }
-              ASSERT_NEAR(C[size_t(m * ldc + n)], want, double(K + 2) * FLT_EPSILON * scale + 1e-30)
-                  << what << " at " << m << "," << n;
+void check_bf16_gemm(const slm::cpu::Bf16GemmKernels* kernels, const std::string& path) {
+  const std::vector<float> ties = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0x1p-130f, 3.0e38f,
+                                   std::numeric_limits<float>::quiet_NaN(), -0.0f, 1.5f, 0x1.fffffep127f, 7.0f};
+  std::vector<uint16_t> narrowed(ties.size());
+  kernels->narrow(ties.data(), int64_t(ties.size()), narrowed.data());
+  for (size_t i = 0; i < ties.size(); ++i) {
+    ASSERT_EQ(narrowed[i], slm::f32_to_bf16(ties[i])) << path << " narrow of " << ties[i];
+  }
+  for (const auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {3, 9, 5}, {9, 17, 37}, {17, 50, 70}, {2, 97, 8}, {64, 33, 96}, {40, 20, 64}}) {
+    const int64_t lda = (K + 1) / 2 * 2;
+    std::vector<uint16_t> A(size_t(M * lda), 0);
+    const std::vector<float> a32 = random_vector(M * K, uint64_t(M * 7 + K));
+    for (int64_t m = 0; m < M; ++m) kernels->narrow(a32.data() + m * K, K, A.data() + m * lda);
+    for (const slm::cpu::Bf16Layout layout : {slm::cpu::Bf16Layout::NK, slm::cpu::Bf16Layout::KN}) {
+      const bool nk = layout == slm::cpu::Bf16Layout::NK;
+      const int64_t ldb = (nk ? K : N) + 3;
+      std::vector<uint16_t> B(size_t((nk ? N : K) * ldb));
+      const std::vector<float> b32 = random_vector(int64_t(B.size()), uint64_t(N * 5 + K));
+      for (size_t i = 0; i < B.size(); ++i) B[i] = slm::f32_to_bf16(b32[i]);
+      const auto b_at = [&](int64_t n, int64_t k) { return slm::bf16_to_f32(B[size_t(nk ? n * ldb + k : k * ldb + n)]); };
+      for (const bool accumulate : {false, true}) {
+        const int64_t ldc = N + 2;
+        std::vector<float> C = random_vector(M * ldc, 3);
+        const std::vector<float> C0 = C;
+        kernels->gemm(A.data(), M, lda, B.data(), ldb, layout, N, K, C.data(), ldc, accumulate);
+        const std::string what = path + " " + std::to_string(M) + "x" +
+                                 std::to_string(N) + "x" + std::to_string(K) + (nk ? " NK" : " KN") +
+                                 (accumulate ? " accumulate" : "");
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < N; ++n) {
+            double want = accumulate ? C0[size_t(m * ldc + n)] : 0.0, scale = std::fabs(want);
+            for (int64_t k = 0; k < K; ++k) {
+              const double p = double(slm::bf16_to_f32(A[size_t(m * lda + k)])) * b_at(n, k);
+              want += p;
+              scale += std::fabs(p);
             }
-            for (int64_t n = N; n < ldc; ++n) ASSERT_EQ(C[size_t(m * ldc + n)], C0[size_t(m * ldc + n)]) << what;
+            ASSERT_NEAR(C[size_t(m * ldc + n)], want, double(K + 2) * FLT_EPSILON * scale + 1e-30)
+                << what << " at " << m << "," << n;
           }
+          for (int64_t n = N; n < ldc; ++n) ASSERT_EQ(C[size_t(m * ldc + n)], C0[size_t(m * ldc + n)]) << what;
         }
       }
+    }
+  }
+}
+
+TEST(Bf16Gemm, EqualsTheSumsOfTheBf16Products) {
+  slm::test::for_each_isa([&](Isa isa) {
+    if (const slm::cpu::Bf16GemmKernels* kernels = slm::cpu::bf16_gemm_kernels()) {
+      check_bf16_gemm(kernels, std::string(slm::cpu::isa_name(isa)));
     }
   });
   if (!slm::cpu::bf16_gemm_kernels()) GTEST_SKIP() << "no path of this CPU has bf16 instructions (AVX512-BF16, ARM BF16)";
 }
+
+#if defined(__x86_64__)
+// The AMX GEMMs' blocking, packing, edges and scaling, with the tile
+// instructions computed by their software model (amx_tiles.h): on every CPU
+// with AVX512-BF16, where the amx path itself (run above, where the CPU has
+// AMX) cannot be.
+TEST(AmxGemm, KernelsOnTheTileModelEqualTheSums) {
+  slm::test::IsaGuard guard;
+  slm::cpu::force_isa(Isa::Avx512Bf16);
+  if (slm::cpu::active_isa() < Isa::Avx512Bf16) GTEST_SKIP() << "the AMX kernels' vector code needs AVX512-BF16";
+  const slm::cpu::Bf16GemmKernels bf16 = slm::cpu::amx_model_bf16_kernels();
+  check_bf16_gemm(&bf16, "amx model");
+  const slm::cpu::QuantGemmKernels quantized = slm::cpu::amx_model_quant_kernels();
+  check_quant_gemm(&quantized, "amx model");
+}
+
+// The tile instructions themselves, where the CPU has them and Linux grants
+// the process their state (the loops over paths above run them too); said
+// plainly where not.
+TEST(AmxGemm, HardwareKernelsEqualTheSums) {
+  slm::test::IsaGuard guard;
+  slm::cpu::force_isa(Isa::Amx);
+  if (slm::cpu::active_isa() != Isa::Amx) {
+    GTEST_SKIP() << "no AMX on this CPU (or not granted by the kernel): the amx kernels ran on the tile model only";
+  }
+  check_bf16_gemm(slm::cpu::bf16_gemm_kernels(), "amx");
+  check_quant_gemm(slm::cpu::quant_gemm_kernels(), "amx");
+}
+#endif
+
 
 // The sgemm of paths that have their own (AVX-512), against the formula in
 // double for every transpose, on sizes that cross the 12-row tiles, the

@@ -62,14 +62,14 @@ double weighted_sum(const Vec& y, const std::vector<float>& c) {
 
 constexpr double kTolerance = 1e-4;
 
-// Holds the kernels to the path just below one with bf16 dot products
-// (avx512 below avx512bf16, neondot below neonbf16) for one scope: the exact
+// Holds the kernels to the path just below those with bf16 dot products
+// (avx512 below avx512bf16 and amx, neondot below neonbf16) for one scope: the exact
 // checks below are for products that widen bf16 weights to f32; the bf16
 // kernels have their own test.
 struct WideningKernels : slm::test::IsaGuard {
   WideningKernels() {
-    const slm::cpu::Isa isa = slm::cpu::active_isa();
-    if (slm::cpu::bf16_gemm_kernels()) slm::cpu::force_isa(static_cast<slm::cpu::Isa>(static_cast<int>(isa) - 1));
+    using slm::cpu::Isa;
+    if (slm::cpu::bf16_gemm_kernels()) slm::cpu::force_isa(slm::cpu::active_isa() >= Isa::Neon ? Isa::NeonDot : Isa::Avx512);
   }
 };
 
