@@ -101,14 +101,13 @@ struct AmxTiles {
     else if constexpr (J == 0) _tile_dpbf16ps(2, 5, 6);
     else _tile_dpbf16ps(3, 5, 7);
   }
-  // C(I,J) += A(I)·B(J), unsigned bytes of A times signed bytes of B in
-  // quads into int32.
+  // C(I,J) += A(I)·B(J), signed bytes in quads into int32.
   template <int I, int J>
-  static void dot_u8s8() {
-    if constexpr (I == 0 && J == 0) _tile_dpbusd(0, 4, 6);
-    else if constexpr (I == 0) _tile_dpbusd(1, 4, 7);
-    else if constexpr (J == 0) _tile_dpbusd(2, 5, 6);
-    else _tile_dpbusd(3, 5, 7);
+  static void dot_s8s8() {
+    if constexpr (I == 0 && J == 0) _tile_dpbssd(0, 4, 6);
+    else if constexpr (I == 0) _tile_dpbssd(1, 4, 7);
+    else if constexpr (J == 0) _tile_dpbssd(2, 5, 6);
+    else _tile_dpbssd(3, 5, 7);
   }
 };
 
@@ -197,14 +196,14 @@ struct AmxTileModel {
     }
   }
   template <int I, int J>
-  static void dot_u8s8() {
+  static void dot_s8s8() {
     const int c = 2 * I + J, a = 4 + I, b = 6 + J;
     const int quads = depth(c, a, b);
     for (int m = 0; m < shape(c).rows; ++m) {
       for (int n = 0; n < shape(c).bytes / 4; ++n) {
         int32_t sum = element<int32_t>(c, m, n);
         for (int q = 0; q < quads; ++q) {
-          for (int i = 0; i < 4; ++i) sum += int32_t(element<uint8_t>(a, m, 4 * q + i)) * element<int8_t>(b, q, 4 * n + i);
+          for (int i = 0; i < 4; ++i) sum += int32_t(element<int8_t>(a, m, 4 * q + i)) * element<int8_t>(b, q, 4 * n + i);
         }
         std::memcpy(state().tiles[c][m] + 4 * n, &sum, sizeof sum);
       }

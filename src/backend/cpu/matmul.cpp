@@ -146,27 +146,46 @@ void float_gemm(const VectorKernels& kernels, const float* x, int64_t M, int64_t
               });
 }
 
-// The products of panel_tasks for q8/q4 weights in integers: x quantized
-// once for all of them, panels of 96 weight rows (two of the kernel's 48).
-void quantized_gemm(const QuantGemmKernels& kernels, const float* x, int64_t M, int64_t K,
-                    std::span<const Projection> projections) {
+}  // namespace
+
+void quant_gemm_parallel(const QuantGemmKernels& kernels, const float* x, int64_t M, int64_t K,
+                         std::span<const Projection> projections) {
   const int64_t blocks = K / kQuantBlock;
-  // Reused by the thread that owns the pass, as bf16_gemm_parallel's buffer.
+  // Reused by the thread that owns the pass, as bf16_gemm_parallel's
+  // buffers; inside the parallel regions, thread_local names the worker's.
   thread_local std::vector<uint8_t> xq;
   thread_local std::vector<float> xs;
+  thread_local std::vector<char> packed_storage;
   xq.resize(static_cast<size_t>(M * K));
   xs.resize(static_cast<size_t>(M * blocks));
   uint8_t* q = xq.data();
   float* scales = xs.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t m = 0; m < M; ++m) kernels.prepare_x(x + m * K, K, q + m * K, scales + m * blocks);
-  panel_tasks(M, projections, 96, 4,
+  const bool packs = kernels.pack_x != nullptr;
+  if (packs) packed_storage.resize(static_cast<size_t>(kernels.packed_x_bytes(M, K)));
+  char* packed = packed_storage.data();
+  const int64_t packed_block_bytes = packs ? kernels.packed_x_bytes(16, K) : 0;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; ++m) kernels.prepare_x(x + m * K, K, q + m * K, scales + m * blocks);
+    if (packs) {
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; m += 16) {
+        kernels.pack_x(q + m * K, scales + m * blocks, std::min<int64_t>(16, M - m), K, packed + m / 16 * packed_block_bytes);
+      }
+    }
+  }
+  // Panels of 96 weight rows (two of the VNNI kernel's 48, three of the
+  // AMX kernel's 32); row blocks of whole packed tiles where packed.
+  panel_tasks(M, projections, 96, packs ? 16 : 4,
               [&](int64_t m0, int64_t rows, const Tensor& W, const void* w, int64_t cols, float* y) {
-                kernels.gemm(q + m0 * K, scales + m0 * blocks, rows, W.dtype(), w, cols, K, y, W.dim(0));
+                if (packs) {
+                  kernels.gemm_packed(packed, m0, rows, W.dtype(), w, cols, K, y, W.dim(0));
+                } else {
+                  kernels.gemm(q + m0 * K, scales + m0 * blocks, rows, W.dtype(), w, cols, K, y, W.dim(0));
+                }
               });
 }
-
-}  // namespace
 
 // Tiles are cut in both directions so that every thread gets a fair share
 // even when N is small (k/v projections) or M is (short prompts): panels of
@@ -181,6 +200,15 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
   thread_local std::vector<uint16_t> narrowed;
   narrowed.resize(static_cast<size_t>(M * lda));
   uint16_t* a = narrowed.data();
+  // Paths that pack the activations for NK products do so once here, each
+  // thread its share of the 16-row blocks.
+  const bool packs = kernels.pack_a && std::all_of(operands.begin(), operands.end(), [](const Bf16Operand& op) {
+    return op.layout == Bf16Layout::NK;
+  });
+  thread_local std::vector<char> packed_storage;
+  if (packs) packed_storage.resize(static_cast<size_t>(kernels.packed_a_bytes(M, K)));
+  char* packed = packed_storage.data();  // the owner's: inside the parallel region, thread_local names the worker's
+  const int64_t packed_block_bytes = packs ? kernels.packed_a_bytes(16, K) : 0;
   constexpr int64_t kTileCols = 96, kMaxTileRows = 1024, kMinTileRows = 32;
   const auto tiles_of = [](const Bf16Operand& op) { return (op.N + kTileCols - 1) / kTileCols; };
   int64_t col_tiles = 0;
@@ -199,6 +227,12 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
       kernels.narrow(x + m * K, K, a + m * lda);
       if (lda > K) a[m * lda + K] = 0;
     }
+    if (packs) {
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; m += 16) {
+        kernels.pack_a(a + m * lda, std::min<int64_t>(16, M - m), lda, K, packed + m / 16 * packed_block_bytes);
+      }
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < col_tiles * row_tiles; ++t) {
       // Column tile t / row_tiles, counted across the operands in turn.
@@ -209,7 +243,11 @@ void bf16_gemm_parallel(const Bf16GemmKernels& kernels, const float* x, int64_t 
       const int64_t n0 = col_tile * kTileCols, m0 = (t % row_tiles) * tile_rows;
       const int64_t cols = std::min(kTileCols, op.N - n0), rows = std::min(tile_rows, M - m0);
       const uint16_t* panel = op.layout == Bf16Layout::NK ? op.B + n0 * op.ldb : op.B + n0;
-      kernels.gemm(a + m0 * lda, rows, lda, panel, op.ldb, op.layout, cols, K, op.y + m0 * op.N + n0, op.N, accumulate);
+      if (packs) {
+        kernels.gemm_packed(packed, m0, rows, panel, op.ldb, cols, K, op.y + m0 * op.N + n0, op.N, accumulate);
+      } else {
+        kernels.gemm(a + m0 * lda, rows, lda, panel, op.ldb, op.layout, cols, K, op.y + m0 * op.N + n0, op.N, accumulate);
+      }
       if (op.bias) {
         for (int64_t m = m0; m < m0 + rows; ++m) {
           for (int64_t n = n0; n < n0 + cols; ++n) op.y[m * op.N + n] += op.bias[n];
@@ -235,7 +273,7 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     if (bf16 && operands.size() == projections.size()) {
       bf16_gemm_parallel(*bf16, x, M, K, operands, false);
     } else if (quantized && all_quantized) {
-      quantized_gemm(*quantized, x, M, K, projections);
+      quant_gemm_parallel(*quantized, x, M, K, projections);
     } else {
       float_gemm(vector_kernels(), x, M, K, projections);
     }

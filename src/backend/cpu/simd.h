@@ -11,6 +11,7 @@
 // path of the other architecture is never chosen.
 #pragma once
 
+#include "backend/backend.h"
 #include "core/quant.h"
 
 #include <slm/tensor.h>
@@ -121,6 +122,16 @@ struct Bf16GemmKernels {
   void (*gemm)(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t ldb, Bf16Layout layout,
                int64_t N, int64_t K, float* C, int64_t ldc, bool accumulate);
   void (*narrow)(const float* x, int64_t n, uint16_t* out);
+  // Where a path's NK products read A in a packed form of its own (amx:
+  // tiles of 16 rows), packed once per product rather than each weight
+  // panel once per call: the bytes of M rows of K packed, the packing of
+  // rows [0, M) of A (lda as above), and C (+)= rows [m0, m0 + M) of the
+  // packed A (m0 a multiple of 16) times N rows of an NK weight. Null on
+  // paths without one; `gemm` computes the same from A as it is.
+  int64_t (*packed_a_bytes)(int64_t M, int64_t K);
+  void (*pack_a)(const uint16_t* A, int64_t M, int64_t lda, int64_t K, void* packed);
+  void (*gemm_packed)(const void* packed, int64_t m0, int64_t M, const uint16_t* B, int64_t ldb, int64_t N, int64_t K,
+                      float* C, int64_t ldc, bool accumulate);
 };
 
 // One right-hand operand of bf16_gemm_parallel and its product:
@@ -197,10 +208,26 @@ struct QuantGemmKernels {
   // ldc is C's row stride.
   void (*gemm)(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
                float* c, int64_t ldc);
+  // Where a path reads the prepared rows in a packed form of its own (amx:
+  // tiles of 16 rows), packed once per product: the bytes of m rows packed,
+  // the packing of prepared rows [0, m), and C = rows [m0, m0 + m) of the
+  // packed rows (m0 a multiple of 16) times n weight rows, as gemm. Null on
+  // paths without one.
+  int64_t (*packed_x_bytes)(int64_t m, int64_t k);
+  void (*pack_x)(const uint8_t* xq, const float* xs, int64_t m, int64_t k, void* packed);
+  void (*gemm_packed)(const void* packed, int64_t m0, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
+                      float* c, int64_t ldc);
 };
 
 // Null when the active path has none (VNNI and I8MM have one).
 const QuantGemmKernels* quant_gemm_kernels();
+
+// y = x·Wᵀ (+ bias) for q8/q4 projections of one input x[M,K] in integers,
+// on every thread: x prepared once for all of them (and packed once where
+// the path packs), the outputs cut into tasks of 96 weight rows by a block
+// of rows.
+void quant_gemm_parallel(const QuantGemmKernels& kernels, const float* x, int64_t M, int64_t K,
+                         std::span<const Projection> projections);
 
 // What an sgemm with K = 0 leaves: C = beta·C (C not read when beta is 0).
 inline void sgemm_empty_k(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {

@@ -127,7 +127,7 @@ VectorKernels avx512bf16_vector_kernels() {
   return kernels;
 }
 
-Bf16GemmKernels avx512bf16_kernels() { return {gemm, narrow}; }
+Bf16GemmKernels avx512bf16_kernels() { return {gemm, narrow, nullptr, nullptr, nullptr}; }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

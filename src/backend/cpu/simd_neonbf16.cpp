@@ -304,9 +304,9 @@ VectorKernels neonbf16_vector_kernels() {
   return kernels;
 }
 
-Bf16GemmKernels neonbf16_gemm_kernels() { return {gemm, narrow}; }
+Bf16GemmKernels neonbf16_gemm_kernels() { return {gemm, narrow, nullptr, nullptr, nullptr}; }
 
-QuantGemmKernels neon_i8mm_gemm_kernels() { return {quant_prepare_x, quant_gemm}; }
+QuantGemmKernels neon_i8mm_gemm_kernels() { return {quant_prepare_x, quant_gemm, nullptr, nullptr, nullptr}; }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

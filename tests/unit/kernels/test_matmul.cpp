@@ -27,6 +27,7 @@
 #include <cfloat>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 namespace {
 
@@ -608,6 +609,79 @@ TEST(AmxGemm, KernelsOnTheTileModelEqualTheSums) {
   check_bf16_gemm(&bf16, "amx model");
   const slm::cpu::QuantGemmKernels quantized = slm::cpu::amx_model_quant_kernels();
   check_quant_gemm(&quantized, "amx model");
+}
+
+// bf16_gemm_parallel over the amx kernels (on the tile model): the
+// activations packed once per product, each tile of C computed from its row
+// offset in the packed rows, two operands at once (one with a bias), on
+// rows that cross several row tiles and K both whole and ragged chunks.
+TEST(AmxGemm, ParallelProductsFromPackedActivationsOnTheTileModel) {
+  slm::test::IsaGuard guard;
+  slm::cpu::force_isa(Isa::Avx512Bf16);
+  if (slm::cpu::active_isa() < Isa::Avx512Bf16) GTEST_SKIP() << "the AMX kernels' vector code needs AVX512-BF16";
+  const slm::cpu::Bf16GemmKernels kernels = slm::cpu::amx_model_bf16_kernels();
+  for (const int64_t K : {64, 70}) {
+    const int64_t M = 200;
+    const std::vector<float> x = random_vector(M * K, uint64_t(K));
+    const int64_t widths[2] = {50, 33};
+    std::vector<std::vector<uint16_t>> weights(2);
+    std::vector<std::vector<float>> outputs(2);
+    const std::vector<float> bias = random_vector(widths[1], 9);
+    std::vector<slm::cpu::Bf16Operand> operands;
+    for (int o = 0; o < 2; ++o) {
+      const std::vector<float> w = random_vector(widths[o] * K, uint64_t(10 + o));
+      for (float v : w) weights[size_t(o)].push_back(slm::f32_to_bf16(v));
+      outputs[size_t(o)].assign(size_t(M * widths[o]), std::numeric_limits<float>::quiet_NaN());
+      operands.push_back({weights[size_t(o)].data(), K, slm::cpu::Bf16Layout::NK, widths[o], o == 1 ? bias.data() : nullptr,
+                          outputs[size_t(o)].data()});
+    }
+    slm::cpu::bf16_gemm_parallel(kernels, x.data(), M, K, operands, false);
+    for (int o = 0; o < 2; ++o) {
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < widths[o]; ++n) {
+          double want = o == 1 ? bias[size_t(n)] : 0.0, scale = std::fabs(want);
+          for (int64_t k = 0; k < K; ++k) {
+            const double p = double(slm::bf16_to_f32(slm::f32_to_bf16(x[size_t(m * K + k)]))) *
+                             slm::bf16_to_f32(weights[size_t(o)][size_t(n * K + k)]);
+            want += p;
+            scale += std::fabs(p);
+          }
+          ASSERT_NEAR(outputs[size_t(o)][size_t(m * widths[o] + n)], want, double(K + 2) * FLT_EPSILON * scale + 1e-30)
+              << "K=" << K << " operand " << o << " at " << m << "," << n;
+        }
+      }
+    }
+  }
+}
+
+// quant_gemm_parallel over the amx kernels (on the tile model): the prepared
+// rows packed once, each task computed from its row offset in them, a q8
+// and a q4 projection at once (one with a bias), rows crossing several
+// row blocks; held to the reference on the activations as quantized.
+TEST(AmxGemm, ParallelQuantizedProductsFromPackedRowsOnTheTileModel) {
+  slm::test::IsaGuard guard;
+  slm::cpu::force_isa(Isa::Avx512Bf16);
+  if (slm::cpu::active_isa() < Isa::Avx512Bf16) GTEST_SKIP() << "the AMX kernels' vector code needs AVX512-BF16";
+  const slm::cpu::QuantGemmKernels kernels = slm::cpu::amx_model_quant_kernels();
+  const int64_t M = 200, K = 96;
+  const std::vector<float> x = random_vector(M * K, 21);
+  const Tensor W8 = random_weight(DType::Q8, 50, K, 22), W4 = random_weight(DType::Q4, 120, K, 23);
+  const std::vector<float> bias = random_vector(120, 24);
+  std::vector<float> y8(size_t(M * 50), std::numeric_limits<float>::quiet_NaN()), y4(size_t(M * 120), y8[0]);
+  const slm::Projection projections[2] = {{&W8, nullptr, y8.data()}, {&W4, bias.data(), y4.data()}};
+  slm::cpu::quant_gemm_parallel(kernels, x.data(), M, K, projections);
+  std::vector<float> quantized(x.size());
+  std::vector<slm::BlockQ8> blocks(size_t(K / slm::kQuantBlock));
+  for (int64_t m = 0; m < M; ++m) {
+    slm::quantize_q8(x.data() + m * K, K, blocks.data());
+    slm::dequantize_q8(blocks.data(), K, quantized.data() + m * K);
+  }
+  for (const auto& [W, b, y] : {std::tuple{&W8, (const float*)nullptr, &y8}, std::tuple{&W4, bias.data(), &y4}}) {
+    std::vector<float> want(y->size());
+    slm::cpu::matmul_reference(quantized.data(), M, K, *W, b, want.data());
+    expect_close(*y, want, magnitudes(quantized, M, K, *W, b), double(K + 2) * FLT_EPSILON,
+                 std::string("amx model ") + std::string(slm::dtype_name(W->dtype())));
+  }
 }
 
 // The tile instructions themselves, where the CPU has them and Linux grants
