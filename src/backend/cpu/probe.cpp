@@ -131,16 +131,36 @@ __attribute__((target("avx512f,avx512vnni"))) double int8_loop_vnni(int64_t iter
   return out[0];
 }
 
+// vpdpbusd on 256-bit registers (AVX-VNNI): 8 lanes × 4 multiplies and adds.
+__attribute__((target("avx2,avxvnni"))) double int8_loop_avxvnni(int64_t iterations) {
+  __m256i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_si256();
+  const __m256i b = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_dpbusd_avx_epi32(a[j], b, b);
+  }
+  __m256i s = a[0];
+  for (int j = 1; j < 8; ++j) s = _mm256_add_epi32(s, a[j]);
+  int32_t out[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), s);
+  return out[0];
+}
+
 // The AVX2 integer dot product as its kernels issue it: vpmaddubsw (32
 // products into 16 pairs) and vpmaddwd (8 sums of pairs), added into 8
 // lanes; 32 multiplies and 32 adds per chain and iteration.
 __attribute__((target("avx2"))) double int8_loop_avx2(int64_t iterations) {
   __m256i a[6];
   for (int j = 0; j < 6; ++j) a[j] = _mm256_setzero_si256();
-  const __m256i b = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
+  __m256i b[6];
+  for (int j = 0; j < 6; ++j) b[j] = _mm256_set1_epi8(static_cast<char>(j + 1));
+  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t i = 0; i < iterations; ++i) {
     for (int j = 0; j < 6; ++j) {
-      a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(_mm256_maddubs_epi16(b, b), ones));
+      // The products do not depend on the sums: without this, the compiler
+      // computes them once, outside the loop, and the loop measures the adds.
+      __asm__ volatile("" : "+x"(b[j]));
+      a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(_mm256_maddubs_epi16(b[j], b[j]), ones));
     }
   }
   __m256i s = a[0];
@@ -185,7 +205,7 @@ MachineLimits probe_machine() {
 #if defined(__x86_64__)
   if (cpu::active_isa() >= cpu::Isa::Avx512) {
     limits.f32_fma_gflops = peak(fma_loop_avx512, 8 * 16 * 2);
-  } else if (cpu::active_isa() == cpu::Isa::Avx2) {
+  } else if (cpu::active_isa() >= cpu::Isa::Avx2) {
     limits.f32_fma_gflops = peak(fma_loop_avx2, 10 * 8 * 2);
   } else {
     limits.f32_fma_gflops = peak(fma_loop_portable, 8 * 16 * 2);
@@ -193,12 +213,14 @@ MachineLimits probe_machine() {
   if (cpu::active_isa() >= cpu::Isa::Avx512Bf16) {
     limits.bf16_dot_gflops = peak(bf16_loop, 8 * 16 * 4);
     limits.int8_dot_gops = peak(int8_loop_vnni, 8 * 16 * 8);
+  } else if (cpu::active_isa() == cpu::Isa::Avx2Vnni) {
+    limits.int8_dot_gops = peak(int8_loop_avxvnni, 8 * 8 * 8);
+  } else if (cpu::active_isa() >= cpu::Isa::Avx2) {
+    limits.int8_dot_gops = peak(int8_loop_avx2, 6 * 8 * 8);
   }
   if (cpu::active_isa() == cpu::Isa::Amx) {
     limits.amx_bf16_gflops = peak(cpu::amx_bf16_loop, 4 * 16 * 16 * 32 * 2);
     limits.amx_int8_gops = peak(cpu::amx_int8_loop, 4 * 16 * 16 * 64 * 2);
-  } else if (cpu::active_isa() >= cpu::Isa::Avx2) {
-    limits.int8_dot_gops = peak(int8_loop_avx2, 6 * 8 * 8);
   }
   limits.int8_gemm = cpu::quant_gemm_kernels() != nullptr;
 #else

@@ -55,50 +55,60 @@ bool amx_granted() {
 }
 #endif
 
-Isa detect() {
+#if defined(__x86_64__)
+// AVX-VNNI: the VEX-encoded vpdpbusd (CPUID leaf 7, subleaf 1, EAX bit 4).
+bool has_avx_vnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
+}
+#endif
+
+// Whether this CPU (and OS) can run the path.
+bool supported(Isa isa) {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    const bool dot_products = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
-    if (!dot_products) return Isa::Avx512;
-    return amx_granted() ? Isa::Amx : Isa::Avx512Bf16;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
+  const bool avx512 =
+      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  const bool dot_products = avx512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return avx2;
+    case Isa::Avx2Vnni: return avx2 && has_avx_vnni();
+    case Isa::Avx512: return avx512;
+    case Isa::Avx512Bf16: return dot_products;
+    case Isa::Amx: return dot_products && amx_granted();
+    default: return false;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return Isa::Avx2;
-#endif
-#if defined(__aarch64__)
+#elif defined(__aarch64__)
   const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
-  if (!(hwcap & HWCAP_ASIMD)) return Isa::Scalar;
-  if (!(hwcap & HWCAP_ASIMDDP)) return Isa::Neon;
-  return (hwcap2 & HWCAP2_BF16) && (hwcap2 & HWCAP2_I8MM) ? Isa::NeonBf16 : Isa::NeonDot;
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Neon: return (hwcap & HWCAP_ASIMD) != 0;
+    case Isa::NeonDot: return (hwcap & HWCAP_ASIMD) && (hwcap & HWCAP_ASIMDDP);
+    case Isa::NeonBf16: return (hwcap & HWCAP_ASIMD) && (hwcap & HWCAP_ASIMDDP) && (hwcap2 & HWCAP2_BF16) && (hwcap2 & HWCAP2_I8MM);
+    default: return false;
+  }
+#else
+  return isa == Isa::Scalar;
 #endif
+}
+
+// The best path this CPU runs, in order of preference.
+Isa detect() {
+  for (Isa isa : {Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2Vnni, Isa::Avx2, Isa::NeonBf16, Isa::NeonDot, Isa::Neon}) {
+    if (supported(isa)) return isa;
+  }
   return Isa::Scalar;
 }
 
-// Which architecture a path belongs to (0 for the portable one).
-int architecture(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar: return 0;
-    case Isa::Avx2:
-    case Isa::Avx512:
-    case Isa::Avx512Bf16:
-    case Isa::Amx: return 1;
-    case Isa::Neon:
-    case Isa::NeonDot:
-    case Isa::NeonBf16: return 2;
-  }
-  return 0;
-}
-
-// `wanted` where the CPU has it (the portable path, or one of the best
-// path's architecture at or below it), else the best path.
-Isa clamp(Isa wanted, Isa best) {
-  if (wanted == Isa::Scalar || (architecture(wanted) == architecture(best) && wanted <= best)) return wanted;
-  return best;
-}
+// `wanted` where the CPU runs it, else the best path.
+Isa clamp(Isa wanted, Isa best) { return supported(wanted) ? wanted : best; }
 
 Isa parse_isa(std::string_view name) {
   if (name == "scalar") return Isa::Scalar;
   if (name == "avx2") return Isa::Avx2;
+  if (name == "avx2vnni") return Isa::Avx2Vnni;
   if (name == "avx512") return Isa::Avx512;
   if (name == "avx512bf16") return Isa::Avx512Bf16;
   if (name == "amx") return Isa::Amx;
@@ -106,7 +116,7 @@ Isa parse_isa(std::string_view name) {
   if (name == "neondot") return Isa::NeonDot;
   if (name == "neonbf16") return Isa::NeonBf16;
   fail("SLM_CPU_ISA: unknown instruction set \"", name,
-       "\" (expected scalar, avx2, avx512, avx512bf16, amx, neon, neondot or neonbf16)");
+       "\" (expected scalar, avx2, avx2vnni, avx512, avx512bf16, amx, neon, neondot or neonbf16)");
 }
 
 std::atomic<Isa>& chosen() {
@@ -127,6 +137,7 @@ std::string_view isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
+    case Isa::Avx2Vnni: return "avx2vnni";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Bf16: return "avx512bf16";
     case Isa::Amx: return "amx";
@@ -155,6 +166,7 @@ const VectorKernels& vector_kernels() {
       static const VectorKernels avx512 = avx512_kernels();
       return avx512;
     }
+    case Isa::Avx2Vnni:
     case Isa::Avx2: {
       static const VectorKernels avx2 = avx2_kernels();
       return avx2;
@@ -209,6 +221,10 @@ const QuantGemmKernels* quant_gemm_kernels() {
     static const QuantGemmKernels kernels = avx512vnni_gemm_kernels();
     return &kernels;
   }
+  if (active_isa() == Isa::Avx2Vnni) {
+    static const QuantGemmKernels kernels = avx2vnni_gemm_kernels();
+    return &kernels;
+  }
 #endif
 #if defined(__aarch64__)
   if (active_isa() == Isa::NeonBf16) {
@@ -229,6 +245,7 @@ const QuantDotKernels& quant_dot_kernels() {
       return vnni;
     }
     case Isa::Avx512:
+    case Isa::Avx2Vnni:
     case Isa::Avx2: {
       static const QuantDotKernels avx2 = avx2_quant_kernels();
       return avx2;

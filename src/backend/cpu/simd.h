@@ -1,14 +1,15 @@
 // The instruction-set paths of the hot CPU loops. Each path lives in its own
 // file compiled for its target; `active_isa()` picks the best one the CPU
-// has, once. SLM_CPU_ISA=scalar|avx2|avx512 forces a lower path (tests use it
-// to check every path on one machine).
-// SLM_CPU_ISA=avx512bf16 names AVX-512 plus the bf16 and int8 dot products
-// (AVX512_BF16 and AVX512_VNNI), SLM_CPU_ISA=amx the top path: that one with
-// the prompt's bf16 and int8 GEMMs on AMX tiles (AMX-BF16, AMX-INT8), where
-// the CPU has them and Linux grants the process their state. On AArch64 the paths are
-// scalar, neon (Advanced SIMD), neondot (plus SDOT, ASIMDDP) and neonbf16
-// (plus the bf16 and int8 matrix instructions of ARMv8.6, BF16 and I8MM); a
-// path of the other architecture is never chosen.
+// has, once. SLM_CPU_ISA names another one the CPU runs (tests use it to
+// check every path on one machine): on x86 scalar, avx2 (AVX2, FMA, F16C),
+// avx2vnni (that one with AVX-VNNI's integer GEMM for q8/q4 prompts: Intel's
+// client cores since Alder Lake), avx512 (AVX-512 F/BW/VL), avx512bf16 (plus
+// the bf16 and int8 dot products, AVX512_BF16 and AVX512_VNNI) and amx (that
+// one with the prompt's bf16 and int8 GEMMs on AMX tiles, where the CPU has
+// AMX-BF16/INT8 and Linux grants the process their state). On AArch64 the
+// paths are scalar, neon (Advanced SIMD), neondot (plus SDOT, ASIMDDP) and
+// neonbf16 (plus the bf16 and int8 matrix instructions of ARMv8.6, BF16 and
+// I8MM); a path of the other architecture is never chosen.
 #pragma once
 
 #include "backend/backend.h"
@@ -37,9 +38,10 @@
 
 namespace slm::cpu {
 
-// Ordered within each architecture (a later path has every feature of an
-// earlier one of its architecture); Scalar is below all.
-enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, Amx, Neon, NeonDot, NeonBf16 };
+// In order of capability within each architecture (Scalar below all); a CPU
+// may lack a lower path (avx2vnni needs AVX-VNNI, which some AVX-512 CPUs
+// have not), so which ones run is asked per path.
+enum class Isa { Scalar, Avx2, Avx2Vnni, Avx512, Avx512Bf16, Amx, Neon, NeonDot, NeonBf16 };
 
 Isa active_isa();
 std::string_view isa_name(Isa isa);
@@ -219,7 +221,7 @@ struct QuantGemmKernels {
                       float* c, int64_t ldc);
 };
 
-// Null when the active path has none (VNNI and I8MM have one).
+// Null when the active path has none (VNNI, AVX-VNNI, AMX and I8MM have one).
 const QuantGemmKernels* quant_gemm_kernels();
 
 // y = x·Wᵀ (+ bias) for q8/q4 projections of one input x[M,K] in integers,
@@ -249,6 +251,8 @@ void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, cons
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 QuantDotKernels avx2_quant_kernels();
+// AVX-VNNI's integer GEMM (simd_avx2vnni.cpp).
+QuantGemmKernels avx2vnni_gemm_kernels();
 VectorKernels avx512_kernels();
 // avx512_kernels() with the bf16 dot products of AVX512-BF16.
 VectorKernels avx512bf16_vector_kernels();

@@ -47,7 +47,7 @@ class IsaGuard {
 inline std::vector<cpu::Isa> for_each_isa(const std::function<void(cpu::Isa)>& body) {
   IsaGuard guard;
   std::vector<cpu::Isa> ran;
-  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512, cpu::Isa::Avx512Bf16, cpu::Isa::Amx, cpu::Isa::Neon,
+  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx2Vnni, cpu::Isa::Avx512, cpu::Isa::Avx512Bf16, cpu::Isa::Amx, cpu::Isa::Neon,
                        cpu::Isa::NeonDot, cpu::Isa::NeonBf16}) {
     cpu::force_isa(isa);
     if (cpu::active_isa() != isa) continue;  // above what the CPU has
