@@ -199,15 +199,18 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, i
   }
 }
 
-// C[MR, 32 masked] = alpha·A·panel + (first block: beta·C, else C).
+// C[MR, 32 masked] = alpha·A·panel + (first block: beta·C, else C). The
+// panel's rows are `panel_stride` apart: packed, or op(B)'s own rows read in
+// place; `masks` (the columns inside N) bound its loads as C's stores.
 template <int MR, bool TransA>
-void sgemm_tile(const float* a, int64_t lda, const float* panel, int64_t kc, float* c, int64_t ldc,
-                const __mmask16 (&masks)[2], float alpha, float beta, bool first) {
+void sgemm_tile(const float* a, int64_t lda, const float* panel, int64_t panel_stride, int64_t kc, float* c,
+                int64_t ldc, const __mmask16 (&masks)[2], float alpha, float beta, bool first) {
   __m512 acc[MR][2];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kc; ++p) {
-    const __m512 b0 = _mm512_loadu_ps(panel + p * kSgemmCols), b1 = _mm512_loadu_ps(panel + p * kSgemmCols + 16);
+    const __m512 b0 = _mm512_maskz_loadu_ps(masks[0], panel + p * panel_stride);
+    const __m512 b1 = _mm512_maskz_loadu_ps(masks[1], panel + p * panel_stride + 16);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 av = _mm512_set1_ps(TransA ? a[p * lda + i] : a[i * lda + p]);
@@ -230,33 +233,95 @@ void sgemm_tile(const float* a, int64_t lda, const float* panel, int64_t kc, flo
 
 template <bool TransA, int... Rows>
 constexpr auto sgemm_tiles(std::integer_sequence<int, Rows...>) {
-  using Tile = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, const __mmask16(&)[2], float,
-                        float, bool);
+  using Tile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, const __mmask16(&)[2],
+                        float, float, bool);
   return std::array<Tile, sizeof...(Rows)>{sgemm_tile<Rows + 1, TransA>...};
 }
+
+// The sixteen horizontal sums of v[0..15], lane j holding v[j]'s: pairs of
+// lanes, then quads, then the four 128-bit quarters, added in a tree.
+inline __m512 sums_of_16(const __m512 (&v)[16]) {
+  __m512 t[8], u[4];
+  for (int i = 0; i < 8; ++i) {
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  const __m512 x01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+  const __m512 x23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x01, x23, 0x88), _mm512_shuffle_f32x4(x01, x23, 0xDD));
+}
+
+// C = alpha·A·Bᵀ + beta·C for a few rows of A (a decoding step's query
+// heads against a tile of keys): each output is the dot product of two rows
+// as they lie, sixteen columns at a time reduced together, where packing
+// would transpose all of B for a handful of rows.
+void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                       int64_t ldb, float beta, float* C, int64_t ldc) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    for (int64_t n0 = 0; n0 < N; n0 += 16) {
+      const int64_t cols = std::min<int64_t>(16, N - n0);
+      __m512 acc[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t k0 = 0; k0 < K; k0 += 16) {
+        const __mmask16 depth = lane_mask(K - k0);
+        const __m512 av = _mm512_maskz_loadu_ps(depth, a + k0);
+        // Rows past N load nothing (mask 0), so the accumulators stay in registers.
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) {
+          const float* b = B + (n0 + std::min<int64_t>(j, cols - 1)) * ldb + k0;
+          acc[j] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(j < cols ? depth : 0, b), acc[j]);
+        }
+      }
+      const __mmask16 mask = lane_mask(cols);
+      float* c = C + m * ldc + n0;
+      __m512 r = _mm512_mul_ps(sums_of_16(acc), _mm512_set1_ps(alpha));
+      if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, c), _mm512_set1_ps(beta), r);
+      _mm512_mask_storeu_ps(c, mask, r);
+    }
+  }
+}
+
+// Up to this many rows, A·Bᵀ runs as dot products (sgemm_few_rows_nt): per
+// 16 columns and 64 deep, about 110 instructions a row against some 380 to
+// pack B and 350 for a tile of up to 12 rows.
+constexpr int64_t kFewRows = 4;
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   static constexpr auto kTiles = sgemm_tiles<false>(std::make_integer_sequence<int, kSgemmRows>());
   static constexpr auto kTransposedTiles = sgemm_tiles<true>(std::make_integer_sequence<int, kSgemmRows>());
   if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
+  if (trans_b && !trans_a && M <= kFewRows) {
+    return sgemm_few_rows_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  // One tile of rows reads each panel once: op(B)'s rows are then read where
+  // they lie rather than copied (B not transposed).
+  const bool in_place = !trans_b && M <= kSgemmRows;
   // Kept by each thread across calls: no allocation per product.
   thread_local std::vector<float> packed;
   const int64_t padded_n = (N + kSgemmCols - 1) / kSgemmCols * kSgemmCols;
   for (int64_t p0 = 0; p0 < K; p0 += kSgemmDepth) {
     const int64_t kc = std::min(kSgemmDepth, K - p0);
-    packed.resize(static_cast<size_t>(padded_n * kc));
-    pack_b(trans_b, B, ldb, p0, kc, N, packed.data());
+    if (!in_place) {
+      packed.resize(static_cast<size_t>(padded_n * kc));
+      pack_b(trans_b, B, ldb, p0, kc, N, packed.data());
+    }
     for (int64_t m0 = 0; m0 < M; m0 += kSgemmRowBlock) {
       const int64_t m1 = std::min(M, m0 + kSgemmRowBlock);
       for (int64_t n0 = 0; n0 < N; n0 += kSgemmCols) {
         const __mmask16 masks[2] = {lane_mask(N - n0), lane_mask(N - n0 - 16)};
-        const float* panel = packed.data() + n0 * kc;
+        const float* panel = in_place ? B + p0 * ldb + n0 : packed.data() + n0 * kc;
+        const int64_t panel_stride = in_place ? ldb : kSgemmCols;
         for (int64_t i0 = m0; i0 < m1; i0 += kSgemmRows) {
           const int64_t rows = std::min(kSgemmRows, m1 - i0);
           const float* a = trans_a ? A + p0 * lda + i0 : A + i0 * lda + p0;
-          (trans_a ? kTransposedTiles : kTiles)[rows - 1](a, lda, panel, kc, C + i0 * ldc + n0, ldc, masks, alpha,
-                                                          beta, p0 == 0);
+          (trans_a ? kTransposedTiles : kTiles)[rows - 1](a, lda, panel, panel_stride, kc, C + i0 * ldc + n0, ldc,
+                                                          masks, alpha, beta, p0 == 0);
         }
       }
     }

@@ -701,15 +701,18 @@ TEST(AmxGemm, HardwareKernelsEqualTheSums) {
 
 // The sgemm of paths that have their own (AVX-512), against the formula in
 // double for every transpose, on sizes that cross the 12-row tiles, the
-// 32-column panels and the 256-deep blocks, with alpha and beta as BLAS
-// takes them: beta 0 never reads C (NaN there stays out of the result).
+// 32-column panels and the 256-deep blocks, and take the few-row paths (B
+// read in place, dot products against Bᵀ) with ragged N and K, with alpha
+// and beta as BLAS takes them: beta 0 never reads C (NaN there stays out of
+// the result).
 TEST(Sgemm, EveryPathMatchesTheFormula) {
   int paths = 0;
   slm::test::for_each_isa([&](Isa isa) {
     const auto own = slm::cpu::vector_kernels().sgemm;
     if (!own) return;
     ++paths;
-    for (const auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {13, 33, 17}, {25, 70, 300}, {12, 32, 256}, {7, 5, 0}}) {
+    for (const auto [M, N, K] :
+         {std::array<int64_t, 3>{1, 1, 1}, {13, 33, 17}, {25, 70, 300}, {12, 32, 256}, {7, 5, 0}, {3, 70, 300}, {9, 45, 270}}) {
       for (bool trans_a : {false, true}) {
         for (bool trans_b : {false, true}) {
           for (const auto [alpha, beta] : {std::array<float, 2>{1.0f, 0.0f}, {0.5f, 2.0f}, {-1.0f, 1.0f}}) {
