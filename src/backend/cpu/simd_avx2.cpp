@@ -410,13 +410,60 @@ void gemm_nt(const float* a, int64_t m, int64_t lda, DType dtype, const void* w,
   }
 }
 
+// The eight horizontal sums of v[0..7], lane j holding v[j]'s.
+inline __m256 sums_of_8(const __m256 (&v)[8]) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// C = alpha·A·Bᵀ + beta·C for a few rows of A (a decoding step's query
+// heads against a tile of keys): dot products of rows as they lie, eight
+// columns at a time reduced together, where packing would transpose all of
+// B for a handful of rows (the AVX-512 path's sgemm_few_rows_nt).
+void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                       int64_t ldb, float beta, float* C, int64_t ldc) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    for (int64_t n0 = 0; n0 < N; n0 += 8) {
+      const int64_t cols = std::min<int64_t>(8, N - n0);
+      __m256 acc[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+      // Columns past N repeat the last one (their sums are not stored), so
+      // the accumulators stay in registers and whole steps need no masks.
+      const float* rows[8];
+      for (int j = 0; j < 8; ++j) rows[j] = B + (n0 + std::min<int64_t>(j, cols - 1)) * ldb;
+      int64_t k0 = 0;
+      for (; k0 + 8 <= K; k0 += 8) {
+        const __m256 av = _mm256_loadu_ps(a + k0);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(av, _mm256_loadu_ps(rows[j] + k0), acc[j]);
+      }
+      if (k0 < K) {
+        const __m256i depth = lane_mask8(K - k0);
+        const __m256 av = _mm256_maskload_ps(a + k0, depth);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(av, _mm256_maskload_ps(rows[j] + k0, depth), acc[j]);
+      }
+      const __m256i mask = lane_mask8(cols);
+      float* c = C + m * ldc + n0;
+      __m256 r = _mm256_mul_ps(sums_of_8(acc), _mm256_set1_ps(alpha));
+      if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_maskload_ps(c, mask), _mm256_set1_ps(beta), r);
+      _mm256_maskstore_ps(c, mask, r);
+    }
+  }
+}
+
 // The same tiles for BLAS's sgemm (attention tiles, training): op(B) is
 // packed per block of 256 along k, as it is; rows of A are read where they
 // lie, either layout. No allocation per call, where OpenBLAS's small-matrix
-// path allocated and freed per attention tile.
+// path allocated and freed per attention tile. Up to 4 rows against Bᵀ
+// run as dot products instead.
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
+  if (trans_b && !trans_a && M <= 4) return sgemm_few_rows_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   const int64_t groups = (N + kPackCols - 1) / kPackCols;
   thread_local std::vector<float> packed;
   packed.resize(static_cast<size_t>(groups * std::min(K, kKc) * kPackCols));
