@@ -1,6 +1,6 @@
 // The AMX tile operations the GEMMs of simd_amx.cpp use, twice: `AmxTiles`
-// issues the instructions (a file compiled for amx-tile, amx-bf16 and
-// amx-int8 only), `AmxTileModel` computes what they compute in plain C++, so
+// issues the instructions (usable only in a file compiled for amx-tile,
+// amx-bf16 and amx-int8), `AmxTileModel` computes what they compute in plain C++, so
 // that the kernels written against them are tested on CPUs without AMX. The
 // kernels are templates over which of the two they call; only AmxTiles is
 // ever dispatched to.
@@ -10,7 +10,8 @@
 // B tiles 6 and 7 (column blocks). A tile holds up to 16 rows of up to 64
 // bytes; `TileShape`s set them per role for a product.
 //
-// Include below a file's target pragma, as simd_avx512_inline.h.
+// Include below a file's target pragma, as simd_avx512_inline.h, after
+// including the headers it names above the pragma.
 #pragma once
 
 #include <immintrin.h>

@@ -244,8 +244,11 @@ const QuantDotKernels& quant_dot_kernels() {
       static const QuantDotKernels vnni = avx512vnni_kernels();
       return vnni;
     }
+    case Isa::Avx2Vnni: {
+      static const QuantDotKernels avx2vnni = avx2vnni_quant_kernels();
+      return avx2vnni;
+    }
     case Isa::Avx512:
-    case Isa::Avx2Vnni:
     case Isa::Avx2: {
       static const QuantDotKernels avx2 = avx2_quant_kernels();
       return avx2;

@@ -251,7 +251,8 @@ void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, cons
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 QuantDotKernels avx2_quant_kernels();
-// AVX-VNNI's integer GEMM (simd_avx2vnni.cpp).
+// AVX-VNNI's integer dot products and GEMM (simd_avx2vnni.cpp).
+QuantDotKernels avx2vnni_quant_kernels();
 QuantGemmKernels avx2vnni_gemm_kernels();
 VectorKernels avx512_kernels();
 // avx512_kernels() with the bf16 dot products of AVX512-BF16.

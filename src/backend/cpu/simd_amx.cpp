@@ -40,10 +40,10 @@ namespace slm::cpu {
 
 namespace {
 
-// Both GEMMs compute C in blocks of 32 rows × 32 columns: two A tiles (16
-// rows each) against two B tiles (16 columns each) into four C tiles, four
-// tile loads per four products. A block of 16 rows or fewer (the last of a
-// prompt) uses one A tile.
+// Every product computes C in blocks of 32 × 32: two A tiles (16 rows
+// each) against two B tiles (16 columns each) into four C tiles, four tile
+// loads per four products (transposed products: 32 weight rows against 32
+// activation rows). A block edge of 16 or fewer uses one tile of that side.
 constexpr int64_t kBlockRows = 32;
 constexpr int64_t kPanelCols = 32;
 
@@ -51,18 +51,6 @@ constexpr int64_t kPanelCols = 32;
 struct alignas(64) BlockOut {
   float c[kBlockRows][kPanelCols];
 };
-
-// Rows [m0, m0 + rows) of an operand whose tile loads read `row_bytes` from
-// each row: read in place where the block is whole and inside the rows, else
-// copied into a zeroed block of 32 rows (a tile always loads 16 rows, so
-// the last block of a prompt is padded with zeros).
-template <class T>
-const T* block_rows(const T* a, int64_t lda, int64_t rows, int64_t row_values, bool in_place, std::vector<T>& staged) {
-  if (in_place && rows == kBlockRows) return a;
-  staged.assign(static_cast<size_t>(kBlockRows * row_values), T{});
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(a + r * lda, std::min(lda, row_values), staged.data() + r * row_values);
-  return staged.data();
-}
 
 // ---- bf16: C (+)= A·B, A [M][lda] bf16, B a weight as Bf16Layout says ----
 
@@ -158,8 +146,8 @@ void bf16_gemm_packed(const void* packed, int64_t m0, int64_t M, const uint16_t*
   const int64_t chunks = chunks_of(K);
   const char* x = static_cast<const char*>(packed) + m0 / 16 * chunks * kTileBytes;
   // A tile reads 32 values of each chunk from 16 weight rows: in place where
-  // those lie inside the weight (K whole chunks, 16 rows left), else from
-  // rows copied into zeros.
+  // those lie inside the weight (K whole chunks, all 32 rows of the block
+  // there), else from rows copied into zeros.
   thread_local std::vector<uint16_t> staged;
   Tiles::configure(kBf16Shapes);
   BlockOut out;
@@ -227,6 +215,18 @@ void bf16_block_kn(const uint16_t* a, int64_t lda, const uint32_t* panel, int64_
     Tiles::template store_c<1, 0>(out.c[16], kOutStride);
     Tiles::template store_c<1, 1>(out.c[16] + 16, kOutStride);
   }
+}
+
+// 32 rows of A (`rows` of them real, row stride lda) as tile loads read
+// them, `row_values` from each: in place where all 32 exist and `in_place`
+// says the reads stay inside each row, else copied into a zeroed block (a
+// tile always loads 16 rows, so the last block of a prompt is padded).
+const uint16_t* block_rows(const uint16_t* a, int64_t lda, int64_t rows, int64_t row_values, bool in_place,
+                           std::vector<uint16_t>& staged) {
+  if (in_place && rows == kBlockRows) return a;
+  staged.assign(static_cast<size_t>(kBlockRows * row_values), 0);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(a + r * lda, std::min(lda, row_values), staged.data() + r * row_values);
+  return staged.data();
 }
 
 template <class Tiles>
@@ -324,7 +324,6 @@ void pack_x(const uint8_t* xq, const float* xs, int64_t m, int64_t k, void* pack
 // 32 weight rows from n0 as A tiles read them, and their scales as f32
 // ([row][block]): q8 rows in place where all 32 exist, else (and q4 rows
 // always: their levels, less 8) copied into bytes [32][k], zero past n.
-template <class Block>
 struct WeightRows {
   const int8_t* values;  // block 0 of the first row
   int64_t stride;        // bytes from a row's block to the next row's
@@ -333,7 +332,7 @@ struct WeightRows {
 };
 
 template <class Block>
-WeightRows<Block> weight_rows(const Block* w, int64_t n0, int64_t n, int64_t k, std::vector<int8_t>& staged,
+WeightRows weight_rows(const Block* w, int64_t n0, int64_t n, int64_t k, std::vector<int8_t>& staged,
                               std::vector<float>& scales) {
   const int64_t blocks = k / kQuantBlock;
   const int64_t rows = std::min(kPanelCols, n - n0);
@@ -387,8 +386,8 @@ void int8_block(const int8_t* values, int64_t stride, const char* x, int64_t x_n
   if constexpr (WeightTiles == 2 && RowTiles == 2) Tiles::template store_c<1, 1>(sums.c[16] + 16, kOutStride);
 }
 
-template <class Tiles, int WeightTiles, int RowTiles, class Block>
-void int8_rows(const WeightRows<Block>& weights, const char* x, int64_t blocks, BlockOut& sums, BlockOut& totals) {
+template <class Tiles, int WeightTiles, int RowTiles>
+void int8_rows(const WeightRows& weights, const char* x, int64_t blocks, BlockOut& sums, BlockOut& totals) {
   const int64_t x_next = packed_x_bytes(16, blocks * kQuantBlock);
   const auto* x_scales = reinterpret_cast<const float*>(x + blocks * kQuadTileBytes);
   std::memset(&totals, 0, sizeof totals);
@@ -421,7 +420,7 @@ void int8_gemm_packed(const void* packed, int64_t m0, int64_t m, const Block* w,
   BlockOut sums, totals;
   for (int64_t n0 = 0; n0 < n; n0 += kPanelCols) {
     const int64_t cols = std::min(kPanelCols, n - n0);
-    const WeightRows<Block> weights = weight_rows(w, n0, n, k, staged, scales);
+    const WeightRows weights = weight_rows(w, n0, n, k, staged, scales);
     for (int64_t r0 = 0; r0 < m; r0 += kBlockRows) {
       const int64_t rows = std::min(kBlockRows, m - r0);
       const char* x_rows = x + r0 / 16 * packed_x_bytes(16, k);

@@ -1,11 +1,11 @@
-// The integer GEMM of q8/q4 prompts on CPUs with AVX-VNNI but not AVX-512
-// (Intel's client cores since Alder Lake): vpdpbusd on 256-bit registers
-// multiplies 32 unsigned by 32 signed bytes and adds them in fours into
-// eight int32 lanes, four times the multiplies of an f32 FMA, where the avx2
-// path widens the weights to f32 for its FMA GEMM. The rest of the avx2vnni
-// path is avx2's. The arithmetic is the AVX-512 VNNI GEMM's at half the
-// width: activations as q8 values plus 128, weights packed per panel with
-// each column's scale and -128·Σw, the value its int32 sums start from.
+// The integer products of q8/q4 weights on CPUs with AVX-VNNI but not
+// AVX-512 (Intel's client cores since Alder Lake): vpdpbusd on 256-bit
+// registers multiplies 32 unsigned by 32 signed bytes and adds them in
+// fours into eight int32 lanes, one instruction for a block where AVX2
+// takes four (vpmaddubsw, vpmaddwd and the sign moves), and four times the
+// multiplies of an f32 FMA, where the avx2 path widens prompt weights to f32
+// for its FMA GEMM. Decode's dot products come first, then the GEMM of
+// prompts; the rest of the avx2vnni path is avx2's.
 #if defined(__x86_64__)
 #include "backend/cpu/simd.h"
 
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target.
@@ -25,6 +26,69 @@ SLM_TARGET_BEGIN("avx2,fma,f16c,avxvnni")
 namespace slm::cpu {
 
 namespace {
+
+// The dot products read x arranged once per product: per block, its 32
+// values, its scale as f32, and the values the int32 sums of a block start
+// from so that the offsets that make the weights unsigned cancel: -128·Σx
+// (q8 weights read as w + 128) and -8·Σx (q4 levels are w + 8), in lane 0.
+struct ArrangedBlock {
+  int8_t q[32];
+  float scale;
+  int32_t minus_128_sum;
+  int32_t minus_8_sum;
+  int32_t unused;
+};
+
+int64_t arranged_bytes(int64_t k) { return k / kQuantBlock * static_cast<int64_t>(sizeof(ArrangedBlock)); }
+
+void arrange_x(const BlockQ8* x, int64_t k, void* out) {
+  auto* blocks = static_cast<ArrangedBlock*>(out);
+  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
+    int32_t sum = 0;
+    for (int i = 0; i < kQuantBlock; ++i) sum += x[b].q[i];
+    std::memcpy(blocks[b].q, x[b].q, sizeof blocks[b].q);
+    blocks[b].scale = scale_of(x[b].scale);
+    blocks[b].minus_128_sum = -128 * sum;
+    blocks[b].minus_8_sum = -8 * sum;
+    blocks[b].unused = 0;
+  }
+}
+
+// Σ w·x of one block: the unsigned weight bytes (q8: w + 128; q4: the
+// levels) against x, from the block's start value; the block's two scales
+// multiply it into the f32 total.
+template <class Block>
+[[gnu::always_inline]] inline void add_block(const ArrangedBlock& x, const Block& w, __m256& total) {
+  __m256i start, weights;
+  if constexpr (std::is_same_v<Block, BlockQ8>) {
+    start = _mm256_setr_epi32(x.minus_128_sum, 0, 0, 0, 0, 0, 0, 0);
+    weights = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q)), _mm256_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    start = _mm256_setr_epi32(x.minus_8_sum, 0, 0, 0, 0, 0, 0, 0);
+    weights = q4_levels(w);
+  }
+  const __m256i sum = _mm256_dpbusd_avx_epi32(start, weights, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q)));
+  total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scale * scale_of(w.scale)), total);
+}
+
+// out[r] = Σ x·w_r for `rows` rows, two blocks a step in two chains.
+template <class Block>
+void quantized_rows(const void* arranged, const Block* w, int64_t k, int64_t rows, float* out) {
+  const auto* x = static_cast<const ArrangedBlock*>(arranged);
+  const int64_t blocks = k / kQuantBlock;
+  for (int64_t r = 0; r < rows; ++r) {
+    const Block* row = w + r * blocks;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t b = 0;
+    for (; b + 2 <= blocks; b += 2) {
+      prefetch_ahead<2 * sizeof(Block)>(row + b);
+      add_block(x[b], row[b], a0);
+      add_block(x[b + 1], row[b + 1], a1);
+    }
+    if (b < blocks) add_block(x[b], row[b], a0);
+    out[r] = horizontal_sum(_mm256_add_ps(a0, a1));
+  }
+}
 
 // A tile of 3 rows × 16 columns (two vectors) holds six int32 sums of the
 // block in progress and six f32 totals; per quad of k it loads two weight
@@ -191,6 +255,11 @@ void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void
 }
 
 }  // namespace
+
+// quantize_x is avx2's: the blocks are quantize_q8's either way.
+QuantDotKernels avx2vnni_quant_kernels() {
+  return {avx2_quant_kernels().quantize_x, arranged_bytes, arrange_x, quantized_rows<BlockQ8>, quantized_rows<BlockQ4>};
+}
 
 QuantGemmKernels avx2vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
 
