@@ -1,10 +1,11 @@
-// The operands of the AVX-512 GEMMs as they pack them, shared by the
-// AVX512-BF16, AVX512-VNNI and AMX files, whose kernels read the same
-// layouts: a bf16 weight panel is [K/2][columns] 32-bit pairs (vdpbf16ps's
-// and tdpbf16ps's B operand), an int8 panel [block][vector][quad][16][4]
-// bytes (vpdpbusd's and tdpbusd's). Include it after a file's target pragma
-// (AVX512F/BW/VL and F16C at least) and after simd_avx512_inline.h and
-// simd_x86_inline.h; internal linkage, as those.
+// The operands of the AVX-512 GEMMs as they prepare them, shared by the
+// AVX512-BF16, AVX512-VNNI and AMX files: bf16 weight panels as
+// [K/2][columns] 32-bit pairs (the B operand of vdpbf16ps, and of
+// tdpbf16ps for the input gradient), prompt rows quantized to q8 (the
+// integer GEMMs' activations), weight blocks as signed bytes, and the VNNI
+// GEMM's int8 panels ([block][vector][quad][16][4] bytes). Include it after
+// a file's target pragma (AVX512F/BW/VL and F16C at least) and after
+// simd_avx512_inline.h and simd_x86_inline.h; internal linkage, as those.
 #pragma once
 
 #include "core/half.h"
