@@ -53,9 +53,7 @@ bool amx_granted() {
   }();
   return granted;
 }
-#endif
 
-#if defined(__x86_64__)
 // AVX-VNNI: the VEX-encoded vpdpbusd (CPUID leaf 7, subleaf 1, EAX bit 4).
 bool has_avx_vnni() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
