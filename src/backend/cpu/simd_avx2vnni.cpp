@@ -199,10 +199,6 @@ void transpose_8x8(__m256i r[8]) {
   }
 }
 
-// A weight block's 32 values as signed bytes (q4: its levels less 8).
-inline __m256i block_values(const BlockQ8& w) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q)); }
-inline __m256i block_values(const BlockQ4& w) { return _mm256_sub_epi8(q4_levels(w), _mm256_set1_epi8(8)); }
-
 // Packs weight rows [0, cols) (cols ≤ kCols) of w (rows of `blocks`
 // blocks): a block of 8 rows is one 8×8 transpose of 32-bit words, row i's
 // eight words becoming word i of eight vectors, one per quad.

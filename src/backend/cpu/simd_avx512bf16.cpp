@@ -14,14 +14,13 @@
 #include <vector>
 
 // Everything below, and nothing included above, is compiled for this target.
-SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")
+SLM_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512bf16,fma")
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #include "backend/cpu/simd_avx512_inline.h"
-#include "backend/cpu/simd_x86_inline.h"
 #include "backend/cpu/simd_avx512_panels.h"
 
 namespace slm::cpu {
@@ -37,6 +36,39 @@ namespace {
 constexpr int64_t kRows = 8;
 constexpr int64_t kVectors = 3;
 constexpr int64_t kCols = 16 * kVectors;
+
+// Panel of a [N][K] B (row stride ldb): rows [0, cols) (cols ≤ kCols) into
+// packed[(K+1)/2][kCols] words, zero-padded. A pair (B[c][2p], B[c][2p+1]) is
+// one 32-bit word of row c, so packing is a transpose of 32-bit words: 16×16
+// blocks in registers, the ragged edges word by word.
+void pack_panel_nk(const uint16_t* B, int64_t ldb, int64_t K, int64_t cols, uint32_t* out) {
+  const int64_t pairs = (K + 1) / 2;
+  const int64_t full_pairs = K / 2;
+  const int64_t block_pairs = full_pairs / 16 * 16;
+  for (int64_t c0 = 0; c0 < kCols; c0 += 16) {
+    const bool full_rows = c0 + 16 <= cols;
+    const int64_t vector_pairs = full_rows ? block_pairs : 0;
+    __m512i r[16];
+    for (int64_t p0 = 0; p0 < vector_pairs; p0 += 16) {
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(B + (c0 + i) * ldb + 2 * p0);
+      transpose_16x16(r);
+      for (int j = 0; j < 16; ++j) _mm512_storeu_si512(out + (p0 + j) * kCols + c0, r[j]);
+    }
+    for (int64_t c = c0; c < c0 + 16; ++c) {
+      if (c >= cols) {
+        for (int64_t p = vector_pairs; p < pairs; ++p) out[p * kCols + c] = 0;
+        continue;
+      }
+      const uint16_t* row = B + c * ldb;
+      for (int64_t p = vector_pairs; p < full_pairs; ++p) {
+        uint32_t word;
+        std::memcpy(&word, row + 2 * p, sizeof word);
+        out[p * kCols + c] = word;
+      }
+      if (K % 2) out[full_pairs * kCols + c] = row[K - 1];
+    }
+  }
+}
 
 template <int MR>
 void block(const uint32_t* A_pairs, int64_t lda_pairs, const uint32_t* packed, int64_t pairs, float* C, int64_t ldc,
@@ -75,7 +107,7 @@ void gemm(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, int64_t 
   for (int64_t n = 0; n < N; n += kCols) {
     const int64_t cols = std::min(kCols, N - n);
     if (layout == Bf16Layout::NK) {
-      pack_panel_nk<kCols>(B + n * ldb, ldb, K, cols, packed.data());
+      pack_panel_nk(B + n * ldb, ldb, K, cols, packed.data());
     } else {
       pack_panel_kn<kCols>(B + n, ldb, K, cols, packed.data());
     }

@@ -200,8 +200,70 @@ constexpr int64_t kGemmRows = 4;
 constexpr int64_t kGemmVectors = 3;
 constexpr int64_t kGemmCols = 16 * kGemmVectors;
 
+// A panel's packed weights, for `blocks` blocks, 64-byte aligned.
+class PackedPanel {
+ public:
+  void reserve(int64_t blocks) {
+    const size_t words = static_cast<size_t>(blocks * kGemmVectors * (kQuads + 2) * 16) + 16;
+    if (storage_.size() < words) storage_.resize(words);
+    const uintptr_t address = reinterpret_cast<uintptr_t>(storage_.data());
+    weights_ = storage_.data() + (64 - address % 64) % 64 / sizeof(int32_t);
+    blocks_ = blocks;
+  }
+  // 16 columns × 4 bytes: quad q of vector v of block b.
+  int32_t* weights(int64_t b, int64_t v, int64_t q) { return weights_ + ((b * kGemmVectors + v) * kQuads + q) * 16; }
+  float* scales(int64_t b, int64_t v) {
+    return reinterpret_cast<float*>(weights_ + (blocks_ * kGemmVectors * kQuads + b * kGemmVectors + v) * 16);
+  }
+  int32_t* offsets(int64_t b, int64_t v) {
+    return weights_ + (blocks_ * kGemmVectors * (kQuads + 1) + b * kGemmVectors + v) * 16;
+  }
+
+ private:
+  std::vector<int32_t> storage_;
+  int32_t* weights_ = nullptr;
+  int64_t blocks_ = 0;
+};
+
+// Packs weight rows [0, cols) (cols ≤ kGemmCols) of w (rows of `blocks`
+// blocks). Two blocks of 16 rows are one 16×16 transpose of 32-bit words:
+// row i's 16 words (both blocks) become word i of 16 vectors, one per quad.
+template <class Block>
+void pack_panel(const Block* w, int64_t blocks, int64_t cols, PackedPanel& panel) {
+  panel.reserve(blocks);
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t v = 0; v < kGemmVectors; ++v) {
+    const int64_t c0 = 16 * v;
+    for (int64_t b = 0; b < blocks; b += 2) {
+      const bool pair = b + 1 < blocks;
+      __m512i r[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (c0 + i >= cols) {
+          r[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const Block* row = w + (c0 + i) * blocks;
+        const __m256i second = pair ? block_values(row[b + 1]) : _mm256_setzero_si256();
+        r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(block_values(row[b])), second, 1);
+      }
+      transpose_16x16(r);
+      for (int64_t half = 0; half < (pair ? 2 : 1); ++half) {
+        __m512i sum = _mm512_setzero_si512();
+        for (int64_t q = 0; q < kQuads; ++q) {
+          const __m512i quad = r[half * kQuads + q];
+          _mm512_store_si512(panel.weights(b + half, v, q), quad);
+          sum = _mm512_dpbusd_epi32(sum, ones, quad);
+        }
+        _mm512_store_si512(panel.offsets(b + half, v), _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
+        float* scales = panel.scales(b + half, v);
+        for (int64_t i = 0; i < 16; ++i) scales[i] = c0 + i < cols ? scale_of(w[(c0 + i) * blocks + b + half].scale) : 0.0f;
+      }
+    }
+  }
+}
+
 template <int MR>
-void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel<kGemmVectors>& panel, int64_t blocks, float* c,
+void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel& panel, int64_t blocks, float* c,
                int64_t ldc, const __mmask16* masks) {
   __m512 total[MR][kGemmVectors];
   for (int i = 0; i < MR; ++i) {
@@ -237,14 +299,14 @@ void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, PackedPanel<kGemmV
   }
 }
 
-using GemmTile = void (*)(const uint8_t*, int64_t, const float*, PackedPanel<kGemmVectors>&, int64_t, float*, int64_t, const __mmask16*);
+using GemmTile = void (*)(const uint8_t*, int64_t, const float*, PackedPanel&, int64_t, float*, int64_t, const __mmask16*);
 constexpr GemmTile kGemmTiles[kGemmRows] = {gemm_tile<1>, gemm_tile<2>, gemm_tile<3>, gemm_tile<4>};
 
 template <class Block>
 void gemm_of(const uint8_t* xq, const float* xs, int64_t m, const Block* w, int64_t n, int64_t k, float* c,
              int64_t ldc) {
   const int64_t blocks = k / kQuantBlock;
-  thread_local PackedPanel<kGemmVectors> panel;
+  thread_local PackedPanel panel;
   for (int64_t n0 = 0; n0 < n; n0 += kGemmCols) {
     const int64_t cols = std::min(kGemmCols, n - n0);
     pack_panel(w + n0 * blocks, blocks, cols, panel);

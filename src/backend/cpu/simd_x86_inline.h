@@ -1,5 +1,5 @@
 // Small intrinsic helpers shared by the x86 instruction-set files. Include it
-// after a file's `#pragma GCC target` (AVX and F16C at least), so it is
+// after a file's `#pragma GCC target` (AVX2 and F16C at least), so it is
 // compiled for that file's target. This is the one header those files take
 // below the pragma, and it cannot leak the target into other files: its
 // functions have internal linkage (anonymous namespace), and the headers it
@@ -33,6 +33,11 @@ inline __m256i q4_levels(const BlockQ4& w) {
   const __m128i nibble = _mm_set1_epi8(0x0f);
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble), _mm_and_si128(bytes, nibble));
 }
+
+// A weight block's 32 values as signed bytes (q4: its levels less 8), for
+// the integer GEMMs' weight panels (AVX2 at least).
+inline __m256i block_values(const BlockQ8& w) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q)); }
+inline __m256i block_values(const BlockQ4& w) { return _mm256_sub_epi8(q4_levels(w), _mm256_set1_epi8(8)); }
 
 }  // namespace
 }  // namespace slm::cpu
