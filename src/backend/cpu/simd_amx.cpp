@@ -54,8 +54,9 @@ struct alignas(64) BlockOut {
 
 // ---- bf16: C (+)= A·B, A [M][lda] bf16, B a weight as Bf16Layout says ----
 
-// All tiles 16 rows × 64 bytes: 32 bf16 along K per product (a chunk).
-constexpr TileShapes kBf16Shapes = {{16, 64}, {16, 64}, {16, 64}};
+// All tiles 16 rows × 64 bytes: the bf16 products' shapes (32 values along
+// K per product, a chunk), and the probe's.
+constexpr TileShapes kFullTiles = {{16, 64}, {16, 64}, {16, 64}};
 constexpr int64_t kChunk = 32;
 constexpr int64_t kTileBytes = 16 * 64;
 
@@ -149,7 +150,7 @@ void bf16_gemm_packed(const void* packed, int64_t m0, int64_t M, const uint16_t*
   // those lie inside the weight (K whole chunks, all 32 rows of the block
   // there), else from rows copied into zeros.
   thread_local std::vector<uint16_t> staged;
-  Tiles::configure(kBf16Shapes);
+  Tiles::configure(kFullTiles);
   BlockOut out;
   for (int64_t n0 = 0; n0 < N; n0 += kPanelCols) {
     const int64_t cols = std::min(kPanelCols, N - n0);
@@ -240,7 +241,7 @@ void bf16_gemm_kn(const uint16_t* A, int64_t M, int64_t lda, const uint16_t* B, 
   // In place, a tile row reads 32 values of each chunk: inside the row when
   // K is whole chunks (A is zero from K to lda).
   const bool in_place = K % kChunk == 0;
-  Tiles::configure(kBf16Shapes);
+  Tiles::configure(kFullTiles);
   BlockOut out;
   for (int64_t n0 = 0; n0 < N; n0 += kPanelCols) {
     const int64_t cols = std::min(kPanelCols, N - n0);
@@ -476,29 +477,13 @@ QuantGemmKernels amx_model_quant_kernels() {
   return {prepare_x, quant_gemm<AmxTileModel>, packed_x_bytes, pack_x, quant_gemm_packed<AmxTileModel>};
 }
 
-// The probe's peaks: four independent tile products per iteration on
-// operands that stay in the tile registers (C 0..3 from A 4/5 and B 6/7).
-double amx_bf16_loop(int64_t iterations) {
-  AmxTiles::configure(kBf16Shapes);
-  alignas(64) static const uint16_t zeros[16][32] = {};
-  AmxTiles::load_a<0>(zeros, 64);
-  AmxTiles::load_a<1>(zeros, 64);
-  AmxTiles::load_b<0>(zeros, 64);
-  AmxTiles::load_b<1>(zeros, 64);
-  for (int64_t i = 0; i < iterations; ++i) {
-    AmxTiles::dot_bf16<0, 0>();
-    AmxTiles::dot_bf16<0, 1>();
-    AmxTiles::dot_bf16<1, 0>();
-    AmxTiles::dot_bf16<1, 1>();
-  }
-  alignas(64) float out[16][16];
-  AmxTiles::store_c<0, 0>(out, 64);
-  AmxTiles::release();
-  return out[0][0];
-}
+namespace {
 
-double amx_int8_loop(int64_t iterations) {
-  constexpr TileShapes kFullTiles = {{16, 64}, {16, 64}, {16, 64}};
+// The probe's peaks: four independent tile products per iteration on
+// full tiles that stay in the tile registers (C 0..3 from A 4/5 and B 6/7);
+// bf16 pairs into f32, or signed bytes into int32.
+template <bool Int8>
+double amx_loop(int64_t iterations) {
   AmxTiles::configure(kFullTiles);
   alignas(64) static const uint8_t zeros[16][64] = {};
   AmxTiles::load_a<0>(zeros, 64);
@@ -506,16 +491,28 @@ double amx_int8_loop(int64_t iterations) {
   AmxTiles::load_b<0>(zeros, 64);
   AmxTiles::load_b<1>(zeros, 64);
   for (int64_t i = 0; i < iterations; ++i) {
-    AmxTiles::dot_s8s8<0, 0>();
-    AmxTiles::dot_s8s8<0, 1>();
-    AmxTiles::dot_s8s8<1, 0>();
-    AmxTiles::dot_s8s8<1, 1>();
+    if constexpr (Int8) {
+      AmxTiles::dot_s8s8<0, 0>();
+      AmxTiles::dot_s8s8<0, 1>();
+      AmxTiles::dot_s8s8<1, 0>();
+      AmxTiles::dot_s8s8<1, 1>();
+    } else {
+      AmxTiles::dot_bf16<0, 0>();
+      AmxTiles::dot_bf16<0, 1>();
+      AmxTiles::dot_bf16<1, 0>();
+      AmxTiles::dot_bf16<1, 1>();
+    }
   }
   alignas(64) int32_t out[16][16];
   AmxTiles::store_c<0, 0>(out, 64);
   AmxTiles::release();
   return out[0][0];
 }
+
+}  // namespace
+
+double amx_bf16_loop(int64_t iterations) { return amx_loop<false>(iterations); }
+double amx_int8_loop(int64_t iterations) { return amx_loop<true>(iterations); }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

@@ -670,12 +670,7 @@ TEST(AmxGemm, ParallelQuantizedProductsFromPackedRowsOnTheTileModel) {
   std::vector<float> y8(size_t(M * 50), std::numeric_limits<float>::quiet_NaN()), y4(size_t(M * 120), y8[0]);
   const slm::Projection projections[2] = {{&W8, nullptr, y8.data()}, {&W4, bias.data(), y4.data()}};
   slm::cpu::quant_gemm_parallel(kernels, x.data(), M, K, projections);
-  std::vector<float> quantized(x.size());
-  std::vector<slm::BlockQ8> blocks(size_t(K / slm::kQuantBlock));
-  for (int64_t m = 0; m < M; ++m) {
-    slm::quantize_q8(x.data() + m * K, K, blocks.data());
-    slm::dequantize_q8(blocks.data(), K, quantized.data() + m * K);
-  }
+  const std::vector<float> quantized = seen_activations(DType::Q8, M, K, x);
   for (const auto& [W, b, y] : {std::tuple{&W8, (const float*)nullptr, &y8}, std::tuple{&W4, bias.data(), &y4}}) {
     std::vector<float> want(y->size());
     slm::cpu::matmul_reference(quantized.data(), M, K, *W, b, want.data());
