@@ -66,10 +66,11 @@ std::string ChatTemplate::render(const ChatJson& context) const {
   if (!context.is_object()) fail(origin_, ": the render context must be a JSON object");
   jinja::Scope globals;
   jinja::add_globals(globals);
-  for (auto it = context.begin(); it != context.end(); ++it) globals.vars[it.key()] = jinja::from_json(it.value());
   try {
+    for (auto it = context.begin(); it != context.end(); ++it) globals.vars[it.key()] = jinja::from_json(it.value());
     return jinja::render(program_->body, globals);
   } catch (const jinja::TemplateError& e) {
+    if (e.pos == jinja::kNoPosition) fail(origin_, ": the render context: ", e.message);
     fail(origin_, ":", location(program_->source, e.pos), ": ", e.message);
   }
 }

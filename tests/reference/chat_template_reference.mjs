@@ -243,7 +243,12 @@ end
   python_semantics: `{{ 2.5 | round }} {{ 3.5 | round }} {{ 0.125 | round(2) }} {{ 3 | round }} {{ 2.4 | round(method='ceil') }}
 {{ {'a': 1, 'b': (2, 'x')} | items | list }} {{ (1,) }} {{ ('a', "b'") }} {{ 'x\u00a0y\n' | list }} {{ true is number }} {{ true is integer }}
 {{ none }} {{ true }} {{ messages | map(attribute='role') | list }} {{ messages[0] if messages else {} }} {{ [1.0, 2.5] }}
-{{ ' x.'.strip(' .') }} {{ -7 % 3 }} {{ -7 // 2 }} {{ 'hELLO wORLD' | title }} {{ '\U0001F600a' | length }} {{ [1, 2] | trim }} {{ 7 | upper }}`,
+{{ ' x.'.strip(' .') }} {{ -7 % 3 }} {{ -7 // 2 }} {{ 'hELLO wORLD' | title }} {{ '\U0001F600a' | length }} {{ [1, 2] | trim }} {{ 7 | upper }}
+{% set x = 0 %}{% for m in messages %}{% set x = [x] %}{{ x }};{% endfor %}{{ x }}`,
+  // A namespace that holds itself prints as Python prints a cycle; the port
+  // overflows its stack, an error.
+  self_reference: `{%- set ns = namespace(n=0) -%}{%- set ns.me = ns -%}{%- set ns.all = [ns, 1] -%}
+{{ ns }}|{{ ns.all }}|{{ {'d': ns} }}|{{ (ns,) }}|{{ ns.all | length }}`,
   chatml: `{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`,
 };
 const featureContexts = [

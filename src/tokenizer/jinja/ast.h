@@ -53,13 +53,4 @@ struct Stmt {
   Body body, orelse;
 };
 
-// Templates come with model files: nesting is bounded so that no template
-// can exhaust the stack of the recursive parser or interpreter, and so are
-// the text it builds and the loop iterations it runs, so that none can
-// exhaust memory or hang (`{% set s = s ~ s %}` in a loop, nested loops over
-// ranges). A real render is kilobytes and a few thousand iterations.
-constexpr int kMaxNesting = 200;
-constexpr size_t kMaxText = size_t{64} << 20;  // bytes of one string, list or render
-constexpr int64_t kMaxIterations = 1'000'000;
-
 }  // namespace slm::jinja

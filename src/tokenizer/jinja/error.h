@@ -8,12 +8,24 @@
 
 namespace slm::jinja {
 
+// Templates come with model files: nesting is bounded so that no template
+// can exhaust the stack of the recursive parser, interpreter or printers (a
+// value printed or written as JSON is at most kMaxNesting lists and dicts
+// deep), and so are the text it builds and the loop iterations it runs, so
+// that none can exhaust memory or hang (`{% set s = s ~ s %}` in a loop,
+// nested loops over ranges). A real render is kilobytes and a few thousand
+// iterations.
+constexpr int kMaxNesting = 200;
+constexpr size_t kMaxText = size_t{64} << 20;  // bytes of one string, list or render
+constexpr int64_t kMaxIterations = 1'000'000;
+
 // A failure at a byte offset of the source; ChatTemplate's render() and
 // constructor turn it into an slm::Error with the origin and line:column.
 struct TemplateError {
-  size_t pos;
+  size_t pos;  // kNoPosition: the fault is in the render context, not the source
   std::string message;
 };
+constexpr size_t kNoPosition = std::string::npos;
 
 template <class... Parts>
 [[noreturn]] void fail_at(size_t pos, Parts&&... parts) {

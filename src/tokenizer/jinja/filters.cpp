@@ -265,7 +265,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
       style.key_separator = (*separators->list)[1].text;
     }
     std::string out;
-    append_json(out, v, style, 0, pos);
+    append_json(out, v, style, pos);
     return Value::of(std::move(out));
   }
   if (name == "string") return Value::of(to_string(v, pos));

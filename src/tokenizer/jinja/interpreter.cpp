@@ -170,6 +170,7 @@ class Interpreter {
     const auto n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
       if (++iterations_ > kMaxIterations) fail_at(s.pos, "more than ", kMaxIterations, " loop iterations");
+      loop_scope.vars.clear();  // as in Jinja2, what one iteration sets the next does not see
       Dict loop;
       loop.items = {{"index", Value::of(i + 1)},
                     {"index0", Value::of(i)},
@@ -184,7 +185,10 @@ class Interpreter {
       bind(loop_scope, s.names, items[static_cast<size_t>(i)], s.pos);
       if (run(s.body, loop_scope, out) == Flow::Break) break;
     }
-    if (items.empty()) run(s.orelse, loop_scope, out);
+    if (items.empty()) {
+      loop_scope.vars.clear();
+      run(s.orelse, loop_scope, out);
+    }
     return Flow::Normal;
   }
 
@@ -197,6 +201,7 @@ class Interpreter {
       run(s.body, scope, text);
       value = Value::of(std::move(text));
     }
+    if (value.depth > static_cast<uint32_t>(kMaxNesting)) fail_at(s.pos, "a value nested more than ", kMaxNesting, " lists and dicts deep");
     if (!s.text.empty()) {
       const Value* target = scope.find(s.names[0]);
       if (!target || target->kind != Kind::Namespace) {

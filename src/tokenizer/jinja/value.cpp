@@ -58,6 +58,8 @@ void append_json_string(std::string& out, std::string_view s, bool ensure_ascii)
 Value make_dict(Dict d, Kind kind) {
   Value v{kind};
   v.dict = std::make_shared<Dict>(std::move(d));
+  for (const auto& item : v.dict->items) v.depth = std::max(v.depth, item.second.depth);
+  ++v.depth;
   return v;
 }
 
@@ -93,7 +95,8 @@ bool truthy(const Value& v) {
   return false;
 }
 
-Value from_json(const ChatJson& j) {
+Value from_json(const ChatJson& j, int depth) {
+  if (j.is_structured() && depth >= kMaxNesting) fail_at(kNoPosition, "nested more than ", kMaxNesting, " arrays and objects deep");
   switch (j.type()) {
     case ChatJson::value_t::null: return Value::none();
     case ChatJson::value_t::boolean: return Value::of(j.get<bool>());
@@ -104,13 +107,13 @@ Value from_json(const ChatJson& j) {
     case ChatJson::value_t::array: {
       Items items;
       items.reserve(j.size());
-      for (const ChatJson& item : j) items.push_back(from_json(item));
+      for (const ChatJson& item : j) items.push_back(from_json(item, depth + 1));
       return Value::of(std::move(items));
     }
     case ChatJson::value_t::object: {
       Dict d;
       d.items.reserve(j.size());
-      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), from_json(it.value(), depth + 1));
       return make_dict(std::move(d));
     }
     default: return Value{};
@@ -144,11 +147,35 @@ std::string float_repr(double d) {
   return out + digits.substr(0, point) + "." + digits.substr(point);
 }
 
-void append_json(std::string& out, const Value& v, const JsonStyle& style, int depth, size_t pos) {
-  auto newline = [&](int level) {
+namespace {
+
+// The lists and dicts a recursive printer is inside, outermost first. A
+// namespace can hold itself (`{% set ns.me = ns %}`), and assignments to
+// namespaces in a loop can build values deeper than the parser lets a
+// literal be; the printers stop at kMaxNesting.
+class Enclosing {
+ public:
+  explicit Enclosing(size_t pos) : pos_(pos) {}
+  bool holds(const void* container) const { return std::find(open_.begin(), open_.end(), container) != open_.end(); }
+  void enter(const void* container) {
+    if (open_.size() >= static_cast<size_t>(kMaxNesting)) {
+      fail_at(pos_, "cannot print a value nested more than ", kMaxNesting, " lists and dicts deep");
+    }
+    open_.push_back(container);
+  }
+  void leave() { open_.pop_back(); }
+  size_t depth() const { return open_.size(); }
+
+ private:
+  size_t pos_;
+  std::vector<const void*> open_;
+};
+
+void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclosing& enclosing, size_t pos) {
+  auto newline = [&](size_t level) {
     if (style.indent < 0) return;
     out += '\n';
-    out.append(static_cast<size_t>(style.indent * level), ' ');
+    out.append(static_cast<size_t>(style.indent) * level, ' ');
   };
   switch (v.kind) {
     case Kind::Undefined:
@@ -161,18 +188,25 @@ void append_json(std::string& out, const Value& v, const JsonStyle& style, int d
       return;
     case Kind::String: append_json_string(out, v.text, style.ensure_ascii); return;
     case Kind::List: {
+      if (enclosing.holds(v.list.get())) fail_at(pos, "tojson: the value holds itself (a circular reference)");
+      enclosing.enter(v.list.get());
+      const size_t depth = enclosing.depth();
       out += '[';
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += style.item_separator;
-        newline(depth + 1);
-        append_json(out, (*v.list)[i], style, depth + 1, pos);
+        newline(depth);
+        write_json(out, (*v.list)[i], style, enclosing, pos);
       }
-      if (!v.list->empty()) newline(depth);
+      if (!v.list->empty()) newline(depth - 1);
       out += ']';
+      enclosing.leave();
       return;
     }
     case Kind::Dict:
     case Kind::Namespace: {
+      if (enclosing.holds(v.dict.get())) fail_at(pos, "tojson: the value holds itself (a circular reference)");
+      enclosing.enter(v.dict.get());
+      const size_t depth = enclosing.depth();
       std::vector<const std::pair<std::string, Value>*> items;
       for (const auto& item : v.dict->items) items.push_back(&item);
       if (style.sort_keys) {
@@ -181,17 +215,25 @@ void append_json(std::string& out, const Value& v, const JsonStyle& style, int d
       out += '{';
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += style.item_separator;
-        newline(depth + 1);
+        newline(depth);
         append_json_string(out, items[i]->first, style.ensure_ascii);
         out += style.key_separator;
-        append_json(out, items[i]->second, style, depth + 1, pos);
+        write_json(out, items[i]->second, style, enclosing, pos);
       }
-      if (!items.empty()) newline(depth);
+      if (!items.empty()) newline(depth - 1);
       out += '}';
+      enclosing.leave();
       return;
     }
     case Kind::Function: fail_at(pos, "a function cannot be written as JSON");
   }
+}
+
+}  // namespace
+
+void append_json(std::string& out, const Value& v, const JsonStyle& style, size_t pos) {
+  Enclosing enclosing(pos);
+  write_json(out, v, style, enclosing, pos);
 }
 
 namespace {
@@ -243,32 +285,46 @@ std::string string_repr(const std::string& text) {
   return out + quote;
 }
 
-}  // namespace
-
-std::string repr(const Value& v, size_t pos) {
+// Python's repr, which prints a list or dict met again inside itself as
+// [...] or {...} (a tuple is not checked: a cycle through one passes a dict).
+std::string write_repr(const Value& v, Enclosing& enclosing, size_t pos) {
   switch (v.kind) {
     case Kind::Undefined: return "Undefined";
     case Kind::String: return string_repr(v.text);
     case Kind::List: {
+      if (!v.tuple && enclosing.holds(v.list.get())) return "[...]";
+      enclosing.enter(v.list.get());
       std::string out(1, v.tuple ? '(' : '[');
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += ", ";
-        out += repr((*v.list)[i], pos);
+        out += write_repr((*v.list)[i], enclosing, pos);
       }
       if (v.tuple && v.list->size() == 1) out += ',';
+      enclosing.leave();
       return out + (v.tuple ? ')' : ']');
     }
     case Kind::Dict:
     case Kind::Namespace: {
-      std::string out = v.kind == Kind::Namespace ? "<Namespace {" : "{";
+      const bool named = v.kind == Kind::Namespace;
+      if (enclosing.holds(v.dict.get())) return named ? "<Namespace {...}>" : "{...}";
+      enclosing.enter(v.dict.get());
+      std::string out = named ? "<Namespace {" : "{";
       for (size_t i = 0; i < v.dict->items.size(); ++i) {
         if (i) out += ", ";
-        out += string_repr(v.dict->items[i].first) + ": " + repr(v.dict->items[i].second, pos);
+        out += string_repr(v.dict->items[i].first) + ": " + write_repr(v.dict->items[i].second, enclosing, pos);
       }
-      return out + (v.kind == Kind::Namespace ? "}>" : "}");
+      enclosing.leave();
+      return out + (named ? "}>" : "}");
     }
     default: return to_string(v, pos);
   }
+}
+
+}  // namespace
+
+std::string repr(const Value& v, size_t pos) {
+  Enclosing enclosing(pos);
+  return write_repr(v, enclosing, pos);
 }
 
 std::string to_string(const Value& v, size_t pos) {

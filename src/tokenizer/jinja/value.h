@@ -5,6 +5,7 @@
 
 #include <slm/chat_template.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +36,10 @@ struct Value {
   std::shared_ptr<Dict> dict;  // Dict and Namespace (a namespace is shared, so assignments are seen by all)
   std::shared_ptr<const Callable> function;
   bool tuple = false;  // List: a Python tuple (it prints as (a, b)); it behaves as a list otherwise
+  // A list or dict: 1 + the depth of its deepest item when it was built (a
+  // namespace's attributes can be assigned deeper values later). Set
+  // statements bound it, so that equal() and the destructors recurse only so deep.
+  uint32_t depth = 0;
 
   static Value none() { return Value(Kind::None); }
   static Value of(bool b) {
@@ -60,6 +65,8 @@ struct Value {
   static Value of(Items items) {
     Value v{Kind::List};
     v.list = std::make_shared<Items>(std::move(items));
+    for (const Value& item : *v.list) v.depth = std::max(v.depth, item.depth);
+    ++v.depth;
     return v;
   }
   static Value tuple_of(Items items) {
@@ -116,7 +123,9 @@ struct Args {
 const char* kind_name(Kind kind);
 
 bool truthy(const Value& v);
-Value from_json(const ChatJson& j);
+// At most kMaxNesting arrays and objects deep (else a TemplateError at
+// kNoPosition: the context is not in the source).
+Value from_json(const ChatJson& j, int depth = 0);
 
 // Python's repr of a float: the shortest digits that read back, in fixed
 // notation for exponents -4..15 and scientific otherwise, and ".0" on whole numbers.
@@ -130,7 +139,7 @@ struct JsonStyle {
 };
 
 // json.dumps as transformers' tojson calls it (and as a list or dict prints).
-void append_json(std::string& out, const Value& v, const JsonStyle& style, int depth, size_t pos);
+void append_json(std::string& out, const Value& v, const JsonStyle& style, size_t pos);
 
 // What {{ value }} prints: str() of the Python value, as Jinja2 prints it
 // (True, None, [1, 'a'], {'k': (1, 2)}); an undefined value prints nothing.

@@ -103,6 +103,7 @@ TEST(ChatTemplate, Loops) {
 
 TEST(ChatTemplate, SetNamespaceAndScopes) {
   EXPECT_EQ(render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}"), "1");  // loops scope their sets
+  EXPECT_EQ(render("{% for i in [1, 2, 3] %}{{ y }}{% set y = i %}{{ y }};{% endfor %}"), "1;2;3;");  // and each iteration its own
   EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for i in [1, 2] %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"), "3");
   EXPECT_EQ(render("{% set block %}a{{ 1 }}b{% endset %}[{{ block }}]"), "[a1b]");
   EXPECT_EQ(render("{% set a, b = 'x', 'y' %}{{ b }}{{ a }}"), "yx");
@@ -116,6 +117,36 @@ TEST(ChatTemplate, NamespaceHoldingItselfRendersAndIsFreed) {
                    "{{ ns.me.me.n }}{{ ns.all[0].all[1] }}"),
             "01");
   EXPECT_NE(error_of("{% set ns = namespace(n=0) %}{% set ns.me = ns %}{{ ns.me.me.nope + 1 }}"), "(no error)");
+  // Printed, it shows {...} where Python does (the parity case feature/self_reference
+  // holds the text to Jinja2's); as JSON it is an error, as in json.dumps.
+  EXPECT_EQ(error_of("{% set ns = namespace(n=0) %}{% set ns.me = [ns] %}{{ ns | tojson }}"),
+            "test:1:60: tojson: the value holds itself (a circular reference)");
+}
+
+// Values deeper than any template needs fail at the statement that builds
+// them (fuzz_chat_template overflowed the stack printing one): a set keeps
+// lists and dicts 200 deep, so equal() and the destructors recurse so far;
+// namespaces assigned to can still chain deeper, and printing stops there.
+TEST(ChatTemplateErrors, DeepValuesFailInsteadOfOverflowingTheStack) {
+  EXPECT_EQ(error_of("{% set ns = namespace(x=0) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"),
+            "test:1:58: a value nested more than 200 lists and dicts deep");
+  const std::string chain =
+      "{% set ns = namespace(x=0) %}{% for i in range(1000) %}{% set t = namespace() %}{% set t.v = ns.x %}"
+      "{% set ns.x = [t] %}{% endfor %}";
+  EXPECT_EQ(render(chain + "{{ ns.x == ns.x }}"), "True");
+  EXPECT_EQ(error_of(chain + "{{ ns.x }}"), "test:1:139: cannot print a value nested more than 200 lists and dicts deep");
+  EXPECT_EQ(error_of(chain + "{{ ns.x | tojson }}"), "test:1:143: cannot print a value nested more than 200 lists and dicts deep");
+  EXPECT_EQ(render("{% set ns = namespace(x=0) %}{% for i in range(199) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson | length }}"),
+            std::to_string(2 * 199 + 1));
+
+  ChatJson deep = 1;
+  for (int i = 0; i < 100000; ++i) {
+    ChatJson outer = ChatJson::array();
+    outer.push_back(std::move(deep));
+    deep = std::move(outer);
+  }
+  EXPECT_EQ(error_of("{{ tools }}", {{"tools", std::move(deep)}}),
+            "test: the render context: nested more than 200 arrays and objects deep");
 }
 
 TEST(ChatTemplate, MacrosAndCall) {
