@@ -16,7 +16,8 @@ namespace slm::jinja {
 // nested loops over ranges). A real render is kilobytes and a few thousand
 // iterations.
 constexpr int kMaxNesting = 200;
-constexpr size_t kMaxText = size_t{64} << 20;  // bytes of one string, list or render
+constexpr size_t kMaxText = size_t{64} << 20;  // bytes of one string or render
+constexpr size_t kMaxItems = size_t{1} << 19;  // items of one list (tens of MiB of values)
 constexpr int64_t kMaxIterations = 1'000'000;
 
 // A failure at a byte offset of the source; ChatTemplate's render() and
@@ -32,6 +33,15 @@ template <class... Parts>
   std::ostringstream message;
   (message << ... << std::forward<Parts>(parts));
   throw TemplateError{pos, message.str()};
+}
+
+// Checked while a string or list is built, not after: the parts of one can
+// be many times the limit.
+inline void check_text(size_t bytes, size_t pos) {
+  if (bytes > kMaxText) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
+}
+inline void check_items(size_t items, size_t pos) {
+  if (items > kMaxItems) fail_at(pos, "a list of more than ", kMaxItems, " items");
 }
 
 }  // namespace slm::jinja

@@ -42,7 +42,7 @@ std::optional<std::string> optional_string(const Args& args, size_t index, std::
   const Value* v = args.get(index, name);
   if (!v || v->kind == Kind::None) return std::nullopt;
   if (v->kind != Kind::String) fail_at(pos, "argument '", name, "' must be a string, got ", kind_name(v->kind));
-  return v->text;
+  return v->text();
 }
 
 const Value& required(const Args& args, size_t index, std::string_view name, std::string_view function, size_t pos) {
@@ -54,7 +54,7 @@ const Value& required(const Args& args, size_t index, std::string_view name, std
 std::string required_string(const Args& args, size_t index, std::string_view name, std::string_view function, size_t pos) {
   const Value& v = required(args, index, name, function, pos);
   if (v.kind != Kind::String) fail_at(pos, function, "(): '", name, "' must be a string, got ", kind_name(v.kind));
-  return v.text;
+  return v.text();
 }
 
 int64_t optional_int(const Args& args, size_t index, std::string_view name, int64_t absent, size_t pos) {
@@ -73,7 +73,7 @@ bool optional_bool(const Args& args, size_t index, std::string_view name, bool a
 bool affix_match(const std::string& s, const Value& affix, bool prefix, size_t pos) {
   auto one = [&](const Value& a) {
     if (a.kind != Kind::String) fail_at(pos, prefix ? "startswith" : "endswith", "() needs strings, got ", kind_name(a.kind));
-    return prefix ? s.starts_with(a.text) : s.ends_with(a.text);
+    return prefix ? s.starts_with(a.text()) : s.ends_with(a.text());
   };
   if (affix.kind == Kind::List) return std::any_of(affix.list->begin(), affix.list->end(), one);
   return one(affix);
@@ -84,7 +84,7 @@ bool affix_match(const std::string& s, const Value& affix, bool prefix, size_t p
 Value method(const Value& self, const std::string& name) {
   auto bound = [](auto body) { return Value::of(Callable(body)); };
   if (self.kind == Kind::String) {
-    const std::string s = self.text;
+    const std::string s = self.text();
     if (name == "strip" || name == "lstrip" || name == "rstrip") {
       return bound([s, name](Args& args, Scope&, size_t pos) {
         return Value::of(strip(s, optional_string(args, 0, "chars", pos), name != "rstrip", name != "lstrip"));
@@ -99,7 +99,7 @@ Value method(const Value& self, const std::string& name) {
         const auto separator = optional_string(args, 0, "sep", pos);
         if (separator && separator->empty()) fail_at(pos, "split(): empty separator");
         Items parts;
-        for (std::string& part : split(s, separator, optional_int(args, 1, "maxsplit", -1, pos))) {
+        for (std::string& part : split(s, separator, optional_int(args, 1, "maxsplit", -1, pos), pos)) {
           parts.push_back(Value::of(std::move(part)));
         }
         return Value::of(std::move(parts));
@@ -113,7 +113,7 @@ Value method(const Value& self, const std::string& name) {
     if (name == "replace") {
       return bound([s](Args& args, Scope&, size_t pos) {
         return Value::of(replace_all(s, required_string(args, 0, "old", "replace", pos), required_string(args, 1, "new", "replace", pos),
-                                     optional_int(args, 2, "count", -1, pos)));
+                                     optional_int(args, 2, "count", -1, pos), pos));
       });
     }
     if (name == "find") {
@@ -175,7 +175,7 @@ bool run_test(const std::string& name, const Value& v, const Args& args, size_t 
   if (name == "sequence") return v.kind == Kind::List || v.kind == Kind::String || v.kind == Kind::Dict;
   if (name == "callable") return v.kind == Kind::Function;
   if (name == "lower" || name == "upper") {
-    return v.kind == Kind::String && change_case(v.text, name == "lower" ? Case::Lower : Case::Upper) == v.text;
+    return v.kind == Kind::String && change_case(v.text(), name == "lower" ? Case::Lower : Case::Upper) == v.text();
   }
   if (name == "odd" || name == "even") {
     if (v.kind != Kind::Int) fail_at(pos, "test '", name, "' needs an integer, got ", kind_name(v.kind));
@@ -207,9 +207,9 @@ int64_t truncate(double d, size_t pos) {
 }
 
 // item.a.b for map/selectattr/sort(attribute=...): dotted keys, and list indices.
-Value attribute_path(const Value& item, const std::string& path) {
+Value attribute_path(const Value& item, const std::string& path, size_t pos) {
   Value v = item;
-  for (const std::string& part : split(path, std::string("."), -1)) {
+  for (const std::string& part : split(path, std::string("."), -1, pos)) {
     int64_t index = 0;
     const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
     if (v.kind == Kind::List && ec == std::errc() && end == part.data() + part.size()) {
@@ -261,8 +261,8 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
           (*separators->list)[1].kind != Kind::String) {
         fail_at(pos, "tojson: separators must be two strings");
       }
-      style.item_separator = (*separators->list)[0].text;
-      style.key_separator = (*separators->list)[1].text;
+      style.item_separator = (*separators->list)[0].text();
+      style.key_separator = (*separators->list)[1].text();
     }
     std::string out;
     append_json(out, v, style, pos);
@@ -271,33 +271,41 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
   if (name == "string") return Value::of(to_string(v, pos));
   if (name == "bool") return Value::of(truthy(v));
   if (name == "length" || name == "count") {
-    if (v.kind == Kind::String) return Value::of(count_code_points(v.text));
+    if (v.kind == Kind::String) return Value::of(count_code_points(v.text()));
     needs({Kind::List, Kind::Dict, Kind::Namespace});
     return Value::of(static_cast<int64_t>(v.kind == Kind::List ? v.list->size() : v.dict->items.size()));
   }
   // The string filters take any value as its str(), as Jinja2's do.
-  const auto as_text = [&] { return v.kind == Kind::String ? v.text : to_string(v, pos); };
+  const auto as_text = [&] { return v.kind == Kind::String ? v.text() : to_string(v, pos); };
   if (name == "trim") return Value::of(strip(as_text(), optional_string(args, 0, "chars", pos), true, true));
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     return Value::of(change_case(as_text(), name == "upper" ? Case::Upper : name == "lower" ? Case::Lower : name == "title" ? Case::Title : Case::Capitalize));
   }
   if (name == "replace") {
     return Value::of(replace_all(as_text(), required_string(args, 0, "old", "replace", pos), required_string(args, 1, "new", "replace", pos),
-                                 optional_int(args, 2, "count", -1, pos)));
+                                 optional_int(args, 2, "count", -1, pos), pos));
   }
-  if (name == "wordcount") return Value::of(static_cast<int64_t>(split(as_text(), std::nullopt, -1).size()));
+  if (name == "wordcount") return Value::of(static_cast<int64_t>(split(as_text(), std::nullopt, -1, pos).size()));
   if (name == "indent") {
     const Value* width = args.get(0, "width");
     std::string prefix(4, ' ');
-    if (width && width->kind == Kind::Int) prefix = std::string(static_cast<size_t>(std::max<int64_t>(0, width->integer)), ' ');
-    else if (width && width->kind == Kind::String) prefix = width->text;
+    if (width && width->kind == Kind::Int) {
+      check_text(static_cast<size_t>(std::max<int64_t>(0, width->integer)), pos);
+      prefix = std::string(static_cast<size_t>(std::max<int64_t>(0, width->integer)), ' ');
+    } else if (width && width->kind == Kind::String) {
+      prefix = width->text();
+    }
     const bool first = optional_bool(args, 1, "first", false), blank = optional_bool(args, 2, "blank", false);
+    const std::string text = as_text();
     std::string out;
-    const std::vector<std::string> lines = split(as_text(), std::string("\n"), -1);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      if (i) out += '\n';
-      if ((i > 0 || first) && (blank || !lines[i].empty())) out += prefix;
-      out += lines[i];
+    for (size_t start = 0, line = 0;; ++line) {
+      const size_t end = std::min(text.find('\n', start), text.size());
+      if (line) out += '\n';
+      if ((line > 0 || first) && (blank || end > start)) out += prefix;
+      out.append(text, start, end - start);
+      check_text(out.size(), pos);
+      if (end == text.size()) break;
+      start = end + 1;
     }
     return Value::of(std::move(out));
   }
@@ -309,7 +317,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     }
     if (v.kind == Kind::Float) return name == "int" ? Value::of(truncate(v.number, pos)) : v;
     if (v.kind != Kind::String) return otherwise;
-    const std::string text(tok::trim_whitespace(v.text, true, true));
+    const std::string text(tok::trim_whitespace(v.text(), true, true));
     if (name == "int") {
       int64_t i = 0;
       const auto [end, ec] = std::from_chars(text.data() + (text.starts_with('+') ? 1 : 0), text.data() + text.size(), i);
@@ -342,7 +350,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     Items out;
     for (const auto& [k, item] : v.dict->items) out.push_back(Value::tuple_of(Items{Value::of(k), item}));
     if (name == "dictsort") {
-      std::stable_sort(out.begin(), out.end(), [](const Value& a, const Value& b) { return (*a.list)[0].text < (*b.list)[0].text; });
+      std::stable_sort(out.begin(), out.end(), [](const Value& a, const Value& b) { return (*a.list)[0].text() < (*b.list)[0].text(); });
     }
     return Value::of(std::move(out));
   }
@@ -357,7 +365,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     std::reverse(items.begin(), items.end());
     if (v.kind != Kind::String) return Value::of(std::move(items));
     std::string out;
-    for (const Value& c : items) out += c.text;
+    for (const Value& c : items) out += c.text();
     return Value::of(std::move(out));
   }
   if (name == "join") {
@@ -367,14 +375,35 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     const std::vector<Value> items = sequence();
     for (size_t i = 0; i < items.size(); ++i) {
       if (i) out += separator;
-      out += to_string(attribute ? attribute_path(items[i], *attribute) : items[i], pos);
+      out += to_string(attribute ? attribute_path(items[i], *attribute, pos) : items[i], pos);
+      check_text(out.size(), pos);
     }
     return Value::of(std::move(out));
   }
   if (name == "unique") {
-    Items out;
-    for (const Value& item : sequence()) {
-      if (std::none_of(out.begin(), out.end(), [&](const Value& seen) { return equal(seen, item); })) out.push_back(item);
+    // Strings and numbers by a key as equal() compares them (1, 1.0 and true
+    // alike), so that a long list is not compared with itself pairwise;
+    // containers (and NaN, equal to nothing) against those kept.
+    const Items items = sequence();
+    std::unordered_set<std::string_view> strings;  // views of the items' own text
+    std::unordered_set<std::string> others;
+    Items out, containers;
+    for (const Value& item : items) {
+      bool fresh;
+      if (item.kind == Kind::String) {
+        fresh = strings.insert(item.text()).second;
+      } else if ((item.is_number() || item.kind == Kind::Bool) && !std::isnan(item.as_double())) {
+        const double d = item.as_double();
+        fresh = others.insert(item.kind == Kind::Int ? std::to_string(item.integer)
+                              : d == std::trunc(d) && std::fabs(d) < 9.2e18 ? std::to_string(static_cast<int64_t>(d))
+                                                                             : float_repr(d)).second;
+      } else if (item.kind == Kind::None || item.kind == Kind::Undefined) {
+        fresh = others.insert(item.kind == Kind::None ? "None" : "Undefined").second;
+      } else {
+        fresh = std::none_of(containers.begin(), containers.end(), [&](const Value& seen) { return equal(seen, item); });
+        if (fresh) containers.push_back(item);
+      }
+      if (fresh) out.push_back(item);
     }
     return Value::of(std::move(out));
   }
@@ -384,8 +413,8 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     const bool case_sensitive = optional_bool(args, name == "sort" ? 1 : 0, "case_sensitive", false);
     const std::optional<std::string> attribute = optional_string(args, name == "sort" ? 2 : 1, "attribute", pos);
     auto key = [&](const Value& item) {
-      Value k = attribute ? attribute_path(item, *attribute) : item;
-      if (!case_sensitive && k.kind == Kind::String) k.text = change_case(k.text, Case::Lower);
+      Value k = attribute ? attribute_path(item, *attribute, pos) : item;
+      if (!case_sensitive && k.kind == Kind::String) k = Value::of(change_case(k.text(), Case::Lower));
       return k;
     };
     auto less = [&](const Value& a, const Value& b) { return compare(key(a), key(b), pos) < 0; };
@@ -402,7 +431,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     if (const auto attribute = optional_string(args, 99, "attribute", pos)) {
       const Value* fallback = args.get(99, "default");
       for (const Value& item : items) {
-        Value mapped = attribute_path(item, *attribute);
+        Value mapped = attribute_path(item, *attribute, pos);
         out.push_back(mapped.kind == Kind::Undefined && fallback ? *fallback : mapped);
       }
       return Value::of(std::move(out));
@@ -429,7 +458,7 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     }
     Items out;
     for (const Value& item : sequence()) {
-      const Value subject = by_attribute ? attribute_path(item, attribute) : item;
+      const Value subject = by_attribute ? attribute_path(item, attribute, pos) : item;
       const bool match = test ? run_test(*test, subject, test_args, pos) : truthy(subject);
       if (match == keep_matches) out.push_back(item);
     }

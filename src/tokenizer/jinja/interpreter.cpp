@@ -16,7 +16,7 @@ namespace slm::jinja {
 namespace {
 
 std::string bounded(std::string text, size_t pos) {
-  if (text.size() > kMaxText) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
+  check_text(text.size(), pos);
   return text;
 }
 
@@ -36,7 +36,7 @@ Value binary(const std::string& op, const Value& a, const Value& b, size_t pos) 
   }
   if (op == "+") {
     if (a.kind == Kind::List && b.kind == Kind::List) {
-      if (a.list->size() + b.list->size() > kMaxText / sizeof(Value)) fail_at(pos, "a list of more than ", kMaxText / sizeof(Value), " items");
+      check_items(a.list->size() + b.list->size(), pos);
       Items items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return Value::of(std::move(items));
@@ -48,9 +48,9 @@ Value binary(const std::string& op, const Value& a, const Value& b, size_t pos) 
   if (op == "*" && ((a.kind == Kind::String && b.kind == Kind::Int) || (a.kind == Kind::Int && b.kind == Kind::String))) {
     const Value& s = a.kind == Kind::String ? a : b;
     const int64_t times = a.kind == Kind::Int ? a.integer : b.integer;
-    if (times > 0 && s.text.size() > kMaxText / static_cast<size_t>(times)) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
+    if (times > 0 && s.text().size() > kMaxText / static_cast<size_t>(times)) fail_at(pos, "a string of more than ", kMaxText >> 20, " MiB");
     std::string out;
-    for (int64_t i = 0; i < times; ++i) out += s.text;
+    for (int64_t i = 0; i < times; ++i) out += s.text();
     return Value::of(std::move(out));
   }
   const bool numbers = (a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool);
@@ -268,7 +268,7 @@ class Interpreter {
         for (size_t i = 0; i < e.items.size(); i += 2) {
           const Value key = eval(*e.items[i], scope);
           if (key.kind != Kind::String) fail_at(e.items[i]->pos, "dict keys must be strings, got ", kind_name(key.kind));
-          d.set(key.text, eval(*e.items[i + 1], scope));
+          d.set(key.text(), eval(*e.items[i + 1], scope));
         }
         return make_dict(std::move(d));
       }
@@ -336,7 +336,7 @@ class Interpreter {
     std::vector<char32_t> cps;
     int64_t n = 0;
     if (object.kind == Kind::List) n = static_cast<int64_t>(object.list->size());
-    else if (object.kind == Kind::String) n = static_cast<int64_t>((cps = code_points(object.text)).size());
+    else if (object.kind == Kind::String) n = static_cast<int64_t>((cps = code_points(object.text())).size());
     else fail_at(e.pos, "cannot slice ", kind_name(object.kind));
     // Python's slice.indices.
     auto clamp = [&](std::optional<int64_t> b, int64_t absent) {
@@ -360,17 +360,17 @@ class Interpreter {
   static Value index(const Value& object, const Value& key, size_t pos) {
     if (object.kind == Kind::Dict || object.kind == Kind::Namespace) {
       if (key.kind != Kind::String) return Value{};
-      return attribute(object, key.text);
+      return attribute(object, key.text());
     }
     if (object.kind == Kind::List || object.kind == Kind::String) {
-      if (key.kind == Kind::String) return attribute(object, key.text);
+      if (key.kind == Kind::String) return attribute(object, key.text());
       if (key.kind != Kind::Int) fail_at(pos, kind_name(object.kind), " index must be an integer, got ", kind_name(key.kind));
       if (object.kind == Kind::List) {
         const auto n = static_cast<int64_t>(object.list->size());
         const int64_t i = key.integer < 0 ? key.integer + n : key.integer;
         return i >= 0 && i < n ? (*object.list)[static_cast<size_t>(i)] : Value{};
       }
-      const std::vector<char32_t> cps = code_points(object.text);
+      const std::vector<char32_t> cps = code_points(object.text());
       const auto n = static_cast<int64_t>(cps.size());
       const int64_t i = key.integer < 0 ? key.integer + n : key.integer;
       if (i < 0 || i >= n) return Value{};

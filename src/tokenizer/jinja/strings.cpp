@@ -1,5 +1,6 @@
 #include "tokenizer/jinja/strings.h"
 
+#include "tokenizer/jinja/error.h"
 #include "tokenizer/unicode.h"
 
 #include <utf8proc.h>
@@ -55,18 +56,19 @@ std::string change_case(std::string_view s, Case mode) {
   return out;
 }
 
-std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count, size_t pos) {
   if (count == 0) return s;
   std::string out;
   int64_t done = 0;
   if (from.empty()) {  // Python inserts `to` around every character
-    const std::vector<char32_t> cps = code_points(s);
-    for (size_t i = 0; i <= cps.size(); ++i) {
+    for (size_t i = 0;; ) {
       if (count < 0 || done < count) {
         out += to;
         ++done;
+        check_text(out.size(), pos);
       }
-      if (i < cps.size()) tok::append_utf8(out, cps[i]);
+      if (i == s.size()) break;
+      tok::append_utf8(out, tok::next_code_point(s, i));
     }
     return out;
   }
@@ -74,14 +76,16 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   for (size_t at = s.find(from); at != std::string::npos && (count < 0 || done < count); at = s.find(from, last)) {
     out.append(s, last, at - last);
     out += to;
+    check_text(out.size(), pos);
     last = at + from.size();
     ++done;
   }
   out.append(s, last);
+  check_text(out.size(), pos);
   return out;
 }
 
-std::vector<std::string> split(const std::string& s, const std::optional<std::string>& separator, int64_t max_split) {
+std::vector<std::string> split(const std::string& s, const std::optional<std::string>& separator, int64_t max_split, size_t pos) {
   std::vector<std::string> parts;
   if (!separator) {  // runs of whitespace, none at either end
     const std::vector<char32_t> cps = code_points(s);
@@ -98,6 +102,7 @@ std::vector<std::string> split(const std::string& s, const std::optional<std::st
       const size_t start = i;
       while (i < cps.size() && !tok::is_whitespace(cps[i])) ++i;
       parts.push_back(from_code_points({cps.begin() + static_cast<std::ptrdiff_t>(start), cps.begin() + static_cast<std::ptrdiff_t>(i)}));
+      check_items(parts.size(), pos);
     }
     return parts;
   }
@@ -105,6 +110,7 @@ std::vector<std::string> split(const std::string& s, const std::optional<std::st
   for (size_t at = s.find(*separator); at != std::string::npos; at = s.find(*separator, last)) {
     if (max_split >= 0 && static_cast<int64_t>(parts.size()) == max_split) break;
     parts.push_back(s.substr(last, at - last));
+    check_items(parts.size(), pos);
     last = at + separator->size();
   }
   parts.push_back(s.substr(last));

@@ -21,8 +21,9 @@ enum class Case { Upper, Lower, Title, Capitalize };
 std::string change_case(std::string_view s, Case mode);
 
 // Python's str.replace and str.split (no separator: at runs of whitespace);
-// a negative count or max_split is no limit, as -1 is in Python.
-std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count);
-std::vector<std::string> split(const std::string& s, const std::optional<std::string>& separator, int64_t max_split);
+// a negative count or max_split is no limit, as -1 is in Python. Both fail
+// at `pos` past kMaxText bytes or kMaxItems parts.
+std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count, size_t pos);
+std::vector<std::string> split(const std::string& s, const std::optional<std::string>& separator, int64_t max_split, size_t pos);
 
 }  // namespace slm::jinja

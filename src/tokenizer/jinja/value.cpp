@@ -86,7 +86,7 @@ bool truthy(const Value& v) {
     case Kind::Bool: return v.boolean;
     case Kind::Int: return v.integer != 0;
     case Kind::Float: return v.number != 0.0;
-    case Kind::String: return !v.text.empty();
+    case Kind::String: return !v.text().empty();
     case Kind::List: return !v.list->empty();
     case Kind::Dict: return !v.dict->items.empty();
     case Kind::Namespace:
@@ -173,7 +173,9 @@ class Enclosing {
 
 void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclosing& enclosing, size_t pos) {
   auto newline = [&](size_t level) {
+    check_text(out.size(), pos);
     if (style.indent < 0) return;
+    check_text(out.size() + static_cast<size_t>(style.indent) * level, pos);
     out += '\n';
     out.append(static_cast<size_t>(style.indent) * level, ' ');
   };
@@ -186,7 +188,7 @@ void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclos
       if (!std::isfinite(v.number)) out += std::isnan(v.number) ? "NaN" : v.number < 0 ? "-Infinity" : "Infinity";
       else out += float_repr(v.number);
       return;
-    case Kind::String: append_json_string(out, v.text, style.ensure_ascii); return;
+    case Kind::String: append_json_string(out, v.text(), style.ensure_ascii); return;
     case Kind::List: {
       if (enclosing.holds(v.list.get())) fail_at(pos, "tojson: the value holds itself (a circular reference)");
       enclosing.enter(v.list.get());
@@ -242,7 +244,7 @@ namespace {
 // escapes in a repr (controls, format characters, separators other than the
 // space, surrogates, private use, unassigned).
 bool printable(char32_t cp) {
-  if (cp == ' ') return true;
+  if (cp >= 0x20 && cp < 0x7F) return true;
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
     case UTF8PROC_CATEGORY_CC:
     case UTF8PROC_CATEGORY_CF:
@@ -263,7 +265,9 @@ std::string string_repr(const std::string& text) {
   const bool double_quoted = text.find('\'') != std::string::npos && text.find('"') == std::string::npos;
   const char quote = double_quoted ? '"' : '\'';
   std::string out(1, quote);
-  for (char32_t cp : code_points(text)) {
+  out.reserve(text.size() + 2);
+  for (size_t i = 0; i < text.size();) {
+    const char32_t cp = tok::next_code_point(text, i);
     char escape[16];
     if (cp == static_cast<char32_t>(quote) || cp == '\\') {
       out += '\\';
@@ -290,7 +294,7 @@ std::string string_repr(const std::string& text) {
 std::string write_repr(const Value& v, Enclosing& enclosing, size_t pos) {
   switch (v.kind) {
     case Kind::Undefined: return "Undefined";
-    case Kind::String: return string_repr(v.text);
+    case Kind::String: return string_repr(v.text());
     case Kind::List: {
       if (!v.tuple && enclosing.holds(v.list.get())) return "[...]";
       enclosing.enter(v.list.get());
@@ -298,6 +302,7 @@ std::string write_repr(const Value& v, Enclosing& enclosing, size_t pos) {
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += ", ";
         out += write_repr((*v.list)[i], enclosing, pos);
+        check_text(out.size(), pos);
       }
       if (v.tuple && v.list->size() == 1) out += ',';
       enclosing.leave();
@@ -312,6 +317,7 @@ std::string write_repr(const Value& v, Enclosing& enclosing, size_t pos) {
       for (size_t i = 0; i < v.dict->items.size(); ++i) {
         if (i) out += ", ";
         out += string_repr(v.dict->items[i].first) + ": " + write_repr(v.dict->items[i].second, enclosing, pos);
+        check_text(out.size(), pos);
       }
       enclosing.leave();
       return out + (named ? "}>" : "}");
@@ -334,7 +340,7 @@ std::string to_string(const Value& v, size_t pos) {
     case Kind::Bool: return v.boolean ? "True" : "False";
     case Kind::Int: return std::to_string(v.integer);
     case Kind::Float: return float_repr(v.number);
-    case Kind::String: return v.text;
+    case Kind::String: return v.text();
     case Kind::Function: return "<function>";
     default: return repr(v, pos);
   }
@@ -349,7 +355,7 @@ bool equal(const Value& a, const Value& b) {
   switch (a.kind) {
     case Kind::Undefined:
     case Kind::None: return true;
-    case Kind::String: return a.text == b.text;
+    case Kind::String: return a.text() == b.text();
     case Kind::List:
       return a.list->size() == b.list->size() &&
              std::equal(a.list->begin(), a.list->end(), b.list->begin(), [](const Value& x, const Value& y) { return equal(x, y); });
@@ -370,7 +376,7 @@ int compare(const Value& a, const Value& b, size_t pos) {
     const double x = a.as_double(), y = b.as_double();
     return x < y ? -1 : x > y ? 1 : 0;
   }
-  if (a.kind == Kind::String && b.kind == Kind::String) return a.text < b.text ? -1 : a.text > b.text ? 1 : 0;
+  if (a.kind == Kind::String && b.kind == Kind::String) return a.text() < b.text() ? -1 : a.text() > b.text() ? 1 : 0;
   fail_at(pos, "cannot compare ", kind_name(a.kind), " with ", kind_name(b.kind));
 }
 
@@ -379,11 +385,11 @@ bool contains(const Value& container, const Value& item, size_t pos) {
     case Kind::Undefined: return false;
     case Kind::String:
       if (item.kind != Kind::String) fail_at(pos, "'in <string>' needs a string on the left, got ", kind_name(item.kind));
-      return container.text.find(item.text) != std::string::npos;
+      return container.text().find(item.text()) != std::string::npos;
     case Kind::List:
       return std::any_of(container.list->begin(), container.list->end(), [&](const Value& v) { return equal(v, item); });
     case Kind::Dict:
-    case Kind::Namespace: return item.kind == Kind::String && container.dict->find(item.text) != nullptr;
+    case Kind::Namespace: return item.kind == Kind::String && container.dict->find(item.text()) != nullptr;
     default: fail_at(pos, "'in' needs a string, list or dict on the right, got ", kind_name(container.kind));
   }
 }
@@ -397,11 +403,13 @@ std::vector<Value> iterate(const Value& v, size_t pos) {
       return keys;
     }
     case Kind::String: {
+      const std::string& text = v.text();
       std::vector<Value> chars;
-      for (char32_t cp : code_points(v.text)) {
+      for (size_t i = 0; i < text.size();) {
         std::string c;
-        tok::append_utf8(c, cp);
+        tok::append_utf8(c, tok::next_code_point(text, i));
         chars.push_back(Value::of(std::move(c)));
+        check_items(chars.size(), pos);
       }
       return chars;
     }

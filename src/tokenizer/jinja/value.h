@@ -31,7 +31,10 @@ struct Value {
   bool boolean = false;
   int64_t integer = 0;
   double number = 0.0;
-  std::string text;
+  // A string's text, shared: values never change in place, and a copy of a
+  // value (into a list, a loop variable, a filter's result) must not copy
+  // megabytes.
+  std::shared_ptr<const std::string> string;
   std::shared_ptr<Items> list;
   std::shared_ptr<Dict> dict;  // Dict and Namespace (a namespace is shared, so assignments are seen by all)
   std::shared_ptr<const Callable> function;
@@ -59,7 +62,7 @@ struct Value {
   }
   static Value of(std::string s) {
     Value v{Kind::String};
-    v.text = std::move(s);
+    v.string = std::make_shared<const std::string>(std::move(s));
     return v;
   }
   static Value of(Items items) {
@@ -78,6 +81,10 @@ struct Value {
     Value v{Kind::Function};
     v.function = std::make_shared<const Callable>(std::move(f));
     return v;
+  }
+  const std::string& text() const {
+    static const std::string empty;
+    return string ? *string : empty;
   }
   bool is_number() const { return kind == Kind::Int || kind == Kind::Float; }
   double as_double() const { return kind == Kind::Int ? static_cast<double>(integer) : kind == Kind::Float ? number : boolean; }

@@ -291,6 +291,22 @@ TEST(ChatTemplateErrors, RendersAreBoundedInTextAndIterations) {
             "test:1:29: the render grew past 64 MiB");
 }
 
+// Bounded while they are built: parts of a string or list can be many times
+// the limit (fuzz_chat_template ran out of memory in join over a string).
+TEST(ChatTemplateErrors, FiltersStopAtTheLimitsAsTheyBuild) {
+  EXPECT_EQ(error_of("{{ range(100000) | join('x' * 1000) }}"), "test:1:20: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ ('x' * 1000000) | replace('x', 'y' * 100) }}"), "test:1:22: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ ('x' * 1000000).replace('', 'y' * 100) }}"), "test:1:20: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ ('\\n' * 1000000) | indent(100, blank=true) }}"), "test:1:23: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ 'a' | indent(1000000000) }}"), "test:1:10: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ [[[[1]]]] | tojson(indent=100000000) }}"), "test:1:16: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{% set s = 'x' * 30000000 %}{{ [s, s, s] }}"), "test:1:32: a string of more than 64 MiB");
+  EXPECT_EQ(error_of("{{ ('x' * 1000000) | list | length }}"), "test:1:22: a list of more than 524288 items");
+  EXPECT_EQ(error_of("{{ (',' * 1000000).split(',') | length }}"), "test:1:20: a list of more than 524288 items");
+  EXPECT_EQ(render("{{ ('x' * 500000) | list | length }} {{ range(100000) | unique | list | length }}"), "500000 100000");
+  EXPECT_EQ(render("{{ [1, 1.0, true, 'a', 'a', none, none, [1], [1.0], 2.5, 2.5, 0] | unique | list }}"), "[1, 'a', None, [1], 2.5, 0]");
+}
+
 TEST(ChatTemplateErrors, RuntimeErrorsNameTheProblem) {
   EXPECT_EQ(error_of("{{ nothing() }}"), "test:1:4: 'nothing' is undefined and cannot be called");
   EXPECT_EQ(error_of("{{ m.content.upper() }}", {{"m", ChatJson::object()}}), "test:1:14: 'upper' is undefined and cannot be called");
