@@ -244,7 +244,8 @@ end
 {{ {'a': 1, 'b': (2, 'x')} | items | list }} {{ (1,) }} {{ ('a', "b'") }} {{ 'x\u00a0y\n' | list }} {{ true is number }} {{ true is integer }}
 {{ none }} {{ true }} {{ messages | map(attribute='role') | list }} {{ messages[0] if messages else {} }} {{ [1.0, 2.5] }}
 {{ ' x.'.strip(' .') }} {{ -7 % 3 }} {{ -7 // 2 }} {{ 'hELLO wORLD' | title }} {{ '\U0001F600a' | length }} {{ [1, 2] | trim }} {{ 7 | upper }}
-{% set x = 0 %}{% for m in messages %}{% set x = [x] %}{{ x }};{% endfor %}{{ x }}`,
+{% set x = 0 %}{% for m in messages %}{% set x = [x] %}{{ x }};{% endfor %}{{ x }}
+{{ ['A', 'a', 'b', 'B', 1, 1.0] | unique | list }} {{ ['b', 'A', 'a'] | unique(case_sensitive=true) | list }} {{ messages | unique(attribute='role') | map(attribute='role') | join(',') }}`,
   // A namespace that holds itself prints as Python prints a cycle; the port
   // overflows its stack, an error.
   self_reference: `{%- set ns = namespace(n=0) -%}{%- set ns.me = ns -%}{%- set ns.all = [ns, 1] -%}

@@ -381,27 +381,30 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     return Value::of(std::move(out));
   }
   if (name == "unique") {
-    // Strings and numbers by a key as equal() compares them (1, 1.0 and true
-    // alike), so that a long list is not compared with itself pairwise;
-    // containers (and NaN, equal to nothing) against those kept.
-    const Items items = sequence();
-    std::unordered_set<std::string_view> strings;  // views of the items' own text
-    std::unordered_set<std::string> others;
+    // Jinja2's: strings compared without case unless case_sensitive, by an
+    // attribute if given; the first of each kept. Strings and numbers go by
+    // a key as equal() compares them (1, 1.0 and true alike), so that a long
+    // list is not compared with itself pairwise; containers (and NaN, equal
+    // to nothing) against those kept.
+    const bool case_sensitive = optional_bool(args, 0, "case_sensitive", false);
+    const std::optional<std::string> attribute = optional_string(args, 1, "attribute", pos);
+    std::unordered_set<std::string> keys;
     Items out, containers;
-    for (const Value& item : items) {
+    for (const Value& item : sequence()) {
+      const Value subject = attribute ? attribute_path(item, *attribute, pos) : item;
       bool fresh;
-      if (item.kind == Kind::String) {
-        fresh = strings.insert(item.text()).second;
-      } else if ((item.is_number() || item.kind == Kind::Bool) && !std::isnan(item.as_double())) {
-        const double d = item.as_double();
-        fresh = others.insert(item.kind == Kind::Int ? std::to_string(item.integer)
-                              : d == std::trunc(d) && std::fabs(d) < 9.2e18 ? std::to_string(static_cast<int64_t>(d))
-                                                                             : float_repr(d)).second;
-      } else if (item.kind == Kind::None || item.kind == Kind::Undefined) {
-        fresh = others.insert(item.kind == Kind::None ? "None" : "Undefined").second;
+      if (subject.kind == Kind::String) {
+        fresh = keys.insert("s" + (case_sensitive ? subject.text() : change_case(subject.text(), Case::Lower))).second;
+      } else if ((subject.is_number() || subject.kind == Kind::Bool) && !std::isnan(subject.as_double())) {
+        const double d = subject.as_double();
+        fresh = keys.insert(subject.kind == Kind::Int                               ? "i" + std::to_string(subject.integer)
+                            : d == std::trunc(d) && std::fabs(d) < 9.2e18 ? "i" + std::to_string(static_cast<int64_t>(d))
+                                                                          : "f" + float_repr(d)).second;
+      } else if (subject.kind == Kind::None || subject.kind == Kind::Undefined) {
+        fresh = keys.insert(subject.kind == Kind::None ? "n" : "u").second;
       } else {
-        fresh = std::none_of(containers.begin(), containers.end(), [&](const Value& seen) { return equal(seen, item); });
-        if (fresh) containers.push_back(item);
+        fresh = std::none_of(containers.begin(), containers.end(), [&](const Value& seen) { return equal(seen, subject); });
+        if (fresh) containers.push_back(subject);
       }
       if (fresh) out.push_back(item);
     }
