@@ -19,11 +19,12 @@ constexpr int kMaxNesting = 200;
 constexpr size_t kMaxText = size_t{64} << 20;  // bytes of one string or render
 constexpr size_t kMaxItems = size_t{1} << 19;  // items of one list (tens of MiB of values)
 constexpr int64_t kMaxIterations = 1'000'000;
+constexpr int64_t kMaxSteps = 20'000'000;  // see spend()
 
 // A failure at a byte offset of the source; ChatTemplate's render() and
 // constructor turn it into an slm::Error with the origin and line:column.
 struct TemplateError {
-  size_t pos;  // kNoPosition: the fault is in the render context, not the source
+  size_t pos;  // kNoPosition: not known where raised (outside a statement: in the render context)
   std::string message;
 };
 constexpr size_t kNoPosition = std::string::npos;
@@ -42,6 +43,20 @@ inline void check_text(size_t bytes, size_t pos) {
 }
 inline void check_items(size_t items, size_t pos) {
   if (items > kMaxItems) fail_at(pos, "a list of more than ", kMaxItems, " items");
+}
+
+// The steps left to the render running on this thread (render() gives it
+// kMaxSteps). Every expression evaluated is a step, and every operation
+// also pays for what it visits and makes (weight() in value.h: an item, 8
+// bytes; a sort n log n), so that no template hangs its render within the
+// other limits: a macro calling itself twice, 200 deep; a million loop
+// iterations each joining a long list; equal() over shared lists.
+inline thread_local int64_t steps_left = 0;
+// kNoPosition where the caller does not know the place: the statement
+// running fills it in (Interpreter::run).
+inline void spend(int64_t steps, size_t pos) {
+  steps_left -= steps;
+  if (steps_left < 0) fail_at(pos, "the render took more than ", kMaxSteps, " steps");
 }
 
 }  // namespace slm::jinja

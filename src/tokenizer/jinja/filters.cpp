@@ -6,6 +6,7 @@
 #include "tokenizer/unicode.h"
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <ctime>
@@ -175,6 +176,7 @@ bool run_test(const std::string& name, const Value& v, const Args& args, size_t 
   if (name == "sequence") return v.kind == Kind::List || v.kind == Kind::String || v.kind == Kind::Dict;
   if (name == "callable") return v.kind == Kind::Function;
   if (name == "lower" || name == "upper") {
+    spend(weight(v), pos);
     return v.kind == Kind::String && change_case(v.text(), name == "lower" ? Case::Lower : Case::Upper) == v.text();
   }
   if (name == "odd" || name == "even") {
@@ -224,9 +226,8 @@ Value attribute_path(const Value& item, const std::string& path, size_t pos) {
   return v;
 }
 
-}  // namespace
-
-Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
+// The filter itself; filter() pays for it.
+Value apply(const std::string& name, const Value& v, Args& args, size_t pos) {
   auto needs = [&](std::initializer_list<Kind> kinds) {
     if (std::find(kinds.begin(), kinds.end(), v.kind) == kinds.end()) {
       fail_at(pos, "filter '", name, "' cannot be applied to ", kind_name(v.kind));
@@ -415,18 +416,27 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     const bool reverse = name == "sort" && optional_bool(args, 0, "reverse", false);
     const bool case_sensitive = optional_bool(args, name == "sort" ? 1 : 0, "case_sensitive", false);
     const std::optional<std::string> attribute = optional_string(args, name == "sort" ? 2 : 1, "attribute", pos);
-    auto key = [&](const Value& item) {
+    // Each item's key once, then the items in the order of their keys.
+    std::vector<Value> keys;
+    keys.reserve(items.size());
+    for (const Value& item : items) {
       Value k = attribute ? attribute_path(item, *attribute, pos) : item;
       if (!case_sensitive && k.kind == Kind::String) k = Value::of(change_case(k.text(), Case::Lower));
-      return k;
-    };
-    auto less = [&](const Value& a, const Value& b) { return compare(key(a), key(b), pos) < 0; };
+      keys.push_back(std::move(k));
+    }
+    std::vector<size_t> order(items.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    auto less = [&](size_t a, size_t b) { return compare(keys[a], keys[b], pos) < 0; };
     if (name == "sort") {
-      std::stable_sort(items.begin(), items.end(), [&](const Value& a, const Value& b) { return reverse ? less(b, a) : less(a, b); });
-      return Value::of(std::move(items));
+      spend(static_cast<int64_t>(items.size() * std::bit_width(items.size())), pos);
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return reverse ? less(b, a) : less(a, b); });
+      Items sorted;
+      sorted.reserve(items.size());
+      for (size_t i : order) sorted.push_back(items[i]);
+      return Value::of(std::move(sorted));
     }
     if (items.empty()) return Value{};
-    return name == "min" ? *std::min_element(items.begin(), items.end(), less) : *std::max_element(items.begin(), items.end(), less);
+    return items[name == "min" ? *std::min_element(order.begin(), order.end(), less) : *std::max_element(order.begin(), order.end(), less)];
   }
   if (name == "map") {
     Items out;
@@ -468,6 +478,14 @@ Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
     return Value::of(std::move(out));
   }
   fail_at(pos, "unknown filter '", name, "'");
+}
+
+}  // namespace
+
+Value filter(const std::string& name, const Value& v, Args& args, size_t pos) {
+  Value result = apply(name, v, args, pos);
+  spend(weight(v) + weight(result), pos);
+  return result;
 }
 
 // ---- globals

@@ -108,7 +108,13 @@ class Interpreter {
 
   Flow run(const Body& body, Scope& scope, std::string& out) {
     for (const auto& s : body) {
-      const Flow flow = execute(*s, scope, out);
+      Flow flow;
+      try {
+        flow = execute(*s, scope, out);
+      } catch (TemplateError& error) {
+        if (error.pos == kNoPosition) error.pos = s->pos;  // the innermost statement running
+        throw;
+      }
       if (out.size() > kMaxText) fail_at(s->pos, "the render grew past ", kMaxText >> 20, " MiB");
       if (flow != Flow::Normal) return flow;
     }
@@ -156,7 +162,9 @@ class Interpreter {
   }
 
   Flow execute_for(const Stmt& s, Scope& scope, std::string& out) {
-    std::vector<Value> items = iterate(eval(*s.expr, scope), s.expr->pos);
+    const Value iterable = eval(*s.expr, scope);
+    spend(weight(iterable), s.expr->pos);
+    std::vector<Value> items = iterate(iterable, s.expr->pos);
     Scope loop_scope{&scope, {}};
     if (s.condition) {
       std::vector<Value> kept;
@@ -252,6 +260,7 @@ class Interpreter {
   }
 
   Value eval(const Expr& e, Scope& scope) {
+    spend(1, e.pos);
     switch (e.type) {
       case Expr::Type::Literal: return e.literal;
       case Expr::Type::Name: {
@@ -272,7 +281,11 @@ class Interpreter {
         }
         return make_dict(std::move(d));
       }
-      case Expr::Type::Attr: return attribute(eval(*e.items[0], scope), e.name);
+      case Expr::Type::Attr: {
+        const Value object = eval(*e.items[0], scope);
+        if (object.kind == Kind::String) spend(weight(object), e.pos);  // a method binds a copy
+        return attribute(object, e.name);
+      }
       case Expr::Type::Index: return index(eval(*e.items[0], scope), eval(*e.items[1], scope), e.pos);
       case Expr::Type::Slice: return slice(e, scope);
       case Expr::Type::Call: {
@@ -285,7 +298,12 @@ class Interpreter {
           if (callee.kind == Kind::Undefined) fail_at(e.pos, what, " is undefined and cannot be called");
           fail_at(e.pos, what, " is ", kind_name(callee.kind), ", not a function");
         }
-        return (*callee.function)(args, scope, e.pos);
+        int64_t paid = 0;
+        for (const Value& v : args.positional) paid += weight(v);
+        for (const auto& keyword : args.keyword) paid += weight(keyword.second);
+        Value result = (*callee.function)(args, scope, e.pos);
+        spend(paid + weight(result), e.pos);
+        return result;
       }
       case Expr::Type::Filter: return apply_filter(e, eval(*e.items[0], scope), scope);
       case Expr::Type::Test: {
@@ -312,7 +330,12 @@ class Interpreter {
         Value left = eval(*e.items[0], scope);
         return truthy(left) ? left : eval(*e.items[1], scope);
       }
-      case Expr::Type::Binary: return binary(e.name, eval(*e.items[0], scope), eval(*e.items[1], scope), e.pos);
+      case Expr::Type::Binary: {
+        const Value a = eval(*e.items[0], scope), b = eval(*e.items[1], scope);
+        Value result = binary(e.name, a, b, e.pos);
+        spend(weight(a) + weight(b) + weight(result), e.pos);
+        return result;
+      }
       case Expr::Type::Ternary:
         return truthy(eval(*e.items[0], scope)) ? eval(*e.items[1], scope) : eval(*e.items[2], scope);
       case Expr::Type::Select: return truthy(eval(*e.items[0], scope)) ? eval(*e.items[1], scope) : Value{};
@@ -322,6 +345,7 @@ class Interpreter {
 
   Value slice(const Expr& e, Scope& scope) {
     const Value object = eval(*e.items[0], scope);
+    spend(2 * weight(object), e.pos);  // visited, and at most as much made
     std::optional<int64_t> bounds[3];
     for (int k = 0; k < 3; ++k) {
       if (!e.items[static_cast<size_t>(k + 1)]) continue;
@@ -403,6 +427,11 @@ class Interpreter {
 }  // namespace
 
 std::string render(const Body& body, Scope& globals) {
+  struct Budget {
+    int64_t saved = steps_left;
+    Budget() { steps_left = kMaxSteps; }
+    ~Budget() { steps_left = saved; }
+  } budget;
   std::string out;
   Interpreter().run(body, globals, out);
   return out;

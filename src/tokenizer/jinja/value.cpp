@@ -95,6 +95,16 @@ bool truthy(const Value& v) {
   return false;
 }
 
+int64_t weight(const Value& v) {
+  switch (v.kind) {
+    case Kind::String: return 1 + static_cast<int64_t>(v.text().size() / 8);
+    case Kind::List: return 1 + static_cast<int64_t>(v.list->size());
+    case Kind::Dict:
+    case Kind::Namespace: return 1 + static_cast<int64_t>(v.dict->items.size());
+    default: return 1;
+  }
+}
+
 Value from_json(const ChatJson& j, int depth) {
   if (j.is_structured() && depth >= kMaxNesting) fail_at(kNoPosition, "nested more than ", kMaxNesting, " arrays and objects deep");
   switch (j.type()) {
@@ -347,6 +357,7 @@ std::string to_string(const Value& v, size_t pos) {
 }
 
 bool equal(const Value& a, const Value& b) {
+  spend(1, kNoPosition);
   if ((a.is_number() || a.kind == Kind::Bool) && (b.is_number() || b.kind == Kind::Bool)) {
     if (a.kind == Kind::Int && b.kind == Kind::Int) return a.integer == b.integer;
     return a.as_double() == b.as_double();
@@ -357,9 +368,11 @@ bool equal(const Value& a, const Value& b) {
     case Kind::None: return true;
     case Kind::String: return a.text() == b.text();
     case Kind::List:
+      if (a.list == b.list) return true;  // as Python compares a list with itself
       return a.list->size() == b.list->size() &&
              std::equal(a.list->begin(), a.list->end(), b.list->begin(), [](const Value& x, const Value& y) { return equal(x, y); });
     case Kind::Dict: {
+      if (a.dict == b.dict) return true;
       if (a.dict->items.size() != b.dict->items.size()) return false;
       for (const auto& [k, v] : a.dict->items) {
         const Value* other = b.dict->find(k);

@@ -130,6 +130,9 @@ struct Args {
 const char* kind_name(Kind kind);
 
 bool truthy(const Value& v);
+// What an operation pays (spend()) to visit or make `v`: 1, and 1 per item
+// of a list or dict, 1 per 8 bytes of a string.
+int64_t weight(const Value& v);
 // At most kMaxNesting arrays and objects deep (else a TemplateError at
 // kNoPosition: the context is not in the source).
 Value from_json(const ChatJson& j, int depth = 0);
