@@ -2,9 +2,12 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/simd.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace slm::cpu {
@@ -272,57 +275,150 @@ struct TileScratch {
   }
 };
 
+// The rows of work item w, and where their first query sits.
+struct TileRows {
+  int64_t ni, rows, first, end_key;  // queries, rows (queries × heads), absolute positions
+};
+TileRows tile_rows_of(const WorkItem& w) {
+  const int64_t ni = std::min(kTileQueries, w.run->n_queries - w.i0), first = w.run->q_start + w.i0;
+  return {ni, ni * w.heads, first, first + ni};
+}
+
+// Folds the keys [j_begin, j_end) into fresh running state of w's rows in t
+// (acc, row_max, row_sum).
 void flash_query_tile(const float* q, const PagedKV& c, const AttentionBatch& batch, const WorkItem& w,
-                      TileScratch& t, float* out) {
+                      int64_t j_begin, int64_t j_end, TileScratch& t) {
   const AttentionRun& run = *w.run;
   const int64_t hd = c.head_dim, g = w.head / (batch.heads / c.kv_heads);
   const float scale = score_scale(batch.scale, hd);
-  const int64_t ni = std::min(kTileQueries, run.n_queries - w.i0), rows = ni * w.heads;
-  const int64_t first = run.q_start + w.i0, end_key = first + ni;  // absolute positions
+  const TileRows tile = tile_rows_of(w);
   // Row r is query r / heads of head w.head + r % heads. A query's heads are
   // adjacent in q: a single query's rows are read in place, several queries'
   // copied a query at a time.
   const float* q_tile = q + ((run.row0 + w.i0) * batch.heads + w.head) * hd;
   int64_t q_stride = batch.heads * hd;
   if (w.heads > 1) {
-    if (ni > 1) {
-      for (int64_t i = 0; i < ni; ++i) {
+    if (tile.ni > 1) {
+      for (int64_t i = 0; i < tile.ni; ++i) {
         std::copy_n(q_tile + i * q_stride, w.heads * hd, t.stacked_q.data() + i * w.heads * hd);
       }
       q_tile = t.stacked_q.data();
     }
     q_stride = hd;
   }
-  std::fill_n(t.acc.data(), rows * hd, 0.0f);
-  std::fill_n(t.row_max.data(), rows, -std::numeric_limits<float>::infinity());
-  std::fill_n(t.row_sum.data(), rows, 0.0f);
-  for (int64_t j0 = first_key(first, batch.window); j0 < end_key;) {
-    const int64_t nj = std::min(kTileKeys - j0 % kTileKeys, end_key - j0);
+  std::fill_n(t.acc.data(), tile.rows * hd, 0.0f);
+  std::fill_n(t.row_max.data(), tile.rows, -std::numeric_limits<float>::infinity());
+  std::fill_n(t.row_sum.data(), tile.rows, 0.0f);
+  for (int64_t j0 = j_begin; j0 < j_end;) {
+    const int64_t nj = std::min(kTileKeys - j0 % kTileKeys, j_end - j0);
     const float* k = tile_rows(c.keys, c, run, g, j0, nj, t.widened_k.data());
     const float* v = tile_rows(c.values, c, run, g, j0, nj, t.widened_v.data());
-    flash_tile(q_tile, q_stride, rows, w.heads, first, k, v, hd, nj, j0, hd, scale, batch.softcap, batch.window,
-               t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
+    flash_tile(q_tile, q_stride, tile.rows, w.heads, tile.first, k, v, hd, nj, j0, hd, scale, batch.softcap,
+               batch.window, t.scores.data(), {t.acc.data(), t.row_max.data(), t.row_sum.data()});
     j0 += nj;
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    const float inv = 1.0f / t.row_sum[static_cast<size_t>(r)];
-    float* o = out + ((run.row0 + w.i0 + r / w.heads) * batch.heads + w.head + r % w.heads) * hd;
-    for (int64_t d = 0; d < hd; ++d) o[d] = t.acc[static_cast<size_t>(r * hd + d)] * inv;
-  }
+}
+
+// Output row r of work item w.
+float* output_row(float* out, const AttentionBatch& batch, const WorkItem& w, int64_t r, int64_t head_dim) {
+  return out + ((w.run->row0 + w.i0 + r / w.heads) * batch.heads + w.head + r % w.heads) * head_dim;
+}
+
+// The keys work item w sees, as 64-aligned tiles: [begin, end) of
+// absolute positions and the count of tiles they touch.
+struct KeyRange {
+  int64_t begin, end, tiles;
+};
+KeyRange visible_keys(const WorkItem& w, int64_t window) {
+  const TileRows tile = tile_rows_of(w);
+  const int64_t begin = first_key(tile.first, window);
+  return {begin, tile.end_key, (tile.end_key + kTileKeys - 1) / kTileKeys - begin / kTileKeys};
+}
+
+// Part `s` of `parts` of the visible keys: whole tiles dealt out evenly.
+std::pair<int64_t, int64_t> key_part(const KeyRange& keys, int64_t s, int64_t parts) {
+  const int64_t first_tile = keys.begin / kTileKeys;
+  const int64_t b = (first_tile + keys.tiles * s / parts) * kTileKeys, e = (first_tile + keys.tiles * (s + 1) / parts) * kTileKeys;
+  return {std::max(keys.begin, b), std::min(keys.end, e)};
 }
 
 }  // namespace
 
+int64_t key_splits(int64_t items, int64_t min_key_tiles, int64_t threads) {
+  if (items >= 2 * threads) return 1;
+  // Four parts a thread, at least four key tiles a part, and as many parts
+  // as the threads divide when the keys allow.
+  int64_t parts = std::min((4 * threads + items - 1) / items, min_key_tiles / 4);
+  while (parts > 1 && parts < min_key_tiles / 4 && items * parts % threads != 0) ++parts;
+  return std::max<int64_t>(parts, 1);
+}
+
 void attention_flash(const float* q, const PagedKV& c, const AttentionBatch& batch, float* out) {
-  const int64_t stack = stacked_heads(batch.heads, c.kv_heads);
+  const int64_t hd = c.head_dim, stack = stacked_heads(batch.heads, c.kv_heads);
   const int64_t items = number_work(batch.runs, batch.heads, stack);
-#pragma omp parallel if (items > 1)
+  // Decoding a few sequences makes fewer work items than threads (three for
+  // nine heads over three KV heads): each item's keys are then split into
+  // parts folded on their own and merged (as flash decoding does), where the
+  // items alone left a thread idle a third of the time at depth.
+  int64_t min_key_tiles = std::numeric_limits<int64_t>::max();
+  for (const AttentionRun& run : batch.runs) {
+    if (run.n_queries > kTileQueries) min_key_tiles = 0;
+    else min_key_tiles = std::min(min_key_tiles, visible_keys({&run, 0, stack, 0}, batch.window).tiles);
+  }
+  const int64_t parts = key_splits(items, min_key_tiles, omp_get_max_threads());
+  // Each part's running state: rows × (head_dim + 2) floats (acc, max, sum).
+  const int64_t part_stride = kTileQueries * stack * (hd + 2);
+  thread_local std::vector<float> partials;  // the caller's; inside the region, thread_local names the worker's
+  if (parts > 1) partials.resize(static_cast<size_t>(items * parts * part_stride));
+  float* partial = partials.data();
+#pragma omp parallel if (items * parts > 1)
   {
     thread_local TileScratch scratch;
-    scratch.reserve(c.head_dim);
+    scratch.reserve(hd);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; ++item) {
-      flash_query_tile(q, c, batch, work_item(batch.runs, item, stack), scratch, out);
+    for (int64_t task = 0; task < items * parts; ++task) {
+      const WorkItem w = work_item(batch.runs, task / parts, stack);
+      const auto [j_begin, j_end] = key_part(visible_keys(w, batch.window), task % parts, parts);
+      flash_query_tile(q, c, batch, w, j_begin, j_end, scratch);
+      const int64_t rows = tile_rows_of(w).rows;
+      if (parts == 1) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float inv = 1.0f / scratch.row_sum[static_cast<size_t>(r)];
+          float* o = output_row(out, batch, w, r, hd);
+          for (int64_t d = 0; d < hd; ++d) o[d] = scratch.acc[static_cast<size_t>(r * hd + d)] * inv;
+        }
+      } else {
+        float* p = partial + task * part_stride;
+        std::copy_n(scratch.acc.data(), rows * hd, p);
+        std::copy_n(scratch.row_max.data(), rows, p + rows * hd);
+        std::copy_n(scratch.row_sum.data(), rows, p + rows * (hd + 1));
+      }
+    }
+    if (parts > 1) {
+      // out = Σ acc_s·e^(max_s − max) / Σ sum_s·e^(max_s − max), max the
+      // largest max_s (a part no key of which a row sees has max_s −inf).
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < items; ++item) {
+        const WorkItem w = work_item(batch.runs, item, stack);
+        const int64_t rows = tile_rows_of(w).rows;
+        for (int64_t r = 0; r < rows; ++r) {
+          float top = -std::numeric_limits<float>::infinity();
+          for (int64_t s = 0; s < parts; ++s) top = std::max(top, partial[(item * parts + s) * part_stride + rows * hd + r]);
+          float* o = output_row(out, batch, w, r, hd);
+          std::fill_n(o, hd, 0.0f);
+          float sum = 0.0f;
+          for (int64_t s = 0; s < parts; ++s) {
+            const float* p = partial + (item * parts + s) * part_stride;
+            const float part_max = p[rows * hd + r];
+            if (part_max == -std::numeric_limits<float>::infinity()) continue;
+            const float weight = std::exp(part_max - top);
+            sum += p[rows * (hd + 1) + r] * weight;
+            for (int64_t d = 0; d < hd; ++d) o[d] += p[r * hd + d] * weight;
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+        }
+      }
     }
   }
 }

@@ -80,5 +80,10 @@ void store_kv(const float* k, const float* v, std::span<const AttentionRun> runs
 void attention_eager(const float* q, const PagedKV& cache, const AttentionBatch& batch, std::vector<float>& scores,
                      float* out);
 void attention_flash(const float* q, const PagedKV& cache, const AttentionBatch& batch, float* out);
+// Into how many parts flash splits each work item's keys: more than one
+// when the items (a tile of queries of the heads sharing a KV head) are
+// fewer than two a thread and every run's keys span at least eight tiles of
+// 64 (decoding one or a few sequences at depth).
+int64_t key_splits(int64_t items, int64_t min_key_tiles, int64_t threads);
 
 }  // namespace slm::cpu

@@ -10,6 +10,7 @@
 #include "kernel_test_util.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -240,6 +241,30 @@ TEST(Attention, HeadsSharingKeysStackedInTiles) {
       if (HasFatalFailure()) return;
     }
   }
+}
+
+// Decoding at depth makes fewer work items than threads; each item's keys
+// are then split into parts, folded on their own and merged. The split
+// cases (4 threads asked for: two items of three stacked heads, or one for
+// a single KV head) hold the reference on every dtype, with windows that
+// leave whole parts unseen, blocks shorter than a tile, and a short run of
+// queries at depth.
+TEST(Attention, KeysSplitIntoPartsWhenDecodingAtDepth) {
+  EXPECT_EQ(slm::cpu::key_splits(3, 64, 2), 4);   // SmolLM2 decoding at 4096: 12 parts, 6 a thread
+  EXPECT_EQ(slm::cpu::key_splits(1, 64, 2), 8);
+  EXPECT_EQ(slm::cpu::key_splits(96, 64, 2), 1);  // 32 sequences: the items suffice
+  EXPECT_EQ(slm::cpu::key_splits(3, 7, 2), 1);    // too few keys to split
+  EXPECT_GT(slm::cpu::key_splits(2, 16, 4), 1);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(4);
+  for (const Case& c : {Case{64, 1, 1000, 0}, Case{64, 1, 1500, 300, slm::DType::BF16, 16},
+                        Case{128, 1, 700, 0, slm::DType::F16}, Case{64, 5, 2000, 0, slm::DType::F32, 4096},
+                        Case{64, 1, 1100, 0, slm::DType::F32, 64, 0.3f, 1.5f, 4, 1},
+                        Case{32, 2, 1300, 1000, slm::DType::BF16, 16, 0.0f, 0.0f, 3, 1}}) {
+    check_case(c);
+    if (HasFatalFailure()) break;
+  }
+  omp_set_num_threads(threads);
 }
 
 // Several sequences in one call, prefilling and decoding, each with its own
