@@ -267,6 +267,14 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
       __m512 acc[16];
 #pragma GCC unroll 16
       for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+      // The first row's pass asks for B's lines kDecodePrefetchBytes ahead:
+      // decoding at depth streams the whole key cache this way, and alone
+      // the hardware prefetcher kept it at 27 GB/s of 68 (docs/benchmarks.md).
+      if (m == 0) {
+        for (int64_t j = 0; j < cols; ++j) {
+          for (int64_t k0 = 0; k0 < K; k0 += 16) __builtin_prefetch(B + (n0 + j) * ldb + k0 + kDecodePrefetchBytes / 4);
+        }
+      }
       for (int64_t k0 = 0; k0 < K; k0 += 16) {
         const __mmask16 depth = lane_mask(K - k0);
         const __m512 av = _mm512_maskz_loadu_ps(depth, a + k0);
