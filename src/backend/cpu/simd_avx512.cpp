@@ -294,6 +294,46 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
   }
 }
 
+// C = alpha·A·B + beta·C for Rows rows of A (not transposed), B read in
+// place a row at a time, 64 columns at once: decoding's P·V (B the value
+// tile) in one pass over B with its lines asked for 8 KiB ahead, where the
+// row tile's 32 columns passed over each value row twice.
+template <int Rows>
+void sgemm_few_rows_nn(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+                       float beta, float* C, int64_t ldc) {
+  for (int64_t n0 = 0; n0 < N; n0 += 64) {
+    __mmask16 masks[4];
+    for (int v = 0; v < 4; ++v) masks[v] = lane_mask(N - n0 - 16 * v);
+    __m512 acc[Rows][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+      const float* b = B + k * ldb + n0;
+      for (int64_t line = 0; line < std::min<int64_t>(64, N - n0); line += 16) __builtin_prefetch(b + line + kDecodePrefetchBytes / 4);
+      __m512 bv[4];
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(masks[v], b + 16 * v);
+#pragma GCC unroll 4
+      for (int i = 0; i < Rows; ++i) {
+        const __m512 av = _mm512_set1_ps(A[i * lda + k]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+      }
+    }
+    const __m512 scale = _mm512_set1_ps(alpha), keep = _mm512_set1_ps(beta);
+#pragma GCC unroll 4
+    for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        float* out = C + i * ldc + n0 + 16 * v;
+        __m512 r = _mm512_mul_ps(acc[i][v], scale);
+        if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(masks[v], out), keep, r);
+        _mm512_mask_storeu_ps(out, masks[v], r);
+      }
+    }
+  }
+}
+
 // Up to this many rows, A·Bᵀ runs as dot products (sgemm_few_rows_nt): per
 // 16 columns and 64 deep, about 110 instructions a row against some 380 to
 // pack B and 350 for a tile of up to 12 rows.
@@ -306,6 +346,11 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
   if (trans_b && !trans_a && M <= kFewRows) {
     return sgemm_few_rows_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  if (!trans_b && !trans_a && M <= kFewRows) {
+    static constexpr decltype(&sgemm_few_rows_nn<1>) kFew[] = {sgemm_few_rows_nn<1>, sgemm_few_rows_nn<2>,
+                                                               sgemm_few_rows_nn<3>, sgemm_few_rows_nn<4>};
+    return kFew[M - 1](N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   // One tile of rows reads each panel once: op(B)'s rows are then read where
   // they lie rather than copied (B not transposed).

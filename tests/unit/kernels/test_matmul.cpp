@@ -707,7 +707,8 @@ TEST(Sgemm, EveryPathMatchesTheFormula) {
     if (!own) return;
     ++paths;
     for (const auto [M, N, K] :
-         {std::array<int64_t, 3>{1, 1, 1}, {13, 33, 17}, {25, 70, 300}, {12, 32, 256}, {7, 5, 0}, {3, 70, 300}, {9, 45, 270}}) {
+         {std::array<int64_t, 3>{1, 1, 1}, {13, 33, 17}, {25, 70, 300}, {12, 32, 256}, {7, 5, 0}, {3, 70, 300}, {9, 45, 270},
+          {4, 64, 64}, {2, 130, 65}, {4, 17, 3}}) {
       for (bool trans_a : {false, true}) {
         for (bool trans_b : {false, true}) {
           for (const auto [alpha, beta] : {std::array<float, 2>{1.0f, 0.0f}, {0.5f, 2.0f}, {-1.0f, 1.0f}}) {
