@@ -338,7 +338,8 @@ KeyRange visible_keys(const WorkItem& w, int64_t window) {
 // Part `s` of `parts` of the visible keys: whole tiles dealt out evenly.
 std::pair<int64_t, int64_t> key_part(const KeyRange& keys, int64_t s, int64_t parts) {
   const int64_t first_tile = keys.begin / kTileKeys;
-  const int64_t b = (first_tile + keys.tiles * s / parts) * kTileKeys, e = (first_tile + keys.tiles * (s + 1) / parts) * kTileKeys;
+  const int64_t b = (first_tile + keys.tiles * s / parts) * kTileKeys;
+  const int64_t e = (first_tile + keys.tiles * (s + 1) / parts) * kTileKeys;
   return {std::max(keys.begin, b), std::min(keys.end, e)};
 }
 
@@ -356,8 +357,8 @@ int64_t key_splits(int64_t items, int64_t min_key_tiles, int64_t threads) {
 void attention_flash(const float* q, const PagedKV& c, const AttentionBatch& batch, float* out) {
   const int64_t hd = c.head_dim, stack = stacked_heads(batch.heads, c.kv_heads);
   const int64_t items = number_work(batch.runs, batch.heads, stack);
-  // Decoding a few sequences makes fewer work items than threads (three for
-  // nine heads over three KV heads): each item's keys are then split into
+  // Decoding a few sequences makes fewer work items than two a thread (three
+  // for nine heads over three KV heads): each item's keys are then split into
   // parts folded on their own and merged (as flash decoding does), where the
   // items alone left a thread idle a third of the time at depth.
   int64_t min_key_tiles = std::numeric_limits<int64_t>::max();
