@@ -272,7 +272,7 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
       // the hardware prefetcher kept it at 27 GB/s of 68 (docs/benchmarks.md).
       if (m == 0) {
         for (int64_t j = 0; j < cols; ++j) {
-          for (int64_t k0 = 0; k0 < K; k0 += 16) __builtin_prefetch(B + (n0 + j) * ldb + k0 + kDecodePrefetchBytes / 4);
+          for (int64_t k0 = 0; k0 < K; k0 += 16) prefetch_ahead<64>(B + (n0 + j) * ldb + k0);
         }
       }
       for (int64_t k0 = 0; k0 < K; k0 += 16) {
@@ -309,7 +309,7 @@ void sgemm_few_rows_nn(int64_t N, int64_t K, float alpha, const float* A, int64_
     for (int i = 0; i < Rows; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; ++k) {
       const float* b = B + k * ldb + n0;
-      for (int64_t line = 0; line < std::min<int64_t>(64, N - n0); line += 16) __builtin_prefetch(b + line + kDecodePrefetchBytes / 4);
+      for (int64_t line = 0; line < std::min<int64_t>(64, N - n0); line += 16) prefetch_ahead<64>(b + line);
       __m512 bv[4];
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) bv[v] = _mm512_maskz_loadu_ps(masks[v], b + 16 * v);
