@@ -291,8 +291,9 @@ Value apply(const std::string& name, const Value& v, Args& args, size_t pos) {
     const Value* width = args.get(0, "width");
     std::string prefix(4, ' ');
     if (width && width->kind == Kind::Int) {
-      check_text(static_cast<size_t>(std::max<int64_t>(0, width->integer)), pos);
-      prefix = std::string(static_cast<size_t>(std::max<int64_t>(0, width->integer)), ' ');
+      const auto spaces = static_cast<size_t>(std::max<int64_t>(0, width->integer));
+      check_text(spaces, pos);
+      prefix = std::string(spaces, ' ');
     } else if (width && width->kind == Kind::String) {
       prefix = width->text();
     }

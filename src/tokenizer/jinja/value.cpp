@@ -183,9 +183,8 @@ class Enclosing {
 
 void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclosing& enclosing, size_t pos) {
   auto newline = [&](size_t level) {
-    check_text(out.size(), pos);
+    check_text(out.size() + (style.indent < 0 ? 0 : 1 + static_cast<size_t>(style.indent) * level), pos);
     if (style.indent < 0) return;
-    check_text(out.size() + static_cast<size_t>(style.indent) * level, pos);
     out += '\n';
     out.append(static_cast<size_t>(style.indent) * level, ' ');
   };
