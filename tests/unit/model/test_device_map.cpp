@@ -10,6 +10,8 @@
 #include <fstream>
 #include <string>
 
+#include <unistd.h>
+
 using namespace slm;
 
 namespace {
@@ -31,16 +33,23 @@ std::string error_of(const auto& call) {
 
 class DeviceMapFile : public ::testing::Test {
  protected:
-  std::filesystem::path write(const std::string& text) {
-    const auto path = std::filesystem::path(::testing::TempDir()) / "device_map.json";
-    std::ofstream(path) << text;
-    return path;
+  // ctest runs the tests of this file side by side: each has its own file
+  void SetUp() override {
+    path_ = std::filesystem::path(::testing::TempDir()) /
+            ("device_map_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".json");
   }
-  DevicePlacement place(const std::string& text, const GpuInventory& gpus = kTwoGpus) {
+  void TearDown() override { std::filesystem::remove(path_); }
+  std::filesystem::path write(const std::string& text) const {
+    std::ofstream(path_) << text;
+    return path_;
+  }
+  DevicePlacement place(const std::string& text, const GpuInventory& gpus = kTwoGpus) const {
     PlacementRequest request;
     request.device_map = write(text);
     return place_model(request, 4, gpus);
   }
+  std::filesystem::path path_;
 };
 
 TEST(ParseDevice, NamesAndNumbers) {
@@ -121,7 +130,7 @@ TEST_F(DeviceMapFile, ErrorsNameTheFileTheKeyAndWhatWasExpected) {
   EXPECT_EQ(error_of([&] { place(R"({"": "cuda"})", kNoGpu); }), file + ": \"\" cuda: no GPU found (no driver)");
   EXPECT_EQ(error_of([&] { place(R"(["cpu"])"); }),
             file + ": expected a JSON object of module name → device, got array");
-  EXPECT_NE(error_of([&] { place("{not json"); }).find("device_map.json"), std::string::npos);
+  EXPECT_NE(error_of([&] { place("{not json"); }).find(path_.string() + ": not valid JSON"), std::string::npos);
 }
 
 TEST_F(DeviceMapFile, IsGivenAloneNotWithDeviceOrGpuLayers) {
