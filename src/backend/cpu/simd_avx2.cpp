@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -17,7 +18,7 @@
 // a header compiled under it could leak these instructions into other files.
 SLM_TARGET_BEGIN("avx2,fma,f16c")
 
-#include "backend/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_x86_arranged.h"
 
 namespace slm::cpu {
 
@@ -145,51 +146,35 @@ void quantize_x(const float* x, int64_t k, BlockQ8* out) {
   }
 }
 
-// Σ w·x of one block, q8 weights: vpmaddubsw wants one unsigned operand, so
-// the weights' signs move onto x (|w| · sign(w)·x). A pair of products is at
-// most 2·128·127 in magnitude, inside int16.
-inline __m256i block_q8(const BlockQ8& x, const BlockQ8& w) {
+// Σ w·x of one q8 block: vpmaddubsw wants one unsigned operand, so the
+// weights' signs move onto x (|w| · sign(w)·x). A pair of products is at
+// most 2·128·127 in magnitude, inside int16. (The VNNI step's start value,
+// -128·Σx, is not needed.)
+[[gnu::always_inline]] inline void add_q8_block(const ArrangedBlock& x, const BlockQ8& w, __m256& total) {
   const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q));
   const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
   const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
-  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  const __m256i sum = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scale * scale_of(w.scale)), total);
 }
 
-// Σ (w−8)·x of one block, q4 weights: the levels 0..15 are the unsigned
-// operand, and 8·x is taken out in int16.
-inline __m256i block_q4(const BlockQ8& x, const BlockQ4& w) {
-  const __m256i levels = q4_levels(w);
-  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q));
-  const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(levels, xq), _mm256_maddubs_epi16(_mm256_set1_epi8(8), xq));
-  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-}
-
-// Σ w·x of a row of q8/q4 weight blocks with q8 activation blocks: BlockSum gives one block's integer
-// sum in eight int32 lanes, which is scaled by the product of the two f16
-// scales and accumulated in f32, two blocks at a time in two chains.
-template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
-inline float quantized_row_dot(const void* x_blocks, const Block* w, int64_t k) {
-  const auto* x = static_cast<const BlockQ8*>(x_blocks);
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  const int64_t blocks = k / kQuantBlock;
-  auto add = [&](int64_t b, __m256& acc) {
-    const __m256 scale = _mm256_set1_ps(scale_of(x[b].scale) * scale_of(w[b].scale));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockSum(x[b], w[b])), scale, acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    prefetch_ahead<2 * sizeof(Block)>(w + b);
-    add(b, a0);
-    add(b + 1, a1);
+// Σ w·x of two q4 blocks (Two) or a last one: the nibble bytes side by
+// side, their levels (0..15, the unsigned operand) against x.low and
+// x.high. Each int16 lane adds two pairs of products, at most 4·15·127 in
+// magnitude; the int32 sums start from -8·Σx, which makes levels weights.
+struct AddQ4Pair {
+  template <bool Two>
+  [[gnu::always_inline]] static void add(const ArrangedPair& x, const BlockQ4* w, __m256& total) {
+    const __m256i bytes = q4_pair_bytes<Two>(w), nibble = _mm256_set1_epi8(0x0f);
+    const __m256i low = _mm256_maddubs_epi16(_mm256_and_si256(bytes, nibble),
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.low)));
+    const __m256i high = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble),
+                                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.high)));
+    const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(low, high), _mm256_set1_epi16(1)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.minus_8_sum)));
+    total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), q4_pair_scales<Two>(x, w), total);
   }
-  if (b < blocks) add(b, a0);
-  return horizontal_sum(_mm256_add_ps(a0, a1));
-}
-
-template <class Block, __m256i (*BlockSum)(const BlockQ8&, const Block&)>
-void quantized_rows(const void* x, const Block* w, int64_t k, int64_t rows, float* out) {
-  for (int64_t r = 0; r < rows; ++r) out[r] = quantized_row_dot<Block, BlockSum>(x, w + r * (k / kQuantBlock), k);
-}
+};
 
 // gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
 // groups of 16, [k][16] each (zero past n), so that the micro-kernel reads
@@ -526,7 +511,7 @@ VectorKernels avx2_kernels() {
 }
 
 QuantDotKernels avx2_quant_kernels() {
-  return {quantize_x, nullptr, nullptr, quantized_rows<BlockQ8, block_q8>, quantized_rows<BlockQ4, block_q4>};
+  return {quantize_x, arranged_bytes, arrange_x, q8_arranged_rows<add_q8_block>, q4_arranged_rows<AddQ4Pair>};
 }
 
 }  // namespace slm::cpu

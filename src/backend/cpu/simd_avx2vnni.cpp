@@ -21,62 +21,11 @@
 // Everything below, and nothing included above, is compiled for this target.
 SLM_TARGET_BEGIN("avx2,fma,f16c,avxvnni")
 
-#include "backend/cpu/simd_x86_inline.h"
+#include "backend/cpu/simd_x86_arranged.h"
 
 namespace slm::cpu {
 
 namespace {
-
-// The dot products read x arranged once per product, in two forms one after
-// the other. The q8 products read it per block: its 32 values, its scale as
-// f32, and -128·Σx, the start of the block's int32 sums that takes back out
-// the 128 added to the weights to read them unsigned.
-struct ArrangedBlock {
-  int8_t q[32];
-  float scale;
-  int32_t minus_128_sum;
-  int32_t unused[2];
-};
-
-// The q4 products read it per pair of blocks, in the order a q4 block
-// stores its levels (element j in the low nibble of byte j, j + 16 in the
-// high one): `low` holds x_0..15 of both blocks, `high` x_16..31, so the
-// nibble bytes of two blocks loaded side by side are two vpdpbusd operands
-// as they stand. A block's sums land in four lanes, which hold its scale,
-// and -8·Σx (q4 levels are w + 8) starts the first of them. An odd last
-// block pairs with zeros.
-struct ArrangedPair {
-  int8_t low[32];
-  int8_t high[32];
-  float scale[8];
-  int32_t minus_8_sum[8];
-};
-
-int64_t blocks_bytes(int64_t k) { return k / kQuantBlock * static_cast<int64_t>(sizeof(ArrangedBlock)); }
-
-int64_t arranged_bytes(int64_t k) {
-  return blocks_bytes(k) + (k / kQuantBlock + 1) / 2 * static_cast<int64_t>(sizeof(ArrangedPair));
-}
-
-void arrange_x(const BlockQ8* x, int64_t k, void* out) {
-  auto* blocks = static_cast<ArrangedBlock*>(out);
-  auto* pairs = reinterpret_cast<ArrangedPair*>(static_cast<char*>(out) + blocks_bytes(k));
-  std::memset(out, 0, static_cast<size_t>(arranged_bytes(k)));
-  for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-    int32_t sum = 0;
-    for (int i = 0; i < kQuantBlock; ++i) sum += x[b].q[i];
-    const float scale = scale_of(x[b].scale);
-    std::memcpy(blocks[b].q, x[b].q, sizeof blocks[b].q);
-    blocks[b].scale = scale;
-    blocks[b].minus_128_sum = -128 * sum;
-    ArrangedPair& pair = pairs[b / 2];
-    const int64_t half = b % 2;
-    std::memcpy(pair.low + 16 * half, x[b].q, 16);
-    std::memcpy(pair.high + 16 * half, x[b].q + 16, 16);
-    std::fill_n(pair.scale + 4 * half, 4, scale);
-    pair.minus_8_sum[4 * half] = -8 * sum;
-  }
-}
 
 // Σ w·x of one q8 block: the weights read unsigned (w + 128) against x,
 // from the block's start value; the two scales multiply it into the total.
@@ -88,67 +37,20 @@ void arrange_x(const BlockQ8* x, int64_t k, void* out) {
   total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scale * scale_of(w.scale)), total);
 }
 
-// Σ w·x of two q4 blocks (Two) or a last one: the nibble bytes side by side,
-// low nibbles against x.low and high ones against x.high; each block's f16
-// scale widened and spread over its four lanes.
-template <bool Two>
-[[gnu::always_inline]] inline void add_q4_pair(const ArrangedPair& x, const BlockQ4* w, __m256& total) {
-  const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[0].q));
-  __m128i scales = _mm_cvtsi32_si128(w[0].scale);
-  __m256i bytes = _mm256_zextsi128_si256(first);
-  if constexpr (Two) {
-    bytes = _mm256_inserti128_si256(bytes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[1].q)), 1);
-    scales = _mm_insert_epi16(scales, w[1].scale, 1);
+// Σ w·x of two q4 blocks (Two) or a last one: the nibble bytes side by
+// side, low nibbles against x.low and high ones against x.high.
+struct AddQ4Pair {
+  template <bool Two>
+  [[gnu::always_inline]] static void add(const ArrangedPair& x, const BlockQ4* w, __m256& total) {
+    const __m256i bytes = q4_pair_bytes<Two>(w), nibble = _mm256_set1_epi8(0x0f);
+    __m256i sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.minus_8_sum));
+    sum = _mm256_dpbusd_avx_epi32(sum, _mm256_and_si256(bytes, nibble),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.low)));
+    sum = _mm256_dpbusd_avx_epi32(sum, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.high)));
+    total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), q4_pair_scales<Two>(x, w), total);
   }
-  const __m256i nibble = _mm256_set1_epi8(0x0f);
-  __m256i sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.minus_8_sum));
-  sum = _mm256_dpbusd_avx_epi32(sum, _mm256_and_si256(bytes, nibble), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.low)));
-  sum = _mm256_dpbusd_avx_epi32(sum, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.high)));
-  const __m256 w_scales = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(scales)),
-                                                   _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-  total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(w_scales, _mm256_loadu_ps(x.scale)), total);
-}
-
-// out[r] = Σ x·w_r for `rows` rows: q8 two blocks a step in two chains, q4
-// two pairs a step.
-void q8_rows(const void* arranged, const BlockQ8* w, int64_t k, int64_t rows, float* out) {
-  const auto* x = static_cast<const ArrangedBlock*>(arranged);
-  const int64_t blocks = k / kQuantBlock;
-  for (int64_t r = 0; r < rows; ++r) {
-    const BlockQ8* row = w + r * blocks;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    int64_t b = 0;
-    for (; b + 2 <= blocks; b += 2) {
-      prefetch_ahead<2 * sizeof(BlockQ8)>(row + b);
-      add_q8_block(x[b], row[b], a0);
-      add_q8_block(x[b + 1], row[b + 1], a1);
-    }
-    if (b < blocks) add_q8_block(x[b], row[b], a0);
-    out[r] = horizontal_sum(_mm256_add_ps(a0, a1));
-  }
-}
-
-void q4_rows(const void* arranged, const BlockQ4* w, int64_t k, int64_t rows, float* out) {
-  const auto* x = reinterpret_cast<const ArrangedPair*>(static_cast<const char*>(arranged) + blocks_bytes(k));
-  const int64_t blocks = k / kQuantBlock;
-  for (int64_t r = 0; r < rows; ++r) {
-    const BlockQ4* row = w + r * blocks;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    int64_t b = 0;
-    for (; b + 4 <= blocks; b += 4) {
-      prefetch_ahead<4 * sizeof(BlockQ4)>(row + b);
-      add_q4_pair<true>(x[b / 2], row + b, a0);
-      add_q4_pair<true>(x[b / 2 + 1], row + b + 2, a1);
-    }
-    if (b + 2 <= blocks) {
-      add_q4_pair<true>(x[b / 2], row + b, a0);
-      b += 2;
-    }
-    if (b < blocks) add_q4_pair<false>(x[b / 2], row + b, a1);
-    out[r] = horizontal_sum(_mm256_add_ps(a0, a1));
-  }
-}
+};
 
 // A tile of 3 rows × 16 columns (two vectors) holds six int32 sums of the
 // block in progress and six f32 totals; per quad of k it loads two weight
@@ -314,7 +216,8 @@ void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void
 
 // quantize_x is avx2's: the blocks are quantize_q8's either way.
 QuantDotKernels avx2vnni_quant_kernels() {
-  return {avx2_quant_kernels().quantize_x, arranged_bytes, arrange_x, q8_rows, q4_rows};
+  return {avx2_quant_kernels().quantize_x, arranged_bytes, arrange_x, q8_arranged_rows<add_q8_block>,
+          q4_arranged_rows<AddQ4Pair>};
 }
 
 QuantGemmKernels avx2vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
