@@ -223,6 +223,10 @@ const QuantGemmKernels* quant_gemm_kernels() {
     static const QuantGemmKernels kernels = avx2vnni_gemm_kernels();
     return &kernels;
   }
+  if (active_isa() == Isa::Avx2 || active_isa() == Isa::Avx512) {
+    static const QuantGemmKernels kernels = avx2_gemm_kernels();
+    return &kernels;
+  }
 #endif
 #if defined(__aarch64__)
   if (active_isa() == Isa::NeonBf16) {

@@ -219,9 +219,15 @@ struct QuantGemmKernels {
   void (*pack_x)(const uint8_t* xq, const float* xs, int64_t m, int64_t k, void* packed);
   void (*gemm_packed)(const void* packed, int64_t m0, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
                       float* c, int64_t ldc);
+  // Whether gemm takes q8 weights as well as q4 (avx2's takes q4 only: its
+  // int16 pairs of products hold q4 levels, not q8 values).
+  bool q8;
+
+  bool takes(DType dtype) const { return dtype == DType::Q4 || (dtype == DType::Q8 && q8); }
 };
 
-// Null when the active path has none (VNNI, AVX-VNNI, AMX and I8MM have one).
+// Null when the active path has none (VNNI, AVX-VNNI, AMX, I8MM and, for q4
+// weights, AVX2 have one).
 const QuantGemmKernels* quant_gemm_kernels();
 
 // y = x·Wᵀ (+ bias) for q8/q4 projections of one input x[M,K] in integers,
@@ -254,6 +260,7 @@ QuantDotKernels avx2_quant_kernels();
 // AVX-VNNI's integer dot products and GEMM (simd_avx2vnni.cpp).
 QuantDotKernels avx2vnni_quant_kernels();
 QuantGemmKernels avx2vnni_gemm_kernels();
+QuantGemmKernels avx2_gemm_kernels();
 VectorKernels avx512_kernels();
 // avx512_kernels() with the bf16 dot products of AVX512-BF16.
 VectorKernels avx512bf16_vector_kernels();

@@ -19,6 +19,7 @@
 SLM_TARGET_BEGIN("avx2,fma,f16c")
 
 #include "backend/cpu/simd_x86_arranged.h"
+#include "backend/cpu/simd_x86_quant_gemm.h"
 
 namespace slm::cpu {
 
@@ -175,6 +176,32 @@ struct AddQ4Pair {
     total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), q4_pair_scales<Two>(x, w), total);
   }
 };
+
+// A quad's products for the integer GEMM of prompts (simd_x86_quant_gemm.h)
+// with vpmaddubsw: x plus 128 (at most 255) times q4 weights (-8..7) makes
+// int16 pairs of at most 2·255·8 = 4080 in magnitude, so a block's eight
+// quads sum in int16 lanes (at most 32640) and one vpmaddwd widens them. q8
+// weights would overflow the pairs: their prompts keep the f32 GEMM.
+struct Avx2Step {
+  using Sum = __m256i;
+  static __m256i start(__m256i) { return _mm256_setzero_si256(); }
+  static __m256i add(__m256i sum, __m256i x, __m256i w) {
+    sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(x, w));
+    // Kept a chain: GCC otherwise reassociates the unrolled adds into a tree
+    // whose 48 products of a block spill to the stack.
+    __asm__("" : "+x"(sum));
+    return sum;
+  }
+  static __m256i finish(__m256i sum, const int32_t* offsets) {
+    return _mm256_add_epi32(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(offsets)));
+  }
+};
+
+void gemm_q4(const uint8_t* xq, const float* xs, int64_t m, DType, const void* w, int64_t n, int64_t k, float* c,
+             int64_t ldc) {
+  gemm_of<Avx2Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
+}
 
 // gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
 // groups of 16, [k][16] each (zero past n), so that the micro-kernel reads
@@ -509,6 +536,8 @@ VectorKernels avx2_kernels() {
           silu_mul,
           exp_shifted};
 }
+
+QuantGemmKernels avx2_gemm_kernels() { return {prepare_x, gemm_q4, nullptr, nullptr, nullptr, false}; }
 
 QuantDotKernels avx2_quant_kernels() {
   return {quantize_x, arranged_bytes, arrange_x, q8_arranged_rows<add_q8_block>, q4_arranged_rows<AddQ4Pair>};
