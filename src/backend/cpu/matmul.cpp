@@ -273,7 +273,7 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     });
     if (bf16 && operands.size() == projections.size()) {
       bf16_gemm_parallel(*bf16, x, M, K, operands, false);
-    } else if (quantized && all_taken) {
+    } else if (all_taken) {
       quant_gemm_parallel(*quantized, x, M, K, projections);
     } else {
       float_gemm(vector_kernels(), x, M, K, projections);

@@ -257,10 +257,11 @@ void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, cons
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 QuantDotKernels avx2_quant_kernels();
+// The integer GEMM of q4 prompts on AVX2 (simd_avx2.cpp; q8 takes the f32 GEMM).
+QuantGemmKernels avx2_gemm_kernels();
 // AVX-VNNI's integer dot products and GEMM (simd_avx2vnni.cpp).
 QuantDotKernels avx2vnni_quant_kernels();
 QuantGemmKernels avx2vnni_gemm_kernels();
-QuantGemmKernels avx2_gemm_kernels();
 VectorKernels avx512_kernels();
 // avx512_kernels() with the bf16 dot products of AVX512-BF16.
 VectorKernels avx512bf16_vector_kernels();

@@ -198,6 +198,7 @@ struct Avx2Step {
   }
 };
 
+// The GEMM of q4 prompts, the only weights whose products Avx2Step holds.
 void gemm_q4(const uint8_t* xq, const float* xs, int64_t m, DType, const void* w, int64_t n, int64_t k, float* c,
              int64_t ldc) {
   gemm_of<Avx2Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
