@@ -227,7 +227,7 @@ struct QuantGemmKernels {
 };
 
 // Null when the active path has none (VNNI, AVX-VNNI, AMX, I8MM and, for q4
-// weights, AVX2 have one).
+// weights, the avx2 path have one; the avx512 path has none).
 const QuantGemmKernels* quant_gemm_kernels();
 
 // y = x·Wᵀ (+ bias) for q8/q4 projections of one input x[M,K] in integers,
