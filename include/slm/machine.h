@@ -20,9 +20,7 @@ struct MachineLimits {
   // Peaks of the AMX tile products (tdpbf16ps, tdpbusd), where the path is amx.
   std::optional<double> amx_bf16_gflops;
   std::optional<double> amx_int8_gops;
-  // Whether q8 and q4 prompts run through the integer GEMM (else f32 widening).
-  bool int8_gemm_q8 = false;
-  bool int8_gemm_q4 = false;
+  bool int8_gemm = false;             // q8/q4 prompts run through the integer GEMM (else f32 widening)
   double sgemm_gflops = 0;            // OpenBLAS f32 GEMM 1024³ achieved, all threads
 };
 

@@ -41,8 +41,8 @@ if json_get "$SLM_WORK/bench-probe.json" 'j["depth"] == 40 and j["machine"]["rea
 else
   fail "bench --depth --probe: $(cat "$SLM_WORK/bench-probe.json")"
 fi
-if json_get "$SLM_WORK/bench-probe.json" '(lambda m: (m["isa"] == "scalar") == (m["int8_dot_gops"] is None) and abs(j["prefill_peak_percent"] - 100 * j["prefill_gflops"] / (m["int8_dot_gops"] if m["int8_gemm_q8"] else m["f32_fma_gflops"])) <= 1e-9 * j["prefill_peak_percent"])(j["machine"])' | grep -qx True; then
-  pass "bench --probe: q8 prefill beside the peak of the instructions it runs on ($(json_get "$SLM_WORK/bench-probe.json" 'j["machine"]["isa"], j["machine"]["int8_gemm_q8"]'))"
+if json_get "$SLM_WORK/bench-probe.json" '(lambda m: (m["isa"] == "scalar") == (m["int8_dot_gops"] is None) and abs(j["prefill_peak_percent"] - 100 * j["prefill_gflops"] / (m["int8_dot_gops"] if m["int8_gemm"] else m["f32_fma_gflops"])) <= 1e-9 * j["prefill_peak_percent"])(j["machine"])' | grep -qx True; then
+  pass "bench --probe: q8 prefill beside the peak of the instructions it runs on ($(json_get "$SLM_WORK/bench-probe.json" 'j["machine"]["isa"], j["machine"]["int8_gemm"]'))"
 else
   fail "bench --probe with q8 weights: $(cat "$SLM_WORK/bench-probe.json")"
 fi

@@ -92,8 +92,7 @@ int run_bench(int argc, char** argv) {
                      {"int8_dot_gops", limits->int8_dot_gops ? nlohmann::json(*limits->int8_dot_gops) : nullptr},
                      {"amx_bf16_gflops", limits->amx_bf16_gflops ? nlohmann::json(*limits->amx_bf16_gflops) : nullptr},
                      {"amx_int8_gops", limits->amx_int8_gops ? nlohmann::json(*limits->amx_int8_gops) : nullptr},
-                     {"int8_gemm_q8", limits->int8_gemm_q8},
-                     {"int8_gemm_q4", limits->int8_gemm_q4},
+                     {"int8_gemm", limits->int8_gemm},
                      {"sgemm_gflops", limits->sgemm_gflops}};
       if (output_format == "text") {
         std::printf("machine    %d threads, %s kernels: read %.1f GB/s, f32 FMA peak %.0f GFLOP/s, ", limits->threads,
@@ -170,8 +169,7 @@ int run_bench(int argc, char** argv) {
       peak_gflops = limits->f32_fma_gflops;
       if (model.dtype() == DType::BF16 && limits->bf16_dot_gflops) peak_gflops = *limits->bf16_dot_gflops;
       if (model.dtype() == DType::BF16 && limits->amx_bf16_gflops) peak_gflops = *limits->amx_bf16_gflops;
-      const bool integer_gemm = model.dtype() == DType::Q8 ? limits->int8_gemm_q8 : limits->int8_gemm_q4;
-      if (is_quantized(model.dtype()) && integer_gemm && limits->int8_dot_gops) peak_gflops = *limits->int8_dot_gops;
+      if (is_quantized(model.dtype()) && limits->int8_gemm && limits->int8_dot_gops) peak_gflops = *limits->int8_dot_gops;
       if (is_quantized(model.dtype()) && limits->amx_int8_gops) peak_gflops = *limits->amx_int8_gops;
       out["machine"] = limits_json;
       out["decode_bandwidth_percent"] = 100.0 * decode_rate * weight_gb / limits->read_gb_per_s;

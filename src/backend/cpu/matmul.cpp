@@ -268,12 +268,11 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
       }
     }
     const QuantGemmKernels* quantized = quant_gemm_kernels();
-    const bool all_taken = std::all_of(projections.begin(), projections.end(), [&](const Projection& p) {
-      return quantized && quantized->takes(p.weight->dtype());
-    });
+    const bool all_quantized = std::all_of(projections.begin(), projections.end(),
+                                           [](const Projection& p) { return is_quantized(p.weight->dtype()); });
     if (bf16 && operands.size() == projections.size()) {
       bf16_gemm_parallel(*bf16, x, M, K, operands, false);
-    } else if (all_taken) {
+    } else if (quantized && all_quantized) {
       quant_gemm_parallel(*quantized, x, M, K, projections);
     } else {
       float_gemm(vector_kernels(), x, M, K, projections);

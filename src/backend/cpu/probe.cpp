@@ -222,10 +222,7 @@ MachineLimits probe_machine() {
     limits.amx_bf16_gflops = peak(cpu::amx_bf16_loop, 4 * 16 * 16 * 32 * 2);
     limits.amx_int8_gops = peak(cpu::amx_int8_loop, 4 * 16 * 16 * 64 * 2);
   }
-  if (const cpu::QuantGemmKernels* gemm = cpu::quant_gemm_kernels()) {
-    limits.int8_gemm_q8 = gemm->takes(DType::Q8);
-    limits.int8_gemm_q4 = gemm->takes(DType::Q4);
-  }
+  limits.int8_gemm = cpu::quant_gemm_kernels() != nullptr;
 #else
   limits.f32_fma_gflops = peak(fma_loop_portable, 8 * 16 * 2);
 #endif

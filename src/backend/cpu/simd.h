@@ -219,15 +219,10 @@ struct QuantGemmKernels {
   void (*pack_x)(const uint8_t* xq, const float* xs, int64_t m, int64_t k, void* packed);
   void (*gemm_packed)(const void* packed, int64_t m0, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
                       float* c, int64_t ldc);
-  // Whether gemm takes q8 weights as well as q4 (avx2's takes q4 only: its
-  // int16 pairs of products hold q4 levels, not q8 values).
-  bool q8;
-
-  bool takes(DType dtype) const { return dtype == DType::Q4 || (dtype == DType::Q8 && q8); }
 };
 
-// Null when the active path has none (VNNI, AVX-VNNI, AMX, I8MM and, for q4
-// weights, the avx2 path have one; the avx512 path has none).
+// Null when the active path has none (the avx2, avx2vnni, avx512bf16 (VNNI),
+// amx and neonbf16 (I8MM) paths have one; the avx512 path has none).
 const QuantGemmKernels* quant_gemm_kernels();
 
 // y = x·Wᵀ (+ bias) for q8/q4 projections of one input x[M,K] in integers,
@@ -257,7 +252,7 @@ void gemm_nt_reference(const float* a, int64_t m, int64_t lda, DType dtype, cons
 #if defined(__x86_64__)
 VectorKernels avx2_kernels();
 QuantDotKernels avx2_quant_kernels();
-// The integer GEMM of q4 prompts on AVX2 (simd_avx2.cpp; q8 takes the f32 GEMM).
+// The integer GEMM of q8/q4 prompts on AVX2 (simd_avx2.cpp).
 QuantGemmKernels avx2_gemm_kernels();
 // AVX-VNNI's integer dot products and GEMM (simd_avx2vnni.cpp).
 QuantDotKernels avx2vnni_quant_kernels();

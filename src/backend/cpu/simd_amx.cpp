@@ -468,13 +468,13 @@ Bf16GemmKernels amx_bf16_kernels() {
   return {bf16_gemm<AmxTiles>, avx512bf16_kernels().narrow, packed_a_bytes, pack_a, bf16_gemm_packed<AmxTiles>};
 }
 QuantGemmKernels amx_quant_kernels() {
-  return {prepare_x, quant_gemm<AmxTiles>, packed_x_bytes, pack_x, quant_gemm_packed<AmxTiles>, true};
+  return {prepare_x, quant_gemm<AmxTiles>, packed_x_bytes, pack_x, quant_gemm_packed<AmxTiles>};
 }
 Bf16GemmKernels amx_model_bf16_kernels() {
   return {bf16_gemm<AmxTileModel>, avx512bf16_kernels().narrow, packed_a_bytes, pack_a, bf16_gemm_packed<AmxTileModel>};
 }
 QuantGemmKernels amx_model_quant_kernels() {
-  return {prepare_x, quant_gemm<AmxTileModel>, packed_x_bytes, pack_x, quant_gemm_packed<AmxTileModel>, true};
+  return {prepare_x, quant_gemm<AmxTileModel>, packed_x_bytes, pack_x, quant_gemm_packed<AmxTileModel>};
 }
 
 namespace {

@@ -180,8 +180,7 @@ struct AddQ4Pair {
 // A quad's products for the integer GEMM of prompts (simd_x86_quant_gemm.h)
 // with vpmaddubsw: x plus 128 (at most 255) times q4 weights (-8..7) makes
 // int16 pairs of at most 2·255·8 = 4080 in magnitude, so a block's eight
-// quads sum in int16 lanes (at most 32640) and one vpmaddwd widens them. q8
-// weights would overflow the pairs: their prompts keep the f32 GEMM.
+// quads sum in int16 lanes (at most 32640) and one vpmaddwd widens them.
 struct Avx2Step {
   using Sum = __m256i;
   static __m256i start(__m256i) { return _mm256_setzero_si256(); }
@@ -198,10 +197,28 @@ struct Avx2Step {
   }
 };
 
-// The GEMM of q4 prompts, the only weights whose products Avx2Step holds.
-void gemm_q4(const uint8_t* xq, const float* xs, int64_t m, DType, const void* w, int64_t n, int64_t k, float* c,
-             int64_t ldc) {
-  gemm_of<Avx2Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
+// The same for q8 weights, whose pairs against x + 128 would overflow
+// int16: x is read back signed, the weights' signs move onto it as in
+// add_q8_block (pairs of at most 2·128·127), and each quad is widened to
+// int32 at once. No offset: x is multiplied as it is.
+struct Avx2SignStep {
+  using Sum = __m256i;
+  static __m256i start(__m256i) { return _mm256_setzero_si256(); }
+  static __m256i add(__m256i sum, __m256i x_plus_128, __m256i w) {
+    const __m256i x = _mm256_xor_si256(x_plus_128, _mm256_set1_epi8(static_cast<char>(0x80)));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+    return _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  static __m256i finish(__m256i sum, const int32_t*) { return sum; }
+};
+
+void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k, float* c,
+          int64_t ldc) {
+  if (dtype == DType::Q8) {
+    gemm_of<Avx2SignStep>(xq, xs, m, static_cast<const BlockQ8*>(w), n, k, c, ldc);
+  } else {
+    gemm_of<Avx2Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
+  }
 }
 
 // gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
@@ -538,7 +555,7 @@ VectorKernels avx2_kernels() {
           exp_shifted};
 }
 
-QuantGemmKernels avx2_gemm_kernels() { return {prepare_x, gemm_q4, nullptr, nullptr, nullptr, false}; }
+QuantGemmKernels avx2_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
 
 QuantDotKernels avx2_quant_kernels() {
   return {quantize_x, arranged_bytes, arrange_x, q8_arranged_rows<add_q8_block>, q4_arranged_rows<AddQ4Pair>};

@@ -78,7 +78,7 @@ QuantDotKernels avx2vnni_quant_kernels() {
           q4_arranged_rows<AddQ4Pair>};
 }
 
-QuantGemmKernels avx2vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr, true}; }
+QuantGemmKernels avx2vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

@@ -334,7 +334,7 @@ QuantDotKernels avx512vnni_kernels() {
   return {quantize_x, arranged_bytes, arrange_x, q8_rows, q4_rows};
 }
 
-QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr, true}; }
+QuantGemmKernels avx512vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

@@ -306,7 +306,7 @@ VectorKernels neonbf16_vector_kernels() {
 
 Bf16GemmKernels neonbf16_gemm_kernels() { return {gemm, narrow, nullptr, nullptr, nullptr}; }
 
-QuantGemmKernels neon_i8mm_gemm_kernels() { return {quant_prepare_x, quant_gemm, nullptr, nullptr, nullptr, true}; }
+QuantGemmKernels neon_i8mm_gemm_kernels() { return {quant_prepare_x, quant_gemm, nullptr, nullptr, nullptr}; }
 
 }  // namespace slm::cpu
 SLM_TARGET_END

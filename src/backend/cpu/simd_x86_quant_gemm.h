@@ -2,8 +2,8 @@
 // avx2 paths): weights packed per panel of 16 columns, activations
 // broadcast a word (four values) at a time, a tile of 3 rows × 16 columns.
 // Each path supplies the Step that multiplies a quad into a block's sums:
-// vpdpbusd with AVX-VNNI; vpmaddubsw on AVX2, whose int16 pairs hold only
-// q4 weights' products (below). Include it after the file's `#pragma GCC
+// vpdpbusd with AVX-VNNI; vpmaddubsw on AVX2 (q4 products summed in int16
+// over a block, q8 ones widened at each quad). Include it after the file's `#pragma GCC
 // target`, as simd_x86_inline.h; its includers name <algorithm>, <cstring>
 // and <vector> above the pragma.
 #pragma once
@@ -95,7 +95,7 @@ void pack_panel(const Block* w, int64_t blocks, int64_t cols, Panel& panel) {
 // start(offset) begins them, add(sum, x, w) adds the products of a quad of
 // x (four unsigned bytes in every lane) with w's, and finish(sum, offsets)
 // returns them as int32 sums that include the columns' offsets (one of
-// start and finish adds them).
+// start and finish adds them, unless add takes the 128 off x itself).
 template <class Step, int MR>
 void gemm_tile(const uint8_t* xq, int64_t k, const float* xs, Panel& panel, int64_t blocks, float* c, int64_t ldc,
                const __m256i* masks) {
