@@ -316,13 +316,18 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
       prepared.q8 = x_arranged.data();
     }
   }
-  // Each thread takes one contiguous share of all the rows, walking across
-  // projection boundaries.
-#pragma omp parallel
-  {
-    const int64_t threads = omp_get_num_threads();
-    const int64_t share = (total_rows + threads - 1) / threads;
-    const int64_t begin = std::min(total_rows, omp_get_thread_num() * share);
+  // The rows, walking across projection boundaries, in contiguous chunks of
+  // at least 128 KB (up to 8 a thread) that the threads take as they finish:
+  // one share a thread left the faster core waiting for the slower at every
+  // product (SmolLM2 bf16 decode on a 2-core VM: 5% faster in chunks).
+  int64_t total_bytes = 0;
+  for (const Projection& p : projections) total_bytes += static_cast<int64_t>(p.weight->nbytes());
+  const int64_t threads = omp_get_max_threads();
+  const int64_t chunks = std::clamp<int64_t>(total_bytes / (128 << 10), threads, 8 * threads);
+  const int64_t share = (total_rows + chunks - 1) / chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t begin = std::min(total_rows, chunk * share);
     const int64_t end = std::min(total_rows, begin + share);
     int64_t offset = 0;
     for (const Projection& p : projections) {
