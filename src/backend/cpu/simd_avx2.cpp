@@ -485,15 +485,75 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
   }
 }
 
+// C = alpha·A·B + beta·C for Rows rows of A (not transposed), B read in
+// place a row at a time, 8·kColumnVectors columns at once: decoding's P·V (B the
+// value tile) without packing the tile for a handful of rows, as the
+// AVX-512 path's sgemm_few_rows_nn. The rows' sums and one broadcast fill
+// the 16 registers; B's vectors are FMA memory operands.
+template <int Rows>
+void sgemm_few_rows_nn(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+                       float beta, float* C, int64_t ldc) {
+  constexpr int kColumnVectors = Rows == 4 ? 3 : 4;
+  for (int64_t n0 = 0; n0 < N; n0 += 8 * kColumnVectors) {
+    __m256i masks[kColumnVectors];
+    for (int v = 0; v < kColumnVectors; ++v) masks[v] = lane_mask8(N - n0 - 8 * v);
+    __m256 acc[Rows][kColumnVectors];
+#pragma GCC unroll 4
+    for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < kColumnVectors; ++v) acc[i][v] = _mm256_setzero_ps();
+    }
+    if (n0 + 8 * kColumnVectors <= N) {
+      for (int64_t k = 0; k < K; ++k) {
+        const float* b = B + k * ldb + n0;
+#pragma GCC unroll 4
+        for (int i = 0; i < Rows; ++i) {
+          const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
+#pragma GCC unroll 4
+          for (int v = 0; v < kColumnVectors; ++v) acc[i][v] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + 8 * v), acc[i][v]);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        const float* b = B + k * ldb + n0;
+#pragma GCC unroll 4
+        for (int i = 0; i < Rows; ++i) {
+          const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
+#pragma GCC unroll 4
+          for (int v = 0; v < kColumnVectors; ++v) {
+            acc[i][v] = _mm256_fmadd_ps(av, _mm256_maskload_ps(b + 8 * v, masks[v]), acc[i][v]);
+          }
+        }
+      }
+    }
+    const __m256 scale = _mm256_set1_ps(alpha), keep = _mm256_set1_ps(beta);
+#pragma GCC unroll 4
+    for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < kColumnVectors; ++v) {
+        float* out = C + i * ldc + n0 + 8 * v;
+        __m256 r = _mm256_mul_ps(acc[i][v], scale);
+        if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_maskload_ps(out, masks[v]), keep, r);
+        _mm256_maskstore_ps(out, masks[v], r);
+      }
+    }
+  }
+}
+
 // The same tiles for BLAS's sgemm (attention tiles, training): op(B) is
 // packed per block of 256 along k, as it is; rows of A are read where they
 // lie, either layout. No allocation per call, where OpenBLAS's small-matrix
-// path allocated and freed per attention tile. Up to 4 rows against Bᵀ
-// run as dot products instead.
+// path allocated and freed per attention tile. Up to 4 rows run as dot
+// products against Bᵀ and against B read in place.
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (K == 0) return sgemm_empty_k(M, N, beta, C, ldc);
   if (trans_b && !trans_a && M <= 4) return sgemm_few_rows_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (!trans_b && !trans_a && M <= 4) {
+    static constexpr decltype(&sgemm_few_rows_nn<1>) kFew[] = {sgemm_few_rows_nn<1>, sgemm_few_rows_nn<2>,
+                                                               sgemm_few_rows_nn<3>, sgemm_few_rows_nn<4>};
+    return kFew[M - 1](N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   const int64_t groups = (N + kPackCols - 1) / kPackCols;
   thread_local std::vector<float> packed;
   packed.resize(static_cast<size_t>(groups * std::min(K, kKc) * kPackCols));
