@@ -198,9 +198,10 @@ struct Avx2Step {
 };
 
 // The same for q8 weights, whose pairs against x + 128 would overflow
-// int16: x is read back signed, the weights' signs move onto it as in
-// add_q8_block (pairs of at most 2·128·127), and each quad is widened to
-// int32 at once. No offset: x is multiplied as it is.
+// int16: x is read back signed (quantize_q8's values, at most 127 in
+// magnitude, so that moving a sign onto one never overflows), the weights'
+// signs move onto it as in add_q8_block (pairs of at most 2·128·127), and
+// each quad is widened to int32 at once. No offset: x is multiplied as it is.
 struct Avx2SignStep {
   using Sum = __m256i;
   static __m256i start(__m256i) { return _mm256_setzero_si256(); }
@@ -505,10 +506,10 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
 }
 
 // C = alpha·A·B + beta·C for Rows rows of A (not transposed), B read in
-// place a row at a time, 8·kColumnVectors columns at once: decoding's P·V (B the
-// value tile) without packing the tile for a handful of rows, as the
-// AVX-512 path's sgemm_few_rows_nn. The rows' sums and one broadcast fill
-// the 16 registers; B's vectors are FMA memory operands.
+// place a row at a time, 32 columns at once (24 for 4 rows): decoding's
+// P·V (B the value tile) without packing the tile for a handful of rows, as
+// the AVX-512 path's sgemm_few_rows_nn. The rows' sums and one broadcast
+// fill the 16 registers; B's vectors are FMA memory operands.
 template <int Rows>
 void sgemm_few_rows_nn(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
                        float beta, float* C, int64_t ldc) {

@@ -3,9 +3,9 @@
 // broadcast a word (four values) at a time, a tile of 3 rows × 16 columns.
 // Each path supplies the Step that multiplies a quad into a block's sums:
 // vpdpbusd with AVX-VNNI; vpmaddubsw on AVX2 (q4 products summed in int16
-// over a block, q8 ones widened at each quad). Include it after the file's `#pragma GCC
-// target`, as simd_x86_inline.h; its includers name <algorithm>, <cstring>
-// and <vector> above the pragma.
+// over a block, q8 ones widened at each quad). Include it after the file's
+// `#pragma GCC target`, as simd_x86_inline.h; its includers name
+// <algorithm>, <cstring> and <vector> above the pragma.
 #pragma once
 
 #include "backend/cpu/simd_x86_inline.h"
