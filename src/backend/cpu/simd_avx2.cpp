@@ -213,15 +213,6 @@ struct Avx2SignStep {
   static __m256i finish(__m256i sum, const int32_t*) { return sum; }
 };
 
-void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k, float* c,
-          int64_t ldc) {
-  if (dtype == DType::Q8) {
-    gemm_of<Avx2SignStep>(xq, xs, m, static_cast<const BlockQ8*>(w), n, k, c, ldc);
-  } else {
-    gemm_of<Avx2Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
-  }
-}
-
 // gemm_nt and sgemm as BLAS kernels do them: B is first packed into column
 // groups of 16, [k][16] each (zero past n), so that the micro-kernel reads
 // two aligned vectors of B per k and broadcasts one element of each of six
@@ -509,54 +500,55 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
 // place a row at a time, 32 columns at once (24 for 4 rows): decoding's
 // P·V (B the value tile) without packing the tile for a handful of rows, as
 // the AVX-512 path's sgemm_few_rows_nn. The rows' sums and one broadcast
-// fill the 16 registers; B's vectors are FMA memory operands.
+// fill the 16 registers; B's vectors are FMA memory operands, masked loads
+// (Masked) in the last columns when N leaves them short.
+template <int Rows>
+constexpr int kFewRowsColumnVectors = Rows == 4 ? 3 : 4;
+
+template <int Rows, bool Masked>
+void few_rows_nn_columns(int64_t n0, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                         int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr int kVectorsAcross = kFewRowsColumnVectors<Rows>;
+  __m256i masks[kVectorsAcross];
+  for (int v = 0; v < kVectorsAcross; ++v) masks[v] = lane_mask8(N - n0 - 8 * v);
+  __m256 acc[Rows][kVectorsAcross];
+#pragma GCC unroll 4
+  for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectorsAcross; ++v) acc[i][v] = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = B + k * ldb + n0;
+#pragma GCC unroll 4
+    for (int i = 0; i < Rows; ++i) {
+      const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVectorsAcross; ++v) {
+        const __m256 bv = Masked ? _mm256_maskload_ps(b + 8 * v, masks[v]) : _mm256_loadu_ps(b + 8 * v);
+        acc[i][v] = _mm256_fmadd_ps(av, bv, acc[i][v]);
+      }
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(alpha), keep = _mm256_set1_ps(beta);
+#pragma GCC unroll 4
+  for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectorsAcross; ++v) {
+      float* out = C + i * ldc + n0 + 8 * v;
+      __m256 r = _mm256_mul_ps(acc[i][v], scale);
+      if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_maskload_ps(out, masks[v]), keep, r);
+      _mm256_maskstore_ps(out, masks[v], r);
+    }
+  }
+}
+
 template <int Rows>
 void sgemm_few_rows_nn(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
                        float beta, float* C, int64_t ldc) {
-  constexpr int kColumnVectors = Rows == 4 ? 3 : 4;
-  for (int64_t n0 = 0; n0 < N; n0 += 8 * kColumnVectors) {
-    __m256i masks[kColumnVectors];
-    for (int v = 0; v < kColumnVectors; ++v) masks[v] = lane_mask8(N - n0 - 8 * v);
-    __m256 acc[Rows][kColumnVectors];
-#pragma GCC unroll 4
-    for (int i = 0; i < Rows; ++i) {
-#pragma GCC unroll 4
-      for (int v = 0; v < kColumnVectors; ++v) acc[i][v] = _mm256_setzero_ps();
-    }
-    if (n0 + 8 * kColumnVectors <= N) {
-      for (int64_t k = 0; k < K; ++k) {
-        const float* b = B + k * ldb + n0;
-#pragma GCC unroll 4
-        for (int i = 0; i < Rows; ++i) {
-          const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
-#pragma GCC unroll 4
-          for (int v = 0; v < kColumnVectors; ++v) acc[i][v] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + 8 * v), acc[i][v]);
-        }
-      }
-    } else {
-      for (int64_t k = 0; k < K; ++k) {
-        const float* b = B + k * ldb + n0;
-#pragma GCC unroll 4
-        for (int i = 0; i < Rows; ++i) {
-          const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
-#pragma GCC unroll 4
-          for (int v = 0; v < kColumnVectors; ++v) {
-            acc[i][v] = _mm256_fmadd_ps(av, _mm256_maskload_ps(b + 8 * v, masks[v]), acc[i][v]);
-          }
-        }
-      }
-    }
-    const __m256 scale = _mm256_set1_ps(alpha), keep = _mm256_set1_ps(beta);
-#pragma GCC unroll 4
-    for (int i = 0; i < Rows; ++i) {
-#pragma GCC unroll 4
-      for (int v = 0; v < kColumnVectors; ++v) {
-        float* out = C + i * ldc + n0 + 8 * v;
-        __m256 r = _mm256_mul_ps(acc[i][v], scale);
-        if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_maskload_ps(out, masks[v]), keep, r);
-        _mm256_maskstore_ps(out, masks[v], r);
-      }
-    }
+  constexpr int64_t kColumns = 8 * kFewRowsColumnVectors<Rows>;
+  for (int64_t n0 = 0; n0 < N; n0 += kColumns) {
+    (n0 + kColumns <= N ? few_rows_nn_columns<Rows, false> : few_rows_nn_columns<Rows, true>)(
+        n0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 }
 
@@ -635,7 +627,9 @@ VectorKernels avx2_kernels() {
           exp_shifted};
 }
 
-QuantGemmKernels avx2_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
+QuantGemmKernels avx2_gemm_kernels() {
+  return {prepare_x, gemm_of_dtype<Avx2SignStep, Avx2Step>, nullptr, nullptr, nullptr};
+}
 
 QuantDotKernels avx2_quant_kernels() {
   return {quantize_x, arranged_bytes, arrange_x, q8_arranged_rows<add_q8_block>, q4_arranged_rows<AddQ4Pair>};

@@ -61,15 +61,6 @@ struct VnniStep {
   static __m256i finish(__m256i sum, const int32_t*) { return sum; }
 };
 
-void gemm(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k, float* c,
-          int64_t ldc) {
-  if (dtype == DType::Q8) {
-    gemm_of<VnniStep>(xq, xs, m, static_cast<const BlockQ8*>(w), n, k, c, ldc);
-  } else {
-    gemm_of<VnniStep>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
-  }
-}
-
 }  // namespace
 
 // quantize_x is avx2's: the blocks are quantize_q8's either way.
@@ -78,7 +69,9 @@ QuantDotKernels avx2vnni_quant_kernels() {
           q4_arranged_rows<AddQ4Pair>};
 }
 
-QuantGemmKernels avx2vnni_gemm_kernels() { return {prepare_x, gemm, nullptr, nullptr, nullptr}; }
+QuantGemmKernels avx2vnni_gemm_kernels() {
+  return {prepare_x, gemm_of_dtype<VnniStep, VnniStep>, nullptr, nullptr, nullptr};
+}
 
 }  // namespace slm::cpu
 SLM_TARGET_END

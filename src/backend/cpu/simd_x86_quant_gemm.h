@@ -171,5 +171,17 @@ void gemm_of(const uint8_t* xq, const float* xs, int64_t m, const Block* w, int6
   }
 }
 
+// QuantGemmKernels::gemm of a path: q8 weights through Q8Step, q4 ones
+// through Q4Step.
+template <class Q8Step, class Q4Step>
+void gemm_of_dtype(const uint8_t* xq, const float* xs, int64_t m, DType dtype, const void* w, int64_t n, int64_t k,
+                   float* c, int64_t ldc) {
+  if (dtype == DType::Q8) {
+    gemm_of<Q8Step>(xq, xs, m, static_cast<const BlockQ8*>(w), n, k, c, ldc);
+  } else {
+    gemm_of<Q4Step>(xq, xs, m, static_cast<const BlockQ4*>(w), n, k, c, ldc);
+  }
+}
+
 }  // namespace
 }  // namespace slm::cpu
