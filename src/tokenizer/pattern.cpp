@@ -11,6 +11,7 @@ namespace slm::tok {
 
 struct Pattern::Regex {
   pcre2_code* code = nullptr;
+  bool jit = false;  // compiled to machine code: matched through pcre2_jit_match
   ~Regex() { pcre2_code_free(code); }
 };
 
@@ -24,9 +25,10 @@ Pattern Pattern::regex(const std::string& expression, const std::string& where) 
     pcre2_get_error_message(error, message, sizeof message);
     fail(where, ": invalid regular expression at offset ", offset, ": ", reinterpret_cast<const char*>(message));
   }
-  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when JIT is unavailable
   auto regex = std::make_shared<Regex>();
   regex->code = code;
+  // The interpreter stays where JIT is unavailable.
+  regex->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
   Pattern p;
   p.regex_ = std::move(regex);
   return p;
@@ -69,7 +71,12 @@ void Pattern::for_each_match(std::string_view text, FunctionRef<bool(size_t, siz
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t start = from;
   while (start <= text.size()) {
-    const int rc = pcre2_match(regex_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.get(), nullptr);
+    // pcre2_jit_match skips pcre2_match's checks of its arguments, once per
+    // piece: 5.6% of a warm Llama 3 encode (`perf`). The text is valid
+    // UTF-8 (checked where it enters), as JIT matching takes for granted.
+    const int rc = regex_->jit ? pcre2_jit_match(regex_->code, subject, text.size(), start, 0, data.get(), nullptr)
+                               : pcre2_match(regex_->code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.get(),
+                                             nullptr);
     if (rc < 0) break;  // no match (or a resource limit: treat the rest as unmatched)
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
     const size_t begin = ovector[0], end = ovector[1];
