@@ -496,15 +496,17 @@ void sgemm_few_rows_nt(int64_t M, int64_t N, int64_t K, float alpha, const float
   }
 }
 
-// C = alpha·A·B + beta·C for Rows rows of A (not transposed), B read in
-// place a row at a time, 32 columns at once (24 for 4 rows): decoding's
-// P·V (B the value tile) without packing the tile for a handful of rows, as
-// the AVX-512 path's sgemm_few_rows_nn. The rows' sums and one broadcast
-// fill the 16 registers; B's vectors are FMA memory operands, masked loads
-// (Masked) in the last columns when N leaves them short.
+// How many vectors of columns sgemm_few_rows_nn takes a pass for Rows rows:
+// their sums and one broadcast fill the 16 registers.
 template <int Rows>
 constexpr int kFewRowsColumnVectors = Rows == 4 ? 3 : 4;
 
+// C = alpha·A·B + beta·C for Rows rows of A (not transposed), B read in
+// place a row at a time, 32 columns at once (24 for 4 rows): decoding's
+// P·V (B the value tile) without packing the tile for a handful of rows, as
+// the AVX-512 path's sgemm_few_rows_nn. B's vectors are FMA memory
+// operands, masked loads (Masked) in the last columns when N leaves them
+// short.
 template <int Rows, bool Masked>
 void few_rows_nn_columns(int64_t n0, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                          int64_t ldb, float beta, float* C, int64_t ldc) {
