@@ -220,26 +220,6 @@ struct Avx2SignStep {
 // registers.
 constexpr int64_t kPackCols = 16, kMr = 6;
 
-// r[0..7] transposed in place: r[i][j] becomes r[j][i].
-inline void transpose8(__m256 (&r)[8]) {
-  __m256 t[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  __m256 u[8];
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
-
 // `rows` consecutive weight rows from row r0 (row length k), widened to f32.
 // The rows are one contiguous run of memory, so this is a single sequential
 // stream for the hardware prefetcher: reading the eight rows side by side
@@ -256,15 +236,22 @@ void widen_rows(DType dtype, const void* w, int64_t r0, int64_t rows, int64_t k,
 }
 
 // Columns [p0, p0 + kc) of eight rows of length-ld f32 (`rows` of them
-// real, zeros for the rest) as [kc][16] at column 8·half of `out`.
+// real, zeros for the rest) as [kc][16] at column 8·half of `out`: the
+// integer GEMM's 8×8 transpose of 32-bit words moves the floats' bits as
+// they are.
 void pack_transposed(const float* rows_f32, int64_t ld, int64_t rows, int64_t p0, int64_t kc, int64_t half,
                      float* out) {
   int64_t p = 0;
   for (; p + 8 <= kc; p += 8) {
-    __m256 r[8];
-    for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(rows_f32 + i * ld + p0 + p) : _mm256_setzero_ps();
-    transpose8(r);
-    for (int t = 0; t < 8; ++t) _mm256_storeu_ps(out + (p + t) * kPackCols + 8 * half, r[t]);
+    __m256i r[8];
+    for (int i = 0; i < 8; ++i) {
+      r[i] = i < rows ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows_f32 + i * ld + p0 + p))
+                      : _mm256_setzero_si256();
+    }
+    transpose_8x8(r);
+    for (int t = 0; t < 8; ++t) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (p + t) * kPackCols + 8 * half), r[t]);
+    }
   }
   for (; p < kc; ++p) {
     for (int64_t i = 0; i < 8; ++i) out[p * kPackCols + 8 * half + i] = i < rows ? rows_f32[i * ld + p0 + p] : 0.0f;
