@@ -279,11 +279,12 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
     }
     return;
   }
-  int64_t total_rows = 0;
+  int64_t total_rows = 0, total_bytes = 0;
   bool any_bf16 = false, any_quantized = false;
   for (const Projection& p : projections) {
     check_weight(*p.weight, K);
     total_rows += p.weight->dim(0);
+    total_bytes += static_cast<int64_t>(p.weight->nbytes());
     any_bf16 |= p.weight->dtype() == DType::BF16;
     any_quantized |= is_quantized(p.weight->dtype());
   }
@@ -320,8 +321,6 @@ void matmul_group(const float* x, int64_t M, int64_t K, std::span<const Projecti
   // at least 128 KB (up to 8 a thread) that the threads take as they finish:
   // one share a thread left the faster core waiting for the slower at every
   // product (SmolLM2 bf16 decode on a 2-core VM: 5% faster in chunks).
-  int64_t total_bytes = 0;
-  for (const Projection& p : projections) total_bytes += static_cast<int64_t>(p.weight->nbytes());
   const int64_t threads = omp_get_max_threads();
   const int64_t chunks = std::clamp<int64_t>(total_bytes / (128 << 10), threads, 8 * threads);
   const int64_t share = (total_rows + chunks - 1) / chunks;
