@@ -8,8 +8,12 @@
 // 1 MB word and one 1 MB whitespace run, the corners where a naive BPE merge
 // or regex goes quadratic. EncodeThreads encodes SLM_BENCH_TEXT on 1 and 2
 // threads and reports wall-clock time (the ids are the same on any number).
+// Split cuts SLM_BENCH_TEXT with Llama 3's split expression alone, by the
+// split scanner (matcher 0) and by PCRE2 (matcher 1).
 #include <slm/error.h>
 #include <slm/tokenizer.h>
+
+#include "tokenizer/pattern.h"
 
 #include <benchmark/benchmark.h>
 
@@ -115,6 +119,24 @@ void BM_LoadTokenizer(benchmark::State& state, const std::string& name) {
 
 }  // namespace
 
+void BM_Split(benchmark::State& state) {
+  const slm::tok::Pattern pattern = slm::tok::Pattern::regex(
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+      "bench", state.range(0) == 0 ? slm::tok::Pattern::Matcher::Fastest : slm::tok::Pattern::Matcher::Pcre2);
+  const std::string& text = english_prose();
+  size_t pieces = 0;
+  for (auto _ : state) {
+    pieces = 0;
+    pattern.for_each_match(text, [&](size_t, size_t) {
+      ++pieces;
+      return true;
+    });
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+  state.counters["pieces"] = static_cast<double>(pieces);
+}
+
+BENCHMARK(BM_Split)->Arg(0)->Arg(1)->ArgName("matcher")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeEnglish, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeEnglish, qwen3, std::string("qwen3"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeEnglish, llama2, std::string("llama2"))->Unit(benchmark::kMillisecond);

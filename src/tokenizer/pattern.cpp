@@ -1,5 +1,8 @@
 #include "tokenizer/pattern.h"
 
+#include "tokenizer/split_scanner.h"
+#include "tokenizer/unicode.h"
+
 #include <slm/error.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -7,15 +10,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
+
 namespace slm::tok {
 
 struct Pattern::Regex {
   pcre2_code* code = nullptr;
   bool jit = false;  // compiled to machine code: matched through pcre2_jit_match
+  std::optional<SplitScanner> scanner;  // what matches instead of PCRE2, when the expression is a known one
   ~Regex() { pcre2_code_free(code); }
 };
 
-Pattern Pattern::regex(const std::string& expression, const std::string& where) {
+Pattern Pattern::regex(const std::string& expression, const std::string& where, Matcher matcher) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expression.data()), expression.size(),
@@ -29,6 +35,7 @@ Pattern Pattern::regex(const std::string& expression, const std::string& where) 
   regex->code = code;
   // The interpreter stays where JIT is unavailable.
   regex->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  if (matcher == Matcher::Fastest) regex->scanner = SplitScanner::of(expression);
   Pattern p;
   p.regex_ = std::move(regex);
   return p;
@@ -62,6 +69,19 @@ void Pattern::for_each_match(std::string_view text, FunctionRef<bool(size_t, siz
     if (literal_.empty()) return;
     for (size_t at = text.find(literal_, from); at != std::string_view::npos; at = text.find(literal_, at + literal_.size())) {
       if (!match(at, at + literal_.size())) return;
+    }
+    return;
+  }
+  if (regex_->scanner) {
+    // No empty matches, and a character no alternative takes is stepped over.
+    for (size_t start = from; start < text.size();) {
+      const size_t end = regex_->scanner->match_at(text, start);
+      if (end > start) {
+        if (!match(start, end)) return;
+        start = end;
+      } else {
+        start += utf8_length(static_cast<uint8_t>(text[start]));
+      }
     }
     return;
   }

@@ -1,6 +1,8 @@
 // The patterns of tokenizer.json ({"String": ...} or {"Regex": ...}):
 // literal strings, or regular expressions with Unicode classes and
-// look-around, run by PCRE2 (UTF + UCP, JIT-compiled).
+// look-around, run by PCRE2 (UTF + UCP, JIT-compiled), or, for the split
+// expressions of byte-level tokenizers, by a SplitScanner that finds the
+// same matches.
 #pragma once
 
 #include "tokenizer/function_ref.h"
@@ -21,7 +23,10 @@ class Pattern {
  public:
   // `where` names the field in error messages.
   static Pattern from_json(const nlohmann::json& pattern, const std::string& where);
-  static Pattern regex(const std::string& expression, const std::string& where);
+  // Matcher::Pcre2 keeps PCRE2 even for an expression a SplitScanner knows:
+  // the reference the scanner is tested against.
+  enum class Matcher { Fastest, Pcre2 };
+  static Pattern regex(const std::string& expression, const std::string& where, Matcher matcher = Matcher::Fastest);
   static Pattern literal(std::string text);
 
   // Non-overlapping, non-empty matches, left to right from byte `from`, each

@@ -2,11 +2,15 @@
 // even: the rest is text for the real Llama 3 tokenizer (byte-level) or, with
 //       bit 1 set, the Llama 2 one (SentencePiece-style): encode must not
 //       crash, every id must be in the vocabulary, and decode(encode(text))
-//       must not crash either;
+//       must not crash either; and the split scanner must find the matches
+//       PCRE2 finds for each expression it knows (in the text made valid UTF-8);
 // odd:  the rest is a tokenizer.json: loading either succeeds or throws
 //       slm::Error, and a tokenizer that loads must encode and decode.
 #include <slm/error.h>
 #include <slm/tokenizer.h>
+
+#include "tokenizer/pattern.h"
+#include "tokenizer/unicode.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +19,8 @@
 #include <string>
 #include <string_view>
 #include <unistd.h>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -35,12 +41,35 @@ void check_round_trip(const slm::Tokenizer& tokenizer, std::string_view text) {
   (void)tokenizer.decode(ids, true);
 }
 
+// The split scanner against PCRE2 on the GPT-2, Llama 3 and Qwen 2 expressions.
+void check_split_scanner(std::string_view text) {
+  static const std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> engines = [] {
+    std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> both;
+    for (const char* e :
+         {R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)",
+          R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+          R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}) {
+      both.emplace_back(slm::tok::Pattern::regex(e, "fuzz"),
+                        slm::tok::Pattern::regex(e, "fuzz", slm::tok::Pattern::Matcher::Pcre2));
+    }
+    return both;
+  }();
+  const std::string valid = slm::tok::sanitize_utf8(text);
+  for (const auto& [scanner, pcre2] : engines) {
+    std::vector<slm::tok::Span> got, want;
+    scanner.find_all(valid, got);
+    pcre2.find_all(valid, want);
+    if (got != want) std::abort();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   if ((data[0] & 1) == 0) {
+    check_split_scanner(rest);
     check_round_trip(real_tokenizer((data[0] & 2) ? "tokenizer-llama2" : "tokenizer-llama3"), rest);
     return 0;
   }
