@@ -86,15 +86,31 @@ inline uint8_t class_at(const Classes& classes, std::string_view text, size_t i,
   return classes.of(next_code_point(text, next));
 }
 
-// Where the run of characters of a class in `mask` that starts at i ends.
-inline size_t run_of(const Classes& classes, std::string_view text, size_t i, uint8_t mask) {
-  for (size_t next = i; class_at(classes, text, i, next) & mask; i = next) {
+// Neither letter, number nor space: [^\s\p{L}\p{N}].
+inline bool is_other(uint8_t c) { return (c & (kLetter | kNumber | kSpace | kEnd)) == 0; }
+
+// Where the run of characters whose class `in_run` takes, from i, ends.
+// ASCII (most of most texts) is read a byte at a time.
+template <class InRun>
+inline size_t run_while(const Classes& classes, std::string_view text, size_t i, InRun in_run) {
+  const size_t n = text.size();
+  while (i < n) {
+    const auto byte = static_cast<uint8_t>(text[i]);
+    if (byte < 0x80) {
+      if (!in_run(classes.of(byte))) return i;
+      ++i;
+      continue;
+    }
+    size_t next = i;
+    if (!in_run(classes.of(next_code_point(text, next)))) return i;
+    i = next;
   }
   return i;
 }
 
-// Neither letter, number nor space: [^\s\p{L}\p{N}].
-inline bool is_other(uint8_t c) { return (c & (kLetter | kNumber | kSpace | kEnd)) == 0; }
+inline size_t run_of(const Classes& classes, std::string_view text, size_t i, uint8_t mask) {
+  return run_while(classes, text, i, [mask](uint8_t c) { return (c & mask) != 0; });
+}
 
 inline bool is_newline(char c) { return c == '\r' || c == '\n'; }
 
@@ -179,9 +195,7 @@ size_t SplitScanner::match_at(std::string_view text, size_t at) const {
 
   // Other characters after an optional space, then any line breaks.
   if (is_other(c0) || (space0 && is_other(c1))) {
-    size_t end = is_other(c0) ? next0 : next1;
-    for (size_t next = end; is_other(class_at(classes, text, end, next)); end = next) {
-    }
+    size_t end = run_while(classes, text, is_other(c0) ? next0 : next1, is_other);
     if (grammar_.newlines) {
       while (end < text.size() && is_newline(text[end])) ++end;
     }
