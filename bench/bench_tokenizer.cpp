@@ -152,4 +152,5 @@ BENCHMARK_CAPTURE(BM_EncodeThreads, llama3, std::string("llama3"))->Arg(1)->Arg(
 BENCHMARK_CAPTURE(BM_EncodeThreads, qwen3, std::string("qwen3"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeThreads, llama2, std::string("llama2"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeThreads, gemma3, std::string("gemma3"))->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LoadTokenizer, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LoadTokenizer, gemma3, std::string("gemma3"))->Unit(benchmark::kMillisecond);
