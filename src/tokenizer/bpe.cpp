@@ -103,56 +103,97 @@ Bpe::Bpe(const json& options, const simdjson::dom::element* vocab, const simdjso
   merge_slots_.assign(table_size_for(merge_array.size()), MergeSlot{kNoPair, 0, 0});
   const size_t merge_mask = merge_slots_.size() - 1;
   bool merge_joins_metaspace_to_other_symbol = false;
-  std::string merged;
-  int32_t rank = 0;
+  // The merges a batch at a time: the batch's three tokens a merge (left,
+  // right, merged) looked up together, then its pairs' slots asked for
+  // together and filled in order. One at a time, each lookup and each slot
+  // was a miss to memory on its own: most of loading a vocabulary.
+  constexpr size_t kMerges = kLookupBatch / 3;
+  std::string_view batch[3 * kMerges];
+  int32_t ids[3 * kMerges];
+  std::string merged[kMerges];
+  size_t pending = 0;
+  int32_t rank = 0;  // of the batch's first merge
+  auto add_batch = [&] {
+    find_tokens(std::span(batch, 3 * pending), std::span(ids, 3 * pending));
+    uint64_t keys[kMerges];
+    for (size_t m = 0; m < pending; ++m) {
+      const int32_t merge_rank = rank + static_cast<int32_t>(m);
+      for (size_t t = 3 * m; t < 3 * m + 3; ++t) {
+        if (ids[t] < 0) fail(where, ".merges[", merge_rank, "]: token \"", batch[t], "\" is not in the vocabulary");
+      }
+      const std::string_view left = batch[3 * m], right = batch[3 * m + 1];
+      if (right.starts_with(kMetaspace) && !left.ends_with(kMetaspace)) {
+        // Only a left token spelled as the text is can be told from the text.
+        const bool is_byte_or_unk =
+            (left.size() == 6 && left.starts_with("<0x")) || (unk_id_ && ids[3 * m] == *unk_id_);
+        if (is_byte_or_unk) merge_joins_metaspace_to_other_symbol = true;
+        size_t last_char = left.size();
+        while (last_char > 0 && (static_cast<uint8_t>(left[last_char - 1]) & 0xC0) == 0x80) --last_char;
+        if (last_char > 0) --last_char;
+        chars_joined_to_metaspace_.emplace(left.substr(last_char));
+      }
+      keys[m] = pair_key(ids[3 * m], ids[3 * m + 1]);
+      __builtin_prefetch(&merge_slots_[mix(keys[m]) & merge_mask]);
+    }
+    for (size_t m = 0; m < pending; ++m) {
+      for (size_t i = mix(keys[m]) & merge_mask;; i = (i + 1) & merge_mask) {
+        MergeSlot& slot = merge_slots_[i];
+        if (slot.pair == kNoPair) slot = {keys[m], rank + static_cast<int32_t>(m), ids[3 * m + 2]};
+        if (slot.pair == keys[m]) break;  // a repeated pair keeps its first rank
+      }
+    }
+    rank += static_cast<int32_t>(pending);
+    pending = 0;
+  };
   for (const simdjson::dom::element merge : merge_array) {
     std::string_view left, right, text;
     simdjson::dom::array parts;
+    const int32_t merge_rank = rank + static_cast<int32_t>(pending);
     if (merge.get_string().get(text) == simdjson::SUCCESS) {
       const size_t space = text.find(' ');
       if (space == std::string_view::npos || text.find(' ', space + 1) != std::string_view::npos) {
-        fail(where, ".merges[", rank, "]: \"", text, "\" is not two tokens separated by one space");
+        add_batch();  // an earlier merge's error comes first
+        fail(where, ".merges[", merge_rank, "]: \"", text, "\" is not two tokens separated by one space");
       }
       left = text.substr(0, space);
       right = text.substr(space + 1);
     } else if (merge.get_array().get(parts) != simdjson::SUCCESS || parts.size() != 2 ||
                parts.at(0).get_string().get(left) != simdjson::SUCCESS ||
                parts.at(1).get_string().get(right) != simdjson::SUCCESS) {
-      fail(where, ".merges[", rank, "]: expected \"a b\" or [\"a\", \"b\"]");
+      add_batch();
+      fail(where, ".merges[", merge_rank, "]: expected \"a b\" or [\"a\", \"b\"]");
     }
-    auto id_of = [&](std::string_view token) {
-      const int32_t id = find_token(token);
-      if (id < 0) fail(where, ".merges[", rank, "]: token \"", token, "\" is not in the vocabulary");
-      return id;
-    };
-    const int32_t a = id_of(left), b = id_of(right);
-    if (right.starts_with(kMetaspace) && !left.ends_with(kMetaspace)) {
-      // Only a left token spelled as the text is can be told from the text.
-      const bool is_byte_or_unk = (left.size() == 6 && left.starts_with("<0x")) || (unk_id_ && a == *unk_id_);
-      if (is_byte_or_unk) merge_joins_metaspace_to_other_symbol = true;
-      size_t last_char = left.size();
-      while (last_char > 0 && (static_cast<uint8_t>(left[last_char - 1]) & 0xC0) == 0x80) --last_char;
-      if (last_char > 0) --last_char;
-      chars_joined_to_metaspace_.emplace(left.substr(last_char));
-    }
-    merged.assign(left);
-    merged.append(right.starts_with(prefix_) ? right.substr(prefix_.size()) : right);
-    const int32_t result = id_of(merged);
-    const uint64_t key = pair_key(a, b);
-    for (size_t i = mix(key) & merge_mask;; i = (i + 1) & merge_mask) {
-      MergeSlot& slot = merge_slots_[i];
-      if (slot.pair == kNoPair) slot = {key, rank, result};
-      if (slot.pair == key) break;  // a repeated pair keeps its first rank
-    }
-    ++rank;
+    merged[pending].assign(left);
+    merged[pending].append(right.starts_with(prefix_) ? right.substr(prefix_.size()) : right);
+    batch[3 * pending] = left;
+    batch[3 * pending + 1] = right;
+    batch[3 * pending + 2] = merged[pending];
+    if (++pending == kMerges) add_batch();
   }
+  add_batch();
   split_before_metaspace_ = !merge_joins_metaspace_to_other_symbol && prefix_.empty() && suffix_.empty() &&
                             find_token(kMetaspace) >= 0;
   cache_ = std::make_unique<CacheSlot[]>(kCacheSlots);
 }
 
-int32_t Bpe::find_token(std::string_view token) const {
-  const size_t hash = std::hash<std::string_view>{}(token);
+int32_t Bpe::find_token(std::string_view token) const { return find_token(token, std::hash<std::string_view>{}(token)); }
+
+void Bpe::find_tokens(std::span<const std::string_view> tokens, std::span<int32_t> ids) const {
+  size_t hashes[kLookupBatch];
+  const size_t mask = token_slots_.size() - 1;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    hashes[i] = std::hash<std::string_view>{}(tokens[i]);
+    __builtin_prefetch(&token_slots_[hashes[i] & mask]);
+  }
+  // The strings of the ids the slots name, asked for too, before any is compared.
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int32_t id = token_slots_[hashes[i] & mask].id;
+    if (id >= 0) __builtin_prefetch(&tokens_[static_cast<size_t>(id)]);
+  }
+  for (size_t i = 0; i < tokens.size(); ++i) ids[i] = find_token(tokens[i], hashes[i]);
+}
+
+int32_t Bpe::find_token(std::string_view token, size_t hash) const {
   const auto tag = static_cast<uint32_t>(hash >> 32);
   const size_t mask = token_slots_.size() - 1;
   for (size_t i = hash & mask;; i = (i + 1) & mask) {

@@ -72,6 +72,13 @@ class Bpe {
   }
   // The id of a token string; -1 when it is not in the vocabulary.
   int32_t find_token(std::string_view token) const;
+  // The same from the token's hash (std::hash of its bytes).
+  int32_t find_token(std::string_view token, size_t hash) const;
+  // The ids of many tokens (up to kLookupBatch): every slot is asked for
+  // before any is read, so that their misses to memory overlap (loading a
+  // vocabulary's merges is three lookups a merge, each a miss).
+  static constexpr size_t kLookupBatch = 256;
+  void find_tokens(std::span<const std::string_view> tokens, std::span<int32_t> ids) const;
   const MergeSlot* find_merge(int32_t a, int32_t b) const;
   // The first place at or after `from` (at least 1) where `word` may be cut
   // before a "▁": BPE on the two sides gives the ids of BPE on the whole.

@@ -183,6 +183,17 @@ TEST(TokenizerErrors, MergeNamingUnknownTokenSaysWhichMerge) {
   EXPECT_NE(message.find("\"zz\""), std::string::npos) << message;
 }
 
+// Merges are looked up in batches: the first bad merge in the file is still
+// the one named, even when a later one in the same batch is malformed.
+TEST(TokenizerErrors, FirstBadMergeIsNamedBeforeALaterMalformedOne) {
+  json file = sentencepiece_style();
+  file["model"]["merges"].push_back("a zz");
+  file["model"]["merges"].push_back("no_space_here");
+  std::string message = load_error(file, "bad_merges");
+  EXPECT_NE(message.find("merges[3]"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"zz\""), std::string::npos) << message;
+}
+
 TEST(TokenizerErrors, DuplicateAndOutOfRangeIds) {
   json duplicate = sentencepiece_style();
   duplicate["model"]["vocab"]["dup"] = 4;
