@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 namespace slm::tok {
@@ -191,6 +192,49 @@ std::string_view trim_whitespace(std::string_view text, bool left, bool right) {
     }
   }
   return text.substr(begin, end - begin);
+}
+
+void append_json_string(std::string& out, std::string_view s, bool ensure_ascii) {
+  const auto plain = [ensure_ascii](unsigned char c) {
+    return c >= 0x20 && c != '"' && c != '\\' && (!ensure_ascii || c < 0x7F);
+  };
+  out += '"';
+  for (size_t i = 0; i < s.size();) {
+    // Runs that need no escape go in whole.
+    size_t run = i;
+    while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
+    out.append(s.substr(i, run - i));
+    if (run == s.size()) break;
+    i = run;
+    const auto c = static_cast<unsigned char>(s[i]);
+    char buffer[16];
+    if (c >= 0x80) {  // only with ensure_ascii
+      const char32_t cp = next_code_point(s, i);
+      if (cp >= 0x10000) {
+        const char32_t v = cp - 0x10000;
+        std::snprintf(buffer, sizeof buffer, "\\u%04x\\u%04x", static_cast<unsigned>(0xD800 + (v >> 10)),
+                      static_cast<unsigned>(0xDC00 + (v & 0x3FF)));
+      } else {
+        std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned>(cp));
+      }
+      out += buffer;
+      continue;
+    }
+    ++i;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned>(c));
+        out += buffer;
+    }
+  }
+  out += '"';
 }
 
 }  // namespace slm::tok

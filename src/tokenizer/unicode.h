@@ -32,4 +32,10 @@ bool is_word_char(char32_t cp);    // alphanumeric or underscore
 
 std::string_view trim_whitespace(std::string_view text, bool left, bool right);
 
+// `s` (valid UTF-8) as a JSON string literal appended to `out`, as Python's
+// json.dumps and nlohmann's dump write it: ", \ and control characters
+// escaped (\b \f \n \r \t, else \u00XX); with ensure_ascii, DEL and every
+// character past ASCII too (\uXXXX, surrogate pairs above the BMP).
+void append_json_string(std::string& out, std::string_view s, bool ensure_ascii);
+
 }  // namespace slm::tok

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string_view>
@@ -40,36 +39,11 @@ class Output {
   // control characters escaped); text that is not valid UTF-8 goes through
   // nlohmann itself, which writes U+FFFD for what it cannot read.
   void json_string(std::string_view s) {
-    if (!tok::is_valid_utf8(s)) {
+    if (tok::is_valid_utf8(s)) {
+      tok::append_json_string(buffer_, s, false);
+    } else {
       buffer_ += nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      spill();
-      return;
     }
-    buffer_ += '"';
-    const auto plain = [](char c) { return c != '"' && c != '\\' && static_cast<unsigned char>(c) >= 0x20; };
-    for (size_t i = 0; i < s.size();) {
-      size_t run = i;
-      while (run < s.size() && plain(s[run])) ++run;
-      buffer_.append(s.substr(i, run - i));
-      if (run == s.size()) break;
-      i = run + 1;
-      const char c = s[run];
-      switch (c) {
-        case '"': buffer_ += "\\\""; break;
-        case '\\': buffer_ += "\\\\"; break;
-        case '\b': buffer_ += "\\b"; break;
-        case '\f': buffer_ += "\\f"; break;
-        case '\n': buffer_ += "\\n"; break;
-        case '\r': buffer_ += "\\r"; break;
-        case '\t': buffer_ += "\\t"; break;
-        default: {
-          char escape[8];
-          std::snprintf(escape, sizeof escape, "\\u%04x", static_cast<unsigned>(c));
-          buffer_ += escape;
-        }
-      }
-    }
-    buffer_ += '"';
     spill();
   }
   void flush() {

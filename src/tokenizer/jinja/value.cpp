@@ -13,48 +13,6 @@
 
 namespace slm::jinja {
 
-namespace {
-
-void append_json_string(std::string& out, std::string_view s, bool ensure_ascii) {
-  out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80 && ensure_ascii) {
-      const char32_t cp = tok::next_code_point(s, i);
-      char buffer[16];
-      if (cp >= 0x10000) {
-        const char32_t v = cp - 0x10000;
-        std::snprintf(buffer, sizeof buffer, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
-      } else {
-        std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned>(cp));
-      }
-      out += buffer;
-      continue;
-    }
-    ++i;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || (c == 0x7F && ensure_ascii)) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
-          out += buffer;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
-
-}  // namespace
-
 Value make_dict(Dict d, Kind kind) {
   Value v{kind};
   v.dict = std::make_shared<Dict>(std::move(d));
@@ -197,7 +155,7 @@ void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclos
       if (!std::isfinite(v.number)) out += std::isnan(v.number) ? "NaN" : v.number < 0 ? "-Infinity" : "Infinity";
       else out += float_repr(v.number);
       return;
-    case Kind::String: append_json_string(out, v.text(), style.ensure_ascii); return;
+    case Kind::String: tok::append_json_string(out, v.text(), style.ensure_ascii); return;
     case Kind::List: {
       if (enclosing.holds(v.list.get())) fail_at(pos, "tojson: the value holds itself (a circular reference)");
       enclosing.enter(v.list.get());
@@ -227,7 +185,7 @@ void write_json(std::string& out, const Value& v, const JsonStyle& style, Enclos
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += style.item_separator;
         newline(depth);
-        append_json_string(out, items[i]->first, style.ensure_ascii);
+        tok::append_json_string(out, items[i]->first, style.ensure_ascii);
         out += style.key_separator;
         write_json(out, items[i]->second, style, enclosing, pos);
       }
