@@ -29,6 +29,7 @@ class Classes {
   }
   uint8_t of(char32_t cp) const {
     if (cp < 0x80) return ascii_[cp];
+    if (cp >= 0x110000) return kKnown;  // not a code point: other (text is valid UTF-8, but the table ends here)
     uint8_t c = table_[cp].load(std::memory_order_relaxed);
     if (!(c & kKnown)) {
       c = ask(cp);
