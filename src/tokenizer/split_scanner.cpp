@@ -29,7 +29,7 @@ class Classes {
   }
   uint8_t of(char32_t cp) const {
     if (cp < 0x80) return ascii_[cp];
-    if (cp >= 0x110000) return kKnown;  // not a code point: other (text is valid UTF-8, but the table ends here)
+    if (cp >= 0x110000) return kKnown;  // past U+10FFFF (only from invalid UTF-8): other
     uint8_t c = table_[cp].load(std::memory_order_relaxed);
     if (!(c & kKnown)) {
       c = ask(cp);
