@@ -55,8 +55,8 @@ class Classes {
   uint8_t ask(char32_t cp) const {
     std::string utf8;
     append_utf8(utf8, cp);
-    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(pcre2_match_data_create(1, nullptr),
-                                                                             pcre2_match_data_free);
+    thread_local std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
+        pcre2_match_data_create(1, nullptr), pcre2_match_data_free);
     uint8_t c = kKnown;
     for (size_t k = 0; k < codes_.size(); ++k) {
       if (pcre2_match(codes_[k], reinterpret_cast<PCRE2_SPTR>(utf8.data()), utf8.size(), 0, 0, data.get(), nullptr) >

@@ -1,6 +1,6 @@
 // The split scanner against PCRE2, its reference: the same matches for the
-// GPT-2, Llama 3 and Qwen 2 expressions on every code point in every
-// context that tells the alternatives apart, on random strings of the
+// GPT-2, Llama 3 and Qwen 2 expressions on every code point in the contexts
+// that tell the alternatives apart, on random strings of the
 // characters where they disagree most easily, and on the project's docs.
 #include "tokenizer/pattern.h"
 #include "tokenizer/split_scanner.h"
@@ -65,7 +65,7 @@ TEST(SplitScanner, KnowsTheByteLevelExpressionsAndNoOther) {
   EXPECT_FALSE(SplitScanner::of(R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+)").has_value());
 }
 
-TEST(SplitScanner, MatchesPcre2OnEveryCodePointInEveryContext) {
+TEST(SplitScanner, MatchesPcre2OnEveryCodePoint) {
   // Each code point c as a letter, number, space or other character would
   // show: after an apostrophe (caseless contractions: the long s folds to
   // s), after a space, doubled, before and after digits, punctuation, line
@@ -81,8 +81,14 @@ TEST(SplitScanner, MatchesPcre2OnEveryCodePointInEveryContext) {
       append_utf8(s, c);
       // A letter before the apostrophes, so that a match starts there, and
       // one after the contractions: there the letters alternative would take
-      // more than the contraction does.
+      // more than the contraction does. Past U+323AF (the last assigned
+      // letters and numbers: the rest is unassigned, tags, variation
+      // selectors and private use) the contractions alone, where a code
+      // point's own identity counts (caseless matching); elsewhere only
+      // its class and length do, and the planes below hold every kind.
+      const bool every_context = c < 0x32400;
       for (const char* before : {"a'", "a", "a'r", "a", "a'l", "a", " ", "", "1", ".", "\n", " \t"}) {
+        if (!every_context && *before == ' ') break;
         text += before;
         text += s;
       }
