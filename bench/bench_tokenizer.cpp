@@ -14,6 +14,7 @@
 #include <slm/tokenizer.h>
 
 #include "tokenizer/pattern.h"
+#include "tokenizer/split_scanner.h"
 
 #include <benchmark/benchmark.h>
 
@@ -117,12 +118,10 @@ void BM_LoadTokenizer(benchmark::State& state, const std::string& name) {
   for (auto _ : state) benchmark::DoNotOptimize(slm::Tokenizer::from_dir(tokenizer_dir(name)));
 }
 
-}  // namespace
-
 void BM_Split(benchmark::State& state) {
   const slm::tok::Pattern pattern = slm::tok::Pattern::regex(
-      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-      "bench", state.range(0) == 0 ? slm::tok::Pattern::Matcher::Fastest : slm::tok::Pattern::Matcher::Pcre2);
+      std::string(slm::tok::kLlama3Split), "bench",
+      state.range(0) == 0 ? slm::tok::Pattern::Matcher::Fastest : slm::tok::Pattern::Matcher::Pcre2);
   const std::string& text = english_prose();
   size_t pieces = 0;
   for (auto _ : state) {
@@ -135,6 +134,8 @@ void BM_Split(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
   state.counters["pieces"] = static_cast<double>(pieces);
 }
+
+}  // namespace
 
 BENCHMARK(BM_Split)->Arg(0)->Arg(1)->ArgName("matcher")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_EncodeEnglish, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond);

@@ -3,6 +3,7 @@
 #include <slm/error.h>
 
 #include "tokenizer/pipeline.h"
+#include "tokenizer/split_scanner.h"
 #include "tokenizer/unicode.h"
 
 #include <nlohmann/json.hpp>
@@ -163,12 +164,10 @@ class CharacterSplit final : public PreTokenizer {
   Behavior behavior_;
 };
 
-constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex, const std::string& where)
-      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(kGpt2Pattern, where)) {
+      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(std::string(kGpt2Split), where)) {
     for (int b = 0; b < 256; ++b) {
       const std::string& mapped = byte_to_unicode(static_cast<uint8_t>(b));
       mapped_[b].length = static_cast<uint8_t>(mapped.size());  // 1 or 2: every mapped character is below U+0200

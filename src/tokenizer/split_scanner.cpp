@@ -146,16 +146,9 @@ size_t contraction_at(std::string_view text, size_t at, bool caseless) {
 }  // namespace
 
 std::optional<SplitScanner> SplitScanner::of(std::string_view expression) {
-  // GPT-2 (also ByteLevel's own), Llama 3, and Qwen 2 (Llama 3's with one digit a piece).
-  if (expression == R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)") {
-    return SplitScanner(Grammar{false, false, 0, false});
-  }
-  if (expression == R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)") {
-    return SplitScanner(Grammar{true, true, 3, true});
-  }
-  if (expression == R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)") {
-    return SplitScanner(Grammar{true, true, 1, true});
-  }
+  if (expression == kGpt2Split) return SplitScanner(Grammar{false, false, 0, false});
+  if (expression == kLlama3Split) return SplitScanner(Grammar{true, true, 3, true});
+  if (expression == kQwen2Split) return SplitScanner(Grammar{true, true, 1, true});
   return std::nullopt;
 }
 

@@ -10,6 +10,7 @@
 #include <slm/tokenizer.h>
 
 #include "tokenizer/pattern.h"
+#include "tokenizer/split_scanner.h"
 #include "tokenizer/unicode.h"
 
 #include <cstdint>
@@ -45,12 +46,9 @@ void check_round_trip(const slm::Tokenizer& tokenizer, std::string_view text) {
 void check_split_scanner(std::string_view text) {
   static const std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> engines = [] {
     std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> both;
-    for (const char* e :
-         {R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)",
-          R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
-          R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}) {
-      both.emplace_back(slm::tok::Pattern::regex(e, "fuzz"),
-                        slm::tok::Pattern::regex(e, "fuzz", slm::tok::Pattern::Matcher::Pcre2));
+    for (const std::string_view e : {slm::tok::kGpt2Split, slm::tok::kLlama3Split, slm::tok::kQwen2Split}) {
+      both.emplace_back(slm::tok::Pattern::regex(std::string(e), "fuzz"),
+                        slm::tok::Pattern::regex(std::string(e), "fuzz", slm::tok::Pattern::Matcher::Pcre2));
     }
     return both;
   }();
