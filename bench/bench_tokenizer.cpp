@@ -120,7 +120,7 @@ void BM_LoadTokenizer(benchmark::State& state, const std::string& name) {
 
 void BM_Split(benchmark::State& state) {
   const slm::tok::Pattern pattern = slm::tok::Pattern::regex(
-      std::string(slm::tok::kLlama3Split), "bench",
+      slm::tok::kLlama3Split, "bench",
       state.range(0) == 0 ? slm::tok::Pattern::Matcher::Fastest : slm::tok::Pattern::Matcher::Pcre2);
   const std::string& text = english_prose();
   size_t pieces = 0;

@@ -21,7 +21,7 @@ struct Pattern::Regex {
   ~Regex() { pcre2_code_free(code); }
 };
 
-Pattern Pattern::regex(const std::string& expression, const std::string& where, Matcher matcher) {
+Pattern Pattern::regex(std::string_view expression, const std::string& where, Matcher matcher) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expression.data()), expression.size(),

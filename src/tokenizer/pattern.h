@@ -26,7 +26,7 @@ class Pattern {
   // Matcher::Pcre2 keeps PCRE2 even for an expression a SplitScanner knows:
   // the reference the scanner is tested against.
   enum class Matcher { Fastest, Pcre2 };
-  static Pattern regex(const std::string& expression, const std::string& where, Matcher matcher = Matcher::Fastest);
+  static Pattern regex(std::string_view expression, const std::string& where, Matcher matcher = Matcher::Fastest);
   static Pattern literal(std::string text);
 
   // Non-overlapping, non-empty matches, left to right from byte `from`, each

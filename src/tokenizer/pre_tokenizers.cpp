@@ -167,7 +167,7 @@ class CharacterSplit final : public PreTokenizer {
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex, const std::string& where)
-      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(std::string(kGpt2Split), where)) {
+      : add_prefix_space_(add_prefix_space), use_regex_(use_regex), pattern_(Pattern::regex(kGpt2Split, where)) {
     for (int b = 0; b < 256; ++b) {
       const std::string& mapped = byte_to_unicode(static_cast<uint8_t>(b));
       mapped_[b].length = static_cast<uint8_t>(mapped.size());  // 1 or 2: every mapped character is below U+0200

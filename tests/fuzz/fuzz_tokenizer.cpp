@@ -47,8 +47,8 @@ void check_split_scanner(std::string_view text) {
   static const std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> engines = [] {
     std::vector<std::pair<slm::tok::Pattern, slm::tok::Pattern>> both;
     for (const std::string_view e : {slm::tok::kGpt2Split, slm::tok::kLlama3Split, slm::tok::kQwen2Split}) {
-      both.emplace_back(slm::tok::Pattern::regex(std::string(e), "fuzz"),
-                        slm::tok::Pattern::regex(std::string(e), "fuzz", slm::tok::Pattern::Matcher::Pcre2));
+      both.emplace_back(slm::tok::Pattern::regex(e, "fuzz"),
+                        slm::tok::Pattern::regex(e, "fuzz", slm::tok::Pattern::Matcher::Pcre2));
     }
     return both;
   }();

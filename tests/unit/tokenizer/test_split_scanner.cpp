@@ -27,8 +27,7 @@ std::string first_difference(size_t expression, std::string_view text) {
   static const std::vector<std::pair<Pattern, Pattern>> engines = [] {
     std::vector<std::pair<Pattern, Pattern>> both;
     for (const std::string_view e : kExpressions) {
-      both.emplace_back(Pattern::regex(std::string(e), "test"),
-                        Pattern::regex(std::string(e), "test", Pattern::Matcher::Pcre2));
+      both.emplace_back(Pattern::regex(e, "test"), Pattern::regex(e, "test", Pattern::Matcher::Pcre2));
     }
     return both;
   }();
@@ -130,7 +129,7 @@ TEST(SplitScanner, MatchesPcre2OnTheDocs) {
 
 TEST(SplitScanner, MatchesFromAnOffsetAsAScanFromTheStart) {
   const std::string text = "Hello, world's 12345 \r\n\n  end";
-  const Pattern pattern = Pattern::regex(std::string(kLlama3Split), "test");
+  const Pattern pattern = Pattern::regex(kLlama3Split, "test");
   std::vector<Span> whole;
   pattern.find_all(text, whole);
   for (const Span& piece : whole) {
